@@ -1,0 +1,48 @@
+-- pg_mseg finalize: runs after the generated function definitions.
+
+CREATE VIEW mseg.progress AS
+SELECT s.pid,
+       s.operation,
+       s.relid::pg_catalog.regclass AS relation,
+       s.column_name,
+       s.blocks_done,
+       s.blocks_total,
+       s.rows_done,
+       pg_catalog.round(CASE WHEN s.blocks_total OPERATOR(pg_catalog.>) 0
+                             THEN 100.0 OPERATOR(pg_catalog.*) s.blocks_done OPERATOR(pg_catalog./) s.blocks_total
+                             ELSE 100.0 END, 1) AS percent,
+       CASE WHEN s.finished THEN 'waiting for commit' ELSE 'running' END AS state,
+       pg_catalog.to_timestamp(0) OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => 946684800)
+           OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => s.started_us OPERATOR(pg_catalog./) 1000000.0) AS started_at
+FROM mseg.progress_slots() s;
+COMMENT ON VIEW mseg.progress IS 'pg_mseg operations in progress in any session (backfills, key rotations)';
+
+-- Every backend drops its cached domain versions and pseudonym rules when these change.
+CREATE TRIGGER mseg_config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON mseg.domains
+    FOR EACH STATEMENT EXECUTE FUNCTION mseg.config_changed();
+CREATE TRIGGER mseg_config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON mseg.pseudonym_columns
+    FOR EACH STATEMENT EXECUTE FUNCTION mseg.config_changed();
+
+-- Privileges: nothing for PUBLIC; each role gets exactly what its job needs.
+REVOKE ALL ON SCHEMA mseg FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA mseg FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA mseg FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA mseg FROM PUBLIC;
+
+GRANT USAGE ON SCHEMA mseg TO mseg_admin, mseg_app, mseg_export, mseg_reidentify;
+
+-- administration: domains, pseudonym columns, key checks; may compute pseudonyms and tokens
+GRANT SELECT ON mseg.domains, mseg.pseudonym_columns, mseg.progress TO mseg_admin;
+GRANT EXECUTE ON FUNCTION
+    mseg.key_fingerprint(),
+    mseg.create_domain(pg_catalog.text, pg_catalog.text),
+    mseg.drop_domain(pg_catalog.text),
+    mseg.rotate_domain(pg_catalog.text),
+    mseg.add_pseudonym_column(pg_catalog.regclass, pg_catalog.text, pg_catalog.text, pg_catalog.text),
+    mseg.drop_pseudonym_column(pg_catalog.regclass, pg_catalog.text),
+    mseg.pseudonym(pg_catalog.text, pg_catalog.text),
+    mseg.token(pg_catalog.text, pg_catalog.text)
+TO mseg_admin;
+
+-- re-identification (GDPR Art. 4(5)): reversing tokens, nothing else
+GRANT EXECUTE ON FUNCTION mseg.detoken(pg_catalog.text, pg_catalog.text) TO mseg_reidentify;

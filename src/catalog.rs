@@ -1,0 +1,213 @@
+//! Reads and writes of pg_mseg's own configuration tables.
+//!
+//! Application roles have no privilege on these tables, yet the extension's triggers (which run
+//! as whichever role wrote the row) must read them. So every statement here runs through
+//! [`as_owner`]: the bootstrap superuser with `search_path` pinned to `pg_catalog, pg_temp` and a
+//! security-restricted context, with fixed SQL text whose every name and operator is qualified.
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+use crate::error::Result;
+
+/// Restores user id, security context and GUC nest level, also when an error unwinds.
+struct OwnerGuard {
+    saved_user: pg_sys::Oid,
+    saved_context: i32,
+    guc_nest_level: i32,
+}
+
+impl Drop for OwnerGuard {
+    fn drop(&mut self) {
+        // SAFETY: restores exactly what `as_owner` saved, in reverse order.
+        unsafe {
+            pg_sys::SetUserIdAndSecContext(self.saved_user, self.saved_context);
+            pg_sys::AtEOXact_GUC(true, self.guc_nest_level);
+        }
+    }
+}
+
+/// Run `f` as the bootstrap superuser with a pinned, hijack-proof search_path.
+pub fn as_owner<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let guard = unsafe {
+        let mut saved_user = pg_sys::InvalidOid;
+        let mut saved_context = 0;
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        let guc_nest_level = pg_sys::NewGUCNestLevel();
+        let guard = OwnerGuard { saved_user, saved_context, guc_nest_level };
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        pg_sys::SetUserIdAndSecContext(
+            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
+            saved_context
+                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+        );
+        guard
+    };
+    let result = f();
+    drop(guard);
+    result
+}
+
+/// Run a read-only query as owner and hand the client to `f`.
+pub fn select<T>(f: impl FnOnce(&SpiClient<'_>) -> Result<T>) -> Result<T> {
+    as_owner(|| Spi::connect(|client| f(&client)))
+}
+
+/// Run a writing statement (or several) as owner.
+pub fn update<T>(f: impl FnOnce(&mut SpiClient<'_>) -> Result<T>) -> Result<T> {
+    as_owner(|| Spi::connect_mut(|client| f(client)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// mseg.domains
+// ---------------------------------------------------------------------------------------------
+
+pub fn domain_version(domain: &str) -> Result<Option<i32>> {
+    select(|c| {
+        let t = c.select(
+            "SELECT key_version FROM mseg.domains WHERE name OPERATOR(pg_catalog.=) $1",
+            Some(1),
+            &[domain.into()],
+        )?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        Ok(t.first().get_one::<i32>()?)
+    })
+}
+
+/// Insert a domain; false if it already existed.
+pub fn create_domain(domain: &str, description: Option<&str>) -> Result<bool> {
+    update(|c| {
+        let t = c.update(
+            "INSERT INTO mseg.domains(name, description) VALUES ($1, $2) \
+             ON CONFLICT (name) DO NOTHING RETURNING name",
+            None,
+            &[domain.into(), description.into()],
+        )?;
+        Ok(!t.is_empty())
+    })
+}
+
+pub fn drop_domain(domain: &str) -> Result<()> {
+    update(|c| {
+        c.update("DELETE FROM mseg.domains WHERE name OPERATOR(pg_catalog.=) $1", None, &[domain.into()])?;
+        Ok(())
+    })
+}
+
+/// Increment the key version of a domain; returns the new version.
+pub fn bump_domain_version(domain: &str) -> Result<Option<i32>> {
+    update(|c| {
+        let t = c.update(
+            "UPDATE mseg.domains SET key_version = key_version OPERATOR(pg_catalog.+) 1, \
+             rotated_at = pg_catalog.now() WHERE name OPERATOR(pg_catalog.=) $1 RETURNING key_version",
+            None,
+            &[domain.into()],
+        )?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        Ok(t.first().get_one::<i32>()?)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// mseg.pseudonym_columns
+// ---------------------------------------------------------------------------------------------
+
+/// One pseudonym column of a table, as stored in `mseg.pseudonym_columns`.
+#[derive(Clone, Debug)]
+pub struct PseudonymColumn {
+    pub relid: pg_sys::Oid,
+    pub source: String,
+    pub target: String,
+    pub domain: String,
+}
+
+fn columns_where(filter: &str, arg: pgrx::datum::DatumWithOid<'_>) -> Result<Vec<PseudonymColumn>> {
+    select(|c| {
+        let q = format!(
+            "SELECT relid::pg_catalog.oid, source_column::pg_catalog.text, target_column::pg_catalog.text, domain \
+             FROM mseg.pseudonym_columns WHERE {filter} ORDER BY relid, target_column"
+        );
+        let mut out = Vec::new();
+        for row in c.select(&q, None, &[arg])? {
+            out.push(PseudonymColumn {
+                relid: row.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
+                source: row.get::<String>(2)?.unwrap_or_default(),
+                target: row.get::<String>(3)?.unwrap_or_default(),
+                domain: row.get::<String>(4)?.unwrap_or_default(),
+            });
+        }
+        Ok(out)
+    })
+}
+
+pub fn pseudonym_columns_of(relid: pg_sys::Oid) -> Result<Vec<PseudonymColumn>> {
+    columns_where("relid OPERATOR(pg_catalog.=) $1::pg_catalog.oid", relid.into())
+}
+
+pub fn pseudonym_columns_in_domain(domain: &str) -> Result<Vec<PseudonymColumn>> {
+    columns_where("domain OPERATOR(pg_catalog.=) $1", domain.into())
+}
+
+pub fn columns_of_domain(domain: &str) -> Result<Vec<String>> {
+    Ok(pseudonym_columns_in_domain(domain)?
+        .into_iter()
+        .map(|c| format!("{}.{}", relation_name(c.relid), c.target))
+        .collect())
+}
+
+pub fn insert_pseudonym_column(col: &PseudonymColumn) -> Result<()> {
+    update(|c| {
+        c.update(
+            "INSERT INTO mseg.pseudonym_columns(relid, source_column, target_column, domain) \
+             VALUES ($1::pg_catalog.oid::pg_catalog.regclass, $2, $3, $4)",
+            None,
+            &[col.relid.into(), col.source.as_str().into(), col.target.as_str().into(), col.domain.as_str().into()],
+        )?;
+        Ok(())
+    })
+}
+
+pub fn delete_pseudonym_column(relid: pg_sys::Oid, target: &str) -> Result<()> {
+    update(|c| {
+        c.update(
+            "DELETE FROM mseg.pseudonym_columns WHERE relid OPERATOR(pg_catalog.=) $1::pg_catalog.oid \
+             AND target_column OPERATOR(pg_catalog.=) $2",
+            None,
+            &[relid.into(), target.into()],
+        )?;
+        Ok(())
+    })
+}
+
+/// Schema-qualified, quoted name of a relation (for messages and generated DDL).
+pub fn relation_name(relid: pg_sys::Oid) -> String {
+    // SAFETY: plain catalog lookups; NULL results are handled.
+    unsafe {
+        let rel = pg_sys::get_rel_name(relid);
+        if rel.is_null() {
+            return format!("{}", u32::from(relid));
+        }
+        let nsp = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
+        let rel = std::ffi::CStr::from_ptr(rel).to_string_lossy();
+        if nsp.is_null() {
+            return spi::quote_identifier(rel.as_ref());
+        }
+        let nsp = std::ffi::CStr::from_ptr(nsp).to_string_lossy();
+        spi::quote_qualified_identifier(nsp.as_ref(), rel.as_ref())
+    }
+}

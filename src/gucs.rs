@@ -1,0 +1,76 @@
+//! Every configuration parameter of pg_mseg, defined in one place.
+//!
+//! `mseg.key_file` is SIGHUP + superuser-only: application roles can neither `SHOW` it nor see it
+//! in `pg_settings`. Because the library must be preloaded (see `lib.rs`), no backend ever holds
+//! it as an unprotected placeholder.
+
+use std::ffi::CString;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+pub static KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static CONTROLLER_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static BACKFILL_BATCH_BLOCKS: GucSetting<i32> = GucSetting::<i32>::new(1024);
+
+/// Bumped whenever `mseg.key_file` is assigned (start-up, SIGHUP reload, `SET` by a superuser);
+/// the key cache compares it and zeroises itself when it moved.
+static KEY_FILE_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+pub fn key_file_generation() -> u64 {
+    KEY_FILE_GENERATION.load(Ordering::Relaxed)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn key_file_assigned(_new: *const std::ffi::c_char, _extra: *mut std::ffi::c_void) {
+    KEY_FILE_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn key_file() -> Option<String> {
+    KEY_FILE.get().and_then(|c| c.to_str().ok().map(str::to_owned)).filter(|s| !s.is_empty())
+}
+
+pub fn controller_id() -> Option<String> {
+    CONTROLLER_ID.get().and_then(|c| c.to_str().ok().map(str::to_owned)).filter(|s| !s.is_empty())
+}
+
+pub fn init() {
+    // SAFETY: the assign hook only bumps an atomic counter and cannot raise.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"mseg.key_file",
+            c"Path of the pg_mseg master key file (32 or more random bytes, mode 0600).",
+            c"Per-domain keys are derived from it with HKDF-SHA256 inside the server; it never reaches SQL.",
+            &KEY_FILE,
+            GucContext::Sighup,
+            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+            None,
+            Some(key_file_assigned),
+            None,
+        );
+    }
+    GucRegistry::define_string_guc(
+        c"mseg.controller_id",
+        c"Identifier of this data controller, written into every Variant Twin manifest.",
+        c"",
+        &CONTROLLER_ID,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"mseg.backfill_batch_blocks",
+        c"Heap blocks rewritten per batch when a pseudonym column is backfilled or re-keyed.",
+        c"Smaller batches report progress in mseg.progress more often.",
+        &BACKFILL_BATCH_BLOCKS,
+        1,
+        1 << 20,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    // Reserve the prefix so a typo such as mseg.keyfile is reported instead of kept as a placeholder.
+    unsafe {
+        pg_sys::MarkGUCPrefixReserved(c"mseg".as_ptr());
+    }
+}

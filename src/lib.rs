@@ -1,0 +1,88 @@
+//! pg_mseg: privacy-respecting direct marketing inside PostgreSQL.
+//!
+//! One module per concept (see docs/architecture.md). This file only wires them together:
+//! the module magic, `_PG_init`, the cache invalidation hooks and the SQL bootstrap/finalize
+//! scripts that surround the generated function definitions.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+pub mod catalog;
+pub mod error;
+pub mod gucs;
+pub mod keys;
+pub mod progress;
+pub mod pseudonym;
+pub mod token;
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
+::pgrx::pg_module_magic!(name, version);
+
+use error::{Code, MsegError};
+
+static PRELOADED: AtomicBool = AtomicBool::new(false);
+
+/// Every SQL entry point starts here (via `error::boundary`).
+pub fn ensure_preloaded() -> error::Result<()> {
+    if PRELOADED.load(Ordering::Relaxed) {
+        Ok(())
+    } else {
+        Err(not_preloaded())
+    }
+}
+
+fn not_preloaded() -> MsegError {
+    MsegError::new(Code::NotPreloaded, "pg_mseg must be loaded through shared_preload_libraries")
+        .detail("Loaded on demand, its settings (mseg.key_file) would be visible to every role as placeholders.")
+        .hint("Add pg_mseg to shared_preload_libraries in postgresql.conf and restart the server.")
+}
+
+/// Relcache invalidation: configuration or domain rows may have changed (see `config_changed`).
+#[pg_guard]
+unsafe extern "C-unwind" fn relcache_invalidated(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
+    keys::note_catalog_change();
+}
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    // SAFETY: reading a PostgreSQL global set by the postmaster.
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        error::boundary::<()>(|| Err(not_preloaded()));
+    }
+    gucs::init();
+    use progress::PROGRESS;
+    pgrx::pg_shmem_init!(PROGRESS);
+    // SAFETY: registers a callback that only bumps a counter.
+    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(relcache_invalidated), pg_sys::Datum::from(0)) };
+    PRELOADED.store(true, Ordering::Relaxed);
+}
+
+/// Statement trigger on pg_mseg's configuration tables: sends a relcache invalidation for the
+/// table so every backend drops its cached domain versions and pseudonym rules at commit.
+#[pg_trigger]
+fn config_changed<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, std::convert::Infallible> {
+    let relid = unsafe { (*trigger.trigger_data().tg_relation).rd_id };
+    // SAFETY: queues a transactional invalidation message.
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
+    Ok(None)
+}
+
+pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'pg_mseg'", "mseg.key_file = '/tmp/pg_mseg_test.key'"]
+    }
+}
