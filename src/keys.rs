@@ -94,6 +94,14 @@ struct Master {
     hkdf: Hkdf<Sha256>,
 }
 
+/// HKDF-SHA256 (RFC 5869): extract with `salt`, expand `info` into `okm`.
+/// Fails only when `okm` is longer than 8160 bytes.
+pub fn hkdf_sha256(salt: &[u8], ikm: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
+    Hkdf::<Sha256>::new(Some(salt), ikm)
+        .expand(info, okm)
+        .map_err(|_| MsegError::new(Code::General, "HKDF output length out of range"))
+}
+
 impl Master {
     fn derive(&self, info: &[u8]) -> Zeroizing<[u8; 32]> {
         let mut okm = Zeroizing::new([0u8; 32]);

@@ -413,9 +413,10 @@ fn drop_pseudonym_column(table: Option<PgRelation>, column_name: Option<&str>) -
             return Err(MsegError::new(Code::UndefinedObject, format!("{table_name}.{} is not a pseudonym column", quote_identifier(column)))
                 .hint("mseg.pseudonym_columns lists the pseudonym columns."));
         }
-        Spi::run(&format!("ALTER TABLE {table_name} DROP COLUMN {}", quote_identifier(column)))?;
+        // the trigger depends on the column: rebuild it without the column first
         catalog::delete_pseudonym_column(relid, column)?;
         install_trigger(relid, &catalog::pseudonym_columns_of(relid)?)?;
+        Spi::run(&format!("ALTER TABLE {table_name} DROP COLUMN {}", quote_identifier(column)))?;
         Ok(true)
     })
 }
@@ -443,5 +444,5 @@ fn rotate_domain(domain: Option<&str>) -> i32 {
 
 #[cfg(any(test, feature = "pg_test"))]
 pub fn pseudonym_for_test(value: &str, domain: &str) -> MsegResult<String> {
-    Ok(pseudonym_string(&keys::domain_keys(domain)?, value))
+    Ok(pseudonym_string(&*keys::domain_keys(domain)?, value))
 }

@@ -1,1 +1,240 @@
+//! Rust-level tests, run inside PostgreSQL by `cargo pgrx test` (see scripts/test).
+//! The test cluster reads its master key from /tmp/pg_mseg_test.key (made by scripts/test).
 
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    use crate::keys::{self, hkdf_sha256, KeyedMac};
+    use crate::{pseudonym, token};
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    fn setup_domains() {
+        Spi::run("SELECT mseg.create_domain('t_one'); SELECT mseg.create_domain('t_two')").unwrap();
+    }
+
+    // ---- known-answer vectors ------------------------------------------------------------
+
+    #[pg_test]
+    fn hmac_sha256_rfc4231_case1_and_2() {
+        let mac = KeyedMac::new(&[0x0b; 20]);
+        assert_eq!(mac.mac(b"Hi There").to_vec(), hex("b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"));
+        let mac = KeyedMac::new(b"Jefe");
+        assert_eq!(
+            mac.mac(b"what do ya want for nothing?").to_vec(),
+            hex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+        );
+        // the keyed state is reusable: a second message gives the same answer as a fresh key
+        assert_eq!(mac.mac(b"what do ya want for nothing?"), KeyedMac::new(b"Jefe").mac(b"what do ya want for nothing?"));
+    }
+
+    #[pg_test]
+    fn hkdf_sha256_rfc5869_case1() {
+        let mut okm = [0u8; 42];
+        hkdf_sha256(&hex("000102030405060708090a0b0c"), &[0x0b; 22], &hex("f0f1f2f3f4f5f6f7f8f9"), &mut okm).unwrap();
+        assert_eq!(
+            okm.to_vec(),
+            hex("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865")
+        );
+    }
+
+    #[pg_test]
+    fn hkdf_rejects_oversized_output() {
+        let mut okm = vec![0u8; 255 * 32 + 1];
+        assert!(hkdf_sha256(b"s", b"k", b"i", &mut okm).is_err());
+    }
+
+    #[pg_test]
+    fn aes256_gcm_mcgrew_viega_cases_13_and_14() {
+        use aes_gcm::aead::{Aead, KeyInit, Payload};
+        use aes_gcm::{Aes256Gcm, Nonce};
+        let cipher = Aes256Gcm::new_from_slice(&[0u8; 32]).unwrap();
+        let nonce = Nonce::from_slice(&[0u8; 12]);
+        let ct = cipher.encrypt(nonce, Payload { msg: &[], aad: &[] }).unwrap();
+        assert_eq!(ct, hex("530f8afbc74536b9a963b4f1c4cb738b"));
+        let ct = cipher.encrypt(nonce, Payload { msg: &[0u8; 16], aad: &[] }).unwrap();
+        assert_eq!(ct, hex("cea7403d4d606b6e074ec5d3baf39d18d0d1c8a799996bf0265b98b5d48ab919"));
+    }
+
+    #[pg_test]
+    fn hkdf_info_separates_uses_versions_and_domains() {
+        use keys::KeyUse::*;
+        let a = keys::hkdf_info(Pseudonym, "analytics", 1);
+        assert_eq!(a, b"pg_mseg/pseudonym/v1/analytics".to_vec());
+        assert_ne!(a, keys::hkdf_info(Pseudonym, "analytics", 2));
+        assert_ne!(a, keys::hkdf_info(TokenEncryption, "analytics", 1));
+        assert_ne!(a, keys::hkdf_info(Pseudonym, "analytics2", 1));
+    }
+
+    // ---- pseudonyms ------------------------------------------------------------------------
+
+    #[pg_test]
+    fn pseudonym_is_deterministic_compact_and_domain_separated() {
+        setup_domains();
+        let a1 = pseudonym::pseudonym_for_test("alice@example.com", "t_one").unwrap();
+        let a2 = pseudonym::pseudonym_for_test("alice@example.com", "t_one").unwrap();
+        let b = pseudonym::pseudonym_for_test("alice@example.com", "t_two").unwrap();
+        let c = pseudonym::pseudonym_for_test("alice@example.co", "t_one").unwrap();
+        assert_eq!(a1, a2);
+        assert_ne!(a1, b);
+        assert_ne!(a1, c);
+        assert_eq!(a1.len(), pseudonym::PSEUDONYM_LEN);
+        assert!(a1.bytes().all(|ch| ch.is_ascii_alphanumeric() || ch == b'-' || ch == b'_'));
+        // SQL gives the same as Rust
+        let sql = Spi::get_one::<String>("SELECT mseg.pseudonym('alice@example.com', 't_one')").unwrap().unwrap();
+        assert_eq!(sql, a1);
+    }
+
+    #[pg_test]
+    fn pseudonym_is_not_an_unkeyed_hash() {
+        use sha2::{Digest, Sha256};
+        setup_domains();
+        let p = pseudonym::pseudonym_for_test("alice@example.com", "t_one").unwrap();
+        let mut plain = [0u8; 43];
+        let digest: [u8; 32] = Sha256::digest(b"alice@example.com").into();
+        pseudonym::encode_tag(&digest, &mut plain);
+        assert_ne!(p.as_bytes(), &plain[..]);
+    }
+
+    #[pg_test]
+    fn pseudonym_of_null_is_null() {
+        setup_domains();
+        assert_eq!(Spi::get_one::<String>("SELECT mseg.pseudonym(NULL, 't_one')").unwrap(), None);
+    }
+
+    #[pg_test(error = "pseudonymisation domain \"no_such\" does not exist")]
+    fn pseudonym_unknown_domain_errors() {
+        Spi::run("SELECT mseg.pseudonym('x', 'no_such')").unwrap();
+    }
+
+    #[pg_test(error = "argument \"domain\" must not be NULL")]
+    fn pseudonym_null_domain_errors() {
+        Spi::run("SELECT mseg.pseudonym('x', NULL)").unwrap();
+    }
+
+    #[pg_test]
+    fn rotation_changes_pseudonyms() {
+        setup_domains();
+        let before = Spi::get_one::<String>("SELECT mseg.pseudonym('v', 't_one')").unwrap().unwrap();
+        let v = Spi::get_one::<i32>("SELECT mseg.rotate_domain('t_one')").unwrap().unwrap();
+        assert_eq!(v, 2);
+        let after = Spi::get_one::<String>("SELECT mseg.pseudonym('v', 't_one')").unwrap().unwrap();
+        assert_ne!(before, after);
+    }
+
+    // ---- tokens ----------------------------------------------------------------------------
+
+    #[pg_test]
+    fn token_roundtrip_is_deterministic() {
+        setup_domains();
+        let keys = keys::domain_keys("t_one").unwrap();
+        let t1 = token::encrypt(&keys, "bob@example.com".as_bytes()).unwrap();
+        let t2 = token::encrypt(&keys, "bob@example.com".as_bytes()).unwrap();
+        assert_eq!(t1, t2);
+        assert_ne!(t1, token::encrypt(&keys, "bob@example.org".as_bytes()).unwrap());
+        assert_eq!(token::detoken_str("t_one", &t1).unwrap(), "bob@example.com");
+    }
+
+    #[pg_test]
+    fn token_from_another_domain_or_tampered_is_refused() {
+        setup_domains();
+        let keys = keys::domain_keys("t_one").unwrap();
+        let t = token::encrypt(&keys, b"carol").unwrap();
+        let err = token::detoken_str("t_two", &t).unwrap_err();
+        assert_eq!(err.code.sqlstate(), "MS012");
+        // flip one character in the ciphertext part
+        let mut bytes = t.clone().into_bytes();
+        let i = bytes.len() - 5;
+        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(bytes).unwrap();
+        assert_eq!(token::detoken_str("t_one", &tampered).unwrap_err().code.sqlstate(), "MS012");
+        assert_eq!(token::detoken_str("t_one", "not*base64").unwrap_err().code.sqlstate(), "MS012");
+        assert_eq!(token::detoken_str("t_one", "AQAB").unwrap_err().code.sqlstate(), "MS012");
+    }
+
+    #[pg_test]
+    fn token_survives_rotation() {
+        setup_domains();
+        let old = Spi::get_one::<String>("SELECT mseg.token('dave', 't_one')").unwrap().unwrap();
+        Spi::run("SELECT mseg.rotate_domain('t_one')").unwrap();
+        let new = Spi::get_one::<String>("SELECT mseg.token('dave', 't_one')").unwrap().unwrap();
+        assert_ne!(old, new);
+        let back = Spi::get_one_with_args::<String>("SELECT mseg.detoken($1, 't_one')", &[old.as_str().into()]).unwrap();
+        assert_eq!(back.as_deref(), Some("dave"));
+    }
+
+    // ---- pseudonym columns -----------------------------------------------------------------
+
+    #[pg_test]
+    fn pseudonym_column_follows_insert_update_and_forgery() {
+        Spi::run(
+            "CREATE TABLE t_cust(id int primary key, email text, n int);
+             INSERT INTO t_cust SELECT g, 'u'||g||'@x.org', g FROM generate_series(1, 500) g;
+             SELECT mseg.add_pseudonym_column('t_cust', 'email', 't_col');
+             SELECT mseg.add_pseudonym_column('t_cust', 'n', 't_col', column_name => 'n_pn');
+             INSERT INTO t_cust VALUES (501, 'new@x.org', 501), (502, NULL, NULL);
+             UPDATE t_cust SET email = 'changed@x.org' WHERE id = 1;
+             UPDATE t_cust SET email_pseudonym = 'forged' WHERE id = 2;",
+        )
+        .unwrap();
+        let bad = Spi::get_one::<i64>(
+            "SELECT count(*) FROM t_cust WHERE email_pseudonym IS DISTINCT FROM mseg.pseudonym(email, 't_col')
+                OR n_pn IS DISTINCT FROM mseg.pseudonym(n::text, 't_col')",
+        )
+        .unwrap();
+        assert_eq!(bad, Some(0));
+        let nulls = Spi::get_one::<i64>("SELECT count(*) FROM t_cust WHERE email_pseudonym IS NULL").unwrap();
+        assert_eq!(nulls, Some(1));
+    }
+
+    #[pg_test]
+    fn rotation_rewrites_pseudonym_columns() {
+        Spi::run(
+            "CREATE TABLE t_rot(id int, email text);
+             INSERT INTO t_rot SELECT g, 'u'||g FROM generate_series(1, 300) g;
+             SELECT mseg.add_pseudonym_column('t_rot', 'email', 't_rot');
+             CREATE TEMP TABLE before AS SELECT id, email_pseudonym FROM t_rot;
+             SELECT mseg.rotate_domain('t_rot');",
+        )
+        .unwrap();
+        let same = Spi::get_one::<i64>("SELECT count(*) FROM t_rot JOIN before USING (id) WHERE t_rot.email_pseudonym = before.email_pseudonym").unwrap();
+        assert_eq!(same, Some(0));
+        let bad = Spi::get_one::<i64>("SELECT count(*) FROM t_rot WHERE email_pseudonym IS DISTINCT FROM mseg.pseudonym(email, 't_rot')").unwrap();
+        assert_eq!(bad, Some(0));
+    }
+
+    #[pg_test]
+    fn drop_pseudonym_column_removes_column_and_trigger() {
+        Spi::run(
+            "CREATE TABLE t_drop(id int, email text);
+             SELECT mseg.add_pseudonym_column('t_drop', 'email', 't_drop');
+             SELECT mseg.drop_pseudonym_column('t_drop', 'email_pseudonym');",
+        )
+        .unwrap();
+        let triggers = Spi::get_one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 't_drop'::regclass").unwrap();
+        assert_eq!(triggers, Some(0));
+        let cols = Spi::get_one::<i64>("SELECT count(*) FROM mseg.pseudonym_columns WHERE relid = 't_drop'::regclass").unwrap();
+        assert_eq!(cols, Some(0));
+    }
+
+    #[pg_test]
+    fn trigger_refuses_unconfigured_table() {
+        Spi::run("CREATE TABLE t_rogue(email text, p text);
+                  CREATE TRIGGER rogue BEFORE INSERT ON t_rogue FOR EACH ROW EXECUTE FUNCTION mseg.pseudonym_trigger();").unwrap();
+        let r = PgTryBuilder::new(|| Spi::run("INSERT INTO t_rogue VALUES ('x', NULL)").map(|_| true).unwrap_or(false))
+            .catch_others(|_| false)
+            .execute();
+        assert!(!r, "the trigger must refuse a table it was not configured for");
+    }
+
+    #[pg_test]
+    fn key_fingerprint_is_stable_and_short() {
+        let a = Spi::get_one::<String>("SELECT mseg.key_fingerprint()").unwrap().unwrap();
+        let b = Spi::get_one::<String>("SELECT mseg.key_fingerprint()").unwrap().unwrap();
+        assert_eq!(a, b);
+        assert!(a.starts_with("mseg1:") && a.len() == 22);
+    }
+}
