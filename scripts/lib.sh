@@ -49,7 +49,11 @@ mseg_build_install() {
 # Start a throwaway cluster owned by postgres: MSEG_DIR (work dir), MSEG_SOCK, MSEG_PORT are set.
 # Usage: mseg_cluster_start [extra postgresql.conf lines...]
 mseg_cluster_start() {
-    MSEG_DIR="$(mktemp -d /tmp/pg_mseg.XXXXXX)"
+    if [ -n "${MSEG_FIXED_DIR:-}" ]; then
+        rm -rf "$MSEG_FIXED_DIR"; mkdir -p "$MSEG_FIXED_DIR"; MSEG_DIR="$MSEG_FIXED_DIR"
+    else
+        MSEG_DIR="$(mktemp -d /tmp/pg_mseg.XXXXXX)"
+    fi
     chown postgres:postgres "$MSEG_DIR"
     chmod 0700 "$MSEG_DIR"
     MSEG_SOCK="$MSEG_DIR/sock"

@@ -45,7 +45,7 @@ pub fn init() {
             c"Per-domain keys are derived from it with HKDF-SHA256 inside the server; it never reaches SQL.",
             &KEY_FILE,
             GucContext::Sighup,
-            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+            GucFlags::SUPERUSER_ONLY,
             None,
             Some(key_file_assigned),
             None,

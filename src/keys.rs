@@ -184,7 +184,7 @@ fn read_key_file() -> Result<Zeroizing<Vec<u8>>> {
     })?;
     let unreadable = |e: std::io::Error| {
         MsegError::new(Code::KeyFileUnreadable, "the key file named by mseg.key_file cannot be read")
-            .detail(format!("The operating system reported: {}.", e.kind()))
+            .detail(format!("The operating system reported: {e}."))
             .hint(key_file_hint())
     };
     let meta = std::fs::metadata(&path).map_err(unreadable)?;

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# SQL-level suites against the installed extension: pg_regress golden files (pg_test/sql,
+# pg_test/expected, order in pg_test/schedule), isolation specs (pg_test/specs, order in
+# pg_test/isolation_schedule), then checks on the server log. Called by scripts/test.
+source "$(dirname "$0")/../scripts/lib.sh"
+
+# Fixed paths: the golden files name them (user postgres must own everything here).
+export MSEG_FIXED_DIR=/tmp/pg_mseg_regress
+mseg_cluster_start \
+    "shared_preload_libraries = 'pg_mseg, pg_stat_statements'" \
+    "log_statement = 'all'" \
+    "log_min_error_statement = 'error'" \
+    "pg_stat_statements.track = 'all'"
+PGXS="$("$PG_CONFIG" --pkglibdir)/pgxs/src/test"
+work="$MSEG_DIR/suite"
+sudo -u postgres mkdir -p "$work/out" "$work/iso_out"
+cp -r "$MSEG_ROOT/pg_test/sql" "$MSEG_ROOT/pg_test/expected" "$MSEG_ROOT/pg_test/schedule" "$work/"
+[ -d "$MSEG_ROOT/pg_test/specs" ] && cp -r "$MSEG_ROOT/pg_test/specs" "$MSEG_ROOT/pg_test/isolation_schedule" "$work/"
+chown -R postgres:postgres "$work"
+
+status=0
+common=(--host="$MSEG_SOCK" --port="$MSEG_PORT" --user=postgres --bindir="$PG_BIN")
+
+say "pg_regress: $(grep -c '^test:' "$work/schedule") files"
+if ! (cd "$work" && sudo -u postgres "$PGXS/regress/pg_regress" "${common[@]}" --dbname=mseg_regress \
+        --inputdir="$work" --outputdir="$work/out" --schedule="$work/schedule"); then
+    status=1
+    cat "$work/out/regression.diffs" 2>/dev/null | head -200 || true
+    [ -n "${MSEG_SAVE_RESULTS:-}" ] && cp -r "$work/out" "$MSEG_SAVE_RESULTS"
+fi
+
+if [ -f "$work/isolation_schedule" ]; then
+    say "isolation specs"
+    if ! (cd "$work" && sudo -u postgres "$PGXS/isolation/pg_isolation_regress" "${common[@]}" --dbname=mseg_iso \
+            --inputdir="$work" --outputdir="$work/iso_out" --schedule="$work/isolation_schedule"); then
+        status=1
+        cat "$work/iso_out/regression.diffs" 2>/dev/null | head -200 || true
+        [ -n "${MSEG_SAVE_RESULTS:-}" ] && cp -r "$work/iso_out" "$MSEG_SAVE_RESULTS/iso"
+    fi
+fi
+
+say "server log: no key material in any log line (log_statement = all)"
+key_hex=$(xxd -p -c 256 "$MSEG_DIR/mseg.key" | tr -d '\n')
+key_b64=$(base64 -w0 "$MSEG_DIR/mseg.key")
+if grep -qiF -e "$key_hex" -e "$key_b64" "$MSEG_DIR/server.log"; then
+    echo "FAIL: key material found in the server log"; status=1
+else
+    lines=$(wc -l < "$MSEG_DIR/server.log")
+    note "ok: $lines log lines, none with the key in hex or base64"
+fi
+if grep -q "SECRETSECRETSECRET" "$MSEG_DIR/server.log"; then
+    echo "FAIL: bytes of a rejected key file reached the log"; status=1
+fi
+exit $status
