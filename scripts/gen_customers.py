@@ -133,7 +133,7 @@ SMALL_CITY_WEIGHT = 3.4     # each small town; the big cities above keep about 6
 SMALL_CITY_CODES = 4        # distinct postcodes per small town
 
 MOBILE_PREFIXES = ["151", "152", "157", "159", "160", "162", "163", "170", "171", "172", "173",
-                   "174", "175", "176", "177", "178", "179", "155", "1514", "1523"]
+                   "174", "175", "176", "177", "178", "179", "155", "156"]
 
 HEALTH_INTERESTS = [("vegan", 18), ("vegetarian", 16), ("diabetes", 10), ("lactose intolerance", 9),
                     ("back pain", 9), ("celiac disease", 5), ("hypertension", 7), ("asthma", 5),

@@ -41,7 +41,8 @@ GRANT EXECUTE ON FUNCTION
     mseg.add_pseudonym_column(pg_catalog.regclass, pg_catalog.text, pg_catalog.text, pg_catalog.text),
     mseg.drop_pseudonym_column(pg_catalog.regclass, pg_catalog.text),
     mseg.pseudonym(pg_catalog.text, pg_catalog.text),
-    mseg.token(pg_catalog.text, pg_catalog.text)
+    mseg.token(pg_catalog.text, pg_catalog.text),
+    mseg.progress_slots()
 TO mseg_admin;
 
 -- re-identification (GDPR Art. 4(5)): reversing tokens, nothing else

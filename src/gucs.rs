@@ -66,7 +66,7 @@ pub fn init() {
         &BACKFILL_BATCH_BLOCKS,
         1,
         1 << 20,
-        GucContext::Suset,
+        GucContext::Userset,
         GucFlags::default(),
     );
     // Reserve the prefix so a typo such as mseg.keyfile is reported instead of kept as a placeholder.
