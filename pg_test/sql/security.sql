@@ -40,7 +40,7 @@ INSERT INTO customers (customer_id, email) VALUES (80002, 'chosen2@example.com')
 SELECT * FROM try($$INSERT INTO customers (customer_id, email) VALUES (80003, 'chosen2@example.com')$$);
 -- 22-25: settings, library, schema, roles
 ALTER SYSTEM SET mseg.key_file = '/tmp/attacker.key';
-SELECT * FROM try($$SET mseg.backfill_batch_blocks = 1$$);
+SELECT * FROM try($$SET mseg.controller_id = 'someone-else'$$);
 SELECT * FROM try($$LOAD 'pg_mseg'$$);
 SELECT * FROM try($$CREATE FUNCTION mseg.evil() RETURNS int LANGUAGE sql AS 'SELECT 1'$$);
 SELECT * FROM try($$SET ROLE mseg_admin$$);
