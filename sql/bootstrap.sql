@@ -2,6 +2,8 @@
 -- Everything here is qualified; CREATE EXTENSION runs with search_path = mseg.
 
 DO $bootstrap$
+DECLARE
+    role_name pg_catalog.text;
 BEGIN
     -- A schema "mseg" that existed before CREATE EXTENSION could hold objects planted to hijack
     -- our names; refuse unless it belongs to the installing superuser and is empty.
@@ -17,18 +19,11 @@ BEGIN
     END IF;
 
     -- Roles are cluster-wide: create them once, NOLOGIN; a DBA grants them to login roles.
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'mseg_admin') THEN
-        CREATE ROLE mseg_admin NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'mseg_app') THEN
-        CREATE ROLE mseg_app NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'mseg_export') THEN
-        CREATE ROLE mseg_export NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'mseg_reidentify') THEN
-        CREATE ROLE mseg_reidentify NOLOGIN;
-    END IF;
+    FOREACH role_name IN ARRAY ARRAY['mseg_admin', 'mseg_app', 'mseg_export', 'mseg_reidentify'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) role_name) THEN
+            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', role_name);
+        END IF;
+    END LOOP;
 END
 $bootstrap$;
 
