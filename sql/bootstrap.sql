@@ -39,6 +39,9 @@ CREATE TABLE mseg.domains (
 );
 COMMENT ON TABLE mseg.domains IS 'pg_mseg pseudonymisation domains and their current key version';
 
+-- Internal domain: keyed references to subjects in the consent ledger and the audit log.
+INSERT INTO mseg.domains (name, description) VALUES ('mseg.subjects', 'internal: subject references in ledger and audit log');
+
 -- Pseudonym columns the extension's trigger maintains.
 CREATE TABLE mseg.pseudonym_columns (
     relid         pg_catalog.regclass NOT NULL,

@@ -47,3 +47,32 @@ TO mseg_admin;
 
 -- re-identification (GDPR Art. 4(5)): reversing tokens, nothing else
 GRANT EXECUTE ON FUNCTION mseg.detoken(pg_catalog.text, pg_catalog.text) TO mseg_reidentify;
+
+-- consent: application code records choices and asks whether it may process
+GRANT SELECT ON mseg.purposes TO mseg_app, mseg_admin;
+GRANT EXECUTE ON FUNCTION
+    mseg.grant_consent(pg_catalog.int8, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.jsonb, pg_catalog.text),
+    mseg.withdraw_consent(pg_catalog.int8, pg_catalog.text, pg_catalog.text, pg_catalog.jsonb),
+    mseg.object(pg_catalog.int8, pg_catalog.text, pg_catalog.text, pg_catalog.jsonb),
+    mseg.lift_objection(pg_catalog.int8, pg_catalog.text, pg_catalog.text, pg_catalog.jsonb),
+    mseg.restrict(pg_catalog.int8, pg_catalog.text, pg_catalog.jsonb),
+    mseg.lift_restriction(pg_catalog.int8, pg_catalog.text, pg_catalog.jsonb),
+    mseg.is_processable(pg_catalog.int8, pg_catalog.text, pg_catalog.bool)
+TO mseg_app, mseg_admin;
+
+-- consent and audit: the DBA / DPO configures, erases, reports and verifies
+GRANT SELECT ON mseg.subject_tables, mseg.column_classes, mseg.consent_events, mseg.legal_basis_state,
+                mseg.subject_state, mseg.erasures, mseg.audit_log, mseg.audit_head
+TO mseg_admin;
+GRANT EXECUTE ON FUNCTION
+    mseg.register_subjects(pg_catalog.regclass, pg_catalog.text),
+    mseg.classify(pg_catalog.regclass, pg_catalog.text, pg_catalog.text, pg_catalog.text),
+    mseg.unclassified_columns(pg_catalog.regclass),
+    mseg.define_purpose(pg_catalog.text, pg_catalog.text[], pg_catalog.interval, pg_catalog.text),
+    mseg.alter_purpose(pg_catalog.text, pg_catalog.text[], pg_catalog.interval, pg_catalog.text),
+    mseg.drop_purpose(pg_catalog.text),
+    mseg.forget(pg_catalog.int8, pg_catalog.text, pg_catalog.text, pg_catalog.jsonb),
+    mseg.subject_report(pg_catalog.int8),
+    mseg.verify_audit_log(),
+    mseg.audit_head()
+TO mseg_admin;

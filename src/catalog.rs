@@ -70,6 +70,23 @@ pub fn update<T>(f: impl FnOnce(&mut SpiClient<'_>) -> Result<T>) -> Result<T> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// mseg.audit_log
+// ---------------------------------------------------------------------------------------------
+
+/// Append an entry to the hash-chained audit log (see sql/audit.sql).
+pub fn audit(action: &str, object: &str, details: serde_json::Value) -> Result<()> {
+    let details = pgrx::JsonB(details);
+    update(|c| {
+        c.update(
+            "SELECT mseg._audit($1, $2, $3)",
+            None,
+            &[action.into(), object.into(), details.into()],
+        )?;
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // mseg.domains
 // ---------------------------------------------------------------------------------------------
 

@@ -285,6 +285,21 @@ pub fn fingerprint() -> Result<String> {
     Ok(hex)
 }
 
+/// Domains whose names start with this prefix belong to the extension itself.
+pub const INTERNAL_DOMAIN_PREFIX: &str = "mseg.";
+/// The internal domain of subject references in the ledger and the audit log.
+pub const SUBJECT_DOMAIN: &str = "mseg.subjects";
+
+/// Refuse user operations on the extension's internal domains.
+pub fn check_not_internal(name: &str) -> Result<()> {
+    if name.starts_with(INTERNAL_DOMAIN_PREFIX) {
+        return Err(MsegError::new(Code::InvalidDomain, format!("domain \"{name}\" is internal to pg_mseg"))
+            .detail("Names starting with \"mseg.\" are reserved for the extension's own pseudonyms.")
+            .hint("Choose a name without the mseg. prefix."));
+    }
+    Ok(())
+}
+
 /// Domain names: a lower-case letter, then up to 62 of `a-z 0-9 _ - . :`.
 pub fn check_domain_name(name: &str) -> Result<()> {
     let ok = name.len() <= 63
@@ -322,10 +337,12 @@ use crate::error::boundary;
         boundary(|| {
             let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
             check_domain_name(name)?;
+            check_not_internal(name)?;
             if !catalog::create_domain(name, description)? {
                 return Err(MsegError::new(Code::DuplicateObject, format!("pseudonymisation domain \"{name}\" already exists"))
                     .hint("Use mseg.rotate_domain(name) to give it a new key version."));
             }
+            catalog::audit("domain.create", name, serde_json::json!({}))?;
             Ok(name.to_owned())
         })
     }
@@ -336,6 +353,7 @@ use crate::error::boundary;
         boundary(|| {
             let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
             current_version(name)?;
+            check_not_internal(name)?;
             let users = catalog::columns_of_domain(name)?;
             if !users.is_empty() {
                 return Err(MsegError::new(Code::InvalidArgument, format!("domain \"{name}\" is still used by pseudonym columns"))
@@ -343,6 +361,7 @@ use crate::error::boundary;
                     .hint("Drop those columns with mseg.drop_pseudonym_column first."));
             }
             catalog::drop_domain(name)?;
+            catalog::audit("domain.drop", name, serde_json::json!({}))?;
             Ok(true)
         })
     }

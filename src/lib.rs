@@ -74,6 +74,8 @@ fn config_changed<'a>(
 }
 
 pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+pgrx::extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["bootstrap"]);
+pgrx::extension_sql_file!("../sql/consent.sql", name = "consent", requires = ["audit"]);
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 /// Required by `cargo pgrx test`.

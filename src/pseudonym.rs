@@ -367,6 +367,7 @@ fn add_pseudonym_column(
         let source = source.ok_or_else(|| MsegError::null_argument("source"))?;
         let domain = domain.ok_or_else(|| MsegError::null_argument("domain"))?;
         keys::check_domain_name(domain)?;
+        keys::check_not_internal(domain)?;
         let rel = check_table(relid)?;
         let table_name = catalog::relation_name(relid);
         let target = column_name.map(str::to_owned).unwrap_or_else(|| format!("{source}_pseudonym"));
@@ -397,6 +398,11 @@ fn add_pseudonym_column(
         catalog::insert_pseudonym_column(&col)?;
         install_trigger(relid, &catalog::pseudonym_columns_of(relid)?)?;
         let rows = rewrite_in_batches(&col, progress::Operation::Backfill, true)?;
+        catalog::audit(
+            "pseudonym_column.add",
+            &format!("{table_name}.{}", quote_identifier(&target)),
+            serde_json::json!({"source": source, "domain": domain, "rows": rows}),
+        )?;
         pgrx::notice!("pg_mseg: backfilled {rows} rows of {table_name}.{}", quote_identifier(&target));
         Ok(target)
     })
@@ -417,6 +423,7 @@ fn drop_pseudonym_column(table: Option<PgRelation>, column_name: Option<&str>) -
         catalog::delete_pseudonym_column(relid, column)?;
         install_trigger(relid, &catalog::pseudonym_columns_of(relid)?)?;
         Spi::run(&format!("ALTER TABLE {table_name} DROP COLUMN {}", quote_identifier(column)))?;
+        catalog::audit("pseudonym_column.drop", &format!("{table_name}.{}", quote_identifier(column)), serde_json::json!({}))?;
         Ok(true)
     })
 }
@@ -428,6 +435,7 @@ fn rotate_domain(domain: Option<&str>) -> i32 {
     boundary(|| {
         let domain = domain.ok_or_else(|| MsegError::null_argument("domain"))?;
         keys::current_version(domain)?;
+        keys::check_not_internal(domain)?;
         let columns = catalog::pseudonym_columns_in_domain(domain)?;
         for c in &columns {
             Spi::run(&format!("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", catalog::relation_name(c.relid)))?;
@@ -435,10 +443,26 @@ fn rotate_domain(domain: Option<&str>) -> i32 {
         let version = catalog::bump_domain_version(domain)?.ok_or_else(|| keys::unknown_domain(domain))?;
         // make our own backend see the new version before the rewrite
         keys::note_catalog_change();
+        let mut rows = 0;
         for c in &columns {
-            rewrite_in_batches(c, progress::Operation::Rotate, false)?;
+            rows += rewrite_in_batches(c, progress::Operation::Rotate, false)?;
         }
+        catalog::audit(
+            "domain.rotate",
+            domain,
+            serde_json::json!({"key_version": version, "columns": columns.len(), "rows": rows}),
+        )?;
         Ok(version)
+    })
+}
+
+/// Keyed reference to a subject in the ledger and audit log (internal; not granted to anyone).
+#[pg_extern(volatile, parallel_safe, name = "_subject_ref")]
+fn subject_ref(subject: Option<i64>) -> Option<String> {
+    boundary(|| {
+        let Some(subject) = subject else { return Ok(None) };
+        let keys = keys_for(keys::SUBJECT_DOMAIN)?;
+        Ok(Some(pseudonym_string(&keys, &subject.to_string())))
     })
 }
 
