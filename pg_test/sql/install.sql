@@ -15,10 +15,20 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 GRANT EXECUTE ON FUNCTION public.try(text) TO PUBLIC;
 
--- Every function of the extension: no SECURITY DEFINER, and EXECUTE never granted to PUBLIC.
+-- Every function of the extension, whether SECURITY DEFINER, and who may execute it (never PUBLIC).
 SELECT p.proname, pg_get_function_identity_arguments(p.oid) AS args,
        p.prosecdef AS secdef, p.provolatile AS vol, p.proacl
 FROM pg_proc p WHERE p.pronamespace = 'mseg'::regnamespace ORDER BY 1, 2;
+
+-- Every SECURITY DEFINER function pins search_path (and no C function is SECURITY DEFINER).
+SELECT p.oid::regprocedure AS unpinned FROM pg_proc p
+WHERE p.pronamespace = 'mseg'::regnamespace AND p.prosecdef
+  AND (p.proconfig IS NULL OR NOT p.proconfig @> '{"search_path=pg_catalog, pg_temp"}' OR p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'c'));
+SELECT count(*) AS definer_functions FROM pg_proc p WHERE p.pronamespace = 'mseg'::regnamespace AND p.prosecdef;
+-- ... and so does every other SQL or PL/pgSQL function of the extension
+SELECT p.oid::regprocedure AS unpinned FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+WHERE p.pronamespace = 'mseg'::regnamespace AND l.lanname IN ('sql', 'plpgsql')
+  AND (p.proconfig IS NULL OR NOT p.proconfig @> '{"search_path=pg_catalog, pg_temp"}');
 
 -- Tables and views: nothing for PUBLIC.
 SELECT c.relname, c.relkind, c.relacl FROM pg_class c
