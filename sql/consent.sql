@@ -3,9 +3,8 @@
 --
 -- Every function here that writes is SECURITY DEFINER with search_path pinned to
 -- pg_catalog, pg_temp, every name and operator qualified, and EXECUTE granted per role in
--- finalize.sql. Writers take a per-subject advisory lock first and the audit head lock last
--- (inside mseg._audit), always in that order, so concurrent choices about one subject serialise
--- and the last to commit is the state.
+-- finalize.sql. Writers lock the audit chain head before they read the current state, so
+-- concurrent choices serialise and the last to commit is the state.
 
 -- ---------------------------------------------------------------------------------------------
 -- Tables
@@ -179,7 +178,10 @@ DECLARE
     v_ref pg_catalog.text;
 BEGIN
     PERFORM mseg._require(p_subject, 'subject');
-    PERFORM pg_catalog.pg_advisory_xact_lock(1836279655, pg_catalog.hashint8(p_subject));
+    -- Serialise with every other audited write: the audit chain head is locked anyway (it is
+    -- appended at the end), so taking it first costs nothing more and makes the state we read
+    -- below the latest committed one. One row lock, however many subjects a transaction touches.
+    PERFORM 1 FROM mseg.audit_head FOR UPDATE;
     v_ref := mseg._subject_ref(p_subject);
     IF EXISTS (SELECT 1 FROM mseg.erasures e WHERE e.subject_ref OPERATOR(pg_catalog.=) v_ref) THEN
         RAISE EXCEPTION USING ERRCODE = 'MS044',
@@ -707,6 +709,7 @@ DECLARE
     t record;
     e mseg.consent_events;
     v_columns pg_catalog.text;
+    v_notnull pg_catalog.text;
     v_states pg_catalog.int8;
     v_rows pg_catalog.int8;
 BEGIN
@@ -735,6 +738,17 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'MS049',
                 MESSAGE = pg_catalog.format('no column of %s is classified direct or sensitive', t.relid),
                 HINT = 'Classify the identifying columns with mseg.classify(table, column, ''direct''), or use mode => ''delete''.';
+        END IF;
+        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_notnull
+        FROM pg_catalog.pg_attribute a JOIN mseg.column_classes c
+             ON c.relid OPERATOR(pg_catalog.=) a.attrelid AND c.column_name OPERATOR(pg_catalog.=) a.attname
+        WHERE a.attrelid OPERATOR(pg_catalog.=) t.relid AND a.attnotnull
+          AND c.class OPERATOR(pg_catalog.=) ANY ('{direct,sensitive}'::pg_catalog.text[]);
+        IF v_notnull IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'MS049',
+                MESSAGE = pg_catalog.format('subject %s cannot be nullified: %s of %s are NOT NULL', subject, v_notnull, t.relid),
+                DETAIL = 'mode nullify sets every direct and sensitive column to NULL.',
+                HINT = 'Drop the NOT NULL constraints on those columns, or use mode => ''delete''.';
         END IF;
         EXECUTE pg_catalog.format('UPDATE %s SET %s WHERE %I OPERATOR(pg_catalog.=) $1', t.relid, v_columns, t.key_column) USING subject;
         GET DIAGNOSTICS v_rows = ROW_COUNT;
