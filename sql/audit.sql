@@ -25,7 +25,7 @@ CREATE TABLE mseg.audit_head (
     seq      pg_catalog.int8 NOT NULL,
     hash     pg_catalog.bytea NOT NULL
 );
-INSERT INTO mseg.audit_head VALUES (true, 0, '\x'::pg_catalog.bytea);
+-- (its single row is created by the first append, so that pg_restore can bring back the dumped one)
 
 SELECT pg_catalog.pg_extension_config_dump('mseg.audit_log', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.audit_head', '');
@@ -43,6 +43,24 @@ AS $$
         'actor', p_actor, 'action', p_action, 'object', p_object, 'details', p_details)::pg_catalog.text, 'UTF8')
 $$;
 
+-- Lock the chain head (creating it on first use); every audited writer goes through here.
+CREATE FUNCTION mseg._lock_audit_head()
+RETURNS mseg.audit_head
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_head mseg.audit_head;
+BEGIN
+    SELECT * INTO v_head FROM mseg.audit_head FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO mseg.audit_head VALUES (true, 0, '\x'::pg_catalog.bytea) ON CONFLICT DO NOTHING;
+        SELECT * INTO STRICT v_head FROM mseg.audit_head FOR UPDATE;
+    END IF;
+    RETURN v_head;
+END
+$$;
+
 -- Append one entry. Internal: called by the extension's own functions only.
 CREATE FUNCTION mseg._audit(p_action pg_catalog.text, p_object pg_catalog.text, p_details pg_catalog.jsonb)
 RETURNS pg_catalog.int8
@@ -55,7 +73,7 @@ DECLARE
     v_details pg_catalog.jsonb := COALESCE(p_details, '{}'::pg_catalog.jsonb);
     v_hash pg_catalog.bytea;
 BEGIN
-    SELECT * INTO STRICT v_head FROM mseg.audit_head FOR UPDATE;
+    v_head := mseg._lock_audit_head();
     v_at := pg_catalog.clock_timestamp();
     v_hash := pg_catalog.sha256(v_head.hash OPERATOR(pg_catalog.||)
         mseg._audit_content(v_head.seq OPERATOR(pg_catalog.+) 1, v_at, SESSION_USER::pg_catalog.text, p_action, p_object, v_details));
@@ -111,7 +129,9 @@ BEGIN
         WINDOW w AS (ORDER BY l.seq)
     ) c WHERE c.problem IS NOT NULL ORDER BY c.seq LIMIT 1;
     IF first_bad_seq IS NULL THEN
-        SELECT * INTO STRICT v_head FROM mseg.audit_head;
+        SELECT * INTO v_head FROM mseg.audit_head;
+        v_head.seq := COALESCE(v_head.seq, 0);
+        v_head.hash := COALESCE(v_head.hash, '\x'::pg_catalog.bytea);
         SELECT * INTO v_last FROM mseg.audit_log ORDER BY seq DESC LIMIT 1;
         IF COALESCE(v_last.seq, 0) OPERATOR(pg_catalog.<>) v_head.seq
            OR COALESCE(v_last.hash, '\x'::pg_catalog.bytea) OPERATOR(pg_catalog.<>) v_head.hash THEN
@@ -129,4 +149,7 @@ $$;
 CREATE FUNCTION mseg.audit_head(OUT seq pg_catalog.int8, OUT hash pg_catalog.text)
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT h.seq, pg_catalog.encode(h.hash, 'hex') FROM mseg.audit_head h $$;
+AS $$
+    SELECT COALESCE(h.seq, 0), pg_catalog.encode(COALESCE(h.hash, '\x'::pg_catalog.bytea), 'hex')
+    FROM (SELECT 1) one LEFT JOIN mseg.audit_head h ON true
+$$;

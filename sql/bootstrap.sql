@@ -54,5 +54,6 @@ CREATE TABLE mseg.pseudonym_columns (
 COMMENT ON TABLE mseg.pseudonym_columns IS 'pg_mseg pseudonym columns kept up to date by trigger zz_mseg_pseudonym';
 
 -- pg_dump / pg_restore keep the configuration rows.
-SELECT pg_catalog.pg_extension_config_dump('mseg.domains', '');
+-- internal domains (name mseg.*) are created by this script, not restored from a dump
+SELECT pg_catalog.pg_extension_config_dump('mseg.domains', 'WHERE name OPERATOR(pg_catalog.!~) ''^mseg[.]''');
 SELECT pg_catalog.pg_extension_config_dump('mseg.pseudonym_columns', '');

@@ -41,11 +41,13 @@ CREATE TABLE mseg.purposes (
 );
 COMMENT ON TABLE mseg.purposes IS 'pg_mseg: processing purposes, the legal bases they accept, retention of a grant';
 
+CREATE SEQUENCE mseg.consent_event_seq;
+
 -- The ledger: what each subject chose, when, how, and on what evidence. Append-only. Subjects
 -- appear by a keyed pseudonym of their key (domain mseg.subjects), so that after an erasure the
 -- ledger still proves what happened without naming anyone.
 CREATE TABLE mseg.consent_events (
-    event_id       pg_catalog.int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id       pg_catalog.int8 PRIMARY KEY DEFAULT pg_catalog.nextval('mseg.consent_event_seq'::pg_catalog.regclass),
     subject_ref    pg_catalog.text NOT NULL,
     purpose        pg_catalog.text REFERENCES mseg.purposes(name),
     event          pg_catalog.text NOT NULL CHECK (event OPERATOR(pg_catalog.=) ANY
@@ -100,6 +102,7 @@ SELECT pg_catalog.pg_extension_config_dump('mseg.subject_tables', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.column_classes', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.purposes', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.consent_events', '');
+SELECT pg_catalog.pg_extension_config_dump('mseg.consent_event_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.legal_basis_state', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.subject_state', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.erasures', '');
@@ -181,7 +184,7 @@ BEGIN
     -- Serialise with every other audited write: the audit chain head is locked anyway (it is
     -- appended at the end), so taking it first costs nothing more and makes the state we read
     -- below the latest committed one. One row lock, however many subjects a transaction touches.
-    PERFORM 1 FROM mseg.audit_head FOR UPDATE;
+    PERFORM mseg._lock_audit_head();
     v_ref := mseg._subject_ref(p_subject);
     IF EXISTS (SELECT 1 FROM mseg.erasures e WHERE e.subject_ref OPERATOR(pg_catalog.=) v_ref) THEN
         RAISE EXCEPTION USING ERRCODE = 'MS044',
@@ -421,7 +424,8 @@ BEGIN
     END IF;
     PERFORM mseg._check_purpose_definition(legal_bases, retention);
     UPDATE mseg.purposes p SET
-        legal_bases = COALESCE(ARRAY(SELECT DISTINCT b FROM pg_catalog.unnest(alter_purpose.legal_bases) b ORDER BY b), p.legal_bases),
+        legal_bases = CASE WHEN alter_purpose.legal_bases IS NULL THEN p.legal_bases
+                           ELSE ARRAY(SELECT DISTINCT b FROM pg_catalog.unnest(alter_purpose.legal_bases) b ORDER BY b) END,
         retention = COALESCE(alter_purpose.retention, p.retention),
         description = COALESCE(alter_purpose.description, p.description),
         updated_at = pg_catalog.now()

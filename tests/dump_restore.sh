@@ -13,12 +13,20 @@ INSERT INTO customers SELECT g, 'u' || g || '@example.com' FROM generate_series(
 SELECT mseg.add_pseudonym_column('customers', 'email', 'analytics');
 SELECT mseg.add_pseudonym_column('customers', 'customer_id', 'partner.trustco', column_name => 'cid_trustco');
 SELECT mseg.rotate_domain('partner.trustco');
+SELECT mseg.register_subjects('customers', key_column => 'customer_id');
+SELECT mseg.classify('customers', 'email', 'direct');
+SELECT mseg.define_purpose('direct_marketing', '{consent,legitimate_interest}', '2 years');
+SELECT count(mseg.grant_consent(g, 'direct_marketing', 'v1')) FROM generate_series(1, 50) g;
+SELECT mseg.object(60, 'direct_marketing');
+SELECT mseg.forget(70);
 SQL
 sudo -u postgres "$PG_BIN/pg_dump" -h "$MSEG_SOCK" -p "$MSEG_PORT" -U postgres -Fc -f "$MSEG_DIR/src.dump" src
 sudo -u postgres "$PG_BIN/pg_restore" -h "$MSEG_SOCK" -p "$MSEG_PORT" -U postgres --exit-on-error -d dst "$MSEG_DIR/src.dump"
 q='SELECT string_agg(format($$%s:%s$$, name, key_version), $$,$$ ORDER BY name) FROM mseg.domains'
 c='SELECT string_agg(format($$%s.%s<-%s@%s$$, relid, target_column, source_column, domain), $$,$$ ORDER BY target_column) FROM mseg.pseudonym_columns'
-for check in "$q" "$c"; do
+l='SELECT format($$events=%s states=%s erasures=%s purposes=%s classes=%s subjects=%s$$, (SELECT count(*) FROM mseg.consent_events), (SELECT count(*) FROM mseg.legal_basis_state), (SELECT count(*) FROM mseg.erasures), (SELECT string_agg(name, $$,$$) FROM mseg.purposes), (SELECT count(*) FROM mseg.column_classes), (SELECT relid::text FROM mseg.subject_tables))'
+a='SELECT format($$audit ok=%s entries=%s head=%s$$, v.ok, v.entries, (SELECT hash FROM mseg.audit_head())) FROM mseg.verify_audit_log() v'
+for check in "$q" "$c" "$l" "$a"; do
     a=$(mseg_psql src -Atc "$check"); b=$(mseg_psql dst -Atc "$check")
     if [ "$a" != "$b" ] || [ -z "$a" ]; then echo "FAIL: configuration differs after restore: '$a' vs '$b'"; exit 1; fi
     note "ok: $b"
@@ -35,4 +43,12 @@ SQL
 note "ok: the restored trigger keeps 1001 rows exact (pseudonyms equal across the two databases: same key)"
 same=$(mseg_psql dst -Atc "SELECT count(*) FROM customers WHERE customer_id = 2 AND email_pseudonym = '$(mseg_psql src -Atc "SELECT email_pseudonym FROM customers WHERE customer_id = 2")'")
 [ "$same" = "1" ] || { echo "FAIL: restored pseudonyms differ"; exit 1; }
+after=$(mseg_psql dst -Atq <<'SQL'
+SELECT mseg.grant_consent(61, 'direct_marketing', 'v2') IS NOT NULL;
+SELECT mseg.is_processable(60, 'direct_marketing'), mseg.is_processable(1, 'direct_marketing');
+SELECT ok FROM mseg.verify_audit_log();
+SQL
+)
+[ "$(echo $after)" = "t f|t t" ] || { echo "FAIL: the restored ledger does not continue cleanly: $after"; exit 1; }
+note "ok: the restored database records new choices, keeps objections and verifies its audit chain"
 echo "dump_restore: 1 passed, 0 failed"
