@@ -85,6 +85,7 @@ COMMENT ON TABLE mseg.legal_basis_state IS 'pg_mseg: current legal basis per sub
 CREATE TABLE mseg.subject_state (
     subject_key   pg_catalog.int8 PRIMARY KEY,
     restricted_at pg_catalog.timestamptz,
+    erased_at     pg_catalog.timestamptz,          -- set when erased in mode nullify (the row stays)
     last_event_id pg_catalog.int8 NOT NULL,
     updated_at    pg_catalog.timestamptz NOT NULL
 );
@@ -442,8 +443,17 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_events pg_catalog.int8;
+    v_users pg_catalog.text;
 BEGIN
     PERFORM mseg._purpose(name);
+    SELECT pg_catalog.string_agg(g.name, ', ' ORDER BY g.name) INTO v_users FROM mseg.segments g
+    WHERE g.purpose OPERATOR(pg_catalog.=) drop_purpose.name;
+    IF v_users IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'MS047',
+            MESSAGE = pg_catalog.format('purpose "%s" is in use', name),
+            DETAIL = pg_catalog.format('Segments bound to it: %s.', v_users),
+            HINT = 'Drop those segments or bind them to another purpose with mseg.alter_segment.';
+    END IF;
     SELECT pg_catalog.count(*) INTO v_events FROM mseg.consent_events e WHERE e.purpose OPERATOR(pg_catalog.=) drop_purpose.name;
     IF v_events OPERATOR(pg_catalog.>) 0 THEN
         RAISE EXCEPTION USING ERRCODE = 'MS047',
@@ -504,7 +514,8 @@ BEGIN
     SELECT * INTO st FROM mseg.legal_basis_state s
     WHERE s.subject_key OPERATOR(pg_catalog.=) is_processable.subject AND s.purpose OPERATOR(pg_catalog.=) p.name;
     RETURN mseg._processable(st,
-        (SELECT ss.restricted_at IS NOT NULL FROM mseg.subject_state ss WHERE ss.subject_key OPERATOR(pg_catalog.=) is_processable.subject),
+        (SELECT ss.restricted_at IS NOT NULL OR ss.erased_at IS NOT NULL FROM mseg.subject_state ss
+         WHERE ss.subject_key OPERATOR(pg_catalog.=) is_processable.subject),
         p, sensitive, pg_catalog.now());
 END
 $$;
@@ -556,6 +567,7 @@ BEGIN
         consent_basis = EXCLUDED.consent_basis, granted_at = EXCLUDED.granted_at,
         notice_version = EXCLUDED.notice_version, withdrawn_at = NULL, objected_at = NULL,
         last_event_id = EXCLUDED.last_event_id, updated_at = EXCLUDED.updated_at;
+    PERFORM mseg._segments_refresh_subject(subject);   -- memberships follow at once
     RETURN e.event_id;
 END
 $$;
@@ -587,6 +599,7 @@ BEGIN
     UPDATE mseg.legal_basis_state s SET consent_basis = NULL, withdrawn_at = e.recorded_at,
         last_event_id = e.event_id, updated_at = e.recorded_at
     WHERE s.subject_key OPERATOR(pg_catalog.=) withdraw_consent.subject AND s.purpose OPERATOR(pg_catalog.=) p.name;
+    PERFORM mseg._segments_refresh_subject(subject);   -- memberships follow at once
     RETURN e.event_id;
 END
 $$;
@@ -617,6 +630,7 @@ BEGIN
     VALUES (subject, p.name, e.recorded_at, e.event_id, e.recorded_at)
     ON CONFLICT (subject_key, purpose) DO UPDATE SET
         objected_at = EXCLUDED.objected_at, last_event_id = EXCLUDED.last_event_id, updated_at = EXCLUDED.updated_at;
+    PERFORM mseg._segments_refresh_subject(subject);   -- memberships follow at once
     RETURN e.event_id;
 END
 $$;
@@ -644,6 +658,7 @@ BEGIN
     e := mseg._record(v_ref, p.name, 'lift_objection', 'legitimate_interest', NULL, source, evidence);
     UPDATE mseg.legal_basis_state s SET objected_at = NULL, last_event_id = e.event_id, updated_at = e.recorded_at
     WHERE s.subject_key OPERATOR(pg_catalog.=) lift_objection.subject AND s.purpose OPERATOR(pg_catalog.=) p.name;
+    PERFORM mseg._segments_refresh_subject(subject);   -- memberships follow at once
     RETURN e.event_id;
 END
 $$;
@@ -668,6 +683,7 @@ BEGIN
     VALUES (subject, e.recorded_at, e.event_id, e.recorded_at)
     ON CONFLICT (subject_key) DO UPDATE SET restricted_at = EXCLUDED.restricted_at,
         last_event_id = EXCLUDED.last_event_id, updated_at = EXCLUDED.updated_at;
+    PERFORM mseg._segments_refresh_subject(subject);   -- memberships follow at once
     RETURN e.event_id;
 END
 $$;
@@ -691,6 +707,7 @@ BEGIN
     e := mseg._record(v_ref, NULL, 'lift_restriction', NULL, NULL, source, evidence);
     UPDATE mseg.subject_state ss SET restricted_at = NULL, last_event_id = e.event_id, updated_at = e.recorded_at
     WHERE ss.subject_key OPERATOR(pg_catalog.=) lift_restriction.subject;
+    PERFORM mseg._segments_refresh_subject(subject);   -- memberships follow at once
     RETURN e.event_id;
 END
 $$;
@@ -761,7 +778,17 @@ BEGIN
                       COALESCE(evidence, '{}'::pg_catalog.jsonb) OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('mode', mode));
     DELETE FROM mseg.legal_basis_state s WHERE s.subject_key OPERATOR(pg_catalog.=) forget.subject;
     GET DIAGNOSTICS v_states = ROW_COUNT;
-    DELETE FROM mseg.subject_state ss WHERE ss.subject_key OPERATOR(pg_catalog.=) forget.subject;
+    IF mode OPERATOR(pg_catalog.=) 'delete' THEN
+        -- the row is gone, and its memberships with it (segment trigger)
+        DELETE FROM mseg.subject_state ss WHERE ss.subject_key OPERATOR(pg_catalog.=) forget.subject;
+    ELSE
+        -- the row stays: mark it erased so no basis (legitimate interest included) applies again
+        INSERT INTO mseg.subject_state AS ss (subject_key, restricted_at, erased_at, last_event_id, updated_at)
+        VALUES (subject, NULL, e.recorded_at, e.event_id, e.recorded_at)
+        ON CONFLICT (subject_key) DO UPDATE SET restricted_at = NULL, erased_at = EXCLUDED.erased_at,
+            last_event_id = EXCLUDED.last_event_id, updated_at = EXCLUDED.updated_at;
+        PERFORM mseg._segments_refresh_subject(subject);
+    END IF;
     INSERT INTO mseg.erasures (subject_ref, erased_at, mode, actor, event_id)
     VALUES (v_ref, e.recorded_at, mode, SESSION_USER, e.event_id);
     RETURN pg_catalog.jsonb_build_object('subject_ref', v_ref, 'mode', mode, 'rows', v_rows,
@@ -780,6 +807,7 @@ DECLARE
     v_row pg_catalog.jsonb;
     v_report pg_catalog.jsonb;
     v_restricted pg_catalog.timestamptz;
+    v_erased pg_catalog.bool;
 BEGIN
     PERFORM mseg._require(subject, 'subject');
     t := mseg._subject_table();
@@ -790,7 +818,8 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'MS040', MESSAGE = pg_catalog.format('subject %s does not exist', subject),
             HINT = pg_catalog.format('Subjects are the rows of %s.', t.relid);
     END IF;
-    SELECT ss.restricted_at INTO v_restricted FROM mseg.subject_state ss WHERE ss.subject_key OPERATOR(pg_catalog.=) subject;
+    SELECT ss.restricted_at, ss.erased_at IS NOT NULL INTO v_restricted, v_erased
+    FROM mseg.subject_state ss WHERE ss.subject_key OPERATOR(pg_catalog.=) subject;
     v_report := pg_catalog.jsonb_build_object(
         'subject', subject,
         'subject_table', t.relid::pg_catalog.text,
@@ -804,7 +833,8 @@ BEGIN
         'purposes', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                             'purpose', p.name,
                             'legal_bases_accepted', p.legal_bases,
-                            'processable_now', v_row IS NOT NULL AND mseg._processable(s, v_restricted IS NOT NULL, p, false, pg_catalog.now()),
+                            'processable_now', v_row IS NOT NULL AND NOT COALESCE(v_erased, false)
+                                               AND mseg._processable(s, v_restricted IS NOT NULL, p, false, pg_catalog.now()),
                             'consent_basis', s.consent_basis,
                             'granted_at', s.granted_at,
                             'notice_version', s.notice_version,
@@ -820,7 +850,9 @@ BEGIN
                             'legal_basis', e.legal_basis, 'notice_version', e.notice_version, 'source', e.source,
                             'evidence', e.evidence, 'actor', e.actor, 'recorded_at', e.recorded_at)) ORDER BY e.event_id)
                     FROM mseg.consent_events e WHERE e.subject_ref OPERATOR(pg_catalog.=) v_ref),
-        'segments', '[]'::pg_catalog.jsonb,
+        'segments', COALESCE((SELECT pg_catalog.jsonb_agg(g.name ORDER BY g.name) FROM mseg.memberships m
+                              JOIN mseg.segments g ON g.segment_id OPERATOR(pg_catalog.=) ANY (m.segments)
+                              WHERE m.subject_key OPERATOR(pg_catalog.=) subject_report.subject), '[]'::pg_catalog.jsonb),
         'disclosures', '[]'::pg_catalog.jsonb);
     PERFORM mseg._audit('subject.report', NULL, pg_catalog.jsonb_build_object('subject_ref', v_ref));
     RETURN v_report;

@@ -17,11 +17,35 @@ SELECT s.pid,
 FROM mseg.progress_slots() s;
 COMMENT ON VIEW mseg.progress IS 'pg_mseg operations in progress in any session (backfills, key rotations)';
 
--- Every backend drops its cached domain versions and pseudonym rules when these change.
+-- Every backend drops its cached domain versions, pseudonym rules and segment plans when these change.
 CREATE TRIGGER mseg_config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON mseg.domains
     FOR EACH STATEMENT EXECUTE FUNCTION mseg.config_changed();
 CREATE TRIGGER mseg_config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON mseg.pseudonym_columns
     FOR EACH STATEMENT EXECUTE FUNCTION mseg.config_changed();
+CREATE TRIGGER mseg_config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON mseg.segments
+    FOR EACH STATEMENT EXECUTE FUNCTION mseg.config_changed();
+CREATE TRIGGER mseg_config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON mseg.sources
+    FOR EACH STATEMENT EXECUTE FUNCTION mseg.config_changed();
+CREATE TRIGGER mseg_config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON mseg.subject_tables
+    FOR EACH STATEMENT EXECUTE FUNCTION mseg.config_changed();
+CREATE TRIGGER mseg_config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON mseg.column_classes
+    FOR EACH STATEMENT EXECUTE FUNCTION mseg.config_changed();
+CREATE TRIGGER mseg_config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON mseg.purposes
+    FOR EACH STATEMENT EXECUTE FUNCTION mseg.config_changed();
+
+-- Segment sizes for application roles: distinct subjects per segment, suppressed below
+-- mseg.min_group_size (k), so no exact small count leaves the privileged roles.
+CREATE VIEW mseg.segment_sizes AS
+SELECT s.name AS segment, s.purpose, s.description,
+       CASE WHEN COALESCE(c.subjects, 0) OPERATOR(pg_catalog.>=) k.k THEN c.subjects END AS subjects,
+       COALESCE(c.subjects, 0) OPERATOR(pg_catalog.<) k.k AS suppressed,
+       k.k AS min_group_size
+FROM mseg.segments s
+CROSS JOIN (SELECT pg_catalog.current_setting('mseg.min_group_size')::pg_catalog.int4 AS k) k
+LEFT JOIN (SELECT seg, pg_catalog.count(*) AS subjects
+           FROM mseg.memberships m, pg_catalog.unnest(m.segments) seg GROUP BY seg) c
+       ON c.seg OPERATOR(pg_catalog.=) s.segment_id;
+COMMENT ON VIEW mseg.segment_sizes IS 'pg_mseg: segment sizes in distinct subjects, NULL (suppressed) below mseg.min_group_size';
 
 -- Privileges: nothing for PUBLIC; each role gets exactly what its job needs.
 REVOKE ALL ON SCHEMA mseg FROM PUBLIC;
@@ -76,3 +100,18 @@ GRANT EXECUTE ON FUNCTION
     mseg.verify_audit_log(),
     mseg.audit_head()
 TO mseg_admin;
+
+-- segments: the DBA defines; application roles read k-suppressed sizes; export reads members
+GRANT SELECT ON mseg.segment_sizes TO mseg_app, mseg_admin, mseg_export;
+GRANT SELECT ON mseg.sources, mseg.segments, mseg.memberships, mseg.membership_events TO mseg_admin;
+GRANT SELECT ON mseg.segments, mseg.membership_events TO mseg_export;
+GRANT EXECUTE ON FUNCTION
+    mseg.define_segment(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text),
+    mseg.alter_segment(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text),
+    mseg.drop_segment(pg_catalog.text),
+    mseg.register_source(pg_catalog.regclass, pg_catalog.text),
+    mseg.unregister_source(pg_catalog.regclass),
+    mseg.refresh_segments(pg_catalog.text, pg_catalog.bool),
+    mseg.verify_segments()
+TO mseg_admin;
+GRANT EXECUTE ON FUNCTION mseg.segment_members(pg_catalog.text) TO mseg_admin, mseg_export;

@@ -5,6 +5,8 @@
 //! [`as_owner`]: the bootstrap superuser with `search_path` pinned to `pg_catalog, pg_temp` and a
 //! security-restricted context, with fixed SQL text whose every name and operator is qualified.
 
+use std::ffi::CStr;
+
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -57,6 +59,32 @@ pub fn as_owner<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     let result = f();
     drop(guard);
     result
+}
+
+/// Run `f` with `search_path` set to `path` (restored afterwards, also on error).
+pub fn with_search_path<T>(path: &CStr, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    struct Restore(i32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: pops exactly the nest level pushed below.
+            unsafe { pg_sys::AtEOXact_GUC(true, self.0) }
+        }
+    }
+    let _restore = unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            path.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        Restore(level)
+    };
+    f()
 }
 
 /// Run a read-only query as owner and hand the client to `f`.

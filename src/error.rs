@@ -39,6 +39,16 @@ pub enum Code {
     InvalidArgument,
     /// MS030: the caller lacks the role or ownership the operation needs.
     InsufficientPrivilege,
+    /// MS041: no such purpose.
+    UnknownPurpose,
+    /// MS045: no subject table registered, or an unsuitable one.
+    SubjectTable,
+    /// MS050: a segment predicate that is not a safe, boolean, single expression.
+    InvalidPredicate,
+    /// MS051: no such segment.
+    UnknownSegment,
+    /// MS052: a source table still used by segments, or not suitable as a source.
+    SourceInUse,
 }
 
 impl Code {
@@ -58,6 +68,11 @@ impl Code {
             Code::UndefinedObject => "MS022",
             Code::InvalidArgument => "MS023",
             Code::InsufficientPrivilege => "MS030",
+            Code::UnknownPurpose => "MS041",
+            Code::SubjectTable => "MS045",
+            Code::InvalidPredicate => "MS050",
+            Code::UnknownSegment => "MS051",
+            Code::SourceInUse => "MS052",
         }
     }
 }

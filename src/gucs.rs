@@ -14,6 +14,8 @@ use pgrx::prelude::*;
 pub static KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static CONTROLLER_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static BACKFILL_BATCH_BLOCKS: GucSetting<i32> = GucSetting::<i32>::new(1024);
+pub static REFRESH_BATCH_SUBJECTS: GucSetting<i32> = GucSetting::<i32>::new(10000);
+pub static MIN_GROUP_SIZE: GucSetting<i32> = GucSetting::<i32>::new(10);
 
 /// Bumped whenever `mseg.key_file` is assigned (start-up, SIGHUP reload, `SET` by a superuser);
 /// the key cache compares it and zeroises itself when it moved.
@@ -67,6 +69,26 @@ pub fn init() {
         1,
         1 << 20,
         GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"mseg.refresh_batch_subjects",
+        c"Subjects recomputed per batch by mseg.refresh_segments and segment (re)definitions.",
+        c"Smaller batches report progress in mseg.progress more often and hold fewer row locks at once.",
+        &REFRESH_BATCH_SUBJECTS,
+        1,
+        1 << 24,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"mseg.min_group_size",
+        c"k: the fewest distinct subjects a group shown outside the privileged roles may describe.",
+        c"Segment sizes below it are suppressed in mseg.segment_sizes. Only a superuser may change it.",
+        &MIN_GROUP_SIZE,
+        2,
+        1_000_000,
+        GucContext::Suset,
         GucFlags::default(),
     );
     // Reserve the prefix so a typo such as mseg.keyfile is reported instead of kept as a placeholder.

@@ -15,6 +15,7 @@ pub mod gucs;
 pub mod keys;
 pub mod progress;
 pub mod pseudonym;
+pub mod segments;
 pub mod token;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -76,6 +77,7 @@ fn config_changed<'a>(
 pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 pgrx::extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["bootstrap"]);
 pgrx::extension_sql_file!("../sql/consent.sql", name = "consent", requires = ["audit"]);
+pgrx::extension_sql_file!("../sql/segments.sql", name = "segments", requires = ["consent"]);
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 /// Required by `cargo pgrx test`.

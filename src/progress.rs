@@ -18,6 +18,7 @@ const NAME_LEN: usize = 64;
 pub enum Operation {
     Backfill = 1,
     Rotate = 2,
+    Refresh = 3,
 }
 
 impl Operation {
@@ -25,6 +26,7 @@ impl Operation {
         match code {
             1 => "backfill pseudonym column",
             2 => "rotate domain key",
+            3 => "refresh segment memberships",
             _ => "unknown",
         }
     }

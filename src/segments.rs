@@ -1,0 +1,1184 @@
+//! Microsegments: definitions checked with PostgreSQL's own parser, and memberships kept exact by
+//! statement-level triggers.
+//!
+//! Storage: `mseg.memberships` holds one row per subject with the array of segment ids it
+//! belongs to, so one change to one subject rewrites at most one row, whatever the number of
+//! segments. Every change of a set is appended to `mseg.membership_events` (joined / left).
+//!
+//! Upkeep: one static trigger function, `mseg.segments_trigger()`, fires once per statement on
+//! the subject table and on every registered source table, with transition tables. It recomputes
+//! the *set* of the affected subjects (idempotent; no counted deltas) with one generated query
+//! that evaluates every segment and the subject's legal basis for each segment's purpose. The
+//! generated SQL lives only in backend memory as prepared plans, rebuilt when the catalog changes,
+//! so pg_dump/pg_restore need nothing but the configuration tables.
+//!
+//! Concurrency: before evaluating, a statement locks the membership rows of the subjects it
+//! touches (creating empty rows where needed), then evaluates with a fresh snapshot. In READ
+//! COMMITTED the second of two writers on one subject waits and then sees the first one's
+//! committed data; in REPEATABLE READ and SERIALIZABLE the rows are written, not only locked, so
+//! the second writer gets a serialization failure instead of evaluating a stale snapshot.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{c_void, CStr, CString};
+use std::rc::Rc;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::spi::{quote_identifier, quote_literal, OwnedPreparedStatement, SpiClient};
+use pgrx::{PgRelation, PgTryBuilder};
+
+use crate::catalog;
+use crate::error::{boundary, Code, MsegError, Result as MsegResult};
+use crate::keys;
+use crate::progress;
+
+// ---------------------------------------------------------------------------------------------
+// Catalog snapshot
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+pub struct SubjectTable {
+    pub relid: pg_sys::Oid,
+    pub key: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug)]
+struct SegmentDef {
+    id: i32,
+    name: String,
+    purpose: String,
+    canonical: String,
+    reads_sensitive: bool,
+    subject_columns: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+struct Source {
+    relid: pg_sys::Oid,
+    key: String,
+}
+
+#[derive(Default)]
+struct SegCatalog {
+    subject: Option<SubjectTable>,
+    segments: Vec<SegmentDef>,
+    sources: Vec<Source>,
+}
+
+pub fn subject_table() -> MsegResult<Option<SubjectTable>> {
+    catalog::select(|c| {
+        let t = c.select(
+            "SELECT relid::pg_catalog.oid, key_column::pg_catalog.text FROM mseg.subject_tables",
+            None,
+            &[],
+        )?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        let row = t.first();
+        let relid = row.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid);
+        let key = row.get::<String>(2)?.unwrap_or_default();
+        Ok(Some(SubjectTable { relid, name: catalog::relation_name(relid), key }))
+    })
+}
+
+fn require_subject_table() -> MsegResult<SubjectTable> {
+    subject_table()?.ok_or_else(|| {
+        MsegError::new(Code::SubjectTable, "no subject table is registered")
+            .hint("Register it first: SELECT mseg.register_subjects('public.customers', key_column => 'customer_id').")
+    })
+}
+
+fn load_catalog() -> MsegResult<SegCatalog> {
+    let subject = subject_table()?;
+    let (segments, sources) = catalog::select(|c| {
+        let mut segments = Vec::new();
+        for row in c.select(
+            "SELECT segment_id, name, purpose, canonical, reads_sensitive, subject_columns::pg_catalog.text[] \
+             FROM mseg.segments ORDER BY segment_id",
+            None,
+            &[],
+        )? {
+            segments.push(SegmentDef {
+                id: row.get::<i32>(1)?.unwrap_or(0),
+                name: row.get::<String>(2)?.unwrap_or_default(),
+                purpose: row.get::<String>(3)?.unwrap_or_default(),
+                canonical: row.get::<String>(4)?.unwrap_or_default(),
+                reads_sensitive: row.get::<bool>(5)?.unwrap_or(false),
+                subject_columns: row.get::<Vec<String>>(6)?.unwrap_or_default(),
+            });
+        }
+        let mut sources = Vec::new();
+        for row in c.select("SELECT relid::pg_catalog.oid, key_column::pg_catalog.text FROM mseg.sources", None, &[])? {
+            sources.push(Source {
+                relid: row.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
+                key: row.get::<String>(2)?.unwrap_or_default(),
+            });
+        }
+        Ok((segments, sources))
+    })?;
+    Ok(SegCatalog { subject, segments, sources })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generated SQL
+// ---------------------------------------------------------------------------------------------
+
+/// `SELECT subject_key, segs FROM <from> s …`: every segment evaluated for every row of `from`,
+/// each ANDed with the legal basis of the segment's purpose (see mseg._processable, the same rule).
+fn eval_select(cat: &SegCatalog, subject: &SubjectTable, from: &str) -> String {
+    let key = format!("s.{}", quote_identifier(&subject.key));
+    let mut purposes: Vec<&str> = cat.segments.iter().map(|s| s.purpose.as_str()).collect();
+    purposes.sort_unstable();
+    purposes.dedup();
+    let alias = |p: &str| purposes.iter().position(|x| *x == p).unwrap_or(0) + 1;
+    let mut elements = Vec::new();
+    for seg in &cat.segments {
+        let i = alias(&seg.purpose);
+        let basis = if seg.reads_sensitive {
+            // Art. 9: explicit consent only; legitimate interest and contract are never enough
+            format!(
+                "(b{i}.consent_basis OPERATOR(pg_catalog.=) 'consent' \
+                 AND 'consent' OPERATOR(pg_catalog.=) ANY (pp{i}.legal_bases) \
+                 AND b{i}.granted_at OPERATOR(pg_catalog.+) pp{i}.retention OPERATOR(pg_catalog.>) pg_catalog.now())"
+            )
+        } else {
+            format!(
+                "((b{i}.consent_basis OPERATOR(pg_catalog.=) ANY (pp{i}.legal_bases) \
+                 AND b{i}.granted_at OPERATOR(pg_catalog.+) pp{i}.retention OPERATOR(pg_catalog.>) pg_catalog.now()) \
+                 OR 'legitimate_interest' OPERATOR(pg_catalog.=) ANY (pp{i}.legal_bases))"
+            )
+        };
+        elements.push(format!(
+            "CASE WHEN ({pred}) AND ss.restricted_at IS NULL AND ss.erased_at IS NULL \
+             AND b{i}.objected_at IS NULL AND {basis} THEN {id} END",
+            pred = seg.canonical,
+            id = seg.id
+        ));
+    }
+    let mut sql = format!(
+        "SELECT {key}::pg_catalog.int8 AS subject_key, \
+         pg_catalog.array_remove(ARRAY[{}]::pg_catalog.int4[], NULL::pg_catalog.int4) AS segs \
+         FROM {from} s",
+        elements.join(", ")
+    );
+    for (n, p) in purposes.iter().enumerate() {
+        let i = n + 1;
+        sql.push_str(&format!(
+            " CROSS JOIN (SELECT legal_bases, retention FROM mseg.purposes WHERE name OPERATOR(pg_catalog.=) {lit}) pp{i}",
+            lit = quote_literal(p)
+        ));
+    }
+    sql.push_str(&format!(
+        " LEFT JOIN mseg.subject_state ss ON ss.subject_key OPERATOR(pg_catalog.=) {key}"
+    ));
+    for (n, p) in purposes.iter().enumerate() {
+        let i = n + 1;
+        sql.push_str(&format!(
+            " LEFT JOIN mseg.legal_basis_state b{i} ON b{i}.subject_key OPERATOR(pg_catalog.=) {key} \
+             AND b{i}.purpose OPERATOR(pg_catalog.=) {lit}",
+            lit = quote_literal(p)
+        ));
+    }
+    sql
+}
+
+/// Diff new sets against stored ones for the subjects in $1, write changes and their events.
+fn apply_sql(cat: &SegCatalog, subject: &SubjectTable) -> String {
+    format!(
+        "WITH n AS ({eval} WHERE s.{key} OPERATOR(pg_catalog.=) ANY ($1)), \
+         d AS (SELECT m.subject_key, m.segments AS old, COALESCE(n.segs, '{{}}'::pg_catalog.int4[]) AS new \
+               FROM mseg.memberships m LEFT JOIN n ON n.subject_key OPERATOR(pg_catalog.=) m.subject_key \
+               WHERE m.subject_key OPERATOR(pg_catalog.=) ANY ($1) \
+                 AND m.segments IS DISTINCT FROM COALESCE(n.segs, '{{}}'::pg_catalog.int4[])), \
+         u AS (UPDATE mseg.memberships m SET segments = d.new, updated_at = pg_catalog.now() FROM d \
+               WHERE m.subject_key OPERATOR(pg_catalog.=) d.subject_key RETURNING m.subject_key) \
+         INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
+         SELECT d.subject_key, mseg._int4_minus(d.new, d.old), mseg._int4_minus(d.old, d.new) FROM d",
+        eval = eval_select(cat, subject, &subject.name),
+        key = quote_identifier(&subject.key),
+    )
+}
+
+const ENSURE_SQL: &str = "INSERT INTO mseg.memberships (subject_key) \
+     SELECT k FROM pg_catalog.unnest($1::pg_catalog.int8[]) k ON CONFLICT (subject_key) DO NOTHING";
+const LOCK_SQL: &str = "SELECT 1 FROM mseg.memberships WHERE subject_key OPERATOR(pg_catalog.=) ANY ($1) \
+     ORDER BY subject_key FOR UPDATE";
+const TOUCH_SQL: &str = "UPDATE mseg.memberships SET updated_at = pg_catalog.now() \
+     WHERE subject_key OPERATOR(pg_catalog.=) ANY ($1)";
+
+fn insert_sql(cat: &SegCatalog, subject: &SubjectTable) -> String {
+    format!(
+        "WITH n AS ({eval}), \
+         w AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) \
+               SELECT subject_key, segs, pg_catalog.now() FROM n WHERE pg_catalog.cardinality(segs) OPERATOR(pg_catalog.>) 0 \
+               ON CONFLICT (subject_key) DO UPDATE SET segments = EXCLUDED.segments, updated_at = EXCLUDED.updated_at \
+               RETURNING m.subject_key, m.segments) \
+         INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
+         SELECT subject_key, segments, '{{}}' FROM w",
+        eval = eval_select(cat, subject, "mseg_new")
+    )
+}
+
+/// Keys of subjects whose predicate-relevant columns changed (or whose key changed).
+fn changed_keys_sql(cat: &SegCatalog, subject: &SubjectTable) -> String {
+    let key = quote_identifier(&subject.key);
+    let mut cols: Vec<String> = cat.segments.iter().flat_map(|s| s.subject_columns.iter().cloned()).collect();
+    cols.sort();
+    cols.dedup();
+    let differs = if cols.is_empty() {
+        "false".to_owned()
+    } else {
+        let list = |a: &str| cols.iter().map(|c| format!("{a}.{}", quote_identifier(c))).collect::<Vec<_>>().join(", ");
+        format!("ROW({}) IS DISTINCT FROM ROW({})", list("o"), list("n"))
+    };
+    format!(
+        "SELECT pg_catalog.array_agg(DISTINCT k) FROM ( \
+           SELECT n.{key}::pg_catalog.int8 AS k FROM mseg_new n LEFT JOIN mseg_old o ON o.{key} OPERATOR(pg_catalog.=) n.{key} \
+           WHERE o.{key} IS NULL OR {differs} \
+           UNION ALL \
+           SELECT o.{key}::pg_catalog.int8 FROM mseg_old o LEFT JOIN mseg_new n ON n.{key} OPERATOR(pg_catalog.=) o.{key} \
+           WHERE n.{key} IS NULL) x"
+    )
+}
+
+fn delete_sql(subject: &SubjectTable) -> String {
+    format!(
+        "WITH d AS (DELETE FROM mseg.memberships m USING mseg_old o \
+                    WHERE m.subject_key OPERATOR(pg_catalog.=) o.{key} RETURNING m.subject_key, m.segments) \
+         INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
+         SELECT subject_key, '{{}}', segments FROM d WHERE pg_catalog.cardinality(segments) OPERATOR(pg_catalog.>) 0",
+        key = quote_identifier(&subject.key)
+    )
+}
+
+const TRUNCATE_SQL: &str = "WITH d AS (DELETE FROM mseg.memberships RETURNING subject_key, segments) \
+     INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
+     SELECT subject_key, '{}', segments FROM d WHERE pg_catalog.cardinality(segments) OPERATOR(pg_catalog.>) 0";
+
+fn source_keys_sql(source: &Source, old: bool, new: bool) -> String {
+    let key = quote_identifier(&source.key);
+    let mut parts = Vec::new();
+    if new {
+        parts.push(format!("SELECT {key}::pg_catalog.int8 AS k FROM mseg_new"));
+    }
+    if old {
+        parts.push(format!("SELECT {key}::pg_catalog.int8 AS k FROM mseg_old"));
+    }
+    format!(
+        "SELECT pg_catalog.array_agg(DISTINCT k) FROM ({}) x WHERE k IS NOT NULL",
+        parts.join(" UNION ALL ")
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plans prepared once per backend and catalog generation
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum PlanKind {
+    Apply,
+    Ensure,
+    Lock,
+    Touch,
+    Insert,
+    ChangedKeys,
+    Delete,
+    Truncate,
+    SourceKeys(u32, bool, bool),
+}
+
+struct PlanCache {
+    generation: u64,
+    catalog: Option<Rc<SegCatalog>>,
+    plans: HashMap<PlanKind, Rc<OwnedPreparedStatement>>,
+}
+
+thread_local! {
+    static PLANS: RefCell<PlanCache> = RefCell::new(PlanCache { generation: 0, catalog: None, plans: HashMap::new() });
+}
+
+fn cached_catalog() -> MsegResult<Rc<SegCatalog>> {
+    let generation = keys::cache_generation();
+    let hit = PLANS.with(|p| {
+        let p = p.borrow();
+        if p.generation == generation { p.catalog.clone() } else { None }
+    });
+    if let Some(c) = hit {
+        return Ok(c);
+    }
+    let cat = Rc::new(load_catalog()?);
+    PLANS.with(|p| {
+        let mut p = p.borrow_mut();
+        p.generation = generation;
+        p.catalog = Some(cat.clone());
+        p.plans.clear();
+    });
+    Ok(cat)
+}
+
+fn plan(
+    client: &SpiClient<'_>,
+    kind: PlanKind,
+    args: &[pgrx::PgOid],
+    sql: impl FnOnce() -> String,
+) -> MsegResult<Rc<OwnedPreparedStatement>> {
+    if let Some(p) = PLANS.with(|p| p.borrow().plans.get(&kind).cloned()) {
+        return Ok(p);
+    }
+    let stmt = Rc::new(client.prepare_mut(sql().as_str(), args)?.keep());
+    PLANS.with(|p| p.borrow_mut().plans.insert(kind, stmt.clone()));
+    Ok(stmt)
+}
+
+fn int8_array() -> pgrx::PgOid {
+    pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT8ARRAYOID)
+}
+
+/// Lock (creating where missing) and recompute the membership rows of `keys`.
+fn apply_keys(client: &mut SpiClient<'_>, cat: &SegCatalog, subject: &SubjectTable, keys: &[i64]) -> MsegResult<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let arg = || -> pgrx::datum::DatumWithOid<'static> { keys.to_vec().into() };
+    let ensure = plan(client, PlanKind::Ensure, &[int8_array()], || ENSURE_SQL.to_owned())?;
+    client.update(&*ensure, None, &[arg()])?;
+    // SAFETY: reading a PostgreSQL global.
+    let read_committed = unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32;
+    if read_committed {
+        let lock = plan(client, PlanKind::Lock, &[int8_array()], || LOCK_SQL.to_owned())?;
+        client.update(&*lock, None, &[arg()])?;
+    } else {
+        let touch = plan(client, PlanKind::Touch, &[int8_array()], || TOUCH_SQL.to_owned())?;
+        client.update(&*touch, None, &[arg()])?;
+    }
+    let apply = plan(client, PlanKind::Apply, &[int8_array()], || apply_sql(cat, subject))?;
+    client.update(&*apply, None, &[arg()])?;
+    Ok(())
+}
+
+fn keys_from(client: &mut SpiClient<'_>, stmt: &OwnedPreparedStatement) -> MsegResult<Vec<i64>> {
+    let t = client.update(stmt, None, &[])?;
+    Ok(t.first().get_one::<Vec<i64>>()?.unwrap_or_default())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The trigger
+// ---------------------------------------------------------------------------------------------
+
+unsafe fn on_statement(td: &pg_sys::TriggerData) -> MsegResult<()> {
+    let relid = (*td.tg_relation).rd_id;
+    let cat = cached_catalog()?;
+    let Some(subject) = cat.subject.clone() else { return Ok(()) };
+    if cat.segments.is_empty() {
+        return Ok(());
+    }
+    let op = td.tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
+    let is_subject = relid == subject.relid;
+    let source = cat.sources.iter().find(|s| s.relid == relid).cloned();
+    if !is_subject && source.is_none() {
+        return Err(MsegError::new(
+            Code::InvalidTable,
+            format!("{} is neither the subject table nor a registered source", catalog::relation_name(relid)),
+        )
+        .hint("Let mseg.register_source create the segment triggers."));
+    }
+    let tdp = td as *const pg_sys::TriggerData as *mut pg_sys::TriggerData;
+    catalog::as_owner(|| {
+        Spi::connect_mut(|client| -> MsegResult<()> {
+            // SAFETY: makes this statement's transition tables visible to the queries below.
+            unsafe { pg_sys::SPI_register_trigger_data(tdp) };
+            if is_subject {
+                match op {
+                    pg_sys::TRIGGER_EVENT_INSERT => {
+                        let p = plan(client, PlanKind::Insert, &[], || insert_sql(&cat, &subject))?;
+                        client.update(&*p, None, &[])?;
+                    }
+                    pg_sys::TRIGGER_EVENT_UPDATE => {
+                        let p = plan(client, PlanKind::ChangedKeys, &[], || changed_keys_sql(&cat, &subject))?;
+                        let keys = keys_from(client, &p)?;
+                        apply_keys(client, &cat, &subject, &keys)?;
+                    }
+                    pg_sys::TRIGGER_EVENT_DELETE => {
+                        let p = plan(client, PlanKind::Delete, &[], || delete_sql(&subject))?;
+                        client.update(&*p, None, &[])?;
+                    }
+                    _ => {
+                        let p = plan(client, PlanKind::Truncate, &[], || TRUNCATE_SQL.to_owned())?;
+                        client.update(&*p, None, &[])?;
+                    }
+                }
+            } else if let Some(src) = &source {
+                if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
+                    // every subject may have lost its source rows: recompute all current members
+                    let t = client.update("SELECT pg_catalog.array_agg(subject_key) FROM mseg.memberships", None, &[])?;
+                    let keys = t.first().get_one::<Vec<i64>>()?.unwrap_or_default();
+                    apply_keys(client, &cat, &subject, &keys)?;
+                } else {
+                    let old = op != pg_sys::TRIGGER_EVENT_INSERT;
+                    let new = op != pg_sys::TRIGGER_EVENT_DELETE;
+                    let kind = PlanKind::SourceKeys(u32::from(src.relid), old, new);
+                    let p = plan(client, kind, &[], || source_keys_sql(src, old, new))?;
+                    let keys = keys_from(client, &p)?;
+                    apply_keys(client, &cat, &subject, &keys)?;
+                }
+            }
+            Ok(())
+        })
+    })
+}
+
+/// Statement-level AFTER trigger on the subject table and every registered source table.
+#[pg_trigger]
+fn segments_trigger<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, std::convert::Infallible> {
+    let td = trigger.trigger_data();
+    boundary(|| unsafe { on_statement(td) });
+    Ok(None)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Predicate analysis with PostgreSQL's parser
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Default, Debug)]
+struct Walk {
+    relations: Vec<(pg_sys::Oid, Vec<i32>)>,
+    foreign_functions: Vec<String>,
+    forbidden: Vec<String>,
+    time_dependent: bool,
+}
+
+const TIME_FUNCTIONS: &[&str] = &["now", "statement_timestamp", "transaction_timestamp", "age", "timeofday", "clock_timestamp"];
+
+unsafe fn check_function(w: &mut Walk, funcid: pg_sys::Oid) {
+    if funcid == pg_sys::InvalidOid {
+        return;
+    }
+    let name_ptr = pg_sys::get_func_name(funcid);
+    let name = if name_ptr.is_null() { format!("{}", u32::from(funcid)) } else { CStr::from_ptr(name_ptr).to_string_lossy().into_owned() };
+    if pg_sys::get_func_namespace(funcid) != pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE) {
+        w.foreign_functions.push(name);
+    } else if TIME_FUNCTIONS.contains(&name.as_str()) {
+        w.time_dependent = true;
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn walk_node(node: *mut pg_sys::Node, ctx: *mut c_void) -> bool {
+    if node.is_null() {
+        return false;
+    }
+    let w = &mut *(ctx as *mut Walk);
+    match (*node).type_ {
+        pg_sys::NodeTag::T_Query => {
+            return pg_sys::query_tree_walker(node.cast(), Some(walk_node), ctx, pg_sys::QTW_EXAMINE_RTES_BEFORE as i32);
+        }
+        pg_sys::NodeTag::T_RangeTblEntry => {
+            let rte = node as *mut pg_sys::RangeTblEntry;
+            if (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION {
+                let mut cols = Vec::new();
+                let mut m = -1;
+                loop {
+                    m = pg_sys::bms_next_member((*rte).selectedCols, m);
+                    if m < 0 {
+                        break;
+                    }
+                    cols.push(m + pg_sys::FirstLowInvalidHeapAttributeNumber);
+                }
+                w.relations.push(((*rte).relid, cols));
+            }
+            return false;
+        }
+        pg_sys::NodeTag::T_FuncExpr => check_function(w, (*(node as *mut pg_sys::FuncExpr)).funcid),
+        pg_sys::NodeTag::T_OpExpr | pg_sys::NodeTag::T_DistinctExpr | pg_sys::NodeTag::T_NullIfExpr => {
+            let op = node as *mut pg_sys::OpExpr;
+            pg_sys::set_opfuncid(op);
+            check_function(w, (*op).opfuncid);
+        }
+        pg_sys::NodeTag::T_ScalarArrayOpExpr => {
+            let op = node as *mut pg_sys::ScalarArrayOpExpr;
+            pg_sys::set_sa_opfuncid(op);
+            check_function(w, (*op).opfuncid);
+        }
+        pg_sys::NodeTag::T_Aggref => check_function(w, (*(node as *mut pg_sys::Aggref)).aggfnoid),
+        pg_sys::NodeTag::T_WindowFunc => check_function(w, (*(node as *mut pg_sys::WindowFunc)).winfnoid),
+        pg_sys::NodeTag::T_SQLValueFunction => {
+            let op = (*(node as *mut pg_sys::SQLValueFunction)).op;
+            if op <= pg_sys::SQLValueFunctionOp::SVFOP_LOCALTIMESTAMP_N {
+                w.time_dependent = true;
+            } else {
+                w.forbidden.push("session functions such as current_user".to_owned());
+            }
+        }
+        _ => {}
+    }
+    pg_sys::expression_tree_walker(node, Some(walk_node), ctx)
+}
+
+#[derive(Debug)]
+pub struct Analysis {
+    pub canonical: String,
+    pub sources: Vec<pg_sys::Oid>,
+    pub time_dependent: bool,
+    pub reads_sensitive: bool,
+    pub subject_columns: Vec<String>,
+}
+
+fn invalid_predicate(message: impl Into<String>) -> MsegError {
+    MsegError::new(Code::InvalidPredicate, message).hint(
+        "A predicate is a boolean SQL expression over the subject row (alias s), e.g. \
+         s.birth_date > date '1996-01-01' AND EXISTS (SELECT 1 FROM public.orders o WHERE o.customer_id = s.customer_id).",
+    )
+}
+
+fn caught_message(e: &pg_sys::panic::CaughtError) -> String {
+    match e {
+        pg_sys::panic::CaughtError::PostgresError(r) => r.message().to_owned(),
+        pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_owned(),
+        pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_owned(),
+    }
+}
+
+/// Parse, analyse and check a predicate; return its canonical (deparsed, qualified) form.
+pub fn analyze(subject: &SubjectTable, predicate: &str) -> MsegResult<Analysis> {
+    if predicate.trim().is_empty() {
+        return Err(invalid_predicate("the predicate is empty"));
+    }
+    let sql = format!("SELECT ({predicate}) AS mseg_member FROM {} s", subject.name);
+    let c_sql = CString::new(sql.clone()).map_err(|_| invalid_predicate("the predicate contains a NUL byte"))?;
+    // 1. parse: exactly one plain SELECT with our single target and FROM, nothing smuggled in
+    let raw: std::result::Result<*mut pg_sys::List, String> =
+        PgTryBuilder::new(|| Ok(unsafe { pg_sys::raw_parser(c_sql.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT) }))
+            .catch_others(|e| Err(caught_message(&e)))
+            .execute();
+    let raw = raw.map_err(|m| invalid_predicate("the predicate has a syntax error").detail(m))?;
+    let first = |l: *mut pg_sys::List| unsafe { (*(*l).elements).ptr_value };
+    let malformed = unsafe {
+        raw.is_null() || (*raw).length != 1 || {
+            let stmt = (*(first(raw) as *mut pg_sys::RawStmt)).stmt;
+            if (*stmt).type_ != pg_sys::NodeTag::T_SelectStmt {
+                true
+            } else {
+                let s = stmt as *mut pg_sys::SelectStmt;
+                let one = |l: *mut pg_sys::List| !l.is_null() && (*l).length == 1;
+                !(one((*s).targetList)
+                    && one((*s).fromClause)
+                    && (*s).whereClause.is_null()
+                    && (*s).groupClause.is_null()
+                    && (*s).havingClause.is_null()
+                    && (*s).windowClause.is_null()
+                    && (*s).sortClause.is_null()
+                    && (*s).limitCount.is_null()
+                    && (*s).limitOffset.is_null()
+                    && (*s).lockingClause.is_null()
+                    && (*s).withClause.is_null()
+                    && (*s).distinctClause.is_null()
+                    && (*s).intoClause.is_null()
+                    && (*s).valuesLists.is_null()
+                    && (*s).op == pg_sys::SetOperation::SETOP_NONE)
+            }
+        }
+    };
+    if malformed {
+        return Err(invalid_predicate("the predicate is not a single expression")
+            .detail("It closes the expression's parentheses or adds clauses of its own."));
+    }
+    // 2. analyse: names resolve, types check
+    let query: std::result::Result<*mut pg_sys::Query, String> = PgTryBuilder::new(|| unsafe {
+        let rawstmt = first(raw) as *mut pg_sys::RawStmt;
+        Ok(pg_sys::parse_analyze_fixedparams(rawstmt, c_sql.as_ptr(), std::ptr::null(), 0, std::ptr::null_mut()))
+    })
+    .catch_others(|e| Err(caught_message(&e)))
+    .execute();
+    let query = query.map_err(|m| invalid_predicate("the predicate does not analyse").detail(m))?;
+    unsafe {
+        if (*query).hasAggs || (*query).hasWindowFuncs || (*query).hasTargetSRFs || (*query).hasModifyingCTE {
+            return Err(invalid_predicate("the predicate aggregates, windows or returns sets at its top level")
+                .detail("Aggregates belong inside a subquery, e.g. (SELECT count(*) FROM public.orders o WHERE o.customer_id = s.customer_id) > 3."));
+        }
+        let tle = first((*query).targetList) as *mut pg_sys::TargetEntry;
+        let typ = pg_sys::exprType((*tle).expr.cast());
+        if typ != pg_sys::BOOLOID {
+            let name = CStr::from_ptr(pg_sys::format_type_be(typ)).to_string_lossy().into_owned();
+            return Err(invalid_predicate("the predicate is not boolean").detail(format!("It has type {name}.")));
+        }
+        if pg_sys::contain_volatile_functions(query.cast()) {
+            return Err(invalid_predicate("the predicate calls a volatile function")
+                .detail("Membership must be reproducible; functions such as random() or clock_timestamp() are not allowed.")
+                .hint("Use now() or current_date for time-dependent segments; they are refreshed by mseg.refresh_segments()."));
+        }
+        let mut w = Walk::default();
+        walk_node(query.cast(), &mut w as *mut Walk as *mut c_void);
+        if let Some(f) = w.foreign_functions.first() {
+            return Err(invalid_predicate(format!("function {f} is not a built-in function"))
+                .detail("Predicates may call functions of pg_catalog only: a user function could read tables that no trigger watches."));
+        }
+        if let Some(f) = w.forbidden.first() {
+            return Err(invalid_predicate(format!("the predicate uses {f}")));
+        }
+        let mut sources = Vec::new();
+        let mut subject_columns = Vec::new();
+        let mut reads_sensitive = false;
+        for (relid, cols) in &w.relations {
+            let is_subject = *relid == subject.relid;
+            if !is_subject {
+                let registered = catalog::select(|c| {
+                    let t = c.select(
+                        "SELECT 1 FROM mseg.sources WHERE relid OPERATOR(pg_catalog.=) $1::pg_catalog.oid",
+                        None,
+                        &[(*relid).into()],
+                    )?;
+                    Ok(!t.is_empty())
+                })?;
+                if !registered {
+                    return Err(MsegError::new(
+                        Code::InvalidPredicate,
+                        format!("the predicate reads {}, which is not a registered source", catalog::relation_name(*relid)),
+                    )
+                    .hint("Register it with mseg.register_source(table, subject_key_column) so its changes maintain the segment."));
+                }
+                if !sources.contains(relid) {
+                    sources.push(*relid);
+                }
+            }
+            let classes = column_classes(*relid)?;
+            for &attno in cols {
+                if attno < 0 {
+                    continue;
+                }
+                if attno == 0 {
+                    if let Some((c, _)) = classes.iter().find(|(_, k)| k == "direct") {
+                        return Err(MsegError::new(Code::InvalidPredicate, "the predicate reads whole rows")
+                            .detail(format!("{} has the direct identifier column {c}.", catalog::relation_name(*relid)))
+                            .hint("Name the columns you need."));
+                    }
+                    continue;
+                }
+                let name_ptr = pg_sys::get_attname(*relid, attno as i16, true);
+                if name_ptr.is_null() {
+                    continue;
+                }
+                let col = CStr::from_ptr(name_ptr).to_string_lossy().into_owned();
+                match classes.iter().find(|(c, _)| *c == col).map(|(_, k)| k.as_str()) {
+                    Some("direct") => {
+                        return Err(MsegError::new(
+                            Code::InvalidPredicate,
+                            format!("column {col} of {} is a direct identifier", catalog::relation_name(*relid)),
+                        )
+                        .detail("Segments describe people by what they do and roughly who they are, never by name, e-mail or phone.")
+                        .hint("Use quasi or attribute columns, or reclassify the column if it is not identifying."));
+                    }
+                    Some("sensitive") => reads_sensitive = true,
+                    _ => {}
+                }
+                if is_subject && !subject_columns.contains(&col) {
+                    subject_columns.push(col);
+                }
+            }
+        }
+        // 3. canonical text: deparsed with only pg_catalog on the path, so every other name is qualified
+        let canonical = catalog::with_search_path(c"pg_catalog", || {
+            let ctx = pg_sys::deparse_context_for(c"s".as_ptr(), subject.relid);
+            let text = pg_sys::deparse_expression((*tle).expr.cast(), ctx, true, false);
+            Ok(CStr::from_ptr(text).to_string_lossy().into_owned())
+        })?;
+        Ok(Analysis { canonical, sources, time_dependent: w.time_dependent, reads_sensitive, subject_columns })
+    }
+}
+
+fn column_classes(relid: pg_sys::Oid) -> MsegResult<Vec<(String, String)>> {
+    catalog::select(|c| {
+        let mut out = Vec::new();
+        for row in c.select(
+            "SELECT column_name::pg_catalog.text, class FROM mseg.column_classes WHERE relid OPERATOR(pg_catalog.=) $1::pg_catalog.oid",
+            None,
+            &[relid.into()],
+        )? {
+            out.push((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()));
+        }
+        Ok(out)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Triggers on the subject table and the sources
+// ---------------------------------------------------------------------------------------------
+
+/// (name, event, transition tables) of the four statement triggers every maintained table gets.
+const TRIGGERS: [(&str, &str, &str); 4] = [
+    ("zz_mseg_segments_ins", "AFTER INSERT", "REFERENCING NEW TABLE AS mseg_new"),
+    ("zz_mseg_segments_upd", "AFTER UPDATE", "REFERENCING OLD TABLE AS mseg_old NEW TABLE AS mseg_new"),
+    ("zz_mseg_segments_del", "AFTER DELETE", "REFERENCING OLD TABLE AS mseg_old"),
+    ("zz_mseg_segments_trunc", "AFTER TRUNCATE", ""),
+];
+
+fn ensure_triggers(relid: pg_sys::Oid) -> MsegResult<()> {
+    let table = catalog::relation_name(relid);
+    catalog::update(|c| {
+        for (name, event, referencing) in TRIGGERS {
+            let exists = !c
+                .select(
+                    "SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) $1::pg_catalog.oid \
+                     AND tgname OPERATOR(pg_catalog.=) $2::pg_catalog.name",
+                    None,
+                    &[relid.into(), name.into()],
+                )?
+                .is_empty();
+            if !exists {
+                c.update(
+                    &format!("CREATE TRIGGER {name} {event} ON {table} {referencing} FOR EACH STATEMENT EXECUTE FUNCTION mseg.segments_trigger()"),
+                    None,
+                    &[],
+                )?;
+            }
+        }
+        Ok(())
+    })
+}
+
+fn drop_triggers(relid: pg_sys::Oid) -> MsegResult<()> {
+    let table = catalog::relation_name(relid);
+    catalog::update(|c| {
+        for (name, _, _) in TRIGGERS {
+            c.update(&format!("DROP TRIGGER IF EXISTS {name} ON {table}"), None, &[])?;
+        }
+        Ok(())
+    })
+}
+
+/// Block writers to the subject table and the sources until the definition change commits, so
+/// no statement keeps maintaining memberships with the old definitions.
+fn lock_maintained_tables(subject: &SubjectTable) -> MsegResult<()> {
+    let mut tables = vec![subject.relid];
+    tables.extend(load_catalog()?.sources.iter().map(|s| s.relid));
+    catalog::update(|c| {
+        for t in tables {
+            c.update(&format!("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", catalog::relation_name(t)), None, &[])?;
+        }
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refresh and verification
+// ---------------------------------------------------------------------------------------------
+
+/// Recompute every subject's set in batches (progress in mseg.progress); returns subjects changed.
+fn refresh_all(label: &str) -> MsegResult<i64> {
+    // SAFETY: pick up definition changes committed by other sessions before using the cache.
+    unsafe { pg_sys::AcceptInvalidationMessages() };
+    keys::note_catalog_change();
+    let cat = cached_catalog()?;
+    let subject = require_subject_table()?;
+    let total = catalog::select(|c| {
+        Ok(c.select(&format!("SELECT pg_catalog.count(*) FROM {}", subject.name), None, &[])?
+            .first()
+            .get_one::<i64>()?
+            .unwrap_or(0))
+    })?;
+    let slot = progress::start(progress::Operation::Refresh, subject.relid, label, total);
+    let batch = i64::from(crate::gucs::REFRESH_BATCH_SUBJECTS.get().max(1));
+    let key = quote_identifier(&subject.key);
+    let next_batch = format!(
+        "SELECT pg_catalog.array_agg(k ORDER BY k) FROM (SELECT s.{key}::pg_catalog.int8 AS k FROM {} s \
+         WHERE s.{key} OPERATOR(pg_catalog.>) $1 ORDER BY s.{key} LIMIT $2) x",
+        subject.name
+    );
+    let before = events_count()?;
+    let mut done = 0i64;
+    catalog::as_owner(|| {
+        Spi::connect_mut(|client| -> MsegResult<()> {
+            let mut last = i64::MIN;
+            loop {
+                let t = client.update(&next_batch, None, &[last.into(), batch.into()])?;
+                let keys = t.first().get_one::<Vec<i64>>()?.unwrap_or_default();
+                let Some(&max) = keys.last() else { break };
+                apply_keys(client, &cat, &subject, &keys)?;
+                last = max;
+                done += keys.len() as i64;
+                progress::advance(slot, done, done);
+                pgrx::check_for_interrupts!();
+            }
+            // memberships of subjects that no longer exist
+            client.update(
+                &format!(
+                    "WITH d AS (DELETE FROM mseg.memberships m WHERE NOT EXISTS \
+                       (SELECT 1 FROM {} s WHERE s.{key} OPERATOR(pg_catalog.=) m.subject_key) \
+                       RETURNING m.subject_key, m.segments) \
+                     INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
+                     SELECT subject_key, '{{}}', segments FROM d WHERE pg_catalog.cardinality(segments) OPERATOR(pg_catalog.>) 0",
+                    subject.name
+                ),
+                None,
+                &[],
+            )?;
+            Ok(())
+        })
+    })?;
+    progress::finish(slot, done);
+    Ok(events_count()? - before)
+}
+
+fn events_count() -> MsegResult<i64> {
+    catalog::select(|c| {
+        Ok(c.select("SELECT pg_catalog.count(*) FROM mseg.membership_events", None, &[])?
+            .first()
+            .get_one::<i64>()?
+            .unwrap_or(0))
+    })
+}
+
+fn segment_size(id: i32) -> MsegResult<i64> {
+    catalog::select(|c| {
+        Ok(c.select(
+            "SELECT pg_catalog.count(*) FROM mseg.memberships WHERE $1 OPERATOR(pg_catalog.=) ANY (segments)",
+            None,
+            &[id.into()],
+        )?
+        .first()
+        .get_one::<i64>()?
+        .unwrap_or(0))
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQL interface
+// ---------------------------------------------------------------------------------------------
+
+fn check_segment_name(name: &str) -> MsegResult<()> {
+    let ok = name.len() <= 63
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(MsegError::new(Code::InvalidArgument, format!("invalid segment name \"{name}\""))
+            .hint("A segment name starts with a lower-case letter and has at most 63 characters from a-z, 0-9, _."))
+    }
+}
+
+fn check_purpose(purpose: &str) -> MsegResult<()> {
+    let exists = catalog::select(|c| {
+        Ok(!c
+            .select("SELECT 1 FROM mseg.purposes WHERE name OPERATOR(pg_catalog.=) $1", None, &[purpose.into()])?
+            .is_empty())
+    })?;
+    if exists {
+        Ok(())
+    } else {
+        Err(MsegError::new(Code::UnknownPurpose, format!("purpose \"{purpose}\" does not exist"))
+            .hint("Define it with mseg.define_purpose(name, legal_bases, retention); mseg.purposes lists the purposes."))
+    }
+}
+
+fn segment_id(name: &str) -> MsegResult<i32> {
+    catalog::select(|c| {
+        let t = c.select("SELECT segment_id FROM mseg.segments WHERE name OPERATOR(pg_catalog.=) $1", None, &[name.into()])?;
+        if t.is_empty() {
+            return Err(MsegError::new(Code::UnknownSegment, format!("segment \"{name}\" does not exist"))
+                .hint("mseg.segments lists the segments."));
+        }
+        Ok(t.first().get_one::<i32>()?.unwrap_or(0))
+    })
+}
+
+fn store_segment(
+    existing: Option<i32>,
+    name: &str,
+    purpose: &str,
+    predicate: &str,
+    description: Option<&str>,
+    a: &Analysis,
+) -> MsegResult<i32> {
+    let sources: Vec<String> = a.sources.iter().map(|r| catalog::relation_name(*r)).collect();
+    catalog::update(|c| {
+        let t = match existing {
+            None => c.update(
+                "INSERT INTO mseg.segments (name, purpose, predicate, canonical, sources, time_dependent, reads_sensitive, \
+                 subject_columns, description) \
+                 VALUES ($1, $2, $3, $4, $5::pg_catalog.text[]::pg_catalog.regclass[], $6, $7, $8::pg_catalog.text[]::pg_catalog.name[], $9) \
+                 RETURNING segment_id",
+                None,
+                &[
+                    name.into(), purpose.into(), predicate.into(), a.canonical.as_str().into(), sources.clone().into(),
+                    a.time_dependent.into(), a.reads_sensitive.into(), a.subject_columns.clone().into(), description.into(),
+                ],
+            )?,
+            Some(id) => c.update(
+                "UPDATE mseg.segments SET purpose = $2, predicate = $3, canonical = $4, \
+                 sources = $5::pg_catalog.text[]::pg_catalog.regclass[], time_dependent = $6, reads_sensitive = $7, \
+                 subject_columns = $8::pg_catalog.text[]::pg_catalog.name[], description = COALESCE($9, description), \
+                 updated_at = pg_catalog.now() WHERE segment_id OPERATOR(pg_catalog.=) $1 RETURNING segment_id",
+                None,
+                &[
+                    id.into(), purpose.into(), predicate.into(), a.canonical.as_str().into(), sources.clone().into(),
+                    a.time_dependent.into(), a.reads_sensitive.into(), a.subject_columns.clone().into(), description.into(),
+                ],
+            )?,
+        };
+        Ok(t.first().get_one::<i32>()?.unwrap_or(0))
+    })
+}
+
+/// Define a segment; returns the number of members it has right away.
+#[pg_extern(volatile, parallel_unsafe)]
+fn define_segment(
+    name: Option<&str>,
+    purpose: Option<&str>,
+    predicate: Option<&str>,
+    description: default!(Option<&str>, "NULL"),
+) -> i64 {
+    boundary(|| {
+        let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
+        let purpose = purpose.ok_or_else(|| MsegError::null_argument("purpose"))?;
+        let predicate = predicate.ok_or_else(|| MsegError::null_argument("predicate"))?;
+        check_segment_name(name)?;
+        check_purpose(purpose)?;
+        let subject = require_subject_table()?;
+        if catalog::select(|c| Ok(!c.select("SELECT 1 FROM mseg.segments WHERE name OPERATOR(pg_catalog.=) $1", None, &[name.into()])?.is_empty()))? {
+            return Err(MsegError::new(Code::DuplicateObject, format!("segment \"{name}\" already exists"))
+                .hint("Change it with mseg.alter_segment, or drop it first."));
+        }
+        let a = analyze(&subject, predicate)?;
+        // audit first: the chain head is the first lock every maintenance path takes
+        catalog::audit("segment.define", name, serde_json::json!({
+            "purpose": purpose, "predicate": a.canonical, "time_dependent": a.time_dependent, "reads_sensitive": a.reads_sensitive,
+        }))?;
+        lock_maintained_tables(&subject)?;
+        let id = store_segment(None, name, purpose, predicate, description, &a)?;
+        ensure_triggers(subject.relid)?;
+        refresh_all(name)?;
+        let size = segment_size(id)?;
+        if a.time_dependent {
+            pgrx::notice!("pg_mseg: segment \"{name}\" depends on the current time; schedule mseg.refresh_segments(time_dependent_only => true)");
+        }
+        Ok(size)
+    })
+}
+
+/// Change a segment's predicate, purpose or description; returns its member count.
+#[pg_extern(volatile, parallel_unsafe)]
+fn alter_segment(
+    name: Option<&str>,
+    predicate: default!(Option<&str>, "NULL"),
+    purpose: default!(Option<&str>, "NULL"),
+    description: default!(Option<&str>, "NULL"),
+) -> i64 {
+    boundary(|| {
+        let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
+        let id = segment_id(name)?;
+        if predicate.is_none() && purpose.is_none() && description.is_none() {
+            return Err(MsegError::new(Code::InvalidArgument, "nothing to change").hint("Pass predicate, purpose or description."));
+        }
+        let (old_predicate, old_purpose) = catalog::select(|c| {
+            let t = c.select("SELECT predicate, purpose FROM mseg.segments WHERE segment_id OPERATOR(pg_catalog.=) $1", None, &[id.into()])?;
+            let row = t.first();
+            Ok((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()))
+        })?;
+        let predicate = predicate.unwrap_or(&old_predicate);
+        let purpose = purpose.unwrap_or(&old_purpose);
+        check_purpose(purpose)?;
+        let subject = require_subject_table()?;
+        let a = analyze(&subject, predicate)?;
+        catalog::audit("segment.alter", name, serde_json::json!({"purpose": purpose, "predicate": a.canonical}))?;
+        lock_maintained_tables(&subject)?;
+        store_segment(Some(id), name, purpose, predicate, description, &a)?;
+        refresh_all(name)?;
+        segment_size(id)
+    })
+}
+
+/// Drop a segment; every member leaves it (recorded as membership events).
+#[pg_extern(volatile, parallel_unsafe)]
+fn drop_segment(name: Option<&str>) -> bool {
+    boundary(|| {
+        let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
+        let id = segment_id(name)?;
+        let subject = require_subject_table()?;
+        catalog::audit("segment.drop", name, serde_json::json!({"segment_id": id}))?;
+        lock_maintained_tables(&subject)?;
+        catalog::update(|c| {
+            c.update("DELETE FROM mseg.segments WHERE segment_id OPERATOR(pg_catalog.=) $1", None, &[id.into()])?;
+            c.update(
+                "WITH u AS (UPDATE mseg.memberships SET segments = pg_catalog.array_remove(segments, $1), updated_at = pg_catalog.now() \
+                            WHERE $1 OPERATOR(pg_catalog.=) ANY (segments) RETURNING subject_key) \
+                 INSERT INTO mseg.membership_events (subject_key, joined, left_segments) SELECT subject_key, '{}', ARRAY[$1] FROM u",
+                None,
+                &[id.into()],
+            )?;
+            Ok(())
+        })?;
+        Ok(true)
+    })
+}
+
+/// Register a table keyed by the subject (e.g. orders) so predicates may read it.
+#[pg_extern(volatile, parallel_unsafe)]
+fn register_source(table: Option<PgRelation>, subject_key_column: Option<&str>) -> bool {
+    boundary(|| {
+        let relid = table.map(|t| t.oid()).ok_or_else(|| MsegError::null_argument("table"))?;
+        let column = subject_key_column.ok_or_else(|| MsegError::null_argument("subject_key_column"))?;
+        let subject = require_subject_table()?;
+        let name = catalog::relation_name(relid);
+        if relid == subject.relid {
+            return Err(MsegError::new(Code::SourceInUse, format!("{name} is the subject table"))
+                .hint("Predicates read the subject row directly as s; register other tables as sources."));
+        }
+        let (relkind, typ) = catalog::select(|c| {
+            let t = c.select(
+                "SELECT c.relkind::pg_catalog.text, (SELECT a.atttypid::pg_catalog.regtype::pg_catalog.text FROM pg_catalog.pg_attribute a \
+                   WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attname OPERATOR(pg_catalog.=) $2::pg_catalog.name \
+                     AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped) \
+                 FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1::pg_catalog.oid",
+                None,
+                &[relid.into(), column.into()],
+            )?;
+            let row = t.first();
+            Ok((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?))
+        })?;
+        if relkind != "r" {
+            return Err(MsegError::new(Code::InvalidTable, format!("{name} is not an ordinary table"))
+                .hint("Sources are ordinary tables; register a view's underlying tables instead."));
+        }
+        let Some(typ) = typ else {
+            return Err(MsegError::new(Code::UndefinedObject, format!("column \"{column}\" of {name} does not exist"))
+                .hint("Name the column that holds the subject key."));
+        };
+        if !["smallint", "integer", "bigint"].contains(&typ.as_str()) {
+            return Err(MsegError::new(Code::InvalidTable, format!("column \"{column}\" of {name} has type {typ}"))
+                .hint("The subject key column of a source must be an integer, like the subject key."));
+        }
+        // DDL on the table: the caller must own it
+        let owner_ok = Spi::get_one_with_args::<bool>(
+            "SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1::pg_catalog.oid",
+            &[relid.into()],
+        )?
+        .unwrap_or(false);
+        if !owner_ok {
+            return Err(MsegError::new(Code::InsufficientPrivilege, format!("must be owner of table {name}")));
+        }
+        let inserted = catalog::update(|c| {
+            Ok(!c
+                .update(
+                    "INSERT INTO mseg.sources (relid, key_column) VALUES ($1::pg_catalog.oid::pg_catalog.regclass, $2) \
+                     ON CONFLICT (relid) DO NOTHING RETURNING relid",
+                    None,
+                    &[relid.into(), column.into()],
+                )?
+                .is_empty())
+        })?;
+        if !inserted {
+            return Err(MsegError::new(Code::DuplicateObject, format!("{name} is already a registered source"))
+                .hint("mseg.sources lists the sources."));
+        }
+        ensure_triggers(relid)?;
+        catalog::audit("source.register", &name, serde_json::json!({"key_column": column}))?;
+        Ok(true)
+    })
+}
+
+#[pg_extern(volatile, parallel_unsafe)]
+fn unregister_source(table: Option<PgRelation>) -> bool {
+    boundary(|| {
+        let relid = table.map(|t| t.oid()).ok_or_else(|| MsegError::null_argument("table"))?;
+        let name = catalog::relation_name(relid);
+        let users: Vec<String> = catalog::select(|c| {
+            let mut v = Vec::new();
+            for row in c.select(
+                "SELECT name FROM mseg.segments WHERE $1::pg_catalog.oid::pg_catalog.regclass OPERATOR(pg_catalog.=) ANY (sources) ORDER BY name",
+                None,
+                &[relid.into()],
+            )? {
+                v.push(row.get::<String>(1)?.unwrap_or_default());
+            }
+            Ok(v)
+        })?;
+        if !users.is_empty() {
+            return Err(MsegError::new(Code::SourceInUse, format!("{name} is read by segments"))
+                .detail(format!("Used by: {}.", users.join(", ")))
+                .hint("Drop or alter those segments first."));
+        }
+        let deleted = catalog::update(|c| {
+            Ok(!c
+                .update("DELETE FROM mseg.sources WHERE relid OPERATOR(pg_catalog.=) $1::pg_catalog.oid RETURNING relid", None, &[relid.into()])?
+                .is_empty())
+        })?;
+        if !deleted {
+            return Err(MsegError::new(Code::UndefinedObject, format!("{name} is not a registered source")));
+        }
+        drop_triggers(relid)?;
+        catalog::audit("source.unregister", &name, serde_json::json!({}))?;
+        Ok(true)
+    })
+}
+
+/// Recompute memberships (all, or those of time-dependent segments, or one segment's subjects);
+/// returns the number of membership events it wrote. Schedulable: it blocks no writer.
+#[pg_extern(volatile, parallel_unsafe)]
+fn refresh_segments(segment: default!(Option<&str>, "NULL"), time_dependent_only: default!(bool, false)) -> i64 {
+    boundary(|| {
+        require_subject_table()?;
+        if let Some(name) = segment {
+            segment_id(name)?;
+        }
+        let label = segment.map(str::to_owned).unwrap_or_else(|| if time_dependent_only { "time-dependent".into() } else { "*".into() });
+        let changed = refresh_all(&label)?;
+        catalog::audit("segments.refresh", &label, serde_json::json!({"events": changed}))?;
+        Ok(changed)
+    })
+}
+
+/// Differences between stored memberships and a from-scratch evaluation (none when exact).
+#[pg_extern(volatile, parallel_unsafe)]
+fn verify_segments() -> TableIterator<'static, (name!(segment, String), name!(subject_key, i64), name!(should_be_member, bool))> {
+    let rows = boundary(|| {
+        unsafe { pg_sys::AcceptInvalidationMessages() };
+        let cat = cached_catalog()?;
+        let Some(subject) = cat.subject.clone() else { return Ok(Vec::new()) };
+        let names: HashMap<i32, String> = cat.segments.iter().map(|s| (s.id, s.name.clone())).collect();
+        let sql = format!(
+            "WITH n AS ({eval}) \
+             SELECT COALESCE(n.subject_key, m.subject_key), COALESCE(n.segs, '{{}}'::pg_catalog.int4[]), COALESCE(m.segments, '{{}}'::pg_catalog.int4[]) \
+             FROM n FULL JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) n.subject_key \
+             WHERE COALESCE(n.segs, '{{}}'::pg_catalog.int4[]) IS DISTINCT FROM COALESCE(m.segments, '{{}}'::pg_catalog.int4[]) \
+             ORDER BY 1",
+            eval = eval_select(&cat, &subject, &subject.name)
+        );
+        catalog::select(|c| {
+            let mut out = Vec::new();
+            for row in c.select(&sql, None, &[])? {
+                let key = row.get::<i64>(1)?.unwrap_or(0);
+                let expected = row.get::<Vec<i32>>(2)?.unwrap_or_default();
+                let stored = row.get::<Vec<i32>>(3)?.unwrap_or_default();
+                for id in expected.iter().filter(|i| !stored.contains(i)) {
+                    out.push((names.get(id).cloned().unwrap_or_else(|| format!("#{id}")), key, true));
+                }
+                for id in stored.iter().filter(|i| !expected.contains(i)) {
+                    out.push((names.get(id).cloned().unwrap_or_else(|| format!("#{id}")), key, false));
+                }
+            }
+            Ok(out)
+        })
+    });
+    TableIterator::new(rows)
+}
+
+/// Internal: recompute one subject after a change of its legal basis (called by consent functions).
+#[pg_extern(volatile, parallel_unsafe, name = "_segments_refresh_subject")]
+fn segments_refresh_subject(subject: Option<i64>) -> bool {
+    boundary(|| {
+        let Some(key) = subject else { return Ok(false) };
+        unsafe { pg_sys::AcceptInvalidationMessages() };
+        let cat = cached_catalog()?;
+        let Some(subject) = cat.subject.clone() else { return Ok(false) };
+        if cat.segments.is_empty() {
+            return Ok(false);
+        }
+        catalog::as_owner(|| Spi::connect_mut(|client| apply_keys(client, &cat, &subject, &[key])))?;
+        Ok(true)
+    })
+}
