@@ -1108,7 +1108,8 @@ fn unregister_source(table: Option<PgRelation>) -> bool {
                 .is_empty())
         })?;
         if !deleted {
-            return Err(MsegError::new(Code::UndefinedObject, format!("{name} is not a registered source")));
+            return Err(MsegError::new(Code::UndefinedObject, format!("{name} is not a registered source"))
+                .hint("mseg.sources lists the sources."));
         }
         drop_triggers(relid)?;
         catalog::audit("source.unregister", &name, serde_json::json!({}))?;
