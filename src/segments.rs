@@ -244,15 +244,18 @@ fn changed_keys_sql(cat: &SegCatalog, subject: &SubjectTable) -> String {
     )
 }
 
-fn delete_sql(subject: &SubjectTable) -> String {
+fn deleted_keys_sql(subject: &SubjectTable) -> String {
     format!(
-        "WITH d AS (DELETE FROM mseg.memberships m USING mseg_old o \
-                    WHERE m.subject_key OPERATOR(pg_catalog.=) o.{key} RETURNING m.subject_key, m.segments) \
-         INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
-         SELECT subject_key, '{{}}', segments FROM d WHERE pg_catalog.cardinality(segments) OPERATOR(pg_catalog.>) 0",
+        "SELECT pg_catalog.array_agg(DISTINCT o.{key}::pg_catalog.int8) FROM mseg_old o",
         key = quote_identifier(&subject.key)
     )
 }
+
+/// Remove the membership rows of deleted subjects ($1), recording what they left.
+const DELETE_SQL: &str = "WITH d AS (DELETE FROM mseg.memberships m WHERE m.subject_key OPERATOR(pg_catalog.=) ANY ($1) \
+                RETURNING m.subject_key, m.segments) \
+     INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
+     SELECT subject_key, '{}', segments FROM d WHERE pg_catalog.cardinality(segments) OPERATOR(pg_catalog.>) 0";
 
 const TRUNCATE_SQL: &str = "WITH d AS (DELETE FROM mseg.memberships RETURNING subject_key, segments) \
      INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
@@ -285,6 +288,7 @@ enum PlanKind {
     Touch,
     Insert,
     ChangedKeys,
+    DeletedKeys,
     Delete,
     Truncate,
     SourceKeys(u32, bool, bool),
@@ -337,11 +341,10 @@ fn int8_array() -> pgrx::PgOid {
     pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT8ARRAYOID)
 }
 
-/// Lock (creating where missing) and recompute the membership rows of `keys`.
-fn apply_keys(client: &mut SpiClient<'_>, cat: &SegCatalog, subject: &SubjectTable, keys: &[i64]) -> MsegResult<()> {
-    if keys.is_empty() {
-        return Ok(());
-    }
+/// Take part in the row-lock protocol for `keys`: create missing membership rows, then lock them
+/// (READ COMMITTED) or write them (REPEATABLE READ / SERIALIZABLE, so a concurrent writer of the
+/// same subject gets a serialization failure instead of a stale evaluation).
+fn lock_keys(client: &mut SpiClient<'_>, keys: &[i64]) -> MsegResult<()> {
     let arg = || -> pgrx::datum::DatumWithOid<'static> { keys.to_vec().into() };
     let ensure = plan(client, PlanKind::Ensure, &[int8_array()], || ENSURE_SQL.to_owned())?;
     client.update(&*ensure, None, &[arg()])?;
@@ -354,8 +357,17 @@ fn apply_keys(client: &mut SpiClient<'_>, cat: &SegCatalog, subject: &SubjectTab
         let touch = plan(client, PlanKind::Touch, &[int8_array()], || TOUCH_SQL.to_owned())?;
         client.update(&*touch, None, &[arg()])?;
     }
+    Ok(())
+}
+
+/// Lock (creating where missing) and recompute the membership rows of `keys`.
+fn apply_keys(client: &mut SpiClient<'_>, cat: &SegCatalog, subject: &SubjectTable, keys: &[i64]) -> MsegResult<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    lock_keys(client, keys)?;
     let apply = plan(client, PlanKind::Apply, &[int8_array()], || apply_sql(cat, subject))?;
-    client.update(&*apply, None, &[arg()])?;
+    client.update(&*apply, None, &[keys.to_vec().into()])?;
     Ok(())
 }
 
@@ -402,8 +414,14 @@ unsafe fn on_statement(td: &pg_sys::TriggerData) -> MsegResult<()> {
                         apply_keys(client, &cat, &subject, &keys)?;
                     }
                     pg_sys::TRIGGER_EVENT_DELETE => {
-                        let p = plan(client, PlanKind::Delete, &[], || delete_sql(&subject))?;
-                        client.update(&*p, None, &[])?;
+                        // lock first: a concurrent source change must not re-create a deleted subject's set
+                        let p = plan(client, PlanKind::DeletedKeys, &[], || deleted_keys_sql(&subject))?;
+                        let keys = keys_from(client, &p)?;
+                        if !keys.is_empty() {
+                            lock_keys(client, &keys)?;
+                            let d = plan(client, PlanKind::Delete, &[int8_array()], || DELETE_SQL.to_owned())?;
+                            client.update(&*d, None, &[keys.into()])?;
+                        }
                     }
                     _ => {
                         let p = plan(client, PlanKind::Truncate, &[], || TRUNCATE_SQL.to_owned())?;

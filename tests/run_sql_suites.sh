@@ -35,7 +35,7 @@ if [ -f "$work/isolation_schedule" ]; then
             --inputdir="$work" --outputdir="$work/iso_out" --schedule="$work/isolation_schedule"); then
         status=1
         cat "$work/iso_out/regression.diffs" 2>/dev/null | head -200 || true
-        [ -n "${MSEG_SAVE_RESULTS:-}" ] && cp -r "$work/iso_out" "$MSEG_SAVE_RESULTS/iso"
+        [ -n "${MSEG_SAVE_RESULTS:-}" ] && mkdir -p "$MSEG_SAVE_RESULTS" && cp -r "$work/iso_out" "$MSEG_SAVE_RESULTS/iso"
     fi
 fi
 

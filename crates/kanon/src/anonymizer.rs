@@ -1,0 +1,711 @@
+//! The anonymiser: streaming input, the two algorithms, the output and its report.
+
+use crate::encode::{collapse, ColumnIndex, Dict, SensDict, MAX_CODES, NONE};
+use crate::error::Error;
+use crate::global::global;
+use crate::hierarchy::{Hierarchy, Leaf, NumPlan, Value};
+use crate::mondrian::mondrian;
+use crate::solution::Solution;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// Most quasi columns an anonymiser takes.
+pub const MAX_COLUMNS: usize = 64;
+
+/// Which search the anonymiser runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Top-down greedy local recoding along the hierarchies (the default; see the crate docs).
+    Mondrian,
+    /// One level per column for the whole table, raised greedily (the baseline).
+    GlobalRecoding,
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Algorithm::Mondrian => "mondrian",
+            Algorithm::GlobalRecoding => "global",
+        })
+    }
+}
+
+/// Anonymises a stream of records to k-anonymity (and optionally distinct l-diversity).
+///
+/// ```
+/// use kanon::{Anonymizer, Hierarchy, Value};
+/// let mut a = Anonymizer::new(
+///     vec![("age", Hierarchy::integer_default()), ("zip", Hierarchy::prefix(5).unwrap())],
+///     2, None, 0.0,
+/// ).unwrap();
+/// a.push(1, &[Value::Int(34), Value::Text("10115")], None).unwrap();
+/// a.push(2, &[Value::Int(36), Value::Text("10117")], None).unwrap();
+/// a.push(3, &[Value::Int(52), Value::Text("20095")], None).unwrap();
+/// let out = a.run().unwrap();
+/// assert!(out.report().k_reached >= 2);
+/// assert_eq!(out.record(0), out.record(1));
+/// ```
+///
+/// Records are `(subject, quasi values, sensitive value)`. The unit of anonymisation is the
+/// **subject**: all rows of one subject land in the same class with identical output (or
+/// are all suppressed), classes are sized in distinct subjects, and duplicates add nothing.
+/// When a subject's rows differ in a column, the subject counts as the smallest node that
+/// covers all of them (e.g. `1011*` for `10115` and `10117`). Its sensitive values are the
+/// set over its rows.
+///
+/// Memory while records stream in: 8 bytes (subject) + 4 bytes per quasi column + 4 bytes
+/// (only if sensitive values are given) per record, plus the dictionaries of distinct values.
+/// No per-record string is kept. See the README for the peak during [`Anonymizer::run`].
+#[derive(Clone, Debug)]
+pub struct Anonymizer {
+    names: Vec<String>,
+    hierarchies: Vec<Hierarchy>,
+    plans: Vec<Option<NumPlan>>,
+    k: usize,
+    l: Option<usize>,
+    suppression_limit: f64,
+    algorithm: Algorithm,
+    subjects: Vec<i64>,
+    codes: Vec<Vec<u32>>,
+    dicts: Vec<Dict>,
+    sens: Vec<u32>,
+    sens_dict: SensDict,
+    sens_missing: bool,
+}
+
+/// Constructor of the full-domain baseline: an [`Anonymizer`] running
+/// [`Algorithm::GlobalRecoding`], with the same input, output and report.
+pub struct GlobalRecoding;
+
+impl GlobalRecoding {
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new<S: Into<String>>(
+        columns: Vec<(S, Hierarchy)>,
+        k: usize,
+        l: Option<usize>,
+        suppression_limit: f64,
+    ) -> Result<Anonymizer, Error> {
+        Ok(Anonymizer::new(columns, k, l, suppression_limit)?.with_algorithm(Algorithm::GlobalRecoding))
+    }
+}
+
+impl Anonymizer {
+    /// An anonymiser for the given quasi columns. `k ≥ 1`; `l`, when set, `≥ 1` (every record
+    /// must then carry a sensitive value); `suppression_limit` is the largest fraction of
+    /// records (rows) that may be suppressed, in `[0, 1]`.
+    pub fn new<S: Into<String>>(
+        columns: Vec<(S, Hierarchy)>,
+        k: usize,
+        l: Option<usize>,
+        suppression_limit: f64,
+    ) -> Result<Anonymizer, Error> {
+        let bad = |parameter: &'static str, reason: String| Error::InvalidParameter { parameter, reason };
+        if k == 0 {
+            return Err(bad("k", "must be at least 1".into()));
+        }
+        if l == Some(0) {
+            return Err(bad("l", "must be at least 1 when given".into()));
+        }
+        if !(0.0..=1.0).contains(&suppression_limit) {
+            return Err(bad(
+                "suppression_limit",
+                format!("{suppression_limit} is not a fraction in [0, 1]"),
+            ));
+        }
+        if columns.len() > MAX_COLUMNS {
+            return Err(bad(
+                "columns",
+                format!("{} quasi columns, at most {MAX_COLUMNS} are supported", columns.len()),
+            ));
+        }
+        let mut names = Vec::with_capacity(columns.len());
+        let mut hierarchies = Vec::with_capacity(columns.len());
+        let mut plans = Vec::with_capacity(columns.len());
+        for (name, h) in columns {
+            let name: String = name.into();
+            if names.contains(&name) {
+                return Err(bad("columns", format!("column \"{name}\" is given twice")));
+            }
+            h.validate().map_err(|e| e.in_column(&name, None))?;
+            if h.levels() > u16::MAX as usize {
+                return Err(Error::InvalidHierarchy {
+                    hierarchy: h.kind(),
+                    reason: format!("{} levels, at most {} are supported", h.levels(), u16::MAX),
+                }
+                .in_column(&name, None));
+            }
+            plans.push(h.plan()?);
+            names.push(name);
+            hierarchies.push(h);
+        }
+        let dicts = hierarchies.iter().map(Dict::new).collect();
+        let q = names.len();
+        Ok(Anonymizer {
+            names,
+            hierarchies,
+            plans,
+            k,
+            l,
+            suppression_limit,
+            algorithm: Algorithm::Mondrian,
+            subjects: Vec::new(),
+            codes: vec![Vec::new(); q],
+            dicts,
+            sens: Vec::new(),
+            sens_dict: SensDict::default(),
+            sens_missing: false,
+        })
+    }
+
+    /// Chooses the algorithm ([`Algorithm::Mondrian`] by default).
+    pub fn with_algorithm(mut self, algorithm: Algorithm) -> Anonymizer {
+        self.algorithm = algorithm;
+        self
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The quasi columns.
+    pub fn columns(&self) -> impl Iterator<Item = (&str, &Hierarchy)> {
+        self.names.iter().map(String::as_str).zip(&self.hierarchies)
+    }
+
+    /// Records pushed so far.
+    pub fn len(&self) -> usize {
+        self.subjects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.subjects.is_empty()
+    }
+
+    /// Adds one record. `values` holds one value per quasi column, in column order. A record
+    /// with an error is not added (nothing of it is kept).
+    pub fn push(&mut self, subject: i64, values: &[Value<'_>], sensitive: Option<&str>) -> Result<(), Error> {
+        let record = self.subjects.len() as u64;
+        let q = self.names.len();
+        if values.len() != q {
+            return Err(Error::Arity {
+                record,
+                expected: q,
+                found: values.len(),
+            });
+        }
+        if record >= MAX_CODES {
+            return Err(Error::TooLarge {
+                what: "records",
+                limit: MAX_CODES,
+            });
+        }
+        if self.l.is_some() && sensitive.is_none() {
+            return Err(Error::MissingSensitive { record });
+        }
+        let mut leaves = [Leaf::Int(0); MAX_COLUMNS];
+        for c in 0..q {
+            let h = &self.hierarchies[c];
+            leaves[c] = h
+                .leaf_planned(self.plans[c].as_ref(), &values[c])
+                .map_err(|e| e.in_column(&self.names[c], Some(record)))?;
+            if !self.dicts[c].has_room() {
+                return Err(Error::TooLarge {
+                    what: "distinct values in one column",
+                    limit: MAX_CODES,
+                }
+                .in_column(&self.names[c], Some(record)));
+            }
+        }
+        // from here on nothing fails except the sensitive dictionary, checked first
+        match sensitive {
+            Some(s) => {
+                let code = self.sens_dict.code(s).ok_or(Error::TooLarge {
+                    what: "distinct sensitive values",
+                    limit: MAX_CODES,
+                })?;
+                if self.sens.len() < record as usize {
+                    self.sens.resize(record as usize, NONE);
+                }
+                self.sens.push(code);
+            }
+            None => {
+                self.sens_missing = true;
+                if !self.sens.is_empty() {
+                    self.sens.push(NONE);
+                }
+            }
+        }
+        for c in 0..q {
+            let code = self.dicts[c].code(&self.hierarchies[c], &leaves[c]);
+            self.codes[c].push(code);
+        }
+        self.subjects.push(subject);
+        Ok(())
+    }
+
+    /// Adds one record given as text, parsed per column with [`Hierarchy::parse`].
+    pub fn push_text(&mut self, subject: i64, values: &[&str], sensitive: Option<&str>) -> Result<(), Error> {
+        let record = self.subjects.len() as u64;
+        let q = self.names.len();
+        if values.len() != q {
+            return Err(Error::Arity {
+                record,
+                expected: q,
+                found: values.len(),
+            });
+        }
+        let mut parsed = [Value::Int(0); MAX_COLUMNS];
+        for c in 0..q {
+            parsed[c] = self.hierarchies[c]
+                .parse(values[c])
+                .map_err(|e| e.in_column(&self.names[c], Some(record)))?;
+        }
+        self.push(subject, &parsed[..q], sensitive)
+    }
+
+    /// Adds every record of an iterator of `(subject, values, sensitive)`; stops at the first
+    /// error (the records before it stay added).
+    pub fn push_all<'v, I, V>(&mut self, records: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = (i64, V, Option<&'v str>)>,
+        V: AsRef<[Value<'v>]>,
+    {
+        for (s, v, sens) in records {
+            self.push(s, v.as_ref(), sens)?;
+        }
+        Ok(())
+    }
+
+    /// Approximate heap bytes held by the pushed records and the dictionaries.
+    pub fn memory_bytes(&self) -> usize {
+        self.subjects.capacity() * 8
+            + self.codes.iter().map(|c| c.capacity() * 4).sum::<usize>()
+            + self.sens.capacity() * 4
+            + self.dicts.iter().map(Dict::heap_bytes).sum::<usize>()
+            + self.sens_dict.map.capacity() * 17
+            + self.sens_dict.map.keys().map(|s| s.len() + 16).sum::<usize>()
+    }
+
+    /// Runs the anonymisation over everything pushed.
+    pub fn run(self) -> Result<Anonymized, Error> {
+        let started = Instant::now();
+        let Anonymizer {
+            names,
+            hierarchies,
+            k,
+            l,
+            suppression_limit,
+            algorithm,
+            subjects,
+            mut codes,
+            dicts,
+            sens,
+            sens_dict,
+            sens_missing,
+            ..
+        } = self;
+        let records = subjects.len();
+        let q = names.len();
+        let budget = (suppression_limit * records as f64).floor() as u64;
+        let mut cols = Vec::with_capacity(q);
+        for (c, dict) in dicts.into_iter().enumerate() {
+            cols.push(
+                ColumnIndex::build(&hierarchies[c], dict, &mut codes[c])
+                    .map_err(|e| e.in_column(&names[c], None))?,
+            );
+        }
+        let has_sens = records > 0 && !sens_missing && sens.len() == records;
+        let n_sens = sens_dict.map.len() as u32;
+        drop(sens_dict);
+        let (el, row_elem) = collapse(&subjects, codes, has_sens.then_some(sens), n_sens);
+        let n_subjects = el.n;
+        let weights: Vec<u32> = el.weight.clone();
+        let sol = match algorithm {
+            Algorithm::Mondrian => mondrian(&cols, el, k, l, budget),
+            Algorithm::GlobalRecoding => global(&cols, el, k, l, budget).0,
+        };
+        Ok(build(
+            &cols, names, subjects, row_elem, weights, n_subjects, has_sens, sol, algorithm, k, l,
+            suppression_limit, budget, started,
+        ))
+    }
+}
+
+/// Levels a column was generalised to, over the released classes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColumnLevels {
+    pub column: String,
+    /// Lowest and highest level of a released class (both the top when nothing is released).
+    pub min: usize,
+    pub max: usize,
+    /// The hierarchy's top level (`*`).
+    pub top: usize,
+}
+
+/// What an anonymisation reached.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub algorithm: Algorithm,
+    pub k_required: usize,
+    pub l_required: Option<usize>,
+    pub suppression_limit: f64,
+    /// Records (rows) the limit allows to suppress: ⌊limit × records⌋.
+    pub suppression_budget: usize,
+    /// Minimum distinct subjects over the released classes; 0 when nothing is released.
+    pub k_reached: usize,
+    /// Minimum distinct sensitive values over the released classes (0 when nothing is
+    /// released); `None` when not every record carried a sensitive value.
+    pub l_reached: Option<usize>,
+    pub records: usize,
+    pub subjects: usize,
+    /// Released equivalence classes.
+    pub classes: usize,
+    pub suppressed_records: usize,
+    pub suppressed_subjects: usize,
+    /// Normalised certainty penalty in [0, 1]: the mean over records and columns of the
+    /// fraction of the column's domain the released node covers (suppressed records: 1).
+    pub ncp: f64,
+    /// Discernibility: Σ (rows of a class)² + suppressed records × records.
+    pub discernibility: u64,
+    pub levels_used: Vec<ColumnLevels>,
+    /// Time of [`Anonymizer::run`] (dictionary sorting, search, output), not of the input.
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// Fraction of records suppressed (0 for no records).
+    pub fn suppressed_fraction(&self) -> f64 {
+        if self.records == 0 {
+            0.0
+        } else {
+            self.suppressed_records as f64 / self.records as f64
+        }
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: k {} (required {}), {} classes, {} of {} records suppressed ({:.3}%), NCP {:.4}, DM {}, {:.3} s",
+            self.algorithm,
+            self.k_reached,
+            self.k_required,
+            self.classes,
+            self.suppressed_records,
+            self.records,
+            100.0 * self.suppressed_fraction(),
+            self.ncp,
+            self.discernibility,
+            self.elapsed.as_secs_f64()
+        )?;
+        if let Some(l) = self.l_reached {
+            write!(f, ", l {l}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One released equivalence class.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Class {
+    /// The generalised values, one per quasi column (hierarchy textual forms).
+    pub key: Vec<String>,
+    /// The level of each value in its hierarchy.
+    pub levels: Vec<usize>,
+    pub subjects: usize,
+    pub records: usize,
+    /// Distinct sensitive values (`None` when not every record carried one).
+    pub sensitive_values: Option<usize>,
+}
+
+/// The result of [`Anonymizer::run`]: per input record (in push order) its class or
+/// suppression, the classes, and the report. Strings exist once per class, not per record.
+#[derive(Clone, Debug)]
+pub struct Anonymized {
+    columns: Vec<String>,
+    classes: Vec<Class>,
+    record_class: Vec<u32>,
+    subjects: Vec<i64>,
+    report: Report,
+}
+
+impl Anonymized {
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    /// The quasi column names.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// The released classes.
+    pub fn classes(&self) -> &[Class] {
+        &self.classes
+    }
+
+    /// Number of input records.
+    pub fn len(&self) -> usize {
+        self.record_class.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.record_class.is_empty()
+    }
+
+    /// The generalised values of record `i` (push order), `None` if it is suppressed.
+    pub fn record(&self, i: usize) -> Option<&[String]> {
+        self.class_of(i).map(|c| self.classes[c].key.as_slice())
+    }
+
+    /// The class of record `i`, `None` if it is suppressed.
+    pub fn class_of(&self, i: usize) -> Option<usize> {
+        let c = self.record_class[i];
+        (c != NONE).then_some(c as usize)
+    }
+
+    /// The subject of record `i`.
+    pub fn subject(&self, i: usize) -> i64 {
+        self.subjects[i]
+    }
+
+    /// `(subject, generalised values or None)` for every record, in push order.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, Option<&[String]>)> + '_ {
+        (0..self.len()).map(|i| (self.subjects[i], self.record(i)))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    cols: &[ColumnIndex],
+    names: Vec<String>,
+    subjects: Vec<i64>,
+    row_elem: Option<Vec<u32>>,
+    weights: Vec<u32>,
+    n_subjects: usize,
+    has_sens: bool,
+    sol: Solution,
+    algorithm: Algorithm,
+    k: usize,
+    l: Option<usize>,
+    suppression_limit: f64,
+    budget: u64,
+    started: Instant,
+) -> Anonymized {
+    let q = cols.len();
+    let records = subjects.len();
+    let mut classes = Vec::with_capacity(sol.classes.len());
+    let mut kept_ncp = 0.0;
+    let mut dm: u64 = 0;
+    let mut released_rows: u64 = 0;
+    let mut levels_used: Vec<ColumnLevels> = names
+        .iter()
+        .zip(cols)
+        .map(|(n, c)| ColumnLevels {
+            column: n.clone(),
+            min: usize::MAX,
+            max: 0,
+            top: c.top,
+        })
+        .collect();
+    for sc in &sol.classes {
+        let mut key = Vec::with_capacity(q);
+        let mut levels = Vec::with_capacity(q);
+        let mut per = 0.0;
+        for (c, nd) in sc.nodes.iter().enumerate() {
+            let lv = nd.level as usize;
+            key.push(cols[c].label(lv, nd.id));
+            levels.push(lv);
+            per += cols[c].ncp(lv, nd.id);
+            levels_used[c].min = levels_used[c].min.min(lv);
+            levels_used[c].max = levels_used[c].max.max(lv);
+        }
+        kept_ncp += sc.rows as f64 * per;
+        dm = dm.saturating_add(sc.rows.saturating_mul(sc.rows));
+        released_rows += sc.rows;
+        classes.push(Class {
+            key,
+            levels,
+            subjects: sc.subjects as usize,
+            records: sc.rows as usize,
+            sensitive_values: has_sens.then_some(sc.sensitive as usize),
+        });
+    }
+    for lu in &mut levels_used {
+        if lu.min == usize::MAX {
+            lu.min = lu.top;
+            lu.max = lu.top;
+        }
+    }
+    let suppressed_records = records as u64 - released_rows;
+    let suppressed_subjects = sol.element_class.iter().filter(|&&c| c == NONE).count();
+    let _ = weights;
+    dm = dm.saturating_add(suppressed_records.saturating_mul(records as u64));
+    let ncp = if records == 0 {
+        0.0
+    } else if q == 0 {
+        suppressed_records as f64 / records as f64
+    } else {
+        (kept_ncp + (suppressed_records as f64) * q as f64) / (records as f64 * q as f64)
+    };
+    let record_class: Vec<u32> = match &row_elem {
+        None => sol.element_class,
+        Some(re) => re.iter().map(|&e| sol.element_class[e as usize]).collect(),
+    };
+    let report = Report {
+        algorithm,
+        k_required: k,
+        l_required: l,
+        suppression_limit,
+        suppression_budget: budget as usize,
+        k_reached: classes.iter().map(|c| c.subjects).min().unwrap_or(0),
+        l_reached: has_sens.then(|| {
+            classes
+                .iter()
+                .map(|c| c.sensitive_values.unwrap_or(0))
+                .min()
+                .unwrap_or(0)
+        }),
+        records,
+        subjects: n_subjects,
+        classes: classes.len(),
+        suppressed_records: suppressed_records as usize,
+        suppressed_subjects,
+        ncp,
+        discernibility: dm,
+        levels_used,
+        elapsed: started.elapsed(),
+    };
+    Anonymized {
+        columns: names,
+        classes,
+        record_class,
+        subjects,
+        report,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cols() -> Vec<(&'static str, Hierarchy)> {
+        vec![
+            ("age", Hierarchy::integer_default()),
+            ("zip", Hierarchy::prefix(5).unwrap()),
+        ]
+    }
+
+    #[test]
+    fn parameters_are_checked() {
+        assert!(matches!(Anonymizer::new(cols(), 0, None, 0.0), Err(Error::InvalidParameter { parameter: "k", .. })));
+        assert!(matches!(Anonymizer::new(cols(), 2, Some(0), 0.0), Err(Error::InvalidParameter { parameter: "l", .. })));
+        for lim in [-0.1, 1.5, f64::NAN] {
+            assert!(matches!(
+                Anonymizer::new(cols(), 2, None, lim),
+                Err(Error::InvalidParameter { parameter: "suppression_limit", .. })
+            ));
+        }
+        let dup = vec![("a", Hierarchy::date()), ("a", Hierarchy::date())];
+        assert!(matches!(Anonymizer::new(dup, 2, None, 0.0), Err(Error::InvalidParameter { parameter: "columns", .. })));
+        let bad = vec![("a", Hierarchy::Integer { widths: vec![3, 4] })];
+        match Anonymizer::new(bad, 2, None, 0.0) {
+            Err(e @ Error::InColumn { .. }) => assert!(matches!(e.root_cause(), Error::InvalidHierarchy { .. })),
+            other => panic!("{other:?}"),
+        }
+        let many: Vec<(String, Hierarchy)> = (0..65).map(|i| (format!("c{i}"), Hierarchy::date())).collect();
+        assert!(Anonymizer::new(many, 2, None, 0.0).is_err());
+    }
+
+    #[test]
+    fn push_errors_leave_nothing_behind() {
+        let mut a = Anonymizer::new(cols(), 2, None, 0.0).unwrap();
+        assert!(matches!(a.push(1, &[Value::Int(3)], None), Err(Error::Arity { record: 0, expected: 2, found: 1 })));
+        match a.push(1, &[Value::Int(3), Value::Text("123")], None) {
+            Err(Error::InColumn { column, record: Some(0), .. }) => assert_eq!(column, "zip"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(a.len(), 0);
+        assert!(a.push_text(1, &["x", "10115"], None).is_err());
+        a.push_text(1, &["34", "10115"], None).unwrap();
+        assert_eq!(a.len(), 1);
+        let mut b = Anonymizer::new(cols(), 2, Some(2), 0.0).unwrap();
+        assert_eq!(b.push(1, &[Value::Int(3), Value::Text("10115")], None), Err(Error::MissingSensitive { record: 0 }));
+    }
+
+    #[test]
+    fn empty_input() {
+        let out = Anonymizer::new(cols(), 2, None, 0.0).unwrap().run().unwrap();
+        let r = out.report();
+        assert_eq!((r.records, r.subjects, r.classes, r.k_reached, r.suppressed_records), (0, 0, 0, 0, 0));
+        assert_eq!(r.ncp, 0.0);
+        assert!(out.is_empty());
+        let out = GlobalRecoding::new(cols(), 2, None, 0.0).unwrap().run().unwrap();
+        assert_eq!(out.report().records, 0);
+    }
+
+    #[test]
+    fn too_few_subjects_suppresses_everything() {
+        for alg in [Algorithm::Mondrian, Algorithm::GlobalRecoding] {
+            let mut a = Anonymizer::new(cols(), 3, None, 0.0).unwrap().with_algorithm(alg);
+            // three rows but only two subjects
+            a.push(1, &[Value::Int(30), Value::Text("10115")], None).unwrap();
+            a.push(1, &[Value::Int(30), Value::Text("10115")], None).unwrap();
+            a.push(2, &[Value::Int(31), Value::Text("10117")], None).unwrap();
+            let out = a.run().unwrap();
+            let r = out.report();
+            assert_eq!((r.k_reached, r.classes, r.suppressed_records, r.suppressed_subjects), (0, 0, 3, 2), "{alg}");
+            assert_eq!(r.ncp, 1.0);
+            assert_eq!(r.discernibility, 9);
+            assert!(out.iter().all(|(_, v)| v.is_none()));
+            assert_eq!(r.levels_used[0].min, r.levels_used[0].top);
+        }
+    }
+
+    #[test]
+    fn small_example() {
+        let mut a = Anonymizer::new(cols(), 2, None, 0.0).unwrap();
+        let rows = [(1, 34, "10115"), (2, 36, "10117"), (3, 52, "20095"), (4, 57, "20097"), (5, 58, "20099")];
+        for (s, age, zip) in rows {
+            a.push(s, &[Value::Int(age), Value::Text(zip)], None).unwrap();
+        }
+        let out = a.run().unwrap();
+        let r = out.report().clone();
+        assert_eq!(r.k_reached, 2);
+        assert_eq!(r.suppressed_records, 0);
+        assert_eq!(out.record(0).unwrap(), ["30-39", "1011*"]);
+        assert_eq!(out.record(1), out.record(0));
+        assert_eq!(out.record(2).unwrap(), ["50-59", "2009*"]);
+        assert_eq!(r.discernibility, 4 + 9);
+        assert!(r.ncp > 0.0 && r.ncp < 1.0);
+        assert_eq!(out.subject(4), 5);
+    }
+
+    #[test]
+    fn subject_rows_share_one_class() {
+        let mut a = Anonymizer::new(cols(), 2, None, 0.0).unwrap();
+        a.push(7, &[Value::Int(30), Value::Text("10115")], None).unwrap();
+        a.push(8, &[Value::Int(31), Value::Text("10119")], None).unwrap();
+        a.push(7, &[Value::Int(30), Value::Text("10117")], None).unwrap();
+        a.push(9, &[Value::Int(33), Value::Text("10111")], None).unwrap();
+        let out = a.run().unwrap();
+        assert_eq!(out.report().subjects, 3);
+        assert_eq!(out.record(0), out.record(2));
+        assert!(out.report().k_reached >= 2);
+    }
+
+    #[test]
+    fn l_diversity_is_met() {
+        let mut a = Anonymizer::new(cols(), 2, Some(2), 0.0).unwrap();
+        let rows = [(1, 34, "10115", "flu"), (2, 36, "10117", "flu"), (3, 35, "10113", "cold"), (4, 52, "20095", "flu"), (5, 57, "20097", "cold")];
+        for (s, age, zip, d) in rows {
+            a.push(s, &[Value::Int(age), Value::Text(zip)], Some(d)).unwrap();
+        }
+        let out = a.run().unwrap();
+        assert!(out.report().l_reached.unwrap() >= 2);
+        for c in out.classes() {
+            assert!(c.sensitive_values.unwrap() >= 2);
+        }
+    }
+}
