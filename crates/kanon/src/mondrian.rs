@@ -292,7 +292,10 @@ impl Mondrian<'_> {
                     if rc >= k && l.is_none_or(|l| rd >= l) {
                         merged = idx + 1;
                         if merged < order.len() {
-                            let lost: f64 = order[..merged].iter().map(|&j| gains[j]).sum();
+                            // the merged children keep the parent node in this column for
+                            // good: they forgo all of its remaining precision, rows × ncp(parent)
+                            let lost: f64 =
+                                order[..merged].iter().map(|&j| self.rows[j] as f64 * pn).sum();
                             merge_gain = Some(total - lost);
                         }
                         break;
@@ -300,13 +303,9 @@ impl Mondrian<'_> {
                 }
                 // option B: suppress the rest, if the budget covers it
                 let suppress_gain = (rest_rows <= self.budget).then(|| {
-                    let per_row: f64 = p
-                        .nodes
-                        .iter()
-                        .zip(cols)
-                        .map(|(nd, col)| 1.0 - col.ncp(nd.level as usize, nd.id))
-                        .sum();
-                    total - rest_rows as f64 * per_row
+                    // a suppressed row loses everything it could still gain: up to 1 per
+                    // column (its current NCP understates this near the root)
+                    total - rest_rows as f64 * cols.len() as f64
                 });
                 match (merge_gain, suppress_gain) {
                     (Some(a), Some(b)) if b > a => {
