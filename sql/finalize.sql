@@ -4,12 +4,13 @@ CREATE VIEW mseg.progress AS
 SELECT s.pid,
        s.operation,
        s.relid::pg_catalog.regclass AS relation,
-       s.column_name,
-       s.blocks_done,
-       s.blocks_total,
+       s.target,
+       s.done,
+       s.total,
+       s.unit,
        s.rows_done,
-       pg_catalog.round(CASE WHEN s.blocks_total OPERATOR(pg_catalog.>) 0
-                             THEN 100.0 OPERATOR(pg_catalog.*) s.blocks_done OPERATOR(pg_catalog./) s.blocks_total
+       pg_catalog.round(CASE WHEN s.total OPERATOR(pg_catalog.>) 0
+                             THEN 100.0 OPERATOR(pg_catalog.*) s.done OPERATOR(pg_catalog./) s.total
                              ELSE 100.0 END, 1) AS percent,
        CASE WHEN s.finished THEN 'waiting for commit' ELSE 'running' END AS state,
        pg_catalog.to_timestamp(0) OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => 946684800)
@@ -111,7 +112,7 @@ GRANT EXECUTE ON FUNCTION
     mseg.drop_segment(pg_catalog.text),
     mseg.register_source(pg_catalog.regclass, pg_catalog.text),
     mseg.unregister_source(pg_catalog.regclass),
-    mseg.refresh_segments(pg_catalog.text, pg_catalog.bool),
+    mseg.refresh_segments(pg_catalog.text),
     mseg.verify_segments()
 TO mseg_admin;
 GRANT EXECUTE ON FUNCTION mseg.segment_members(pg_catalog.text) TO mseg_admin, mseg_export;

@@ -1,4 +1,5 @@
-//! Progress of long-running pg_mseg operations, visible from every session.
+//! Progress of long-running pg_mseg operations (backfills, key rotations, segment refreshes),
+//! visible from every session.
 //!
 //! A backfill runs inside the caller's transaction, so its rows are invisible to others until
 //! commit. Progress therefore lives in shared memory (like `pg_stat_progress_*`): a fixed array of
@@ -22,6 +23,10 @@ pub enum Operation {
 }
 
 impl Operation {
+    fn unit(code: u8) -> &'static str {
+        if code == Operation::Refresh as u8 { "subjects" } else { "heap blocks" }
+    }
+
     fn label(code: u8) -> &'static str {
         match code {
             1 => "backfill pseudonym column",
@@ -152,9 +157,10 @@ fn progress_slots() -> TableIterator<
         name!(pid, i32),
         name!(operation, String),
         name!(relid, pg_sys::Oid),
-        name!(column_name, String),
-        name!(blocks_total, i64),
-        name!(blocks_done, i64),
+        name!(target, String),
+        name!(total, i64),
+        name!(done, i64),
+        name!(unit, String),
         name!(rows_done, i64),
         name!(finished, bool),
         name!(started_us, i64),
@@ -172,6 +178,7 @@ fn progress_slots() -> TableIterator<
                 String::from_utf8_lossy(&s.column[..len]).into_owned(),
                 s.blocks_total,
                 s.blocks_done,
+                Operation::unit(s.operation).to_owned(),
                 s.rows_done,
                 s.finished,
                 s.started_at,

@@ -972,7 +972,7 @@ fn define_segment(
         refresh_all(name)?;
         let size = segment_size(id)?;
         if a.time_dependent {
-            pgrx::notice!("pg_mseg: segment \"{name}\" depends on the current time; schedule mseg.refresh_segments(time_dependent_only => true)");
+            pgrx::notice!("pg_mseg: segment \"{name}\" depends on the current time; schedule mseg.refresh_segments() (e.g. nightly with pg_cron)");
         }
         Ok(size)
     })
@@ -1135,16 +1135,17 @@ fn unregister_source(table: Option<PgRelation>) -> bool {
     })
 }
 
-/// Recompute memberships (all, or those of time-dependent segments, or one segment's subjects);
-/// returns the number of membership events it wrote. Schedulable: it blocks no writer.
+/// Recompute every subject's set (after time passes: time-dependent predicates and consent
+/// expiry); returns the number of membership events it wrote. Schedulable: it blocks no writer,
+/// taking part in the same row-lock protocol as the triggers. `segment` only labels the progress.
 #[pg_extern(volatile, parallel_unsafe)]
-fn refresh_segments(segment: default!(Option<&str>, "NULL"), time_dependent_only: default!(bool, false)) -> i64 {
+fn refresh_segments(segment: default!(Option<&str>, "NULL")) -> i64 {
     boundary(|| {
         require_subject_table()?;
         if let Some(name) = segment {
             segment_id(name)?;
         }
-        let label = segment.map(str::to_owned).unwrap_or_else(|| if time_dependent_only { "time-dependent".into() } else { "*".into() });
+        let label = segment.unwrap_or("*").to_owned();
         let changed = refresh_all(&label)?;
         catalog::audit("segments.refresh", &label, serde_json::json!({"events": changed}))?;
         Ok(changed)
