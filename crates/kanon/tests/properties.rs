@@ -192,7 +192,9 @@ fn check(t: &Table, out: &Anonymized, alg: Algorithm, k: usize, l: Option<usize>
                 let lv = h.level_of(&row.values[c].value(), &gen[c]).unwrap();
                 prop_assert!(lv.is_some(), "{} is not an ancestor of {:?}", gen[c], row.values[c]);
                 let class = &out.classes()[out.class_of(i).unwrap()];
-                prop_assert_eq!(lv.unwrap(), class.levels[c]);
+                // the reported level prints the same (a padded categorical leaf prints
+                // its own name on several levels)
+                prop_assert_eq!(&h.generalize(&row.values[c].value(), class.levels[c]).unwrap(), &gen[c]);
             }
         }
     }
