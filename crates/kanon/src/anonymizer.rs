@@ -319,20 +319,19 @@ impl Anonymizer {
         drop(sens_dict);
         let (el, row_elem) = collapse(&subjects, codes, has_sens.then_some(sens), n_sens);
         let n_subjects = el.n;
-        let weights: Vec<u32> = el.weight.clone();
         let sol = match algorithm {
             Algorithm::Mondrian => mondrian(&cols, el, k, l, budget),
             Algorithm::GlobalRecoding => global(&cols, el, k, l, budget).0,
         };
         Ok(build(
-            &cols, names, subjects, row_elem, weights, n_subjects, has_sens, sol, algorithm, k, l,
+            &cols, names, subjects, row_elem, n_subjects, has_sens, sol, algorithm, k, l,
             suppression_limit, budget, started,
         ))
     }
 }
 
 /// Levels a column was generalised to, over the released classes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ColumnLevels {
     pub column: String,
     /// Lowest and highest level of a released class (both the top when nothing is released).
@@ -340,6 +339,9 @@ pub struct ColumnLevels {
     pub max: usize,
     /// The hierarchy's top level (`*`).
     pub top: usize,
+    /// This column's NCP: mean over records of the fraction of its domain the released node
+    /// covers (suppressed records: 1). The report's `ncp` is the mean of these.
+    pub ncp: f64,
 }
 
 /// What an anonymisation reached.
@@ -482,7 +484,6 @@ fn build(
     names: Vec<String>,
     subjects: Vec<i64>,
     row_elem: Option<Vec<u32>>,
-    weights: Vec<u32>,
     n_subjects: usize,
     has_sens: bool,
     sol: Solution,
@@ -507,6 +508,7 @@ fn build(
             min: usize::MAX,
             max: 0,
             top: c.top,
+            ncp: 0.0,
         })
         .collect();
     for sc in &sol.classes {
@@ -517,7 +519,9 @@ fn build(
             let lv = nd.level as usize;
             key.push(cols[c].label(lv, nd.id));
             levels.push(lv);
-            per += cols[c].ncp(lv, nd.id);
+            let x = cols[c].ncp(lv, nd.id);
+            per += x;
+            levels_used[c].ncp += sc.rows as f64 * x;
             levels_used[c].min = levels_used[c].min.min(lv);
             levels_used[c].max = levels_used[c].max.max(lv);
         }
@@ -532,15 +536,19 @@ fn build(
             sensitive_values: has_sens.then_some(sc.sensitive as usize),
         });
     }
+    let suppressed_records = records as u64 - released_rows;
     for lu in &mut levels_used {
         if lu.min == usize::MAX {
             lu.min = lu.top;
             lu.max = lu.top;
         }
+        lu.ncp = if records == 0 {
+            0.0
+        } else {
+            (lu.ncp + suppressed_records as f64) / records as f64
+        };
     }
-    let suppressed_records = records as u64 - released_rows;
     let suppressed_subjects = sol.element_class.iter().filter(|&&c| c == NONE).count();
-    let _ = weights;
     dm = dm.saturating_add(suppressed_records.saturating_mul(records as u64));
     let ncp = if records == 0 {
         0.0

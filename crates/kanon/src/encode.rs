@@ -429,20 +429,6 @@ impl ColumnIndex {
             .label(&leaf, level)
             .expect("a checked leaf has a label at every level")
     }
-
-    /// Approximate heap bytes held.
-    pub(crate) fn heap_bytes(&self) -> usize {
-        let leaves = match &self.leaves {
-            Leaves::Int(v) => v.len() * 8,
-            Leaves::Num(v) => v.len() * 8,
-            Leaves::Text(v) => v.iter().map(|s| s.len() + 32).sum(),
-            Leaves::Cat => 0,
-        };
-        leaves
-            + self.node_of.iter().map(|v| v.len() * 4).sum::<usize>()
-            + self.starts.iter().map(|v| v.len() * 4).sum::<usize>()
-            + self.ncp.iter().map(|v| v.len() * 8).sum::<usize>()
-    }
 }
 
 fn sort_dict<T>(values: Vec<T>, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) -> (Vec<T>, Vec<u32>) {

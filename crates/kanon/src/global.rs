@@ -116,25 +116,49 @@ pub(crate) fn global(
 
     let mut current = g.evaluate(&classes, &straddlers, &levels);
     while current.outliers > budget {
-        let mut best: Option<(usize, Eval)> = None;
-        for c in 0..q {
-            if levels[c] >= cols[c].top {
-                continue;
-            }
-            let mut cand = levels.clone();
-            cand[c] += 1;
-            let ev = g.evaluate(&classes, &straddlers, &cand);
-            let better = match &best {
-                None => true,
-                Some((_, b)) => {
-                    ev.outliers < b.outliers || (ev.outliers == b.outliers && ev.ncp < b.ncp)
+        // evaluate every possible raise, spread over the available cores; the pick is the
+        // same whatever the spread: fewest outliers, then lowest NCP, then first column
+        let cands: Vec<usize> = (0..q).filter(|&c| levels[c] < cols[c].top).collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, cands.len().max(1));
+        let better = |a: &(usize, Eval), b: &(usize, Eval)| {
+            (a.1.outliers, a.1.ncp, a.0) < (b.1.outliers, b.1.ncp, b.0)
+        };
+        let best_of = |stripe: Vec<usize>| -> Option<(usize, Eval)> {
+            let mut best: Option<(usize, Eval)> = None;
+            for c in stripe {
+                let mut cand = levels.clone();
+                cand[c] += 1;
+                let ev = (c, g.evaluate(&classes, &straddlers, &cand));
+                if best.as_ref().is_none_or(|b| better(&ev, b)) {
+                    best = Some(ev);
                 }
-            };
-            if better {
-                best = Some((c, ev));
+            }
+            best
+        };
+        let stripes: Vec<Vec<usize>> = (0..threads)
+            .map(|t| cands.iter().copied().skip(t).step_by(threads).collect())
+            .collect();
+        let results: Vec<Option<(usize, Eval)>> = if threads <= 1 {
+            stripes.into_iter().map(best_of).collect()
+        } else {
+            std::thread::scope(|sc| {
+                let handles: Vec<_> = stripes
+                    .into_iter()
+                    .map(|st| sc.spawn(|| best_of(st)))
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("evaluation thread")).collect()
+            })
+        };
+        let mut best: Option<(usize, Eval)> = None;
+        for r in results.into_iter().flatten() {
+            if best.as_ref().is_none_or(|b| better(&r, b)) {
+                best = Some(r);
             }
         }
         let Some((c, ev)) = best else { break };
+        if std::env::var("KDBG").is_ok() { eprintln!("raise {c} -> classes {} outliers {} ", ev.groups, ev.outliers); }
         levels[c] += 1;
         classes = g.merge(&classes, &straddlers, &levels, &ev);
         let joined: std::collections::HashSet<u32> = ev.joined.iter().copied().collect();

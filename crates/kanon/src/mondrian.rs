@@ -7,9 +7,11 @@
 //! partitions of their own. The rest (small children and straddlers) stays together at the
 //! parent node if it is itself ≥ k (and ≥ l); if not, either the valid children with the
 //! smallest gain are merged into it until it is, or it is suppressed when the remaining
-//! suppression budget covers it and suppressing costs less NCP than merging. The column
-//! whose split reduces the NCP most is applied; a node with one non-empty child is
-//! descended for free. A partition nobody can split further is a released class.
+//! suppression budget covers it and suppressing costs less NCP than merging (both costs are
+//! upper bounds: a suppressed row loses up to 1 per column, a merged row keeps the parent
+//! node in this column for good). Among the columns, the split with the largest NCP gain per
+//! nat of entropy it spends is applied; a node with one non-empty child is descended for
+//! free. A partition nobody can split further is a released class.
 //!
 //! Invariant: every partition ever created has ≥ k subjects and ≥ l values, so every
 //! released class does; suppression is only ever used to gain precision.
@@ -38,7 +40,8 @@ enum Rest {
 
 struct Cand {
     col: usize,
-    gain: f64,
+    /// NCP gain (in record·column units) per nat of entropy of the split
+    score: f64,
     lc: usize,
     first: u32,
     /// the non-empty children, local index → child offset from `first` (`nch` = stay)
@@ -138,7 +141,7 @@ pub(crate) fn mondrian(
         let mut best: Option<Cand> = None;
         for c in 0..q {
             if let Some(cand) = m.evaluate(&mut p, c) {
-                if best.as_ref().is_none_or(|b| cand.gain > b.gain) {
+                if best.as_ref().is_none_or(|b| cand.score > b.score) {
                     best = Some(cand);
                     mem::swap(&mut m.child, &mut m.best_child);
                 }
@@ -332,9 +335,28 @@ impl Mondrian<'_> {
         if gain.is_nan() || gain <= 0.0 {
             return None;
         }
+        // Rank by NCP gained per nat of partition entropy spent: every split divides the
+        // partition, and a table of N subjects affords only about ln(N/k) nats of division
+        // before classes reach k. A split that gains a little for many groups can starve
+        // later, better splits; one that peels off a small rest is almost free.
+        let mut entropy = 0.0;
+        let mut rest_cnt_final = 0u64;
+        for j in 0..t {
+            if own[j] {
+                let p = self.cnt[j] as f64 / m as f64;
+                entropy -= p * p.ln();
+            } else {
+                rest_cnt_final += self.cnt[j];
+            }
+        }
+        if rest == Rest::Keep && rest_cnt_final > 0 {
+            let p = rest_cnt_final as f64 / m as f64;
+            entropy -= p * p.ln();
+        }
+        let score = gain / entropy.max(1e-12);
         Some(Cand {
             col: c,
-            gain,
+            score,
             lc,
             first,
             touched,

@@ -272,7 +272,6 @@ fn algorithms() -> impl Strategy<Value = Algorithm> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn anonymisation_meets_k(t in table(), alg in algorithms(), k in 2usize..20, limit in prop_oneof![Just(0.0), 0.0f64..0.2]) {
