@@ -116,3 +116,20 @@ GRANT EXECUTE ON FUNCTION
     mseg.verify_segments()
 TO mseg_admin;
 GRANT EXECUTE ON FUNCTION mseg.segment_members(pg_catalog.text) TO mseg_admin, mseg_export;
+
+-- k-anonymity: generalize is harmless (no key) and k-views call it for their readers
+GRANT EXECUTE ON FUNCTION
+    mseg.generalize(pg_catalog.text, pg_catalog.text, pg_catalog.int4),
+    mseg.generalize(pg_catalog.date, pg_catalog.text, pg_catalog.int4),
+    mseg.generalize(pg_catalog.int8, pg_catalog.text, pg_catalog.int4)
+TO mseg_app, mseg_admin, mseg_export;
+GRANT EXECUTE ON FUNCTION
+    mseg.k_anonymity(pg_catalog.regclass, pg_catalog.text[], pg_catalog.int4[], pg_catalog.text),
+    mseg.equivalence_classes(pg_catalog.regclass, pg_catalog.text[], pg_catalog.int4[], pg_catalog.text),
+    mseg.l_diversity(pg_catalog.regclass, pg_catalog.text, pg_catalog.text[], pg_catalog.int4[], pg_catalog.text),
+    mseg.create_kanon_view(pg_catalog.text, pg_catalog.regclass, pg_catalog.int4, pg_catalog.int4[], pg_catalog.text[], pg_catalog.text[], pg_catalog.text)
+TO mseg_admin;
+GRANT EXECUTE ON FUNCTION
+    mseg.anonymize(pg_catalog.regclass, pg_catalog.int4, pg_catalog.text[], pg_catalog.int4, pg_catalog.text, pg_catalog.float8, pg_catalog.text),
+    mseg.anonymize_report(pg_catalog.regclass, pg_catalog.int4, pg_catalog.text[], pg_catalog.int4, pg_catalog.text, pg_catalog.float8, pg_catalog.text, pg_catalog.text)
+TO mseg_admin, mseg_export;

@@ -49,6 +49,8 @@ pub enum Code {
     UnknownSegment,
     /// MS052: a source table still used by segments, or not suitable as a source.
     SourceInUse,
+    /// MS060: a k-anonymity request that cannot be met as asked (hierarchy, level, k, columns).
+    KAnonymity,
 }
 
 impl Code {
@@ -73,6 +75,7 @@ impl Code {
             Code::InvalidPredicate => "MS050",
             Code::UnknownSegment => "MS051",
             Code::SourceInUse => "MS052",
+            Code::KAnonymity => "MS060",
         }
     }
 }

@@ -12,6 +12,7 @@ use pgrx::prelude::*;
 pub mod catalog;
 pub mod error;
 pub mod gucs;
+pub mod kanon;
 pub mod keys;
 pub mod progress;
 pub mod pseudonym;

@@ -2,9 +2,14 @@
 //! baseline.
 //!
 //! ```text
-//! cargo run --release --example bench -- N Q K [L] [SUPPRESSION_LIMIT]
+//! cargo run --release --example bench -- N Q K [L] [SUPPRESSION_LIMIT] [both|mondrian|global]
 //! cargo run --release --example bench -- 1000000 8 10
 //! ```
+//!
+//! L = 0 means no l-diversity; the suppression limit defaults to 0.01. "peak MiB" is the
+//! process's peak resident memory, reset before each run; it is exact only for the first
+//! run of a process (freed memory is not always returned to the system), so measure memory
+//! with one algorithm per process.
 //!
 //! Quasi columns, in order (Q takes the first Q, 1..=8): birth date (skewed ages), postcode
 //! (clustered, Zipf over cities), sex, income (log-normal, integer), occupation (3-level
@@ -83,6 +88,11 @@ fn occupation_hierarchy() -> (Hierarchy, Vec<String>) {
     (Hierarchy::categorical(pairs).unwrap(), leaves)
 }
 
+/// Resets the kernel's peak-RSS counter (Linux; best effort).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 fn peak_rss_mib() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -96,20 +106,37 @@ fn main() {
     let n: usize = arg(0, "1000000").parse().expect("N");
     let q: usize = arg(1, "8").parse().expect("Q");
     let k: usize = arg(2, "10").parse().expect("K");
-    let l: Option<usize> = args.get(3).map(|s| s.parse().expect("L")).filter(|&l| l > 0);
+    let l: Option<usize> = args
+        .get(3)
+        .map(|s| s.parse().expect("L"))
+        .filter(|&l| l > 0);
     let limit: f64 = arg(4, "0.01").parse().expect("SUPPRESSION_LIMIT");
+    let which = arg(5, "both");
+    assert!(
+        ["both", "mondrian", "global"].contains(&which.as_str()),
+        "ALGORITHMS: both, mondrian or global"
+    );
     assert!((1..=8).contains(&q), "Q must be 1..=8");
 
     let (occ_h, occupations) = occupation_hierarchy();
     let all_columns: Vec<(&str, Hierarchy)> = vec![
         ("birth_date", Hierarchy::date()),
         ("postcode", Hierarchy::prefix(5).unwrap()),
-        ("sex", Hierarchy::categorical([("F", "*"), ("M", "*"), ("X", "*")]).unwrap()),
-        ("income", Hierarchy::integer(vec![1000, 5000, 10_000, 50_000, 100_000, 500_000]).unwrap()),
+        (
+            "sex",
+            Hierarchy::categorical([("F", "*"), ("M", "*"), ("X", "*")]).unwrap(),
+        ),
+        (
+            "income",
+            Hierarchy::integer(vec![1000, 5000, 10_000, 50_000, 100_000, 500_000]).unwrap(),
+        ),
         ("occupation", occ_h),
         ("customer_since", Hierarchy::date()),
         ("children", Hierarchy::integer(vec![2, 4]).unwrap()),
-        ("loyalty", Hierarchy::numeric(vec![0.5, 1.0, 5.0, 10.0, 50.0]).unwrap()),
+        (
+            "loyalty",
+            Hierarchy::numeric(vec![0.5, 1.0, 5.0, 10.0, 50.0]).unwrap(),
+        ),
     ];
     let columns: Vec<(&str, Hierarchy)> = all_columns.into_iter().take(q).collect();
     let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
@@ -129,8 +156,10 @@ fn main() {
     };
     let diseases: Vec<String> = (0..12).map(|i| format!("condition{i}")).collect();
     let disease_zipf = Zipf::new(diseases.len(), 1.0);
-    let reference = kanon::date_to_days(time::Date::from_calendar_date(2025, time::Month::January, 1).unwrap());
-    let since_lo = kanon::date_to_days(time::Date::from_calendar_date(2000, time::Month::January, 1).unwrap());
+    let reference =
+        kanon::date_to_days(time::Date::from_calendar_date(2025, time::Month::January, 1).unwrap());
+    let since_lo =
+        kanon::date_to_days(time::Date::from_calendar_date(2000, time::Month::January, 1).unwrap());
 
     // generate first, so that the ingest time below is the library's alone
     struct Person {
@@ -155,7 +184,13 @@ fn main() {
         let city = cities[city_zipf.sample(&mut r)];
         // district numbers are spread over the city's 100 codes
         let district = (district_zipf.sample(&mut r) as u32 * 37) % 100;
-        let digits = [city / 100, (city / 10) % 10, city % 10, district / 10, district % 10];
+        let digits = [
+            city / 100,
+            (city / 10) % 10,
+            city % 10,
+            district / 10,
+            district % 10,
+        ];
         let postcode = digits.map(|d| b'0' + d as u8);
         let sex = match r.below(1000) {
             0..=494 => "F",
@@ -171,11 +206,22 @@ fn main() {
         }
         let loyalty = ((100.0 * r.unit().powf(1.7)) * 10.0).round() / 10.0;
         let sensitive = disease_zipf.sample(&mut r) as u8;
-        people.push(Person { birth, postcode, sex, income, occupation, since, kids, loyalty, sensitive });
+        people.push(Person {
+            birth,
+            postcode,
+            sex,
+            income,
+            occupation,
+            since,
+            kids,
+            loyalty,
+            sensitive,
+        });
     }
 
     let mut mondrian = Anonymizer::new(columns.clone(), k, l, limit).unwrap();
     let t0 = Instant::now();
+    mondrian.reserve(n);
     for (subject, p) in people.iter().enumerate() {
         let values = [
             Value::Int(p.birth),
@@ -188,28 +234,42 @@ fn main() {
             Value::Num(p.loyalty),
         ];
         let sensitive = l.map(|_| diseases[p.sensitive as usize].as_str());
-        mondrian.push(subject as i64, &values[..q], sensitive).unwrap();
+        mondrian
+            .push(subject as i64, &values[..q], sensitive)
+            .unwrap();
     }
     let ingest = t0.elapsed().as_secs_f64();
     let input_mib = mondrian.memory_bytes() as f64 / (1024.0 * 1024.0);
     drop(people);
-    let global = mondrian.clone().with_algorithm(Algorithm::GlobalRecoding);
+    let mut runs = Vec::new();
+    if which != "mondrian" {
+        runs.push(mondrian.clone().with_algorithm(Algorithm::GlobalRecoding));
+    }
+    if which != "global" {
+        runs.push(mondrian);
+    }
 
     println!(
         "N={n} Q={q} ({}) K={k} L={} suppression limit {limit}",
         names.join(", "),
         l.map_or("-".to_string(), |l| l.to_string())
     );
-    println!("ingest (push) {ingest:.2} s, input store {input_mib:.1} MiB ({:.1} bytes/record)", input_mib * 1048576.0 / n as f64);
+    println!(
+        "ingest (push) {ingest:.2} s, input store {input_mib:.1} MiB ({:.1} bytes/record)",
+        input_mib * 1048576.0 / n as f64
+    );
     println!(
         "{:<9} {:>8} {:>8} {:>10} {:>9} {:>7} {:>9} {:>16} {:>9}",
         "algorithm", "run s", "NCP", "suppressed", "k", "l", "classes", "DM", "peak MiB"
     );
-    for a in [mondrian, global] {
+    // the baseline runs first on a copy, so that nothing else is alive while Mondrian runs
+    let mut lines = Vec::new();
+    for a in runs {
+        reset_peak_rss();
         let out = a.run().unwrap();
         let r = out.report();
-        println!(
-            "{:<9} {:>8.2} {:>8.4} {:>9.3}% {:>9} {:>7} {:>9} {:>16} {:>9.0}",
+        let mut text = format!(
+            "{:<9} {:>8.2} {:>8.4} {:>9.3}% {:>9} {:>7} {:>9} {:>16} {:>9.0}\n",
             r.algorithm.to_string(),
             r.elapsed.as_secs_f64(),
             r.ncp,
@@ -231,6 +291,10 @@ fn main() {
                 }
             })
             .collect();
-        println!("          levels (NCP) {}", levels.join(" "));
+        text.push_str(&format!("          levels (NCP) {}", levels.join(" ")));
+        lines.push(text);
+    }
+    for t in lines.iter().rev() {
+        println!("{t}");
     }
 }

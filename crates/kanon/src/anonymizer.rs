@@ -85,7 +85,8 @@ impl GlobalRecoding {
         l: Option<usize>,
         suppression_limit: f64,
     ) -> Result<Anonymizer, Error> {
-        Ok(Anonymizer::new(columns, k, l, suppression_limit)?.with_algorithm(Algorithm::GlobalRecoding))
+        Ok(Anonymizer::new(columns, k, l, suppression_limit)?
+            .with_algorithm(Algorithm::GlobalRecoding))
     }
 }
 
@@ -99,7 +100,8 @@ impl Anonymizer {
         l: Option<usize>,
         suppression_limit: f64,
     ) -> Result<Anonymizer, Error> {
-        let bad = |parameter: &'static str, reason: String| Error::InvalidParameter { parameter, reason };
+        let bad =
+            |parameter: &'static str, reason: String| Error::InvalidParameter { parameter, reason };
         if k == 0 {
             return Err(bad("k", "must be at least 1".into()));
         }
@@ -115,7 +117,10 @@ impl Anonymizer {
         if columns.len() > MAX_COLUMNS {
             return Err(bad(
                 "columns",
-                format!("{} quasi columns, at most {MAX_COLUMNS} are supported", columns.len()),
+                format!(
+                    "{} quasi columns, at most {MAX_COLUMNS} are supported",
+                    columns.len()
+                ),
             ));
         }
         let mut names = Vec::with_capacity(columns.len());
@@ -172,6 +177,15 @@ impl Anonymizer {
         self.names.iter().map(String::as_str).zip(&self.hierarchies)
     }
 
+    /// Reserves room for `additional` more records, so the record store grows once instead
+    /// of doubling (doubling can leave up to 2× the needed capacity while records stream in).
+    pub fn reserve(&mut self, additional: usize) {
+        self.subjects.reserve_exact(additional);
+        for c in &mut self.codes {
+            c.reserve_exact(additional);
+        }
+    }
+
     /// Records pushed so far.
     pub fn len(&self) -> usize {
         self.subjects.len()
@@ -183,7 +197,12 @@ impl Anonymizer {
 
     /// Adds one record. `values` holds one value per quasi column, in column order. A record
     /// with an error is not added (nothing of it is kept).
-    pub fn push(&mut self, subject: i64, values: &[Value<'_>], sensitive: Option<&str>) -> Result<(), Error> {
+    pub fn push(
+        &mut self,
+        subject: i64,
+        values: &[Value<'_>],
+        sensitive: Option<&str>,
+    ) -> Result<(), Error> {
         let record = self.subjects.len() as u64;
         let q = self.names.len();
         if values.len() != q {
@@ -244,7 +263,12 @@ impl Anonymizer {
     }
 
     /// Adds one record given as text, parsed per column with [`Hierarchy::parse`].
-    pub fn push_text(&mut self, subject: i64, values: &[&str], sensitive: Option<&str>) -> Result<(), Error> {
+    pub fn push_text(
+        &mut self,
+        subject: i64,
+        values: &[&str],
+        sensitive: Option<&str>,
+    ) -> Result<(), Error> {
         let record = self.subjects.len() as u64;
         let q = self.names.len();
         if values.len() != q {
@@ -283,7 +307,12 @@ impl Anonymizer {
             + self.sens.capacity() * 4
             + self.dicts.iter().map(Dict::heap_bytes).sum::<usize>()
             + self.sens_dict.map.capacity() * 17
-            + self.sens_dict.map.keys().map(|s| s.len() + 16).sum::<usize>()
+            + self
+                .sens_dict
+                .map
+                .keys()
+                .map(|s| s.len() + 16)
+                .sum::<usize>()
     }
 
     /// Runs the anonymisation over everything pushed.
@@ -324,8 +353,19 @@ impl Anonymizer {
             Algorithm::GlobalRecoding => global(&cols, el, k, l, budget).0,
         };
         Ok(build(
-            &cols, names, subjects, row_elem, n_subjects, has_sens, sol, algorithm, k, l,
-            suppression_limit, budget, started,
+            &cols,
+            names,
+            subjects,
+            row_elem,
+            n_subjects,
+            has_sens,
+            sol,
+            algorithm,
+            k,
+            l,
+            suppression_limit,
+            budget,
+            started,
         ))
     }
 }
@@ -607,31 +647,61 @@ mod tests {
 
     #[test]
     fn parameters_are_checked() {
-        assert!(matches!(Anonymizer::new(cols(), 0, None, 0.0), Err(Error::InvalidParameter { parameter: "k", .. })));
-        assert!(matches!(Anonymizer::new(cols(), 2, Some(0), 0.0), Err(Error::InvalidParameter { parameter: "l", .. })));
+        assert!(matches!(
+            Anonymizer::new(cols(), 0, None, 0.0),
+            Err(Error::InvalidParameter { parameter: "k", .. })
+        ));
+        assert!(matches!(
+            Anonymizer::new(cols(), 2, Some(0), 0.0),
+            Err(Error::InvalidParameter { parameter: "l", .. })
+        ));
         for lim in [-0.1, 1.5, f64::NAN] {
             assert!(matches!(
                 Anonymizer::new(cols(), 2, None, lim),
-                Err(Error::InvalidParameter { parameter: "suppression_limit", .. })
+                Err(Error::InvalidParameter {
+                    parameter: "suppression_limit",
+                    ..
+                })
             ));
         }
         let dup = vec![("a", Hierarchy::date()), ("a", Hierarchy::date())];
-        assert!(matches!(Anonymizer::new(dup, 2, None, 0.0), Err(Error::InvalidParameter { parameter: "columns", .. })));
+        assert!(matches!(
+            Anonymizer::new(dup, 2, None, 0.0),
+            Err(Error::InvalidParameter {
+                parameter: "columns",
+                ..
+            })
+        ));
         let bad = vec![("a", Hierarchy::Integer { widths: vec![3, 4] })];
         match Anonymizer::new(bad, 2, None, 0.0) {
-            Err(e @ Error::InColumn { .. }) => assert!(matches!(e.root_cause(), Error::InvalidHierarchy { .. })),
+            Err(e @ Error::InColumn { .. }) => {
+                assert!(matches!(e.root_cause(), Error::InvalidHierarchy { .. }))
+            }
             other => panic!("{other:?}"),
         }
-        let many: Vec<(String, Hierarchy)> = (0..65).map(|i| (format!("c{i}"), Hierarchy::date())).collect();
+        let many: Vec<(String, Hierarchy)> = (0..65)
+            .map(|i| (format!("c{i}"), Hierarchy::date()))
+            .collect();
         assert!(Anonymizer::new(many, 2, None, 0.0).is_err());
     }
 
     #[test]
     fn push_errors_leave_nothing_behind() {
         let mut a = Anonymizer::new(cols(), 2, None, 0.0).unwrap();
-        assert!(matches!(a.push(1, &[Value::Int(3)], None), Err(Error::Arity { record: 0, expected: 2, found: 1 })));
+        assert!(matches!(
+            a.push(1, &[Value::Int(3)], None),
+            Err(Error::Arity {
+                record: 0,
+                expected: 2,
+                found: 1
+            })
+        ));
         match a.push(1, &[Value::Int(3), Value::Text("123")], None) {
-            Err(Error::InColumn { column, record: Some(0), .. }) => assert_eq!(column, "zip"),
+            Err(Error::InColumn {
+                column,
+                record: Some(0),
+                ..
+            }) => assert_eq!(column, "zip"),
             other => panic!("{other:?}"),
         }
         assert_eq!(a.len(), 0);
@@ -639,31 +709,63 @@ mod tests {
         a.push_text(1, &["34", "10115"], None).unwrap();
         assert_eq!(a.len(), 1);
         let mut b = Anonymizer::new(cols(), 2, Some(2), 0.0).unwrap();
-        assert_eq!(b.push(1, &[Value::Int(3), Value::Text("10115")], None), Err(Error::MissingSensitive { record: 0 }));
+        assert_eq!(
+            b.push(1, &[Value::Int(3), Value::Text("10115")], None),
+            Err(Error::MissingSensitive { record: 0 })
+        );
     }
 
     #[test]
     fn empty_input() {
-        let out = Anonymizer::new(cols(), 2, None, 0.0).unwrap().run().unwrap();
+        let out = Anonymizer::new(cols(), 2, None, 0.0)
+            .unwrap()
+            .run()
+            .unwrap();
         let r = out.report();
-        assert_eq!((r.records, r.subjects, r.classes, r.k_reached, r.suppressed_records), (0, 0, 0, 0, 0));
+        assert_eq!(
+            (
+                r.records,
+                r.subjects,
+                r.classes,
+                r.k_reached,
+                r.suppressed_records
+            ),
+            (0, 0, 0, 0, 0)
+        );
         assert_eq!(r.ncp, 0.0);
         assert!(out.is_empty());
-        let out = GlobalRecoding::new(cols(), 2, None, 0.0).unwrap().run().unwrap();
+        let out = GlobalRecoding::new(cols(), 2, None, 0.0)
+            .unwrap()
+            .run()
+            .unwrap();
         assert_eq!(out.report().records, 0);
     }
 
     #[test]
     fn too_few_subjects_suppresses_everything() {
         for alg in [Algorithm::Mondrian, Algorithm::GlobalRecoding] {
-            let mut a = Anonymizer::new(cols(), 3, None, 0.0).unwrap().with_algorithm(alg);
+            let mut a = Anonymizer::new(cols(), 3, None, 0.0)
+                .unwrap()
+                .with_algorithm(alg);
             // three rows but only two subjects
-            a.push(1, &[Value::Int(30), Value::Text("10115")], None).unwrap();
-            a.push(1, &[Value::Int(30), Value::Text("10115")], None).unwrap();
-            a.push(2, &[Value::Int(31), Value::Text("10117")], None).unwrap();
+            a.push(1, &[Value::Int(30), Value::Text("10115")], None)
+                .unwrap();
+            a.push(1, &[Value::Int(30), Value::Text("10115")], None)
+                .unwrap();
+            a.push(2, &[Value::Int(31), Value::Text("10117")], None)
+                .unwrap();
             let out = a.run().unwrap();
             let r = out.report();
-            assert_eq!((r.k_reached, r.classes, r.suppressed_records, r.suppressed_subjects), (0, 0, 3, 2), "{alg}");
+            assert_eq!(
+                (
+                    r.k_reached,
+                    r.classes,
+                    r.suppressed_records,
+                    r.suppressed_subjects
+                ),
+                (0, 0, 3, 2),
+                "{alg}"
+            );
             assert_eq!(r.ncp, 1.0);
             assert_eq!(r.discernibility, 9);
             assert!(out.iter().all(|(_, v)| v.is_none()));
@@ -674,9 +776,16 @@ mod tests {
     #[test]
     fn small_example() {
         let mut a = Anonymizer::new(cols(), 2, None, 0.0).unwrap();
-        let rows = [(1, 34, "10115"), (2, 36, "10117"), (3, 52, "20095"), (4, 57, "20097"), (5, 58, "20099")];
+        let rows = [
+            (1, 34, "10115"),
+            (2, 36, "10117"),
+            (3, 52, "20095"),
+            (4, 57, "20097"),
+            (5, 58, "20099"),
+        ];
         for (s, age, zip) in rows {
-            a.push(s, &[Value::Int(age), Value::Text(zip)], None).unwrap();
+            a.push(s, &[Value::Int(age), Value::Text(zip)], None)
+                .unwrap();
         }
         let out = a.run().unwrap();
         let r = out.report().clone();
@@ -693,10 +802,14 @@ mod tests {
     #[test]
     fn subject_rows_share_one_class() {
         let mut a = Anonymizer::new(cols(), 2, None, 0.0).unwrap();
-        a.push(7, &[Value::Int(30), Value::Text("10115")], None).unwrap();
-        a.push(8, &[Value::Int(31), Value::Text("10119")], None).unwrap();
-        a.push(7, &[Value::Int(30), Value::Text("10117")], None).unwrap();
-        a.push(9, &[Value::Int(33), Value::Text("10111")], None).unwrap();
+        a.push(7, &[Value::Int(30), Value::Text("10115")], None)
+            .unwrap();
+        a.push(8, &[Value::Int(31), Value::Text("10119")], None)
+            .unwrap();
+        a.push(7, &[Value::Int(30), Value::Text("10117")], None)
+            .unwrap();
+        a.push(9, &[Value::Int(33), Value::Text("10111")], None)
+            .unwrap();
         let out = a.run().unwrap();
         assert_eq!(out.report().subjects, 3);
         assert_eq!(out.record(0), out.record(2));
@@ -704,11 +817,79 @@ mod tests {
     }
 
     #[test]
+    fn no_quasi_columns_and_constant_columns() {
+        for alg in [Algorithm::Mondrian, Algorithm::GlobalRecoding] {
+            let mut a = Anonymizer::new(Vec::<(&str, Hierarchy)>::new(), 2, None, 0.0)
+                .unwrap()
+                .with_algorithm(alg);
+            a.push(1, &[], None).unwrap();
+            a.push(2, &[], None).unwrap();
+            let out = a.run().unwrap();
+            assert_eq!(
+                (out.report().k_reached, out.report().classes),
+                (2, 1),
+                "{alg}"
+            );
+            assert_eq!(out.record(0), Some(&[][..]));
+
+            // a column with one value costs nothing once it is out of `*`
+            let cols = vec![
+                ("d", Hierarchy::date()),
+                ("x", Hierarchy::numeric(vec![0.5]).unwrap()),
+            ];
+            let mut a = Anonymizer::new(cols, 2, None, 0.0)
+                .unwrap()
+                .with_algorithm(alg);
+            for s in 0..4 {
+                a.push(s, &[Value::Int(1000), Value::Num(2.5)], None)
+                    .unwrap();
+            }
+            let out = a.run().unwrap();
+            if alg == Algorithm::Mondrian {
+                assert_eq!(out.record(0).unwrap(), ["1972-09-27", "2.5"]);
+                assert_eq!(out.report().ncp, 0.0);
+            }
+            assert_eq!(out.report().k_reached, 4);
+        }
+    }
+
+    #[test]
+    fn suppression_is_used_only_within_the_limit() {
+        // 20 subjects in one postcode area and 1 far away: with a budget of 1 row the
+        // outlier is suppressed, without a budget everybody stays at a coarser level
+        let cols = vec![("zip", Hierarchy::prefix(5).unwrap())];
+        let run = |limit: f64| {
+            let mut a = Anonymizer::new(cols.clone(), 5, None, limit).unwrap();
+            for s in 0..20 {
+                a.push(s, &[Value::Text(&format!("101{:02}", s % 4))], None)
+                    .unwrap();
+            }
+            a.push(99, &[Value::Text("99999")], None).unwrap();
+            a.run().unwrap()
+        };
+        let strict = run(0.0);
+        assert_eq!(strict.report().suppressed_records, 0);
+        assert_eq!(strict.record(20).unwrap(), ["*"]);
+        let loose = run(0.05);
+        assert_eq!(loose.report().suppressed_records, 1);
+        assert_eq!(loose.record(20), None);
+        assert!(loose.report().ncp < strict.report().ncp);
+        assert_eq!(loose.report().suppression_budget, 1);
+    }
+
+    #[test]
     fn l_diversity_is_met() {
         let mut a = Anonymizer::new(cols(), 2, Some(2), 0.0).unwrap();
-        let rows = [(1, 34, "10115", "flu"), (2, 36, "10117", "flu"), (3, 35, "10113", "cold"), (4, 52, "20095", "flu"), (5, 57, "20097", "cold")];
+        let rows = [
+            (1, 34, "10115", "flu"),
+            (2, 36, "10117", "flu"),
+            (3, 35, "10113", "cold"),
+            (4, 52, "20095", "flu"),
+            (5, 57, "20097", "cold"),
+        ];
         for (s, age, zip, d) in rows {
-            a.push(s, &[Value::Int(age), Value::Text(zip)], Some(d)).unwrap();
+            a.push(s, &[Value::Int(age), Value::Text(zip)], Some(d))
+                .unwrap();
         }
         let out = a.run().unwrap();
         assert!(out.report().l_reached.unwrap() >= 2);

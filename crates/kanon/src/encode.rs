@@ -128,11 +128,20 @@ pub(crate) fn group_keys(keys: &[u32], q: usize, n: usize) -> (Vec<u32>, usize) 
 #[derive(Clone, Debug)]
 pub(crate) enum Dict {
     /// Integers and dates (days since 1970-01-01).
-    Int { map: FxMap<i64, u32>, values: Vec<i64> },
+    Int {
+        map: FxMap<i64, u32>,
+        values: Vec<i64>,
+    },
     /// Finite floats by bit pattern (-0 normalised to 0 before).
-    Num { map: FxMap<u64, u32>, values: Vec<f64> },
+    Num {
+        map: FxMap<u64, u32>,
+        values: Vec<f64>,
+    },
     /// Prefix codes; the string is shared between the map and the list.
-    Text { map: FxMap<Arc<str>, u32>, values: Vec<Arc<str>> },
+    Text {
+        map: FxMap<Arc<str>, u32>,
+        values: Vec<Arc<str>>,
+    },
     /// Categorical leaves are coded by their position in the mapping, no dictionary needed.
     Cat,
 }
@@ -245,7 +254,11 @@ pub(crate) struct ColumnIndex {
 
 impl ColumnIndex {
     /// Sorts the dictionary, renumbers `codes` in place and builds the index.
-    pub(crate) fn build(h: &Hierarchy, dict: Dict, codes: &mut [u32]) -> Result<ColumnIndex, Error> {
+    pub(crate) fn build(
+        h: &Hierarchy,
+        dict: Dict,
+        codes: &mut [u32],
+    ) -> Result<ColumnIndex, Error> {
         let plan = h.plan()?;
         let (leaves, n) = match dict {
             Dict::Int { values, .. } => {
@@ -325,7 +338,9 @@ impl ColumnIndex {
                 if range <= 0.0 {
                     return 0.0;
                 }
-                let (lo, hi) = self.hierarchy.interval(self.plan.as_ref(), &self.leaf(a), level);
+                let (lo, hi) = self
+                    .hierarchy
+                    .interval(self.plan.as_ref(), &self.leaf(a), level);
                 let cov = hi.min(dmax) - lo.max(dmin);
                 (cov / range).clamp(0.0, 1.0)
             }
@@ -633,10 +648,39 @@ mod tests {
         ])
         .unwrap();
         let cases: Vec<(Hierarchy, Vec<Value<'static>>)> = vec![
-            (Hierarchy::integer_default(), vec![Value::Int(37), Value::Int(-3), Value::Int(12), Value::Int(99), Value::Int(37), Value::Int(140)]),
-            (Hierarchy::date(), (0..40).map(|i| Value::Int(i * 97 - 2000)).collect()),
-            (Hierarchy::numeric(vec![0.5, 1.0, 5.0]).unwrap(), vec![Value::Num(0.3), Value::Num(7.9), Value::Num(-2.2), Value::Num(4.99)]),
-            (Hierarchy::prefix(3).unwrap(), vec![Value::Text("123"), Value::Text("129"), Value::Text("223"), Value::Text("121")]),
+            (
+                Hierarchy::integer_default(),
+                vec![
+                    Value::Int(37),
+                    Value::Int(-3),
+                    Value::Int(12),
+                    Value::Int(99),
+                    Value::Int(37),
+                    Value::Int(140),
+                ],
+            ),
+            (
+                Hierarchy::date(),
+                (0..40).map(|i| Value::Int(i * 97 - 2000)).collect(),
+            ),
+            (
+                Hierarchy::numeric(vec![0.5, 1.0, 5.0]).unwrap(),
+                vec![
+                    Value::Num(0.3),
+                    Value::Num(7.9),
+                    Value::Num(-2.2),
+                    Value::Num(4.99),
+                ],
+            ),
+            (
+                Hierarchy::prefix(3).unwrap(),
+                vec![
+                    Value::Text("123"),
+                    Value::Text("129"),
+                    Value::Text("223"),
+                    Value::Text("121"),
+                ],
+            ),
             (cat, vec![Value::Text("welder"), Value::Text("nurse")]),
         ];
         for (h, values) in cases {
@@ -667,7 +711,16 @@ mod tests {
         assert_eq!(ix.ncp(0, codes[0]), 0.0);
         assert_eq!(ix.ncp(2, 0), 1.0);
         let h = Hierarchy::prefix(2).unwrap();
-        let (ix, codes) = index(&h, &[Value::Text("10"), Value::Text("11"), Value::Text("20"), Value::Text("30"), Value::Text("40")]);
+        let (ix, codes) = index(
+            &h,
+            &[
+                Value::Text("10"),
+                Value::Text("11"),
+                Value::Text("20"),
+                Value::Text("30"),
+                Value::Text("40"),
+            ],
+        );
         // 1* holds 2 of 5 observed codes: (2-1)/(5-1)
         assert!((ix.ncp(1, ix.node(1, codes[0])) - 0.25).abs() < 1e-12);
     }

@@ -42,10 +42,7 @@ pub enum Error {
     /// A categorical mapping with more than one top node (a node that is nobody's child).
     MultipleRoots { roots: Vec<String> },
     /// A categorical child given two different parents.
-    ConflictingParent {
-        child: String,
-        parents: [String; 2],
-    },
+    ConflictingParent { child: String, parents: [String; 2] },
     /// `*` is reserved for the top of every hierarchy; it may only be the mapping's root.
     ReservedName { name: String },
     /// A parameter of the anonymiser is out of range (k = 0, a suppression limit outside

@@ -114,8 +114,8 @@ pub(crate) fn global(
         }
     }
 
-    let mut current = g.evaluate(&classes, &straddlers, &levels);
-    while current.outliers > budget {
+    let mut outliers = g.evaluate(&classes, &straddlers, &levels).outliers;
+    while outliers > budget {
         // evaluate every possible raise, spread over the available cores; the pick is the
         // same whatever the spread: fewest outliers, then lowest NCP, then first column
         let cands: Vec<usize> = (0..q).filter(|&c| levels[c] < cols[c].top).collect();
@@ -148,7 +148,10 @@ pub(crate) fn global(
                     .into_iter()
                     .map(|st| sc.spawn(|| best_of(st)))
                     .collect();
-                handles.into_iter().map(|h| h.join().expect("evaluation thread")).collect()
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("evaluation thread"))
+                    .collect()
             })
         };
         let mut best: Option<(usize, Eval)> = None;
@@ -158,12 +161,11 @@ pub(crate) fn global(
             }
         }
         let Some((c, ev)) = best else { break };
-        if std::env::var("KDBG").is_ok() { eprintln!("raise {c} -> classes {} outliers {} ", ev.groups, ev.outliers); }
         levels[c] += 1;
         classes = g.merge(&classes, &straddlers, &levels, &ev);
         let joined: std::collections::HashSet<u32> = ev.joined.iter().copied().collect();
         straddlers.retain(|e| !joined.contains(e));
-        current = g.evaluate(&classes, &straddlers, &levels);
+        outliers = ev.outliers;
     }
 
     // final: group every element at the chosen levels, release the valid groups
@@ -233,7 +235,13 @@ pub(crate) fn global(
         });
     }
     let element_class = (0..n)
-        .map(|e| if ok[e] { class_of_group[grp[e] as usize] } else { NONE })
+        .map(|e| {
+            if ok[e] {
+                class_of_group[grp[e] as usize]
+            } else {
+                NONE
+            }
+        })
         .collect();
     (
         Solution {
@@ -307,7 +315,9 @@ impl Global<'_> {
                     pairs.extend(cls.sens[u].iter().map(|&v| (gi << 32) | v as u64));
                 } else {
                     let e = joined[u - nc] as usize;
-                    for_each_sens(self.el, self.el.sens[e], |v| pairs.push((gi << 32) | v as u64));
+                    for_each_sens(self.el, self.el.sens[e], |v| {
+                        pairs.push((gi << 32) | v as u64)
+                    });
                 }
             }
             pairs.sort_unstable();
@@ -320,8 +330,11 @@ impl Global<'_> {
                 ok[gi] &= dist[gi] >= l;
             }
         }
-        let outliers: u64 =
-            (0..groups).filter(|&gi| !ok[gi]).map(|gi| rows[gi]).sum::<u64>() + left_rows;
+        let outliers: u64 = (0..groups)
+            .filter(|&gi| !ok[gi])
+            .map(|gi| rows[gi])
+            .sum::<u64>()
+            + left_rows;
         Eval {
             outliers,
             ncp,

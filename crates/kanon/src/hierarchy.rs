@@ -299,7 +299,11 @@ impl Hierarchy {
     }
 
     /// [`Hierarchy::leaf`] with the numeric plan computed once by the caller.
-    pub(crate) fn leaf_planned<'a>(&self, plan: Option<&NumPlan>, value: &Value<'a>) -> Result<Leaf<'a>, Error> {
+    pub(crate) fn leaf_planned<'a>(
+        &self,
+        plan: Option<&NumPlan>,
+        value: &Value<'a>,
+    ) -> Result<Leaf<'a>, Error> {
         let kind = self.kind();
         let wrong = |expected: &'static str| Error::WrongType {
             hierarchy: kind,
@@ -376,7 +380,7 @@ impl Hierarchy {
     /// Textual form of a checked leaf at a checked level.
     pub(crate) fn label(&self, leaf: &Leaf<'_>, level: usize) -> Result<String, Error> {
         let top = self.top();
-        if level >= top + 1 {
+        if level > top {
             return Err(Error::LevelOutOfRange {
                 level,
                 levels: top + 1,
@@ -439,7 +443,12 @@ impl Hierarchy {
 
     /// A key that identifies the node of `leaf` at `level` (0 < level < top), for grouping
     /// sorted leaves into nodes. Two leaves share a node iff their keys are equal.
-    pub(crate) fn node_key<'a>(&self, plan: Option<&NumPlan>, leaf: &Leaf<'a>, level: usize) -> NodeKey<'a> {
+    pub(crate) fn node_key<'a>(
+        &self,
+        plan: Option<&NumPlan>,
+        leaf: &Leaf<'a>,
+        level: usize,
+    ) -> NodeKey<'a> {
         match (self, leaf) {
             (Hierarchy::Date, Leaf::Int(days)) => {
                 let (y, m, _) = civil_from_days(*days);
@@ -460,7 +469,11 @@ impl Hierarchy {
             }
             (Hierarchy::Prefix { len }, Leaf::Text(s)) => {
                 let keep = len - level;
-                let end = s.char_indices().nth(keep).map(|(i, _)| i).unwrap_or(s.len());
+                let end = s
+                    .char_indices()
+                    .nth(keep)
+                    .map(|(i, _)| i)
+                    .unwrap_or(s.len());
                 NodeKey::Text(&s[..end])
             }
             (Hierarchy::Categorical(c), Leaf::Cat(node)) => {
@@ -473,7 +486,12 @@ impl Hierarchy {
     /// The closed value interval covered by the node of `leaf` at `level` (0 ≤ level < top),
     /// for the ordered kinds (date in days, integer, numeric). Numeric bands are half-open;
     /// their interval is `[lo, hi]` with `hi - lo` the band width.
-    pub(crate) fn interval(&self, plan: Option<&NumPlan>, leaf: &Leaf<'_>, level: usize) -> (f64, f64) {
+    pub(crate) fn interval(
+        &self,
+        plan: Option<&NumPlan>,
+        leaf: &Leaf<'_>,
+        level: usize,
+    ) -> (f64, f64) {
         match (self, leaf) {
             (Hierarchy::Date, Leaf::Int(days)) => {
                 if level == 0 {
@@ -731,7 +749,11 @@ fn parse_date(s: &str) -> Option<i64> {
         || ys.len() < 4
         || ms.len() != 2
         || ds.len() != 2
-        || !ys.bytes().chain(ms.bytes()).chain(ds.bytes()).all(|b| b.is_ascii_digit())
+        || !ys
+            .bytes()
+            .chain(ms.bytes())
+            .chain(ds.bytes())
+            .all(|b| b.is_ascii_digit())
     {
         return None;
     }
@@ -810,7 +832,9 @@ impl Categorical {
                 return Err(Error::ReservedName { name: c });
             }
             if c == p {
-                return Err(Error::Cycle { path: vec![c.clone(), c] });
+                return Err(Error::Cycle {
+                    path: vec![c.clone(), c],
+                });
             }
             let ci = intern(c, &mut names, &mut parent);
             let pi = intern(p, &mut names, &mut parent);
@@ -828,7 +852,6 @@ impl Categorical {
         if !any {
             return Err(Error::EmptyMapping);
         }
-        drop(intern);
         let n = names.len();
 
         // cycles: walk up from every node; 0 = unseen, 1 = on the current walk, 2 = done
@@ -843,8 +866,10 @@ impl Categorical {
             }
             if x != NONE && state[x as usize] == 1 {
                 let pos = path.iter().position(|&p| p == x).unwrap();
-                let mut cyc: Vec<String> =
-                    path[pos..].iter().map(|&i| names[i as usize].clone()).collect();
+                let mut cyc: Vec<String> = path[pos..]
+                    .iter()
+                    .map(|&i| names[i as usize].clone())
+                    .collect();
                 cyc.push(names[x as usize].clone());
                 return Err(Error::Cycle { path: cyc });
             }
@@ -853,13 +878,17 @@ impl Categorical {
             }
         }
 
-        let mut roots: Vec<u32> = (0..n as u32).filter(|&i| parent[i as usize] == NONE).collect();
+        let mut roots: Vec<u32> = (0..n as u32)
+            .filter(|&i| parent[i as usize] == NONE)
+            .collect();
         if roots.len() > 1 {
             let mut r: Vec<String> = roots.iter().map(|&i| names[i as usize].clone()).collect();
             r.sort();
             return Err(Error::MultipleRoots { roots: r });
         }
-        let root = roots.pop().expect("an acyclic non-empty mapping has a root");
+        let root = roots
+            .pop()
+            .expect("an acyclic non-empty mapping has a root");
 
         let mut children: Vec<Vec<u32>> = vec![Vec::new(); n];
         for (i, &p) in parent.iter().enumerate() {
@@ -967,7 +996,9 @@ mod tests {
     }
 
     fn all(h: &Hierarchy, v: Value<'_>) -> Vec<String> {
-        (0..h.levels()).map(|l| h.generalize(&v, l).unwrap()).collect()
+        (0..h.levels())
+            .map(|l| h.generalize(&v, l).unwrap())
+            .collect()
     }
 
     #[test]
@@ -976,7 +1007,14 @@ mod tests {
         assert_eq!(h.levels(), 6);
         assert_eq!(
             all(&h, d(1987, 3, 14)),
-            ["1987-03-14", "1987-03", "1987", "1985-1989", "1980-1989", "*"]
+            [
+                "1987-03-14",
+                "1987-03",
+                "1987",
+                "1985-1989",
+                "1980-1989",
+                "*"
+            ]
         );
         // days since the epoch give the same forms
         let days = date_to_days(time::Date::from_calendar_date(1987, Month::March, 14).unwrap());
@@ -986,10 +1024,36 @@ mod tests {
         assert_eq!(all(&h, d(2000, 2, 29))[0], "2000-02-29");
         assert_eq!(all(&h, d(1989, 12, 31))[3], "1985-1989");
         assert_eq!(all(&h, d(1990, 1, 1))[3], "1990-1994");
-        assert_eq!(all(&h, d(5, 6, 7)), ["0005-06-07", "0005-06", "0005", "0005-0009", "0000-0009", "*"]);
-        assert_eq!(all(&h, d(-44, 3, 15)), ["-0044-03-15", "-0044-03", "-0044", "-0045--0041", "-0050--0041", "*"]);
-        assert_eq!(h.generalize(&Value::Int(MIN_DATE_DAYS), 0).unwrap(), "-9999-01-01");
-        assert_eq!(h.generalize(&Value::Int(MAX_DATE_DAYS), 0).unwrap(), "9999-12-31");
+        assert_eq!(
+            all(&h, d(5, 6, 7)),
+            [
+                "0005-06-07",
+                "0005-06",
+                "0005",
+                "0005-0009",
+                "0000-0009",
+                "*"
+            ]
+        );
+        assert_eq!(
+            all(&h, d(-44, 3, 15)),
+            [
+                "-0044-03-15",
+                "-0044-03",
+                "-0044",
+                "-0045--0041",
+                "-0050--0041",
+                "*"
+            ]
+        );
+        assert_eq!(
+            h.generalize(&Value::Int(MIN_DATE_DAYS), 0).unwrap(),
+            "-9999-01-01"
+        );
+        assert_eq!(
+            h.generalize(&Value::Int(MAX_DATE_DAYS), 0).unwrap(),
+            "9999-12-31"
+        );
     }
 
     #[test]
@@ -1006,7 +1070,10 @@ mod tests {
             let (y, m, dd) = civil_from_days(z);
             assert_eq!(days_from_civil(y, m, dd), z);
             let t = days_to_date(z);
-            assert_eq!((t.year() as i64, t.month() as u32, t.day() as u32), (y, m, dd));
+            assert_eq!(
+                (t.year() as i64, t.month() as u32, t.day() as u32),
+                (y, m, dd)
+            );
         }
     }
 
@@ -1015,21 +1082,42 @@ mod tests {
         let h = Hierarchy::date();
         assert!(matches!(
             h.generalize(&Value::Text("1987-03-14"), 0),
-            Err(Error::WrongType { hierarchy: "date", found: "text", .. })
+            Err(Error::WrongType {
+                hierarchy: "date",
+                found: "text",
+                ..
+            })
         ));
-        assert!(matches!(h.generalize(&Value::Num(1.0), 0), Err(Error::WrongType { .. })));
+        assert!(matches!(
+            h.generalize(&Value::Num(1.0), 0),
+            Err(Error::WrongType { .. })
+        ));
         assert!(matches!(
             h.generalize(&Value::Int(MAX_DATE_DAYS + 1), 0),
             Err(Error::InvalidValue { .. })
         ));
         assert!(matches!(
             h.generalize(&d(1987, 3, 14), 6),
-            Err(Error::LevelOutOfRange { level: 6, levels: 6 })
+            Err(Error::LevelOutOfRange {
+                level: 6,
+                levels: 6
+            })
         ));
         assert_eq!(h.parse("1987-03-14").unwrap(), d(1987, 3, 14));
         assert_eq!(h.parse(" -0044-03-15 ").unwrap(), d(-44, 3, 15));
-        for bad in ["1987-02-30", "1987-13-01", "87-03-14", "1987/03/14", "", "10000-01-01", "1987-3-14"] {
-            assert!(matches!(h.parse(bad), Err(Error::InvalidValue { .. })), "{bad}");
+        for bad in [
+            "1987-02-30",
+            "1987-13-01",
+            "87-03-14",
+            "1987/03/14",
+            "",
+            "10000-01-01",
+            "1987-3-14",
+        ] {
+            assert!(
+                matches!(h.parse(bad), Err(Error::InvalidValue { .. })),
+                "{bad}"
+            );
         }
     }
 
@@ -1037,16 +1125,34 @@ mod tests {
     fn integer_levels() {
         let h = Hierarchy::integer_default();
         assert_eq!(h.levels(), 6);
-        assert_eq!(all(&h, Value::Int(37)), ["37", "35-39", "30-39", "20-39", "0-99", "*"]);
-        assert_eq!(all(&h, Value::Int(-3)), ["-3", "-5--1", "-10--1", "-20--1", "-100--1", "*"]);
-        assert_eq!(all(&h, Value::Int(0)), ["0", "0-4", "0-9", "0-19", "0-99", "*"]);
+        assert_eq!(
+            all(&h, Value::Int(37)),
+            ["37", "35-39", "30-39", "20-39", "0-99", "*"]
+        );
+        assert_eq!(
+            all(&h, Value::Int(-3)),
+            ["-3", "-5--1", "-10--1", "-20--1", "-100--1", "*"]
+        );
+        assert_eq!(
+            all(&h, Value::Int(0)),
+            ["0", "0-4", "0-9", "0-19", "0-99", "*"]
+        );
         let h = Hierarchy::integer(vec![1000, 10_000]).unwrap();
-        assert_eq!(all(&h, Value::Int(123_456)), ["123456", "123000-123999", "120000-129999", "*"]);
+        assert_eq!(
+            all(&h, Value::Int(123_456)),
+            ["123456", "123000-123999", "120000-129999", "*"]
+        );
         let h = Hierarchy::integer(vec![]).unwrap();
         assert_eq!(all(&h, Value::Int(7)), ["7", "*"]);
         let h = Hierarchy::integer(vec![10]).unwrap();
-        assert_eq!(h.generalize(&Value::Int(i64::MAX), 1).unwrap(), "9223372036854775800-9223372036854775809");
-        assert_eq!(h.generalize(&Value::Int(i64::MIN), 1).unwrap(), "-9223372036854775810--9223372036854775801");
+        assert_eq!(
+            h.generalize(&Value::Int(i64::MAX), 1).unwrap(),
+            "9223372036854775800-9223372036854775809"
+        );
+        assert_eq!(
+            h.generalize(&Value::Int(i64::MIN), 1).unwrap(),
+            "-9223372036854775810--9223372036854775801"
+        );
     }
 
     #[test]
@@ -1059,17 +1165,31 @@ mod tests {
             (vec![5, 10, 20, 50], "multiple"),
         ] {
             match Hierarchy::integer(w.clone()) {
-                Err(e @ Error::InvalidHierarchy { .. }) => assert!(e.to_string().contains(frag), "{e}"),
+                Err(e @ Error::InvalidHierarchy { .. }) => {
+                    assert!(e.to_string().contains(frag), "{e}")
+                }
                 other => panic!("{w:?}: {other:?}"),
             }
         }
         let h = Hierarchy::integer_default();
-        assert!(matches!(h.generalize(&Value::Num(1.5), 0), Err(Error::WrongType { .. })));
-        assert!(matches!(h.generalize(&Value::Text("1"), 0), Err(Error::WrongType { .. })));
-        assert!(matches!(h.generalize(&Value::Int(1), 9), Err(Error::LevelOutOfRange { .. })));
+        assert!(matches!(
+            h.generalize(&Value::Num(1.5), 0),
+            Err(Error::WrongType { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Text("1"), 0),
+            Err(Error::WrongType { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Int(1), 9),
+            Err(Error::LevelOutOfRange { .. })
+        ));
         // an invalid definition built by hand is refused on use
         let bad = Hierarchy::Integer { widths: vec![3, 4] };
-        assert!(matches!(bad.generalize(&Value::Int(1), 0), Err(Error::InvalidHierarchy { .. })));
+        assert!(matches!(
+            bad.generalize(&Value::Int(1), 0),
+            Err(Error::InvalidHierarchy { .. })
+        ));
         assert_eq!(h.parse(" 42 ").unwrap(), Value::Int(42));
         assert!(matches!(h.parse("4.2"), Err(Error::InvalidValue { .. })));
     }
@@ -1078,16 +1198,34 @@ mod tests {
     fn numeric_levels() {
         let h = Hierarchy::numeric(vec![0.5, 1.0, 5.0]).unwrap();
         assert_eq!(h.levels(), 5);
-        assert_eq!(all(&h, Value::Num(37.25)), ["37.25", "[37,37.5)", "[37,38)", "[35,40)", "*"]);
-        assert_eq!(all(&h, Value::Num(-0.25)), ["-0.25", "[-0.5,0)", "[-1,0)", "[-5,0)", "*"]);
-        assert_eq!(all(&h, Value::Int(3)), ["3", "[3,3.5)", "[3,4)", "[0,5)", "*"]);
+        assert_eq!(
+            all(&h, Value::Num(37.25)),
+            ["37.25", "[37,37.5)", "[37,38)", "[35,40)", "*"]
+        );
+        assert_eq!(
+            all(&h, Value::Num(-0.25)),
+            ["-0.25", "[-0.5,0)", "[-1,0)", "[-5,0)", "*"]
+        );
+        assert_eq!(
+            all(&h, Value::Int(3)),
+            ["3", "[3,3.5)", "[3,4)", "[0,5)", "*"]
+        );
         assert_eq!(h.generalize(&Value::Num(-0.0), 0).unwrap(), "0");
         let h = Hierarchy::numeric(vec![0.1, 0.2, 1.0]).unwrap();
         // no binary noise, and 0.3 falls in the band that prints as starting at 0.3
-        assert_eq!(all(&h, Value::Num(0.3)), ["0.3", "[0.3,0.4)", "[0.2,0.4)", "[0,1)", "*"]);
-        assert_eq!(all(&h, Value::Num(0.7)), ["0.7", "[0.7,0.8)", "[0.6,0.8)", "[0,1)", "*"]);
+        assert_eq!(
+            all(&h, Value::Num(0.3)),
+            ["0.3", "[0.3,0.4)", "[0.2,0.4)", "[0,1)", "*"]
+        );
+        assert_eq!(
+            all(&h, Value::Num(0.7)),
+            ["0.7", "[0.7,0.8)", "[0.6,0.8)", "[0,1)", "*"]
+        );
         let h = Hierarchy::numeric(vec![2500.0, 10_000.0]).unwrap();
-        assert_eq!(h.generalize(&Value::Num(12_345.678), 1).unwrap(), "[10000,12500)");
+        assert_eq!(
+            h.generalize(&Value::Num(12_345.678), 1).unwrap(),
+            "[10000,12500)"
+        );
     }
 
     #[test]
@@ -1102,17 +1240,37 @@ mod tests {
             (vec![1.0 / 3.0], "decimal places"),
         ] {
             match Hierarchy::numeric(w.clone()) {
-                Err(e @ Error::InvalidHierarchy { .. }) => assert!(e.to_string().contains(frag), "{w:?}: {e}"),
+                Err(e @ Error::InvalidHierarchy { .. }) => {
+                    assert!(e.to_string().contains(frag), "{w:?}: {e}")
+                }
                 other => panic!("{w:?}: {other:?}"),
             }
         }
         let h = Hierarchy::numeric(vec![1.0]).unwrap();
-        assert!(matches!(h.generalize(&Value::Num(f64::NAN), 0), Err(Error::InvalidValue { .. })));
-        assert!(matches!(h.generalize(&Value::Num(f64::INFINITY), 0), Err(Error::InvalidValue { .. })));
-        assert!(matches!(h.generalize(&Value::Num(1e300), 1), Err(Error::InvalidValue { .. })));
-        assert!(matches!(h.generalize(&Value::Int(i64::MAX), 0), Err(Error::InvalidValue { .. })));
-        assert!(matches!(h.generalize(&Value::Text("1"), 0), Err(Error::WrongType { .. })));
-        assert!(matches!(h.generalize(&Value::Num(1.0), 3), Err(Error::LevelOutOfRange { .. })));
+        assert!(matches!(
+            h.generalize(&Value::Num(f64::NAN), 0),
+            Err(Error::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Num(f64::INFINITY), 0),
+            Err(Error::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Num(1e300), 1),
+            Err(Error::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Int(i64::MAX), 0),
+            Err(Error::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Text("1"), 0),
+            Err(Error::WrongType { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Num(1.0), 3),
+            Err(Error::LevelOutOfRange { .. })
+        ));
         assert_eq!(h.parse("2.5").unwrap(), Value::Num(2.5));
         assert!(matches!(h.parse("NaN"), Err(Error::InvalidValue { .. })));
         assert!(matches!(h.parse("x"), Err(Error::InvalidValue { .. })));
@@ -1122,17 +1280,38 @@ mod tests {
     fn prefix_levels_and_errors() {
         let h = Hierarchy::prefix(5).unwrap();
         assert_eq!(h.levels(), 6);
-        assert_eq!(all(&h, Value::Text("10115")), ["10115", "1011*", "101**", "10***", "1****", "*"]);
+        assert_eq!(
+            all(&h, Value::Text("10115")),
+            ["10115", "1011*", "101**", "10***", "1****", "*"]
+        );
         let h1 = Hierarchy::prefix(1).unwrap();
         assert_eq!(all(&h1, Value::Text("A")), ["A", "*"]);
         let h3 = Hierarchy::prefix(3).unwrap();
         assert_eq!(all(&h3, Value::Text("äöü")), ["äöü", "äö*", "ä**", "*"]);
-        assert!(matches!(Hierarchy::prefix(0), Err(Error::InvalidHierarchy { .. })));
-        assert!(matches!(h.generalize(&Value::Text("1011"), 0), Err(Error::InvalidValue { .. })));
-        assert!(matches!(h.generalize(&Value::Text("101155"), 0), Err(Error::InvalidValue { .. })));
-        assert!(matches!(h.generalize(&Value::Text("1011*"), 0), Err(Error::InvalidValue { .. })));
-        assert!(matches!(h.generalize(&Value::Int(10115), 0), Err(Error::WrongType { .. })));
-        assert!(matches!(h.generalize(&Value::Text("10115"), 6), Err(Error::LevelOutOfRange { .. })));
+        assert!(matches!(
+            Hierarchy::prefix(0),
+            Err(Error::InvalidHierarchy { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Text("1011"), 0),
+            Err(Error::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Text("101155"), 0),
+            Err(Error::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Text("1011*"), 0),
+            Err(Error::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Int(10115), 0),
+            Err(Error::WrongType { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Text("10115"), 6),
+            Err(Error::LevelOutOfRange { .. })
+        ));
         assert_eq!(h.parse(" 10115").unwrap(), Value::Text(" 10115"));
     }
 
@@ -1155,15 +1334,32 @@ mod tests {
     fn categorical_levels() {
         let h = occupations();
         assert_eq!(h.levels(), 4);
-        assert_eq!(all(&h, Value::Text("nurse")), ["nurse", "health", "services", "*"]);
-        assert_eq!(all(&h, Value::Text("teacher")), ["teacher", "education", "services", "*"]);
+        assert_eq!(
+            all(&h, Value::Text("nurse")),
+            ["nurse", "health", "services", "*"]
+        );
+        assert_eq!(
+            all(&h, Value::Text("teacher")),
+            ["teacher", "education", "services", "*"]
+        );
         // shallower leaves keep their own name on the lowest levels
-        assert_eq!(all(&h, Value::Text("welder")), ["welder", "welder", "industry", "*"]);
-        assert_eq!(all(&h, Value::Text("retired")), ["retired", "retired", "retired", "*"]);
-        let Hierarchy::Categorical(c) = &h else { unreachable!() };
+        assert_eq!(
+            all(&h, Value::Text("welder")),
+            ["welder", "welder", "industry", "*"]
+        );
+        assert_eq!(
+            all(&h, Value::Text("retired")),
+            ["retired", "retired", "retired", "*"]
+        );
+        let Hierarchy::Categorical(c) = &h else {
+            unreachable!()
+        };
         assert_eq!(c.height(), 3);
         assert_eq!(c.leaf_count(), 5);
-        assert_eq!(c.leaves().collect::<Vec<_>>(), ["welder", "retired", "teacher", "nurse", "surgeon"]);
+        assert_eq!(
+            c.leaves().collect::<Vec<_>>(),
+            ["welder", "retired", "teacher", "nurse", "surgeon"]
+        );
         assert_eq!(c.parent("nurse"), Some("health"));
         assert_eq!(c.parent("*"), None);
         assert_eq!(c.root(), "*");
@@ -1177,17 +1373,34 @@ mod tests {
     #[test]
     fn categorical_errors() {
         let h = occupations();
-        assert!(matches!(h.generalize(&Value::Text("pilot"), 0), Err(Error::UnknownValue { .. })));
-        assert!(matches!(h.generalize(&Value::Text("health"), 0), Err(Error::NotALeaf { .. })));
-        assert!(matches!(h.generalize(&Value::Text("*"), 0), Err(Error::NotALeaf { .. })));
-        assert!(matches!(h.generalize(&Value::Int(1), 0), Err(Error::WrongType { .. })));
-        assert!(matches!(h.generalize(&Value::Text("nurse"), 4), Err(Error::LevelOutOfRange { .. })));
+        assert!(matches!(
+            h.generalize(&Value::Text("pilot"), 0),
+            Err(Error::UnknownValue { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Text("health"), 0),
+            Err(Error::NotALeaf { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Text("*"), 0),
+            Err(Error::NotALeaf { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Int(1), 0),
+            Err(Error::WrongType { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Text("nurse"), 4),
+            Err(Error::LevelOutOfRange { .. })
+        ));
 
         let none: [(&str, &str); 0] = [];
         assert_eq!(Categorical::new(none), Err(Error::EmptyMapping));
         assert_eq!(
             Categorical::new([("a", "a")]),
-            Err(Error::Cycle { path: vec!["a".into(), "a".into()] })
+            Err(Error::Cycle {
+                path: vec!["a".into(), "a".into()]
+            })
         );
         match Categorical::new([("a", "b"), ("b", "c"), ("c", "a"), ("x", "*")]) {
             Err(Error::Cycle { path }) => {
@@ -1202,14 +1415,27 @@ mod tests {
         }
         match Categorical::new([("nurse", "health"), ("welder", "industry")]) {
             Err(e @ Error::MultipleRoots { .. }) => {
-                assert_eq!(e, Error::MultipleRoots { roots: vec!["health".into(), "industry".into()] });
+                assert_eq!(
+                    e,
+                    Error::MultipleRoots {
+                        roots: vec!["health".into(), "industry".into()]
+                    }
+                );
                 assert!(e.to_string().contains("common root"));
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            Categorical::new([("nurse", "health"), ("nurse", "care"), ("health", "*"), ("care", "*")]),
-            Err(Error::ConflictingParent { child: "nurse".into(), parents: ["health".into(), "care".into()] })
+            Categorical::new([
+                ("nurse", "health"),
+                ("nurse", "care"),
+                ("health", "*"),
+                ("care", "*")
+            ]),
+            Err(Error::ConflictingParent {
+                child: "nurse".into(),
+                parents: ["health".into(), "care".into()]
+            })
         );
         // the same pair twice is fine
         assert!(Categorical::new([("nurse", "health"), ("nurse", "health")]).is_ok());
@@ -1221,16 +1447,35 @@ mod tests {
 
     #[test]
     fn error_messages_name_the_problem() {
-        let e = Hierarchy::prefix(5).unwrap().generalize(&Value::Text("123"), 0).unwrap_err();
+        let e = Hierarchy::prefix(5)
+            .unwrap()
+            .generalize(&Value::Text("123"), 0)
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "value \"123\" does not fit the prefix hierarchy: has 3 characters, the hierarchy expects exactly 5"
         );
-        let e = Error::LevelOutOfRange { level: 7, levels: 6 };
-        assert_eq!(e.to_string(), "generalisation level 7 is out of range: this hierarchy has levels 0..=5");
-        let e = Error::UnknownValue { value: "pilot".into() }.in_column("occupation", Some(3));
-        assert!(e.to_string().starts_with("column \"occupation\", record 3: value \"pilot\""));
-        assert_eq!(e.root_cause(), &Error::UnknownValue { value: "pilot".into() });
+        let e = Error::LevelOutOfRange {
+            level: 7,
+            levels: 6,
+        };
+        assert_eq!(
+            e.to_string(),
+            "generalisation level 7 is out of range: this hierarchy has levels 0..=5"
+        );
+        let e = Error::UnknownValue {
+            value: "pilot".into(),
+        }
+        .in_column("occupation", Some(3));
+        assert!(e
+            .to_string()
+            .starts_with("column \"occupation\", record 3: value \"pilot\""));
+        assert_eq!(
+            e.root_cause(),
+            &Error::UnknownValue {
+                value: "pilot".into()
+            }
+        );
     }
 
     #[test]

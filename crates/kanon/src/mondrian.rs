@@ -44,9 +44,9 @@ struct Cand {
     score: f64,
     lc: usize,
     first: u32,
-    /// the non-empty children, local index → child offset from `first` (`nch` = stay)
+    /// the non-empty children, local index → child offset from `first` (the "stay" group,
+    /// subjects whose rows straddle two children, is offset `nch`, never `own`)
     touched: Vec<u32>,
-    nch: u32,
     /// local index → becomes a partition of its own
     own: Vec<bool>,
     rest: Rest,
@@ -297,19 +297,20 @@ impl Mondrian<'_> {
                         if merged < order.len() {
                             // the merged children keep the parent node in this column for
                             // good: they forgo all of its remaining precision, rows × ncp(parent)
-                            let lost: f64 =
-                                order[..merged].iter().map(|&j| self.rows[j] as f64 * pn).sum();
+                            let lost: f64 = order[..merged]
+                                .iter()
+                                .map(|&j| self.rows[j] as f64 * pn)
+                                .sum();
                             merge_gain = Some(total - lost);
                         }
                         break;
                     }
                 }
                 // option B: suppress the rest, if the budget covers it
-                let suppress_gain = (rest_rows <= self.budget).then(|| {
-                    // a suppressed row loses everything it could still gain: up to 1 per
-                    // column (its current NCP understates this near the root)
-                    total - rest_rows as f64 * cols.len() as f64
-                });
+                // a suppressed row loses everything it could still gain: up to 1 per column
+                // (its current NCP would understate this near the root)
+                let suppress_gain = (rest_rows <= self.budget)
+                    .then_some(total - rest_rows as f64 * cols.len() as f64);
                 match (merge_gain, suppress_gain) {
                     (Some(a), Some(b)) if b > a => {
                         gain = b;
@@ -360,7 +361,6 @@ impl Mondrian<'_> {
             lc,
             first,
             touched,
-            nch,
             own,
             rest,
             rest_rows: suppressed_rows,
@@ -559,7 +559,6 @@ impl Mondrian<'_> {
                 Rest::Empty => unreachable!("a non-empty rest without a fate"),
             }
         }
-        let _ = cand.nch;
         stack.extend(new_parts.into_iter().rev());
     }
 }

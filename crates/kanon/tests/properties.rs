@@ -76,9 +76,11 @@ fn value(kind: Kind) -> BoxedStrategy<Owned> {
             (-10.0f64..50.0).prop_map(Owned::Num),
         ]
         .boxed(),
-        Kind::Prefix => proptest::collection::vec(prop_oneof![Just('0'), Just('1'), Just('2'), Just('9')], 3)
-            .prop_map(|c| Owned::Text(c.into_iter().collect()))
-            .boxed(),
+        Kind::Prefix => {
+            proptest::collection::vec(prop_oneof![Just('0'), Just('1'), Just('2'), Just('9')], 3)
+                .prop_map(|c| Owned::Text(c.into_iter().collect()))
+                .boxed()
+        }
         Kind::Categorical => proptest::sample::select(LEAVES.to_vec())
             .prop_map(|s| Owned::Text(s.to_string()))
             .boxed(),
@@ -153,7 +155,9 @@ fn columns(t: &Table) -> Vec<(String, Hierarchy)> {
 }
 
 fn run(t: &Table, alg: Algorithm, k: usize, l: Option<usize>, limit: f64) -> Anonymized {
-    let mut a = Anonymizer::new(columns(t), k, l, limit).unwrap().with_algorithm(alg);
+    let mut a = Anonymizer::new(columns(t), k, l, limit)
+        .unwrap()
+        .with_algorithm(alg);
     for r in &t.rows {
         let vals: Vec<Value<'_>> = r.values.iter().map(Owned::value).collect();
         a.push(r.subject, &vals, Some(&r.sensitive)).unwrap();
@@ -176,7 +180,14 @@ fn n_sensitive(t: &Table) -> usize {
 }
 
 /// Every property an anonymisation must have, checked against the input.
-fn check(t: &Table, out: &Anonymized, alg: Algorithm, k: usize, l: Option<usize>, limit: f64) -> Result<(), TestCaseError> {
+fn check(
+    t: &Table,
+    out: &Anonymized,
+    alg: Algorithm,
+    k: usize,
+    l: Option<usize>,
+    limit: f64,
+) -> Result<(), TestCaseError> {
     let r = out.report();
     let hs: Vec<Hierarchy> = t.kinds.iter().map(|&k| hierarchy(k)).collect();
     prop_assert_eq!(out.len(), t.rows.len());
@@ -190,11 +201,20 @@ fn check(t: &Table, out: &Anonymized, alg: Algorithm, k: usize, l: Option<usize>
             prop_assert_eq!(gen.len(), hs.len());
             for (c, h) in hs.iter().enumerate() {
                 let lv = h.level_of(&row.values[c].value(), &gen[c]).unwrap();
-                prop_assert!(lv.is_some(), "{} is not an ancestor of {:?}", gen[c], row.values[c]);
+                prop_assert!(
+                    lv.is_some(),
+                    "{} is not an ancestor of {:?}",
+                    gen[c],
+                    row.values[c]
+                );
                 let class = &out.classes()[out.class_of(i).unwrap()];
                 // the reported level prints the same (a padded categorical leaf prints
                 // its own name on several levels)
-                prop_assert_eq!(&h.generalize(&row.values[c].value(), class.levels[c]).unwrap(), &gen[c]);
+                prop_assert_eq!(
+                    &h.generalize(&row.values[c].value(), class.levels[c])
+                        .unwrap(),
+                    &gen[c]
+                );
             }
         }
     }
@@ -227,12 +247,10 @@ fn check(t: &Table, out: &Anonymized, alg: Algorithm, k: usize, l: Option<usize>
     for c in &classes {
         prop_assert!(c.subjects >= k);
     }
-    let lr = l_diversity(
-        t.rows
-            .iter()
-            .enumerate()
-            .filter_map(|(i, row)| out.record(i).map(|v| (row.subject, v.to_vec(), row.sensitive.clone()))),
-    );
+    let lr = l_diversity(t.rows.iter().enumerate().filter_map(|(i, row)| {
+        out.record(i)
+            .map(|v| (row.subject, v.to_vec(), row.sensitive.clone()))
+    }));
     prop_assert_eq!(r.l_reached, Some(lr.l));
     if let Some(l) = l {
         if !released.is_empty() {
@@ -248,7 +266,12 @@ fn check(t: &Table, out: &Anonymized, alg: Algorithm, k: usize, l: Option<usize>
         prop_assert_eq!(suppressed, t.rows.len());
         prop_assert_eq!(r.k_reached, 0);
     } else {
-        prop_assert!(suppressed as f64 <= limit * t.rows.len() as f64, "{} suppressed, limit {}", suppressed, limit);
+        prop_assert!(
+            suppressed as f64 <= limit * t.rows.len() as f64,
+            "{} suppressed, limit {}",
+            suppressed,
+            limit
+        );
         if alg == Algorithm::Mondrian {
             prop_assert!(r.classes > 0);
         }
@@ -320,10 +343,18 @@ fn fixed_table() -> Table {
     let mut rows = Vec::new();
     let mut x: u64 = 12345;
     let mut next = |n: u64| {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (x >> 33) % n
     };
-    let kinds = vec![Kind::Date, Kind::Prefix, Kind::Categorical, Kind::Integer, Kind::Numeric];
+    let kinds = vec![
+        Kind::Date,
+        Kind::Prefix,
+        Kind::Categorical,
+        Kind::Integer,
+        Kind::Numeric,
+    ];
     for s in 0..2000 {
         let row = Row {
             subject: s,
@@ -351,8 +382,14 @@ fn deterministic() {
         for (k, l) in [(5, None), (10, Some(2))] {
             let a = run(&t, alg, k, l, 0.02);
             let b = run(&t, alg, k, l, 0.02);
-            let out_a: Vec<_> = a.iter().map(|(s, v)| (s, v.map(<[String]>::to_vec))).collect();
-            let out_b: Vec<_> = b.iter().map(|(s, v)| (s, v.map(<[String]>::to_vec))).collect();
+            let out_a: Vec<_> = a
+                .iter()
+                .map(|(s, v)| (s, v.map(<[String]>::to_vec)))
+                .collect();
+            let out_b: Vec<_> = b
+                .iter()
+                .map(|(s, v)| (s, v.map(<[String]>::to_vec)))
+                .collect();
             assert_eq!(out_a, out_b);
             assert_eq!(a.classes(), b.classes());
             let (mut ra, mut rb) = (a.report().clone(), b.report().clone());
@@ -369,5 +406,10 @@ fn mondrian_beats_global_on_loss() {
     let t = fixed_table();
     let m = run(&t, Algorithm::Mondrian, 10, None, 0.02);
     let g = run(&t, Algorithm::GlobalRecoding, 10, None, 0.02);
-    assert!(m.report().ncp < g.report().ncp, "{} vs {}", m.report(), g.report());
+    assert!(
+        m.report().ncp < g.report().ncp,
+        "{} vs {}",
+        m.report(),
+        g.report()
+    );
 }

@@ -1,0 +1,711 @@
+//! k-anonymity inside the database: generalisation along hierarchies, k and l measured in
+//! distinct subjects, k-checked views suppressing small classes at query time, and the
+//! anonymiser (the `kanon` crate: Mondrian-style local recoding along the hierarchies, with a
+//! full-domain baseline) for exports.
+//!
+//! Hierarchy specifications (the `hierarchy` of `mseg.classify`, or passed directly):
+//!   `date` · `integer` or `integer:5,10,20,100` · `numeric:0.5,1,5` · `prefix` (5 characters)
+//!   or `prefix:N` · `category:<schema.table>` (a mapping table with text columns `child`, `parent`).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use kanon::{Anonymizer, GlobalRecoding, Hierarchy, Value};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::spi::quote_identifier;
+use pgrx::{PgRelation, PgTryBuilder};
+
+use crate::catalog;
+use crate::error::{boundary, Code, MsegError, Result as MsegResult};
+use crate::keys;
+use crate::segments;
+
+fn kanon_error(e: kanon::Error) -> MsegError {
+    MsegError::new(Code::KAnonymity, e.to_string())
+        .hint("Hierarchies: date, integer[:w1,w2,…], numeric[:w1,…], prefix[:N], category:<mapping table>.")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hierarchy specifications
+// ---------------------------------------------------------------------------------------------
+
+thread_local! {
+    static HIERARCHIES: RefCell<(u64, HashMap<String, Rc<Hierarchy>>)> = RefCell::new((0, HashMap::new()));
+}
+
+fn parse_widths<T: std::str::FromStr>(spec: &str, list: &str) -> MsegResult<Vec<T>> {
+    list.split(',')
+        .map(|w| w.trim().parse::<T>().map_err(|_| bad_spec(spec, "widths are comma-separated numbers")))
+        .collect()
+}
+
+fn bad_spec(spec: &str, why: &str) -> MsegError {
+    MsegError::new(Code::KAnonymity, format!("invalid hierarchy \"{spec}\""))
+        .detail(why.to_owned())
+        .hint("Hierarchies: date, integer[:w1,w2,…], numeric[:w1,…], prefix[:N], category:<mapping table>.")
+}
+
+fn load_categorical(spec: &str, table: &str) -> MsegResult<Hierarchy> {
+    let relid = catalog::select(|c| {
+        Ok(c.select("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", None, &[table.into()])?
+            .first()
+            .get_one::<pg_sys::Oid>()?)
+    })?
+    .unwrap_or(pg_sys::InvalidOid);
+    if relid == pg_sys::InvalidOid {
+        return Err(bad_spec(spec, &format!("the mapping table {table} does not exist")));
+    }
+    let name = catalog::relation_name(relid);
+    let pairs: Vec<(String, String)> = catalog::select(|c| {
+        let mut out = Vec::new();
+        for row in c.select(&format!("SELECT child::pg_catalog.text, parent::pg_catalog.text FROM {name}"), None, &[])? {
+            out.push((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()));
+        }
+        Ok(out)
+    })
+    .map_err(|e| bad_spec(spec, &format!("the mapping table must have text columns child and parent ({})", e.message)))?;
+    Hierarchy::categorical(pairs).map_err(kanon_error)
+}
+
+/// The hierarchy a specification names (cached per backend until the catalog changes).
+pub fn hierarchy(spec: &str) -> MsegResult<Rc<Hierarchy>> {
+    let generation = keys::cache_generation();
+    if let Some(h) = HIERARCHIES.with(|c| {
+        let c = c.borrow();
+        if c.0 == generation { c.1.get(spec).cloned() } else { None }
+    }) {
+        return Ok(h);
+    }
+    let (kind, arg) = match spec.split_once(':') {
+        Some((k, a)) => (k, Some(a)),
+        None => (spec, None),
+    };
+    let h = match (kind, arg) {
+        ("date", None) => Hierarchy::date(),
+        ("integer", None) => Hierarchy::integer_default(),
+        ("integer", Some(w)) => Hierarchy::integer(parse_widths(spec, w)?).map_err(kanon_error)?,
+        ("numeric", Some(w)) => Hierarchy::numeric(parse_widths(spec, w)?).map_err(kanon_error)?,
+        ("numeric", None) => Hierarchy::numeric(vec![1.0, 10.0, 100.0, 1000.0]).map_err(kanon_error)?,
+        ("prefix", None) => Hierarchy::prefix(5).map_err(kanon_error)?,
+        ("prefix", Some(n)) => Hierarchy::prefix(n.trim().parse().map_err(|_| bad_spec(spec, "prefix:N takes a length"))?)
+            .map_err(kanon_error)?,
+        ("category", Some(t)) => load_categorical(spec, t.trim())?,
+        _ => return Err(bad_spec(spec, "unknown kind")),
+    };
+    let h = Rc::new(h);
+    HIERARCHIES.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != generation {
+            c.1.clear();
+            c.0 = generation;
+        }
+        c.1.insert(spec.to_owned(), h.clone());
+    });
+    Ok(h)
+}
+
+fn generalize_value(value: &Value<'_>, spec: &str, level: i32) -> MsegResult<String> {
+    let h = hierarchy(spec)?;
+    let level = usize::try_from(level).map_err(|_| {
+        MsegError::new(Code::KAnonymity, format!("level {level} is negative")).hint("Levels start at 0 (the exact value).")
+    })?;
+    h.generalize(value, level).map_err(kanon_error)
+}
+
+/// Generalise a text value (dates as YYYY-MM-DD) to `level` of `hierarchy`.
+#[pg_extern(stable, parallel_safe, name = "generalize")]
+fn generalize_text(value: Option<&str>, hierarchy: Option<&str>, level: Option<i32>) -> Option<String> {
+    boundary(|| {
+        let spec = hierarchy.ok_or_else(|| MsegError::null_argument("hierarchy"))?;
+        let level = level.ok_or_else(|| MsegError::null_argument("level"))?;
+        let Some(value) = value else { return Ok(None) };
+        let h = self::hierarchy(spec)?;
+        let v = h.parse(value).map_err(kanon_error)?;
+        generalize_value(&v, spec, level).map(Some)
+    })
+}
+
+#[pg_extern(stable, parallel_safe, name = "generalize")]
+fn generalize_date(value: Option<pgrx::datum::Date>, hierarchy: Option<&str>, level: Option<i32>) -> Option<String> {
+    boundary(|| {
+        let spec = hierarchy.ok_or_else(|| MsegError::null_argument("hierarchy"))?;
+        let level = level.ok_or_else(|| MsegError::null_argument("level"))?;
+        let Some(value) = value else { return Ok(None) };
+        if value.is_infinity() || value.is_neg_infinity() {
+            return Err(MsegError::new(Code::KAnonymity, "an infinite date cannot be generalised"));
+        }
+        let v = Value::Date(kanon::days_to_date(i64::from(value.to_unix_epoch_days())));
+        generalize_value(&v, spec, level).map(Some)
+    })
+}
+
+#[pg_extern(stable, parallel_safe, name = "generalize")]
+fn generalize_int(value: Option<i64>, hierarchy: Option<&str>, level: Option<i32>) -> Option<String> {
+    boundary(|| {
+        let spec = hierarchy.ok_or_else(|| MsegError::null_argument("hierarchy"))?;
+        let level = level.ok_or_else(|| MsegError::null_argument("level"))?;
+        let Some(value) = value else { return Ok(None) };
+        generalize_value(&Value::Int(value), spec, level).map(Some)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Columns, classes and subject keys of a relation
+// ---------------------------------------------------------------------------------------------
+
+struct QuasiColumn {
+    name: String,
+    spec: Option<String>,
+    typ: String,
+}
+
+struct Target {
+    relid: pg_sys::Oid,
+    name: String,
+    key: String,
+    key_unique: bool,
+}
+
+fn target(relid: pg_sys::Oid, key_column: Option<&str>) -> MsegResult<Target> {
+    let name = catalog::relation_name(relid);
+    let subject = segments::subject_table()?;
+    let registered_key: Option<String> = if subject.as_ref().is_some_and(|s| s.relid == relid) {
+        subject.map(|s| s.key)
+    } else {
+        catalog::select(|c| {
+            let t = c.select(
+                "SELECT key_column::pg_catalog.text FROM mseg.sources WHERE relid OPERATOR(pg_catalog.=) $1::pg_catalog.oid",
+                None,
+                &[relid.into()],
+            )?;
+            if t.is_empty() { Ok(None) } else { Ok(t.first().get::<String>(1)?) }
+        })?
+    };
+    let key = key_column.map(str::to_owned).or(registered_key).ok_or_else(|| {
+        MsegError::new(Code::KAnonymity, format!("{name} has no known subject key"))
+            .detail("k counts distinct subjects, not rows.")
+            .hint("Pass key_column => '…', or register the table as the subject table or a source.")
+    })?;
+    let (exists, unique) = catalog::select(|c| {
+        let t = c.select(
+            "SELECT a.attnum IS NOT NULL, EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid OPERATOR(pg_catalog.=) $1::pg_catalog.oid \
+               AND i.indisunique AND i.indpred IS NULL AND i.indnkeyatts OPERATOR(pg_catalog.=) 1 AND i.indkey[0] OPERATOR(pg_catalog.=) a.attnum) \
+             FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) $1::pg_catalog.oid \
+               AND a.attname OPERATOR(pg_catalog.=) $2::pg_catalog.name AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
+            None,
+            &[relid.into(), key.as_str().into()],
+        )?;
+        let row = t.first();
+        Ok((row.get::<bool>(1)?.unwrap_or(false), row.get::<bool>(2)?.unwrap_or(false)))
+    })?;
+    if !exists {
+        return Err(MsegError::new(Code::UndefinedObject, format!("column \"{key}\" of {name} does not exist"))
+            .hint("key_column names the column holding the subject key."));
+    }
+    Ok(Target { relid, name, key, key_unique: unique })
+}
+
+/// (column, class, hierarchy, type) for every column of a relation.
+fn columns_of(relid: pg_sys::Oid) -> MsegResult<Vec<(String, Option<String>, Option<String>, String)>> {
+    catalog::select(|c| {
+        let mut out = Vec::new();
+        for row in c.select(
+            "SELECT a.attname::pg_catalog.text, cc.class, cc.hierarchy, pg_catalog.format_type(a.atttypid, NULL) \
+             FROM pg_catalog.pg_attribute a LEFT JOIN mseg.column_classes cc \
+               ON cc.relid OPERATOR(pg_catalog.=) a.attrelid AND cc.column_name OPERATOR(pg_catalog.=) a.attname \
+             WHERE a.attrelid OPERATOR(pg_catalog.=) $1::pg_catalog.oid AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+            None,
+            &[relid.into()],
+        )? {
+            out.push((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?,
+                row.get::<String>(3)?,
+                row.get::<String>(4)?.unwrap_or_default(),
+            ));
+        }
+        Ok(out)
+    })
+}
+
+/// The quasi columns to use: given ones (checked) or all columns classified quasi.
+fn quasi_columns(t: &Target, given: Option<Vec<String>>) -> MsegResult<Vec<QuasiColumn>> {
+    let all = columns_of(t.relid)?;
+    let pick = |name: &str| -> MsegResult<QuasiColumn> {
+        let (n, class, spec, typ) = all.iter().find(|(n, ..)| n == name).ok_or_else(|| {
+            MsegError::new(Code::UndefinedObject, format!("column \"{name}\" of {} does not exist", t.name))
+                .hint("Name columns of the relation.")
+        })?;
+        match class.as_deref() {
+            Some("direct") => Err(MsegError::new(Code::KAnonymity, format!("column \"{n}\" is a direct identifier, not a quasi identifier"))
+                .detail("Direct identifiers are never released, generalised or not.")
+                .hint("Leave it out; k-anonymity concerns quasi columns.")),
+            Some("sensitive") => Err(MsegError::new(Code::KAnonymity, format!("column \"{n}\" is sensitive, not a quasi identifier"))
+                .hint("Use it as the sensitive attribute of l-diversity instead.")),
+            _ => Ok(QuasiColumn { name: n.clone(), spec: spec.clone(), typ: typ.clone() }),
+        }
+    };
+    let cols = match given {
+        Some(list) => list.iter().map(|n| pick(n)).collect::<MsegResult<Vec<_>>>()?,
+        None => all
+            .iter()
+            .filter(|(_, class, ..)| class.as_deref() == Some("quasi"))
+            .map(|(n, _, spec, typ)| QuasiColumn { name: n.clone(), spec: spec.clone(), typ: typ.clone() })
+            .collect(),
+    };
+    if cols.is_empty() {
+        return Err(MsegError::new(Code::KAnonymity, format!("{} has no quasi columns", t.name))
+            .hint("Classify them with mseg.classify(table, column, 'quasi', hierarchy => …), or pass columns => ARRAY[…]."));
+    }
+    Ok(cols)
+}
+
+/// SQL expression of one column generalised to `level` (level 0: the exact value, as text).
+fn generalized_expr(alias: &str, col: &QuasiColumn, level: i32) -> MsegResult<String> {
+    let c = format!("{alias}.{}", quote_identifier(&col.name));
+    let text = if col.typ == "date" || col.typ.starts_with("timestamp") {
+        format!("pg_catalog.to_char({c}, 'YYYY-MM-DD')")
+    } else {
+        format!("{c}::pg_catalog.text")
+    };
+    if level == 0 {
+        return Ok(text);
+    }
+    // a quasi column without a hierarchy has two levels: the value, and * (suppressed)
+    let Some(spec) = col.spec.as_deref() else {
+        if level == 1 {
+            return Ok(format!("CASE WHEN {c} IS NULL THEN NULL ELSE '*' END"));
+        }
+        return Err(MsegError::new(Code::KAnonymity, format!("level {level} is beyond column \"{}\", which has no hierarchy", col.name))
+            .detail("Without a hierarchy a column has level 0 (the value) and 1 (*).")
+            .hint("Give it one: mseg.classify(table, column, 'quasi', hierarchy => 'date' | 'integer' | 'prefix' | …)."));
+    };
+    let h = hierarchy(spec)?;
+    if level as usize >= h.levels() {
+        return Err(MsegError::new(Code::KAnonymity, format!("level {level} is beyond hierarchy \"{spec}\" of column \"{}\"", col.name))
+            .detail(format!("It has levels 0 to {}.", h.levels() - 1)));
+    }
+    Ok(format!("mseg.generalize({text}, {}, {level})", pgrx::spi::quote_literal(spec)))
+}
+
+fn check_levels(cols: &[QuasiColumn], levels: Option<Vec<i32>>) -> MsegResult<Vec<i32>> {
+    let levels = levels.unwrap_or_else(|| vec![0; cols.len()]);
+    if levels.len() != cols.len() {
+        return Err(MsegError::new(Code::KAnonymity, format!("{} levels for {} columns", levels.len(), cols.len()))
+            .hint("Give one level per quasi column, in the same order."));
+    }
+    if let Some(l) = levels.iter().find(|l| **l < 0) {
+        return Err(MsegError::new(Code::KAnonymity, format!("level {l} is negative")).hint("Levels start at 0 (the exact value)."));
+    }
+    Ok(levels)
+}
+
+fn class_query(t: &Target, cols: &[QuasiColumn], levels: &[i32], sensitive: Option<&str>) -> MsegResult<String> {
+    let keys = cols.iter().zip(levels).map(|(c, l)| generalized_expr("r", c, *l)).collect::<MsegResult<Vec<_>>>()?;
+    let subjects = if t.key_unique {
+        "pg_catalog.count(*)".to_owned() // one row per subject: the cheap count is exact
+    } else {
+        format!("pg_catalog.count(DISTINCT r.{})", quote_identifier(&t.key))
+    };
+    let sens = sensitive
+        .map(|s| format!(", pg_catalog.count(DISTINCT r.{})", quote_identifier(s)))
+        .unwrap_or_default();
+    Ok(format!(
+        "SELECT ARRAY[{list}]::pg_catalog.text[] AS class, {subjects} AS subjects, pg_catalog.count(*) AS rows{sens} \
+         FROM {rel} r GROUP BY {list}",
+        list = keys.join(", "),
+        rel = t.name
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement
+// ---------------------------------------------------------------------------------------------
+
+/// k of a relation: the smallest equivalence class over the quasi columns (at the given
+/// generalisation levels), counted in distinct subjects. 0 for an empty relation.
+#[pg_extern(stable, parallel_safe)]
+fn k_anonymity(
+    relation: Option<PgRelation>,
+    columns: default!(Option<Vec<String>>, "NULL"),
+    levels: default!(Option<Vec<i32>>, "NULL"),
+    key_column: default!(Option<&str>, "NULL"),
+) -> i64 {
+    boundary(|| {
+        let relid = relation.map(|r| r.oid()).ok_or_else(|| MsegError::null_argument("relation"))?;
+        let t = target(relid, key_column)?;
+        let cols = quasi_columns(&t, columns)?;
+        let levels = check_levels(&cols, levels)?;
+        let q = class_query(&t, &cols, &levels, None)?;
+        catalog::select(|c| {
+            Ok(c.select(&format!("SELECT COALESCE(pg_catalog.min(subjects), 0)::pg_catalog.int8 FROM ({q}) x"), None, &[])?
+                .first()
+                .get_one::<i64>()?
+                .unwrap_or(0))
+        })
+    })
+}
+
+/// Every equivalence class with its distinct subjects and rows, smallest first (privileged).
+#[pg_extern(stable, parallel_safe)]
+fn equivalence_classes(
+    relation: Option<PgRelation>,
+    columns: default!(Option<Vec<String>>, "NULL"),
+    levels: default!(Option<Vec<i32>>, "NULL"),
+    key_column: default!(Option<&str>, "NULL"),
+) -> TableIterator<'static, (name!(class, Vec<Option<String>>), name!(subjects, i64), name!(rows, i64))> {
+    let rows = boundary(|| {
+        let relid = relation.map(|r| r.oid()).ok_or_else(|| MsegError::null_argument("relation"))?;
+        let t = target(relid, key_column)?;
+        let cols = quasi_columns(&t, columns)?;
+        let levels = check_levels(&cols, levels)?;
+        let q = class_query(&t, &cols, &levels, None)?;
+        catalog::select(|c| {
+            let mut out = Vec::new();
+            for row in c.select(&format!("{q} ORDER BY 2, 1"), None, &[])? {
+                out.push((
+                    row.get::<Vec<Option<String>>>(1)?.unwrap_or_default(),
+                    row.get::<i64>(2)?.unwrap_or(0),
+                    row.get::<i64>(3)?.unwrap_or(0),
+                ));
+            }
+            Ok(out)
+        })
+    });
+    TableIterator::new(rows)
+}
+
+/// l-diversity: the fewest distinct values of a sensitive column over the classes.
+#[pg_extern(stable, parallel_safe)]
+fn l_diversity(
+    relation: Option<PgRelation>,
+    sensitive_column: Option<&str>,
+    columns: default!(Option<Vec<String>>, "NULL"),
+    levels: default!(Option<Vec<i32>>, "NULL"),
+    key_column: default!(Option<&str>, "NULL"),
+) -> i64 {
+    boundary(|| {
+        let relid = relation.map(|r| r.oid()).ok_or_else(|| MsegError::null_argument("relation"))?;
+        let sensitive = sensitive_column.ok_or_else(|| MsegError::null_argument("sensitive_column"))?;
+        let t = target(relid, key_column)?;
+        if !columns_of(relid)?.iter().any(|(n, ..)| n == sensitive) {
+            return Err(MsegError::new(Code::UndefinedObject, format!("column \"{sensitive}\" of {} does not exist", t.name)));
+        }
+        let cols = quasi_columns(&t, columns)?;
+        let levels = check_levels(&cols, levels)?;
+        let q = class_query(&t, &cols, &levels, Some(sensitive))?;
+        catalog::select(|c| {
+            Ok(c.select(&format!("SELECT COALESCE(pg_catalog.min(x.count), 0)::pg_catalog.int8 FROM ({q}) x"), None, &[])?
+                .first()
+                .get_one::<i64>()?
+                .unwrap_or(0))
+        })
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The anonymiser
+// ---------------------------------------------------------------------------------------------
+
+fn check_k(k: i32) -> MsegResult<usize> {
+    if k < 2 {
+        return Err(MsegError::new(Code::KAnonymity, format!("k must be at least 2, not {k}"))
+            .hint("k is the fewest distinct subjects a released group may describe."));
+    }
+    Ok(k as usize)
+}
+
+struct Run {
+    subjects: Vec<i64>,
+    out: kanon::Anonymized,
+}
+
+fn run_anonymizer(
+    relid: pg_sys::Oid,
+    k: i32,
+    columns: Option<Vec<String>>,
+    l: Option<i32>,
+    sensitive: Option<&str>,
+    suppression_limit: f64,
+    key_column: Option<&str>,
+    global: bool,
+) -> MsegResult<Run> {
+    let k = check_k(k)?;
+    if !(0.0..=1.0).contains(&suppression_limit) {
+        return Err(MsegError::new(Code::KAnonymity, format!("suppression limit {suppression_limit} is outside [0, 1]"))
+            .hint("It is the largest fraction of records that may be suppressed, e.g. 0.01."));
+    }
+    let l = match l {
+        None => None,
+        Some(l) if l >= 1 => Some(l as usize),
+        Some(l) => return Err(MsegError::new(Code::KAnonymity, format!("l must be at least 1, not {l}"))),
+    };
+    if l.is_some() && sensitive.is_none() {
+        return Err(MsegError::new(Code::KAnonymity, "l-diversity needs a sensitive column").hint("Pass sensitive_column => '…'."));
+    }
+    let t = target(relid, key_column)?;
+    let cols = quasi_columns(&t, columns)?;
+    let mut spec_cols = Vec::new();
+    for c in &cols {
+        let h = match c.spec.as_deref() {
+            Some(spec) => (*hierarchy(spec)?).clone(),
+            None => flat_hierarchy(&t, c)?,
+        };
+        spec_cols.push((c.name.clone(), h));
+    }
+    let mut a = if global {
+        GlobalRecoding::new(spec_cols, k, l, suppression_limit)
+    } else {
+        Anonymizer::new(spec_cols, k, l, suppression_limit)
+    }
+    .map_err(kanon_error)?;
+    let exprs: Vec<String> = cols
+        .iter()
+        .map(|c| generalized_expr("r", c, 0))
+        .collect::<MsegResult<Vec<_>>>()?;
+    let sens = sensitive.map(|s| format!("r.{}::pg_catalog.text", quote_identifier(s))).unwrap_or_else(|| "NULL::pg_catalog.text".into());
+    // rows with a NULL quasi value cannot be placed in a class: they are suppressed
+    let sql = format!(
+        "SELECT r.{key}::pg_catalog.int8, ARRAY[{list}]::pg_catalog.text[], {sens} FROM {rel} r",
+        key = quote_identifier(&t.key),
+        list = exprs.join(", "),
+        rel = t.name
+    );
+    let mut subjects = Vec::new();
+    catalog::as_owner(|| {
+        Spi::connect(|client| -> MsegResult<()> {
+            let mut cursor = client.open_cursor(sql.as_str(), &[]);
+            loop {
+                let batch = cursor.fetch(10_000)?;
+                if batch.is_empty() {
+                    break;
+                }
+                for row in batch {
+                    let subject = row.get::<i64>(1)?.unwrap_or(0);
+                    let values = row.get::<Vec<Option<String>>>(2)?.unwrap_or_default();
+                    let sensitive = row.get::<String>(3)?;
+                    subjects.push(subject);
+                    if values.iter().any(Option::is_none) {
+                        continue; // suppressed below
+                    }
+                    let texts: Vec<&str> = values.iter().map(|v| v.as_deref().unwrap_or("")).collect();
+                    a.push_text(subject, &texts, sensitive.as_deref()).map_err(kanon_error)?;
+                }
+            }
+            Ok(())
+        })
+    })?;
+    let out = a.run().map_err(kanon_error)?;
+    Ok(Run { subjects, out })
+}
+
+/// A column without a hierarchy: every value directly under `*`.
+fn flat_hierarchy(t: &Target, c: &QuasiColumn) -> MsegResult<Hierarchy> {
+    let expr = generalized_expr("r", c, 0)?;
+    let values: Vec<String> = catalog::select(|cl| {
+        let mut v = Vec::new();
+        for row in cl.select(&format!("SELECT DISTINCT {expr} FROM {} r WHERE {expr} IS NOT NULL", t.name), None, &[])? {
+            v.push(row.get::<String>(1)?.unwrap_or_default());
+        }
+        Ok(v)
+    })?;
+    if values.is_empty() {
+        return Hierarchy::categorical([("-", "*")]).map_err(kanon_error);
+    }
+    Hierarchy::categorical(values.into_iter().map(|v| (v, "*".to_owned()))).map_err(kanon_error)
+}
+
+fn report_json(r: &kanon::Report, records: usize) -> serde_json::Value {
+    serde_json::json!({
+        "algorithm": r.algorithm.to_string(),
+        "k_required": r.k_required,
+        "k_reached": r.k_reached,
+        "l_required": r.l_required,
+        "l_reached": r.l_reached,
+        "records": records,
+        "subjects": r.subjects,
+        "classes": r.classes,
+        "suppressed_records": r.suppressed_records + (records - r.records),
+        "suppressed_subjects": r.suppressed_subjects,
+        "suppression_limit": r.suppression_limit,
+        "ncp": (r.ncp * 1e6).round() / 1e6,
+        "discernibility": r.discernibility,
+        "levels": r.levels_used.iter().map(|c| serde_json::json!({
+            "column": c.column, "min": c.min, "max": c.max, "top": c.top, "ncp": (c.ncp * 1e6).round() / 1e6,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Anonymise a relation: per row, its subject and generalised quasi values (NULL: suppressed).
+/// Privileged: the output still carries subject keys.
+#[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::too_many_arguments)]
+fn anonymize(
+    relation: Option<PgRelation>,
+    k: Option<i32>,
+    columns: default!(Option<Vec<String>>, "NULL"),
+    l: default!(Option<i32>, "NULL"),
+    sensitive_column: default!(Option<&str>, "NULL"),
+    suppression_limit: default!(f64, 0.01),
+    key_column: default!(Option<&str>, "NULL"),
+) -> TableIterator<'static, (name!(subject_key, i64), name!(quasi, Option<Vec<String>>))> {
+    let rows = boundary(|| {
+        let relid = relation.map(|r| r.oid()).ok_or_else(|| MsegError::null_argument("relation"))?;
+        let k = k.ok_or_else(|| MsegError::null_argument("k"))?;
+        let run = run_anonymizer(relid, k, columns, l, sensitive_column, suppression_limit, key_column, false)?;
+        let mut released = HashMap::new();
+        for (subject, values) in run.out.iter() {
+            if let Some(v) = values {
+                released.insert(subject, v.to_vec());
+            }
+        }
+        Ok(run.subjects.iter().map(|s| (*s, released.get(s).cloned())).collect::<Vec<_>>())
+    });
+    TableIterator::new(rows)
+}
+
+/// What the anonymiser reaches on a relation (k, l, suppression, information loss, levels),
+/// with `algorithm => 'global'` for the full-domain baseline.
+#[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::too_many_arguments)]
+fn anonymize_report(
+    relation: Option<PgRelation>,
+    k: Option<i32>,
+    columns: default!(Option<Vec<String>>, "NULL"),
+    l: default!(Option<i32>, "NULL"),
+    sensitive_column: default!(Option<&str>, "NULL"),
+    suppression_limit: default!(f64, 0.01),
+    key_column: default!(Option<&str>, "NULL"),
+    algorithm: default!(&str, "'mondrian'"),
+) -> pgrx::JsonB {
+    pgrx::JsonB(boundary(|| {
+        let relid = relation.map(|r| r.oid()).ok_or_else(|| MsegError::null_argument("relation"))?;
+        let k = k.ok_or_else(|| MsegError::null_argument("k"))?;
+        let global = match algorithm {
+            "mondrian" => false,
+            "global" => true,
+            other => {
+                return Err(MsegError::new(Code::KAnonymity, format!("unknown algorithm \"{other}\""))
+                    .hint("algorithm is mondrian (local recoding, the default) or global (one level per column)."))
+            }
+        };
+        let run = run_anonymizer(relid, k, columns, l, sensitive_column, suppression_limit, key_column, global)?;
+        Ok(report_json(run.out.report(), run.subjects.len()))
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// k-checked views
+// ---------------------------------------------------------------------------------------------
+
+/// A possibly qualified name, split by PostgreSQL's own identifier parser and quoted part by part.
+fn quoted_name(name: &str) -> MsegResult<String> {
+    let parts = PgTryBuilder::new(|| {
+        Spi::get_one_with_args::<Vec<String>>("SELECT pg_catalog.parse_ident($1)", &[name.into()]).map_err(|e| e.to_string())
+    })
+    .catch_others(|_| Err("not a valid name".to_owned()))
+    .execute()
+    .map_err(|why| MsegError::new(Code::InvalidArgument, format!("invalid view name \"{name}\"")).detail(why))?
+    .unwrap_or_default();
+    if parts.is_empty() || parts.len() > 2 {
+        return Err(MsegError::new(Code::InvalidArgument, format!("invalid view name \"{name}\""))
+            .hint("Give a name or schema.name."));
+    }
+    Ok(parts.iter().map(quote_identifier).collect::<Vec<_>>().join("."))
+}
+
+/// Create a view of `source` that shows its quasi columns generalised (levels given, or chosen
+/// by the full-domain anonymiser on the current data), the chosen attribute columns, never a
+/// direct or sensitive column, and only rows whose class has at least k distinct subjects —
+/// checked at query time, so the view stays k-anonymous as the data changes.
+#[pg_extern(volatile, parallel_unsafe)]
+fn create_kanon_view(
+    name: Option<&str>,
+    source: Option<PgRelation>,
+    k: Option<i32>,
+    levels: default!(Option<Vec<i32>>, "NULL"),
+    columns: default!(Option<Vec<String>>, "NULL"),
+    attributes: default!(Option<Vec<String>>, "NULL"),
+    key_column: default!(Option<&str>, "NULL"),
+) -> String {
+    boundary(|| {
+        let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
+        let relid = source.map(|r| r.oid()).ok_or_else(|| MsegError::null_argument("source"))?;
+        let k = k.ok_or_else(|| MsegError::null_argument("k"))?;
+        check_k(k)?;
+        let t = target(relid, key_column)?;
+        let cols = quasi_columns(&t, columns.clone())?;
+        let levels = match levels {
+            Some(l) => check_levels(&cols, Some(l))?,
+            None => {
+                // the full-domain baseline: one level per column that reaches k on today's data
+                let run = run_anonymizer(relid, k, columns, None, None, 0.05, key_column, true)?;
+                run.out.report().levels_used.iter().map(|c| c.max as i32).collect()
+            }
+        };
+        let all = columns_of(relid)?;
+        let attributes: Vec<String> = match attributes {
+            Some(list) => {
+                for a in &list {
+                    match all.iter().find(|(n, ..)| n == a) {
+                        None => {
+                            return Err(MsegError::new(Code::UndefinedObject, format!("column \"{a}\" of {} does not exist", t.name)))
+                        }
+                        Some((_, Some(class), ..)) if class == "direct" || class == "sensitive" || class == "quasi" => {
+                            return Err(MsegError::new(Code::KAnonymity, format!("column \"{a}\" is {class} and cannot be shown as an attribute"))
+                                .detail("A k-view shows quasi columns generalised and attribute columns as they are; direct and sensitive columns never.")
+                                .hint("Classify it as attribute if it really identifies nobody."))
+                        }
+                        Some((_, None, ..)) => {
+                            return Err(MsegError::new(Code::KAnonymity, format!("column \"{a}\" is not classified"))
+                                .hint("Only columns classified attribute can be shown; classify it with mseg.classify."))
+                        }
+                        _ => {}
+                    }
+                }
+                list
+            }
+            None => all.iter().filter(|(_, c, ..)| c.as_deref() == Some("attribute")).map(|(n, ..)| n.clone()).collect(),
+        };
+        let mut select = Vec::new();
+        let mut group = Vec::new();
+        for (c, l) in cols.iter().zip(&levels) {
+            let e = generalized_expr("r", c, *l)?;
+            select.push(format!("{e} AS {}", quote_identifier(&c.name)));
+            group.push(quote_identifier(&c.name));
+        }
+        for a in &attributes {
+            select.push(format!("r.{}", quote_identifier(a)));
+        }
+        let subject = format!("r.{}", quote_identifier(&t.key));
+        let on = group.iter().map(|g| format!("g.{g} IS NOT DISTINCT FROM c.{g}")).collect::<Vec<_>>().join(" AND ");
+        let view_cols: Vec<String> = group.iter().cloned().chain(attributes.iter().map(|a| quote_identifier(a))).collect();
+        let view = quoted_name(name)?;
+        let sql = format!(
+            "CREATE VIEW {view} WITH (security_barrier) AS \
+             WITH g AS (SELECT {subject} AS mseg_subject, {select} FROM {rel} r) \
+             SELECT {out} FROM g WHERE EXISTS (SELECT 1 FROM \
+               (SELECT {grp} FROM g GROUP BY {grp} HAVING pg_catalog.count(DISTINCT mseg_subject) OPERATOR(pg_catalog.>=) {k}) c \
+               WHERE {on})",
+            select = select.join(", "),
+            rel = t.name,
+            out = view_cols.iter().map(|c| format!("g.{c}")).collect::<Vec<_>>().join(", "),
+            grp = group.join(", "),
+        );
+        // the view is created as the caller (who must be able to read the source), with a
+        // pinned search_path so the name given is the name created
+        Spi::run(&sql).map_err(|e| {
+            MsegError::new(Code::KAnonymity, format!("the view could not be created: {e}"))
+                .hint("Give a schema-qualified name that does not exist yet, e.g. public.customers_k.")
+        })?;
+        catalog::audit(
+            "kanon.view",
+            name,
+            serde_json::json!({"source": t.name, "k": k, "columns": cols.iter().map(|c| &c.name).collect::<Vec<_>>(), "levels": levels, "attributes": attributes}),
+        )?;
+        Ok(name.to_owned())
+    })
+}
