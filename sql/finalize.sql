@@ -133,3 +133,21 @@ GRANT EXECUTE ON FUNCTION
     mseg.anonymize(pg_catalog.regclass, pg_catalog.int4, pg_catalog.text[], pg_catalog.int4, pg_catalog.text, pg_catalog.float8, pg_catalog.text),
     mseg.anonymize_report(pg_catalog.regclass, pg_catalog.int4, pg_catalog.text[], pg_catalog.int4, pg_catalog.text, pg_catalog.float8, pg_catalog.text, pg_catalog.text)
 TO mseg_admin, mseg_export;
+
+-- Variant Twins: export and resolve at the controller, import and pooling at the trusted party
+GRANT SELECT ON mseg.partners, mseg.partner_exports TO mseg_admin, mseg_export;
+GRANT SELECT ON mseg.controllers, mseg.pool_twins TO mseg_admin;
+GRANT SELECT ON mseg.pool_segment_sizes TO mseg_app, mseg_admin, mseg_export;
+GRANT EXECUTE ON FUNCTION
+    mseg.add_partner(pg_catalog.text, pg_catalog.text[], pg_catalog.int4, pg_catalog.float8),
+    mseg.remove_partner(pg_catalog.text),
+    mseg.register_controller(pg_catalog.text, pg_catalog.text),
+    mseg.import_variant_twins(pg_catalog.text),
+    mseg.import_variant_twins_from(pg_catalog.regclass),
+    mseg.purge_expired_twins()
+TO mseg_admin;
+GRANT EXECUTE ON FUNCTION
+    mseg.controller_public_key(),
+    mseg.export_variant_twins(pg_catalog.text, pg_catalog.text),
+    mseg.resolve(pg_catalog.text, pg_catalog.text[], pg_catalog.text)
+TO mseg_admin, mseg_export;

@@ -51,6 +51,12 @@ pub enum Code {
     SourceInUse,
     /// MS060: a k-anonymity request that cannot be met as asked (hierarchy, level, k, columns).
     KAnonymity,
+    /// MS070: no such partner.
+    UnknownPartner,
+    /// MS071: a Variant Twin dump that fails verification (signature, manifest, sequence, shape).
+    InvalidDump,
+    /// MS072: a dump from a controller that is not registered here.
+    UnknownController,
 }
 
 impl Code {
@@ -76,6 +82,9 @@ impl Code {
             Code::UnknownSegment => "MS051",
             Code::SourceInUse => "MS052",
             Code::KAnonymity => "MS060",
+            Code::UnknownPartner => "MS070",
+            Code::InvalidDump => "MS071",
+            Code::UnknownController => "MS072",
         }
     }
 }

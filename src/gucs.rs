@@ -55,10 +55,10 @@ pub fn init() {
     }
     GucRegistry::define_string_guc(
         c"mseg.controller_id",
-        c"Identifier of this data controller, written into every Variant Twin manifest.",
+        c"Identifier of this party: the controller named in its Variant Twin manifests, or the partner a dump must be addressed to.",
         c"",
         &CONTROLLER_ID,
-        GucContext::Sighup,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(

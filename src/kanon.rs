@@ -22,7 +22,7 @@ use crate::error::{boundary, Code, MsegError, Result as MsegResult};
 use crate::keys;
 use crate::segments;
 
-fn kanon_error(e: kanon::Error) -> MsegError {
+pub(crate) fn kanon_error(e: kanon::Error) -> MsegError {
     MsegError::new(Code::KAnonymity, e.to_string())
         .hint("Hierarchies: date, integer[:w1,w2,…], numeric[:w1,…], prefix[:N], category:<mapping table>.")
 }
@@ -70,7 +70,7 @@ fn load_categorical(spec: &str, table: &str) -> MsegResult<Hierarchy> {
 }
 
 /// The hierarchy a specification names (cached per backend until the catalog changes).
-pub fn hierarchy(spec: &str) -> MsegResult<Rc<Hierarchy>> {
+pub(crate) fn hierarchy(spec: &str) -> MsegResult<Rc<Hierarchy>> {
     let generation = keys::cache_generation();
     if let Some(h) = HIERARCHIES.with(|c| {
         let c = c.borrow();
@@ -155,20 +155,20 @@ fn generalize_int(value: Option<i64>, hierarchy: Option<&str>, level: Option<i32
 // Columns, classes and subject keys of a relation
 // ---------------------------------------------------------------------------------------------
 
-struct QuasiColumn {
-    name: String,
-    spec: Option<String>,
-    typ: String,
+pub(crate) struct QuasiColumn {
+    pub(crate) name: String,
+    pub(crate) spec: Option<String>,
+    pub(crate) typ: String,
 }
 
-struct Target {
-    relid: pg_sys::Oid,
-    name: String,
-    key: String,
-    key_unique: bool,
+pub(crate) struct Target {
+    pub(crate) relid: pg_sys::Oid,
+    pub(crate) name: String,
+    pub(crate) key: String,
+    pub(crate) key_unique: bool,
 }
 
-fn target(relid: pg_sys::Oid, key_column: Option<&str>) -> MsegResult<Target> {
+pub(crate) fn target(relid: pg_sys::Oid, key_column: Option<&str>) -> MsegResult<Target> {
     let name = catalog::relation_name(relid);
     let subject = segments::subject_table()?;
     let registered_key: Option<String> = if subject.as_ref().is_some_and(|s| s.relid == relid) {
@@ -232,7 +232,7 @@ fn columns_of(relid: pg_sys::Oid) -> MsegResult<Vec<(String, Option<String>, Opt
 }
 
 /// The quasi columns to use: given ones (checked) or all columns classified quasi.
-fn quasi_columns(t: &Target, given: Option<Vec<String>>) -> MsegResult<Vec<QuasiColumn>> {
+pub(crate) fn quasi_columns(t: &Target, given: Option<Vec<String>>) -> MsegResult<Vec<QuasiColumn>> {
     let all = columns_of(t.relid)?;
     let pick = |name: &str| -> MsegResult<QuasiColumn> {
         let (n, class, spec, typ) = all.iter().find(|(n, ..)| n == name).ok_or_else(|| {
@@ -264,7 +264,7 @@ fn quasi_columns(t: &Target, given: Option<Vec<String>>) -> MsegResult<Vec<Quasi
 }
 
 /// SQL expression of one column generalised to `level` (level 0: the exact value, as text).
-fn generalized_expr(alias: &str, col: &QuasiColumn, level: i32) -> MsegResult<String> {
+pub(crate) fn generalized_expr(alias: &str, col: &QuasiColumn, level: i32) -> MsegResult<String> {
     let c = format!("{alias}.{}", quote_identifier(&col.name));
     let text = if col.typ == "date" || col.typ.starts_with("timestamp") {
         format!("pg_catalog.to_char({c}, 'YYYY-MM-DD')")
@@ -503,7 +503,7 @@ fn run_anonymizer(
 }
 
 /// A column without a hierarchy: every value directly under `*`.
-fn flat_hierarchy(t: &Target, c: &QuasiColumn) -> MsegResult<Hierarchy> {
+pub(crate) fn flat_hierarchy(t: &Target, c: &QuasiColumn) -> MsegResult<Hierarchy> {
     let expr = generalized_expr("r", c, 0)?;
     let values: Vec<String> = catalog::select(|cl| {
         let mut v = Vec::new();

@@ -300,6 +300,13 @@ pub fn check_not_internal(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The controller's Ed25519 signing key for Variant Twin dumps, derived from the master key.
+pub fn signing_key() -> Result<ed25519_dalek::SigningKey> {
+    let m = master()?;
+    let seed = m.derive(b"pg_mseg/ed25519-dump-signing/v1");
+    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+}
+
 /// Domain names: a lower-case letter, then up to 62 of `a-z 0-9 _ - . :`.
 pub fn check_domain_name(name: &str) -> Result<()> {
     let ok = name.len() <= 63

@@ -11,7 +11,9 @@ use pgrx::prelude::*;
 
 pub mod catalog;
 pub mod error;
+pub mod export;
 pub mod gucs;
+pub mod import;
 pub mod kanon;
 pub mod keys;
 pub mod progress;
@@ -79,6 +81,7 @@ pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap)
 pgrx::extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["bootstrap"]);
 pgrx::extension_sql_file!("../sql/consent.sql", name = "consent", requires = ["audit"]);
 pgrx::extension_sql_file!("../sql/segments.sql", name = "segments", requires = ["consent"]);
+pgrx::extension_sql_file!("../sql/twins.sql", name = "twins", requires = ["segments"]);
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 /// Required by `cargo pgrx test`.

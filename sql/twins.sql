@@ -1,0 +1,86 @@
+-- pg_mseg Variant Twins: partners and what they hold (controller side), registered controllers
+-- and the pooled twins (trusted-party side). The logic is in src/export.rs and src/import.rs.
+
+CREATE TABLE mseg.partners (
+    name              pg_catalog.text PRIMARY KEY CHECK (name OPERATOR(pg_catalog.~) '^[a-z][a-z0-9_-]{0,62}$'),
+    purposes          pg_catalog.text[] NOT NULL,
+    k                 pg_catalog.int4 NOT NULL CHECK (k OPERATOR(pg_catalog.>=) 2),
+    suppression_limit pg_catalog.float8 NOT NULL DEFAULT 0.01
+                      CHECK (suppression_limit OPERATOR(pg_catalog.>=) 0 AND suppression_limit OPERATOR(pg_catalog.<=) 1),
+    last_sequence     pg_catalog.int8 NOT NULL DEFAULT 0,
+    created_at        pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE mseg.partners IS 'pg_mseg: trusted partners, each its own pseudonymisation domain (partner.<name>)';
+
+-- What each partner holds now: one row per exported twin (for deltas, tombstones and resolve).
+CREATE TABLE mseg.partner_twins (
+    partner      pg_catalog.text NOT NULL REFERENCES mseg.partners(name) ON DELETE CASCADE,
+    subject_key  pg_catalog.int8 NOT NULL,
+    pseudonym    pg_catalog.text NOT NULL,
+    content_hash pg_catalog.text NOT NULL,
+    sequence     pg_catalog.int8 NOT NULL,
+    PRIMARY KEY (partner, subject_key)
+);
+CREATE UNIQUE INDEX partner_twins_pseudonym ON mseg.partner_twins (partner, pseudonym);
+
+CREATE TABLE mseg.partner_exports (
+    partner    pg_catalog.text NOT NULL REFERENCES mseg.partners(name) ON DELETE CASCADE,
+    sequence   pg_catalog.int8 NOT NULL,
+    mode       pg_catalog.text NOT NULL,
+    manifest   pg_catalog.jsonb NOT NULL,
+    sha256     pg_catalog.text NOT NULL,
+    created_at pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (partner, sequence)
+);
+
+-- Trusted-party side.
+CREATE TABLE mseg.controllers (
+    id            pg_catalog.text PRIMARY KEY,
+    public_key    pg_catalog.text NOT NULL,
+    last_sequence pg_catalog.int8 NOT NULL DEFAULT 0,
+    registered_at pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+CREATE TABLE mseg.pool_twins (
+    controller  pg_catalog.text NOT NULL REFERENCES mseg.controllers(id),
+    pseudonym   pg_catalog.text NOT NULL,
+    quasi       pg_catalog.jsonb NOT NULL,
+    segments    pg_catalog.text[] NOT NULL,
+    legal_basis pg_catalog.jsonb NOT NULL,
+    policy      pg_catalog.jsonb NOT NULL,
+    expires_at  pg_catalog.timestamptz,
+    sequence    pg_catalog.int8 NOT NULL,
+    PRIMARY KEY (controller, pseudonym)
+);
+COMMENT ON TABLE mseg.pool_twins IS 'pg_mseg: Variant Twins imported from controllers, keyed by (controller, pseudonym)';
+
+SELECT pg_catalog.pg_extension_config_dump('mseg.partners', '');
+SELECT pg_catalog.pg_extension_config_dump('mseg.partner_twins', '');
+SELECT pg_catalog.pg_extension_config_dump('mseg.partner_exports', '');
+SELECT pg_catalog.pg_extension_config_dump('mseg.controllers', '');
+SELECT pg_catalog.pg_extension_config_dump('mseg.pool_twins', '');
+
+-- Pool segment sizes: twins per (controller, segment) and per segment across controllers,
+-- suppressed below mseg.min_group_size.
+CREATE VIEW mseg.pool_segment_sizes AS
+SELECT x.controller, x.segment,
+       CASE WHEN x.twins OPERATOR(pg_catalog.>=) k.k THEN x.twins END AS twins,
+       x.twins OPERATOR(pg_catalog.<) k.k AS suppressed
+FROM (SELECT t.controller, seg AS segment, pg_catalog.count(*) AS twins
+      FROM mseg.pool_twins t, pg_catalog.unnest(t.segments) seg
+      WHERE t.expires_at IS NULL OR t.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
+      GROUP BY GROUPING SETS ((t.controller, seg), (seg))) x
+CROSS JOIN (SELECT pg_catalog.current_setting('mseg.min_group_size')::pg_catalog.int4 AS k) k;
+COMMENT ON VIEW mseg.pool_segment_sizes IS 'pg_mseg: pooled segment sizes (controller NULL = across controllers), k-suppressed';
+
+CREATE FUNCTION mseg.purge_expired_twins()
+RETURNS pg_catalog.int8 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE n pg_catalog.int8;
+BEGIN
+    DELETE FROM mseg.pool_twins WHERE expires_at OPERATOR(pg_catalog.<=) pg_catalog.now();
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM mseg._audit('pool.purge', NULL, pg_catalog.jsonb_build_object('twins', n));
+    RETURN n;
+END $$;

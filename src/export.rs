@@ -1,0 +1,500 @@
+//! Partners, signed Variant Twin export, and the last-mile resolve (controller side).
+//!
+//! Dump format `mseg-vt/1`: JSON lines. Line 1 is the manifest, then one line per twin or
+//! tombstone, last the trailer: `{"type":"trailer","lines":N,"sha256":H,"signature":S}` where H is
+//! the SHA-256 (hex) of the N preceding lines, each followed by `\n`, and S the Ed25519
+//! signature (base64) of H's 32 bytes under the controller's key (`mseg.controller_public_key()`).
+//! serde_json writes object keys sorted, so a line's bytes are a function of its content.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use base64::Engine;
+use ed25519_dalek::Signer;
+use kanon::Anonymizer;
+use pgrx::prelude::*;
+use pgrx::spi::quote_identifier;
+use serde_json::{json, Value as Json};
+use sha2::{Digest, Sha256};
+
+use crate::catalog;
+use crate::error::{boundary, Code, MsegError, Result as MsegResult};
+use crate::kanon as kanon_sql;
+use crate::keys;
+use crate::pseudonym;
+use crate::segments;
+
+pub const FORMAT: &str = "mseg-vt/1";
+
+pub fn partner_domain(partner: &str) -> String {
+    format!("partner.{partner}")
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The controller's public key (base64), which trusted parties register.
+#[pg_extern(volatile, parallel_safe)]
+fn controller_public_key() -> String {
+    boundary(|| Ok(b64(keys::signing_key()?.verifying_key().as_bytes())))
+}
+
+struct Partner {
+    name: String,
+    purposes: Vec<String>,
+    k: i32,
+    suppression_limit: f64,
+    last_sequence: i64,
+}
+
+fn partner(name: &str) -> MsegResult<Partner> {
+    catalog::select(|c| {
+        let t = c.select(
+            "SELECT name, purposes, k, suppression_limit, last_sequence FROM mseg.partners WHERE name OPERATOR(pg_catalog.=) $1",
+            None,
+            &[name.into()],
+        )?;
+        if t.is_empty() {
+            return Err(MsegError::new(Code::UnknownPartner, format!("partner \"{name}\" does not exist"))
+                .hint("Add it with mseg.add_partner(name, purposes, k)."));
+        }
+        let r = t.first();
+        Ok(Partner {
+            name: r.get::<String>(1)?.unwrap_or_default(),
+            purposes: r.get::<Vec<String>>(2)?.unwrap_or_default(),
+            k: r.get::<i32>(3)?.unwrap_or(10),
+            suppression_limit: r.get::<f64>(4)?.unwrap_or(0.01),
+            last_sequence: r.get::<i64>(5)?.unwrap_or(0),
+        })
+    })
+}
+
+fn check_purposes(purposes: &[String]) -> MsegResult<()> {
+    if purposes.is_empty() {
+        return Err(MsegError::new(Code::InvalidArgument, "a partner needs at least one purpose")
+            .hint("Pass purposes => '{direct_marketing}'."));
+    }
+    for p in purposes {
+        let ok = catalog::select(|c| Ok(!c.select("SELECT 1 FROM mseg.purposes WHERE name OPERATOR(pg_catalog.=) $1", None, &[p.as_str().into()])?.is_empty()))?;
+        if !ok {
+            return Err(MsegError::new(Code::UnknownPurpose, format!("purpose \"{p}\" does not exist"))
+                .hint("Define it with mseg.define_purpose first."));
+        }
+    }
+    Ok(())
+}
+
+/// Add a trusted partner: its own pseudonymisation domain, the purposes it may receive, its k.
+#[pg_extern(volatile, parallel_unsafe)]
+fn add_partner(
+    name: Option<&str>,
+    purposes: Option<Vec<String>>,
+    k: default!(i32, 10),
+    suppression_limit: default!(f64, 0.01),
+) -> String {
+    boundary(|| {
+        let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
+        let purposes = purposes.ok_or_else(|| MsegError::null_argument("purposes"))?;
+        let valid = name.len() <= 63
+            && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !valid {
+            return Err(MsegError::new(Code::InvalidArgument, format!("invalid partner name \"{name}\""))
+                .hint("A partner name starts with a lower-case letter and has at most 63 characters from a-z, 0-9, _ -."));
+        }
+        if k < 2 {
+            return Err(MsegError::new(Code::KAnonymity, format!("k must be at least 2, not {k}")));
+        }
+        if !(0.0..=1.0).contains(&suppression_limit) {
+            return Err(MsegError::new(Code::KAnonymity, format!("suppression limit {suppression_limit} is outside [0, 1]")));
+        }
+        check_purposes(&purposes)?;
+        let inserted = catalog::update(|c| {
+            Ok(!c
+                .update(
+                    "INSERT INTO mseg.partners (name, purposes, k, suppression_limit) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (name) DO NOTHING RETURNING name",
+                    None,
+                    &[name.into(), purposes.clone().into(), k.into(), suppression_limit.into()],
+                )?
+                .is_empty())
+        })?;
+        if !inserted {
+            return Err(MsegError::new(Code::DuplicateObject, format!("partner \"{name}\" already exists")));
+        }
+        let domain = partner_domain(name);
+        if keys::current_version(&domain).is_err() {
+            catalog::create_domain(&domain, Some("partner domain"))?;
+        }
+        catalog::audit("partner.add", name, json!({"purposes": purposes, "k": k, "suppression_limit": suppression_limit}))?;
+        Ok(name.to_owned())
+    })
+}
+
+/// Remove a partner; what it holds is forgotten here (it must delete its copy by contract).
+#[pg_extern(volatile, parallel_unsafe)]
+fn remove_partner(name: Option<&str>) -> bool {
+    boundary(|| {
+        let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
+        partner(name)?;
+        catalog::update(|c| {
+            c.update("DELETE FROM mseg.partners WHERE name OPERATOR(pg_catalog.=) $1", None, &[name.into()])?;
+            Ok(())
+        })?;
+        catalog::audit("partner.remove", name, json!({}))?;
+        Ok(true)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Export
+// ---------------------------------------------------------------------------------------------
+
+struct Eligible {
+    subject: i64,
+    quasi: Vec<Option<String>>,
+    bases: Vec<Option<String>>,
+    expires: Vec<Option<String>>,
+    segments: Vec<i32>,
+}
+
+/// Build the dump; returns its lines (manifest, twins/tombstones, trailer).
+fn build_export(p: &Partner, delta: bool) -> MsegResult<Vec<String>> {
+    let subject = segments::subject_table()?.ok_or_else(|| {
+        MsegError::new(Code::SubjectTable, "no subject table is registered").hint("Register it first with mseg.register_subjects.")
+    })?;
+    let controller = crate::gucs::controller_id().ok_or_else(|| {
+        MsegError::new(Code::InvalidArgument, "mseg.controller_id is not set")
+            .hint("Set mseg.controller_id in postgresql.conf to this controller's name, then reload.")
+    })?;
+    let t = kanon_sql::target(subject.relid, None)?;
+    let cols = kanon_sql::quasi_columns(&t, None)?;
+    let key = format!("s.{}", quote_identifier(&subject.key));
+    let quasi_exprs = cols.iter().map(|c| kanon_sql::generalized_expr("s", c, 0)).collect::<MsegResult<Vec<_>>>()?;
+    // per partner purpose: the basis that applies now (the rule of mseg._processable) and its expiry
+    let mut bases = Vec::new();
+    let mut expiries = Vec::new();
+    let mut joins = String::new();
+    for (i, purpose) in p.purposes.iter().enumerate() {
+        let lit = pgrx::spi::quote_literal(purpose);
+        joins.push_str(&format!(
+            " CROSS JOIN (SELECT legal_bases, retention FROM mseg.purposes WHERE name OPERATOR(pg_catalog.=) {lit}) pp{i} \
+              LEFT JOIN mseg.legal_basis_state b{i} ON b{i}.subject_key OPERATOR(pg_catalog.=) {key} AND b{i}.purpose OPERATOR(pg_catalog.=) {lit}"
+        ));
+        bases.push(format!(
+            "CASE WHEN ss.restricted_at IS NOT NULL OR ss.erased_at IS NOT NULL OR b{i}.objected_at IS NOT NULL THEN NULL \
+                  WHEN b{i}.consent_basis OPERATOR(pg_catalog.=) ANY (pp{i}.legal_bases) \
+                       AND b{i}.granted_at OPERATOR(pg_catalog.+) pp{i}.retention OPERATOR(pg_catalog.>) pg_catalog.now() THEN b{i}.consent_basis \
+                  WHEN 'legitimate_interest' OPERATOR(pg_catalog.=) ANY (pp{i}.legal_bases) THEN 'legitimate_interest' END"
+        ));
+        expiries.push(format!(
+            "CASE WHEN b{i}.consent_basis IS NOT NULL THEN pg_catalog.to_char((b{i}.granted_at OPERATOR(pg_catalog.+) pp{i}.retention) \
+             AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') END"
+        ));
+    }
+    let sql = format!(
+        "SELECT {key}::pg_catalog.int8, ARRAY[{q}]::pg_catalog.text[], ARRAY[{b}]::pg_catalog.text[], ARRAY[{e}]::pg_catalog.text[], \
+                COALESCE(m.segments, '{{}}'::pg_catalog.int4[]) \
+         FROM {rel} s LEFT JOIN mseg.subject_state ss ON ss.subject_key OPERATOR(pg_catalog.=) {key} \
+         LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) {key} {joins} \
+         ORDER BY 1",
+        q = quasi_exprs.join(", "),
+        b = bases.join(", "),
+        e = expiries.join(", "),
+        rel = subject.name,
+    );
+    let mut eligible = Vec::new();
+    catalog::as_owner(|| {
+        Spi::connect(|client| -> MsegResult<()> {
+            let mut cursor = client.open_cursor(sql.as_str(), &[]);
+            loop {
+                let batch = cursor.fetch(10_000)?;
+                if batch.is_empty() {
+                    break;
+                }
+                for row in batch {
+                    let bases = row.get::<Vec<Option<String>>>(3)?.unwrap_or_default();
+                    if bases.iter().all(Option::is_none) {
+                        continue; // not processable for any of the partner's purposes
+                    }
+                    eligible.push(Eligible {
+                        subject: row.get::<i64>(1)?.unwrap_or(0),
+                        quasi: row.get::<Vec<Option<String>>>(2)?.unwrap_or_default(),
+                        bases,
+                        expires: row.get::<Vec<Option<String>>>(4)?.unwrap_or_default(),
+                        segments: row.get::<Vec<i32>>(5)?.unwrap_or_default(),
+                    });
+                }
+            }
+            Ok(())
+        })
+    })?;
+    // anonymise the eligible subjects' quasi values to the partner's k
+    let mut hierarchies = Vec::new();
+    for c in &cols {
+        let h = match c.spec.as_deref() {
+            Some(spec) => (*kanon_sql::hierarchy(spec)?).clone(),
+            None => kanon_sql::flat_hierarchy(&t, c)?,
+        };
+        hierarchies.push((c.name.clone(), h));
+    }
+    let mut a = Anonymizer::new(hierarchies, p.k as usize, None, p.suppression_limit).map_err(kanon_sql::kanon_error)?;
+    for e in &eligible {
+        if e.quasi.iter().any(Option::is_none) {
+            continue;
+        }
+        let texts: Vec<&str> = e.quasi.iter().map(|v| v.as_deref().unwrap_or("")).collect();
+        a.push_text(e.subject, &texts, None).map_err(kanon_sql::kanon_error)?;
+    }
+    let out = a.run().map_err(kanon_sql::kanon_error)?;
+    let mut released: HashMap<i64, Vec<String>> = HashMap::new();
+    for (s, v) in out.iter() {
+        if let Some(v) = v {
+            released.insert(s, v.to_vec());
+        }
+    }
+    // segments the partner may see: bound to one of its purposes, with at least k released members
+    let seg_names: HashMap<i32, String> = catalog::select(|c| {
+        let mut m = HashMap::new();
+        for row in c.select("SELECT segment_id, name FROM mseg.segments WHERE purpose OPERATOR(pg_catalog.=) ANY ($1)", None, &[p.purposes.clone().into()])? {
+            m.insert(row.get::<i32>(1)?.unwrap_or(0), row.get::<String>(2)?.unwrap_or_default());
+        }
+        Ok(m)
+    })?;
+    let mut seg_count: HashMap<i32, usize> = HashMap::new();
+    for e in eligible.iter().filter(|e| released.contains_key(&e.subject)) {
+        for id in e.segments.iter().filter(|id| seg_names.contains_key(id)) {
+            *seg_count.entry(*id).or_default() += 1;
+        }
+    }
+    let shown: HashSet<i32> = seg_count.iter().filter(|(_, n)| **n >= p.k as usize).map(|(id, _)| *id).collect();
+    // twins
+    let keys = keys::domain_keys(&partner_domain(&p.name))?;
+    let mut twins: Vec<(i64, String, String)> = Vec::new(); // subject, pseudonym, line
+    let mut with_segments: HashMap<String, usize> = HashMap::new();
+    for e in eligible.iter() {
+        let Some(values) = released.get(&e.subject) else { continue };
+        let quasi: BTreeMap<String, Json> = cols.iter().zip(values).map(|(c, v)| (c.name.clone(), Json::from(v.clone()))).collect();
+        let mut segs: Vec<String> = e.segments.iter().filter(|id| shown.contains(id)).filter_map(|id| seg_names.get(id).cloned()).collect();
+        segs.sort();
+        let mut basis = BTreeMap::new();
+        let mut allowed = Vec::new();
+        let mut expires: Option<String> = None;
+        for (i, purpose) in p.purposes.iter().enumerate() {
+            if let Some(b) = e.bases.get(i).cloned().flatten() {
+                let exp = e.expires.get(i).cloned().flatten();
+                if let Some(x) = &exp {
+                    expires = Some(match expires { Some(cur) if cur <= *x => cur, _ => x.clone() });
+                }
+                basis.insert(purpose.clone(), json!({"basis": b, "expires_at": exp}));
+                allowed.push(purpose.clone());
+            }
+        }
+        let pseudonym = pseudonym::pseudonym_string(&keys, &e.subject.to_string());
+        let line = serde_json::to_string(&json!({
+            "type": "twin",
+            "pseudonym": pseudonym,
+            "quasi": quasi,
+            "segments": segs,
+            "legal_basis": basis,
+            "policy": {"purposes": allowed, "expires_at": expires},
+        }))
+        .map_err(|e| MsegError::new(Code::General, format!("twin serialisation failed: {e}")))?;
+        *with_segments.entry(format!("{values:?}{segs:?}")).or_default() += 1;
+        twins.push((e.subject, pseudonym, line));
+    }
+    let k_with_segments = with_segments.values().min().copied().unwrap_or(0);
+    // delta: compare with what the partner holds
+    let held: HashMap<i64, (String, String)> = catalog::select(|c| {
+        let mut m = HashMap::new();
+        for row in c.select("SELECT subject_key, pseudonym, content_hash FROM mseg.partner_twins WHERE partner OPERATOR(pg_catalog.=) $1", None, &[p.name.as_str().into()])? {
+            m.insert(row.get::<i64>(1)?.unwrap_or(0), (row.get::<String>(2)?.unwrap_or_default(), row.get::<String>(3)?.unwrap_or_default()));
+        }
+        Ok(m)
+    })?;
+    let current: HashSet<i64> = twins.iter().map(|(s, ..)| *s).collect();
+    let mut body = Vec::new();
+    let mut state_upserts = Vec::new();
+    let mut twin_lines = 0usize;
+    for (s, pn, line) in &twins {
+        let h = hex(&Sha256::digest(line.as_bytes()));
+        let changed = held.get(s).map(|(_, old)| old != &h).unwrap_or(true);
+        if !delta || changed {
+            body.push(line.clone());
+            twin_lines += 1;
+        }
+        if changed {
+            state_upserts.push((*s, pn.clone(), h));
+        }
+    }
+    let mut tombstones = Vec::new();
+    let mut tombstoned = Vec::new();
+    for (s, (pn, _)) in held.iter().filter(|(s, _)| !current.contains(s)) {
+        tombstoned.push(*s);
+        tombstones.push((pn.clone(), *s));
+    }
+    tombstones.sort();
+    let reasons = tombstone_reasons(&tombstoned)?;
+    for (pn, s) in &tombstones {
+        let reason = reasons.get(s).cloned().unwrap_or_else(|| "out_of_scope".into());
+        body.push(serde_json::to_string(&json!({"type": "tombstone", "pseudonym": pn, "reason": reason}))
+            .map_err(|e| MsegError::new(Code::General, format!("tombstone serialisation failed: {e}")))?);
+    }
+    let report = out.report();
+    let sequence = p.last_sequence + 1;
+    let mut shown_names: Vec<&String> = shown.iter().filter_map(|id| seg_names.get(id)).collect();
+    shown_names.sort();
+    let manifest = json!({
+        "type": "manifest",
+        "format": FORMAT,
+        "controller": controller,
+        "partner": p.name,
+        "sequence": sequence,
+        "follows": if p.last_sequence == 0 { Json::Null } else { Json::from(p.last_sequence) },
+        "mode": if delta { "delta" } else { "full" },
+        "created_at": Spi::get_one::<String>("SELECT pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")?,
+        "purposes": p.purposes,
+        "k_required": p.k,
+        "k_reached": report.k_reached,
+        "k_reached_with_segments": k_with_segments,
+        "counts": {"twins": twin_lines, "tombstones": tombstones.len(), "eligible": eligible.len(), "held": current.len()},
+        "suppressed": eligible.len() - released.len(),
+        "information_loss": {"ncp": (report.ncp * 1e6).round() / 1e6, "discernibility": report.discernibility},
+        "levels": report.levels_used.iter().map(|c| (c.column.clone(), json!({"min": c.min, "max": c.max, "top": c.top}))).collect::<BTreeMap<_, _>>(),
+        "segments": shown_names,
+        "public_key": b64(keys::signing_key()?.verifying_key().as_bytes()),
+    });
+    let mut lines = vec![serde_json::to_string(&manifest).map_err(|e| MsegError::new(Code::General, e.to_string()))?];
+    lines.extend(body);
+    let mut hasher = Sha256::new();
+    for l in &lines {
+        hasher.update(l.as_bytes());
+        hasher.update(b"\n");
+    }
+    let digest = hasher.finalize();
+    let signature = keys::signing_key()?.sign(&digest);
+    lines.push(
+        serde_json::to_string(&json!({"type": "trailer", "lines": lines.len(), "sha256": hex(&digest), "signature": b64(&signature.to_bytes())}))
+            .map_err(|e| MsegError::new(Code::General, e.to_string()))?,
+    );
+    // remember what the partner now holds, and the export itself
+    catalog::update(|c| {
+        for (s, pn, h) in &state_upserts {
+            c.update(
+                "INSERT INTO mseg.partner_twins (partner, subject_key, pseudonym, content_hash, sequence) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (partner, subject_key) DO UPDATE SET pseudonym = EXCLUDED.pseudonym, content_hash = EXCLUDED.content_hash, sequence = EXCLUDED.sequence",
+                None,
+                &[p.name.as_str().into(), (*s).into(), pn.as_str().into(), h.as_str().into(), sequence.into()],
+            )?;
+        }
+        c.update(
+            "DELETE FROM mseg.partner_twins WHERE partner OPERATOR(pg_catalog.=) $1 AND subject_key OPERATOR(pg_catalog.=) ANY ($2)",
+            None,
+            &[p.name.as_str().into(), tombstoned.clone().into()],
+        )?;
+        c.update("UPDATE mseg.partners SET last_sequence = $2 WHERE name OPERATOR(pg_catalog.=) $1", None, &[p.name.as_str().into(), sequence.into()])?;
+        c.update(
+            "INSERT INTO mseg.partner_exports (partner, sequence, mode, manifest, sha256) VALUES ($1, $2, $3, $4, $5)",
+            None,
+            &[p.name.as_str().into(), sequence.into(), (if delta { "delta" } else { "full" }).into(), pgrx::JsonB(manifest.clone()).into(), hex(&digest).as_str().into()],
+        )?;
+        Ok(())
+    })?;
+    catalog::audit("export", &p.name, json!({"sequence": sequence, "mode": if delta {"delta"} else {"full"}, "twins": twin_lines, "tombstones": tombstones.len(), "sha256": hex(&digest)}))?;
+    Ok(lines)
+}
+
+/// Why subjects left a partner's scope: erased, restricted, objected, withdrawn or out_of_scope.
+fn tombstone_reasons(subjects: &[i64]) -> MsegResult<HashMap<i64, String>> {
+    if subjects.is_empty() {
+        return Ok(HashMap::new());
+    }
+    catalog::select(|c| {
+        let mut m = HashMap::new();
+        for row in c.select(
+            "SELECT k, CASE WHEN e.subject_ref IS NOT NULL OR ss.erased_at IS NOT NULL THEN 'erased' \
+                            WHEN ss.restricted_at IS NOT NULL THEN 'restricted' \
+                            WHEN EXISTS (SELECT 1 FROM mseg.legal_basis_state b WHERE b.subject_key OPERATOR(pg_catalog.=) k AND b.objected_at IS NOT NULL) THEN 'objected' \
+                            WHEN EXISTS (SELECT 1 FROM mseg.legal_basis_state b WHERE b.subject_key OPERATOR(pg_catalog.=) k AND b.withdrawn_at IS NOT NULL) THEN 'withdrawn' \
+                            ELSE 'out_of_scope' END \
+             FROM pg_catalog.unnest($1::pg_catalog.int8[]) k \
+             LEFT JOIN mseg.subject_state ss ON ss.subject_key OPERATOR(pg_catalog.=) k \
+             LEFT JOIN mseg.erasures e ON e.subject_ref OPERATOR(pg_catalog.=) mseg._subject_ref(k)",
+            None,
+            &[subjects.to_vec().into()],
+        )? {
+            m.insert(row.get::<i64>(1)?.unwrap_or(0), row.get::<String>(2)?.unwrap_or_default());
+        }
+        Ok(m)
+    })
+}
+
+/// The Variant Twin dump for a partner as JSON lines (mode 'full' or 'delta'), e.g.
+/// `COPY (SELECT * FROM mseg.export_variant_twins('trustco')) TO '/tmp/x.jsonl' WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02')`.
+#[pg_extern(volatile, parallel_unsafe)]
+fn export_variant_twins(partner_name: Option<&str>, mode: default!(&str, "'full'")) -> SetOfIterator<'static, String> {
+    let lines = boundary(|| {
+        let name = partner_name.ok_or_else(|| MsegError::null_argument("partner"))?;
+        let delta = match mode {
+            "full" => false,
+            "delta" => true,
+            other => {
+                return Err(MsegError::new(Code::InvalidArgument, format!("unknown export mode \"{other}\""))
+                    .hint("mode is full (every twin) or delta (changes and tombstones since the last export)."))
+            }
+        };
+        let p = partner(name)?;
+        build_export(&p, delta)
+    });
+    SetOfIterator::new(lines)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resolve: the last mile
+// ---------------------------------------------------------------------------------------------
+
+/// For an offer to a partner's segment: the subject keys behind pseudonyms, only for subjects
+/// processable for `purpose` now. Unknown pseudonyms are reported, not errors. Audited.
+#[pg_extern(volatile, parallel_unsafe)]
+fn resolve(
+    partner_name: Option<&str>,
+    pseudonyms: Option<Vec<Option<String>>>,
+    purpose: Option<&str>,
+) -> TableIterator<'static, (name!(pseudonym, Option<String>), name!(subject_key, Option<i64>), name!(status, String))> {
+    let rows = boundary(|| {
+        let name = partner_name.ok_or_else(|| MsegError::null_argument("partner"))?;
+        let pseudonyms = pseudonyms.ok_or_else(|| MsegError::null_argument("pseudonyms"))?;
+        let purpose = purpose.ok_or_else(|| MsegError::null_argument("purpose"))?;
+        let p = partner(name)?;
+        if !p.purposes.iter().any(|x| x == purpose) {
+            return Err(MsegError::new(Code::InvalidArgument, format!("partner \"{name}\" may not process for purpose \"{purpose}\""))
+                .detail(format!("Its purposes are {}.", p.purposes.join(", "))));
+        }
+        let rows = catalog::select(|c| {
+            let mut out = Vec::new();
+            for row in c.select(
+                "SELECT x.pn, t.subject_key, CASE WHEN t.subject_key IS NULL THEN 'unknown' \
+                        WHEN mseg.is_processable(t.subject_key, $3) THEN 'ok' ELSE 'not_processable' END \
+                 FROM pg_catalog.unnest($2::pg_catalog.text[]) WITH ORDINALITY x(pn, n) \
+                 LEFT JOIN mseg.partner_twins t ON t.partner OPERATOR(pg_catalog.=) $1 AND t.pseudonym OPERATOR(pg_catalog.=) x.pn \
+                 ORDER BY x.n",
+                None,
+                &[name.into(), pseudonyms.clone().into(), purpose.into()],
+            )? {
+                let status = row.get::<String>(3)?.unwrap_or_default();
+                let key = if status == "ok" { row.get::<i64>(2)? } else { None };
+                out.push((row.get::<String>(1)?, key, status));
+            }
+            Ok(out)
+        })?;
+        let count = |s: &str| rows.iter().filter(|r| r.2 == s).count();
+        catalog::audit("resolve", name, json!({"purpose": purpose, "asked": rows.len(), "ok": count("ok"),
+            "not_processable": count("not_processable"), "unknown": count("unknown")}))?;
+        Ok(rows)
+    });
+    TableIterator::new(rows)
+}

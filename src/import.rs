@@ -1,0 +1,238 @@
+//! Variant Twin import at the trusted party: every check before anything is applied, then the
+//! whole dump in one transaction or nothing.
+
+use base64::Engine;
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use pgrx::prelude::*;
+use pgrx::PgRelation;
+use serde_json::{json, Value as Json};
+use sha2::{Digest, Sha256};
+
+use crate::catalog;
+use crate::error::{boundary, Code, MsegError, Result as MsegResult};
+use crate::export::FORMAT;
+
+fn invalid(message: impl Into<String>) -> MsegError {
+    MsegError::new(Code::InvalidDump, message).hint("Nothing was imported. Ask the controller for a fresh, complete dump.")
+}
+
+fn decode_key(text: &str) -> Option<VerifyingKey> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim()).ok()?;
+    let arr: [u8; 32] = bytes.try_into().ok()?;
+    VerifyingKey::from_bytes(&arr).ok()
+}
+
+/// Register a controller whose dumps this trusted party accepts, with its public key.
+#[pg_extern(volatile, parallel_unsafe)]
+fn register_controller(id: Option<&str>, public_key: Option<&str>) -> String {
+    boundary(|| {
+        let id = id.ok_or_else(|| MsegError::null_argument("id"))?;
+        let key = public_key.ok_or_else(|| MsegError::null_argument("public_key"))?;
+        if id.is_empty() || id.len() > 63 {
+            return Err(MsegError::new(Code::InvalidArgument, format!("invalid controller id \"{id}\"")));
+        }
+        if decode_key(key).is_none() {
+            return Err(MsegError::new(Code::InvalidArgument, "the public key is not a base64 Ed25519 public key")
+                .hint("Use the value of SELECT mseg.controller_public_key() at the controller."));
+        }
+        let inserted = catalog::update(|c| {
+            Ok(!c
+                .update(
+                    "INSERT INTO mseg.controllers (id, public_key) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id",
+                    None,
+                    &[id.into(), key.into()],
+                )?
+                .is_empty())
+        })?;
+        if !inserted {
+            return Err(MsegError::new(Code::DuplicateObject, format!("controller \"{id}\" is already registered")));
+        }
+        catalog::audit("controller.register", id, json!({"public_key": key}))?;
+        Ok(id.to_owned())
+    })
+}
+
+struct Verified {
+    controller: String,
+    sequence: i64,
+    full: bool,
+    twins: Vec<Json>,
+    tombstones: Vec<String>,
+}
+
+fn field<'a>(v: &'a Json, name: &str, line: usize) -> MsegResult<&'a Json> {
+    v.get(name).ok_or_else(|| invalid(format!("line {line} has no \"{name}\"")))
+}
+
+fn verify(lines: &[String]) -> MsegResult<Verified> {
+    let lines: Vec<&str> = lines.iter().map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()).collect();
+    if lines.len() < 2 {
+        return Err(invalid("the dump is empty or truncated").detail("A dump has at least a manifest and a trailer."));
+    }
+    let parse = |i: usize| -> MsegResult<Json> {
+        serde_json::from_str::<Json>(lines[i]).map_err(|e| invalid(format!("line {} is not valid JSON", i + 1)).detail(e.to_string()))
+    };
+    let manifest = parse(0)?;
+    if manifest.get("type").and_then(Json::as_str) != Some("manifest") {
+        return Err(invalid("the first line is not a manifest"));
+    }
+    let format = manifest.get("format").and_then(Json::as_str).unwrap_or("");
+    if format != FORMAT {
+        return Err(invalid(format!("unknown dump format \"{format}\"")).detail(format!("This pg_mseg reads {FORMAT}.")));
+    }
+    let last = lines.len() - 1;
+    let trailer = parse(last).map_err(|_| invalid("the dump is truncated: its last line is not a trailer"))?;
+    if trailer.get("type").and_then(Json::as_str) != Some("trailer") {
+        return Err(invalid("the dump is truncated: its last line is not a trailer"));
+    }
+    // the signature covers every line before the trailer
+    let mut hasher = Sha256::new();
+    for l in &lines[..last] {
+        hasher.update(l.as_bytes());
+        hasher.update(b"\n");
+    }
+    let digest = hasher.finalize();
+    let controller = field(&manifest, "controller", 1)?.as_str().unwrap_or("").to_owned();
+    let key: Option<(String, i64)> = catalog::select(|c| {
+        let t = c.select("SELECT public_key, last_sequence FROM mseg.controllers WHERE id OPERATOR(pg_catalog.=) $1", None, &[controller.as_str().into()])?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        let r = t.first();
+        Ok(Some((r.get::<String>(1)?.unwrap_or_default(), r.get::<i64>(2)?.unwrap_or(0))))
+    })?;
+    let Some((key, last_sequence)) = key else {
+        return Err(MsegError::new(Code::UnknownController, format!("controller \"{controller}\" is not registered"))
+            .hint("Register it with mseg.register_controller(id, public_key). Nothing was imported."));
+    };
+    let vk = decode_key(&key).ok_or_else(|| invalid("the registered public key is unusable"))?;
+    let sig = trailer
+        .get("signature")
+        .and_then(Json::as_str)
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .map(|b| Signature::from_bytes(&b))
+        .ok_or_else(|| invalid("the trailer carries no valid signature"))?;
+    if vk.verify(&digest, &sig).is_err() {
+        return Err(invalid("the dump's signature does not verify")
+            .detail(format!("The lines were changed, removed or added after signing, or the dump was not signed by controller \"{controller}\"'s registered key.")));
+    }
+    if trailer.get("lines").and_then(Json::as_u64) != Some(last as u64) {
+        return Err(invalid("the trailer's line count does not match the dump"));
+    }
+    // the manifest: for us, in sequence
+    let me = crate::gucs::controller_id().unwrap_or_default();
+    let partner = field(&manifest, "partner", 1)?.as_str().unwrap_or("");
+    if partner != me {
+        return Err(invalid(format!("the dump is for partner \"{partner}\", not for this party (\"{me}\")"))
+            .hint("Import only dumps made for this party; mseg.controller_id names it."));
+    }
+    let sequence = field(&manifest, "sequence", 1)?.as_i64().ok_or_else(|| invalid("the manifest's sequence is not a number"))?;
+    let follows = manifest.get("follows").and_then(Json::as_i64).unwrap_or(0);
+    if sequence <= last_sequence {
+        return Err(invalid(format!("dump {sequence} of controller \"{controller}\" was already imported (replay)"))
+            .detail(format!("The last dump imported from it is number {last_sequence}.")));
+    }
+    if sequence != last_sequence + 1 || follows != last_sequence {
+        return Err(invalid(format!("dump {sequence} of controller \"{controller}\" is out of order"))
+            .detail(format!("Expected dump {} next (the last imported is {last_sequence}).", last_sequence + 1)));
+    }
+    let full = match manifest.get("mode").and_then(Json::as_str) {
+        Some("full") => true,
+        Some("delta") => false,
+        _ => return Err(invalid("the manifest's mode is neither full nor delta")),
+    };
+    // every line's shape
+    let mut twins = Vec::new();
+    let mut tombstones = Vec::new();
+    for (i, l) in lines.iter().enumerate().take(last).skip(1) {
+        let v = parse(i)?;
+        let n = i + 1;
+        let pseudonym = field(&v, "pseudonym", n)?.as_str().filter(|p| p.len() == 43).ok_or_else(|| invalid(format!("line {n} has no valid pseudonym")))?;
+        let _ = l;
+        match v.get("type").and_then(Json::as_str) {
+            Some("twin") => {
+                for f in ["quasi", "legal_basis", "policy"] {
+                    if !field(&v, f, n)?.is_object() {
+                        return Err(invalid(format!("line {n}: \"{f}\" is not an object")));
+                    }
+                }
+                if !field(&v, "segments", n)?.as_array().is_some_and(|a| a.iter().all(Json::is_string)) {
+                    return Err(invalid(format!("line {n}: \"segments\" is not a list of names")));
+                }
+                twins.push(v);
+            }
+            Some("tombstone") => tombstones.push(pseudonym.to_owned()),
+            _ => return Err(invalid(format!("line {n} is neither a twin nor a tombstone"))),
+        }
+    }
+    let counts = field(&manifest, "counts", 1)?;
+    if counts.get("twins").and_then(Json::as_u64) != Some(twins.len() as u64)
+        || counts.get("tombstones").and_then(Json::as_u64) != Some(tombstones.len() as u64)
+    {
+        return Err(invalid("the manifest's counts do not match the lines"));
+    }
+    Ok(Verified { controller, sequence, full, twins, tombstones })
+}
+
+fn apply(v: Verified) -> MsegResult<i64> {
+    catalog::update(|c| {
+        if v.full {
+            c.update("DELETE FROM mseg.pool_twins WHERE controller OPERATOR(pg_catalog.=) $1", None, &[v.controller.as_str().into()])?;
+        }
+        let docs: Vec<pgrx::JsonB> = v.twins.iter().map(|t| pgrx::JsonB(t.clone())).collect();
+        c.update(
+            "INSERT INTO mseg.pool_twins (controller, pseudonym, quasi, segments, legal_basis, policy, expires_at, sequence) \
+             SELECT $1, d->>'pseudonym', d->'quasi', ARRAY(SELECT pg_catalog.jsonb_array_elements_text(d->'segments')), \
+                    d->'legal_basis', d->'policy', (d->'policy'->>'expires_at')::pg_catalog.timestamptz, $3 \
+             FROM pg_catalog.unnest($2::pg_catalog.jsonb[]) d \
+             ON CONFLICT (controller, pseudonym) DO UPDATE SET quasi = EXCLUDED.quasi, segments = EXCLUDED.segments, \
+                legal_basis = EXCLUDED.legal_basis, policy = EXCLUDED.policy, expires_at = EXCLUDED.expires_at, sequence = EXCLUDED.sequence",
+            None,
+            &[v.controller.as_str().into(), docs.into(), v.sequence.into()],
+        )?;
+        c.update(
+            "DELETE FROM mseg.pool_twins WHERE controller OPERATOR(pg_catalog.=) $1 AND pseudonym OPERATOR(pg_catalog.=) ANY ($2)",
+            None,
+            &[v.controller.as_str().into(), v.tombstones.clone().into()],
+        )?;
+        c.update("UPDATE mseg.controllers SET last_sequence = $2 WHERE id OPERATOR(pg_catalog.=) $1", None, &[v.controller.as_str().into(), v.sequence.into()])?;
+        Ok(())
+    })?;
+    catalog::audit("import", &v.controller, json!({"sequence": v.sequence, "mode": if v.full {"full"} else {"delta"},
+        "twins": v.twins.len(), "tombstones": v.tombstones.len()}))?;
+    Ok(v.twins.len() as i64)
+}
+
+/// Import a dump from a server-side file (checked entirely before anything is applied).
+#[pg_extern(volatile, parallel_unsafe)]
+fn import_variant_twins(path: Option<&str>) -> i64 {
+    boundary(|| {
+        let path = path.ok_or_else(|| MsegError::null_argument("path"))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            MsegError::new(Code::InvalidArgument, "the dump file cannot be read").detail(format!("The operating system reported: {e}."))
+        })?;
+        let lines: Vec<String> = text.split('\n').map(str::to_owned).collect();
+        apply(verify(&lines)?)
+    })
+}
+
+/// Import a dump loaded client-side into a staging table (n bigint, line text), e.g. with
+/// `\copy staging(line) FROM 'dump.jsonl' WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02')`.
+#[pg_extern(volatile, parallel_unsafe)]
+fn import_variant_twins_from(staging: Option<PgRelation>) -> i64 {
+    boundary(|| {
+        let relid = staging.map(|r| r.oid()).ok_or_else(|| MsegError::null_argument("staging"))?;
+        let name = catalog::relation_name(relid);
+        let lines: Vec<String> = Spi::connect(|c| -> MsegResult<Vec<String>> {
+            let mut out = Vec::new();
+            for row in c.select(&format!("SELECT line::pg_catalog.text FROM {name} ORDER BY n"), None, &[]).map_err(|e| {
+                MsegError::new(Code::InvalidArgument, format!("{name} is not a staging table (n, line)")).detail(e.to_string())
+            })? {
+                out.push(row.get::<String>(1)?.unwrap_or_default());
+            }
+            Ok(out)
+        })?;
+        apply(verify(&lines)?)
+    })
+}
