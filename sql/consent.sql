@@ -325,21 +325,25 @@ BEGIN
                 MESSAGE = pg_catalog.format('only quasi columns take a hierarchy, and %I is %s', column_name, class),
                 HINT = 'Classify it as quasi, or leave out hierarchy.';
         END IF;
-        v_fits := CASE hierarchy
-            WHEN 'date'    THEN v_type OPERATOR(pg_catalog.=) ANY ('{date,timestamp,timestamptz}'::pg_catalog.regtype[])
-            WHEN 'prefix'  THEN v_type OPERATOR(pg_catalog.=) ANY ('{text,varchar,bpchar}'::pg_catalog.regtype[])
-            WHEN 'integer' THEN v_type OPERATOR(pg_catalog.=) ANY ('{int2,int4,int8}'::pg_catalog.regtype[])
-            WHEN 'numeric' THEN v_type OPERATOR(pg_catalog.=) ANY ('{int2,int4,int8,numeric,float4,float8}'::pg_catalog.regtype[])
+        -- the kind before any ':' decides which column types fit; the whole specification
+        -- (widths, prefix length, mapping table) is checked by the Rust parser
+        v_fits := CASE pg_catalog.split_part(hierarchy, ':', 1)
+            WHEN 'date'     THEN v_type OPERATOR(pg_catalog.=) ANY ('{date,timestamp,timestamptz}'::pg_catalog.regtype[])
+            WHEN 'prefix'   THEN v_type OPERATOR(pg_catalog.=) ANY ('{text,varchar,bpchar}'::pg_catalog.regtype[])
+            WHEN 'category' THEN v_type OPERATOR(pg_catalog.=) ANY ('{text,varchar,bpchar}'::pg_catalog.regtype[])
+            WHEN 'integer'  THEN v_type OPERATOR(pg_catalog.=) ANY ('{int2,int4,int8}'::pg_catalog.regtype[])
+            WHEN 'numeric'  THEN v_type OPERATOR(pg_catalog.=) ANY ('{int2,int4,int8,numeric,float4,float8}'::pg_catalog.regtype[])
             ELSE NULL END;
         IF v_fits IS NULL THEN
             RAISE EXCEPTION USING ERRCODE = 'MS023',
                 MESSAGE = pg_catalog.format('unknown hierarchy "%s"', hierarchy),
-                HINT = 'Built-in hierarchies: date, prefix, integer, numeric.';
+                HINT = 'Hierarchies: date, integer[:w1,w2,…], numeric[:w1,…], prefix[:N], category:<mapping table>.';
         ELSIF NOT v_fits THEN
             RAISE EXCEPTION USING ERRCODE = 'MS023',
                 MESSAGE = pg_catalog.format('hierarchy "%s" does not fit column %I of type %s', hierarchy, column_name, v_type),
-                HINT = 'date fits date/timestamp columns, prefix text columns, integer and numeric number columns.';
+                HINT = 'date fits date/timestamp columns, prefix and category text columns, integer and numeric number columns.';
         END IF;
+        PERFORM mseg._check_hierarchy(hierarchy);
     END IF;
     INSERT INTO mseg.column_classes (relid, column_name, class, hierarchy) VALUES (p_table, column_name, class, hierarchy)
     ON CONFLICT (relid, column_name) DO UPDATE

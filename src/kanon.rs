@@ -114,6 +114,15 @@ fn generalize_value(value: &Value<'_>, spec: &str, level: i32) -> MsegResult<Str
     h.generalize(value, level).map_err(kanon_error)
 }
 
+/// Internal: raise the parser's error for an unusable hierarchy specification (used by classify).
+#[pg_extern(stable, parallel_safe, name = "_check_hierarchy")]
+fn check_hierarchy(spec: Option<&str>) -> bool {
+    boundary(|| {
+        let spec = spec.ok_or_else(|| MsegError::null_argument("hierarchy"))?;
+        hierarchy(spec).map(|_| true)
+    })
+}
+
 /// Generalise a text value (dates as YYYY-MM-DD) to `level` of `hierarchy`.
 #[pg_extern(stable, parallel_safe, name = "generalize")]
 fn generalize_text(value: Option<&str>, hierarchy: Option<&str>, level: Option<i32>) -> Option<String> {
@@ -303,8 +312,25 @@ fn check_levels(cols: &[QuasiColumn], levels: Option<Vec<i32>>) -> MsegResult<Ve
     Ok(levels)
 }
 
+/// Grouping expression: the raw column at level 0 (equal values, equal classes), the typed
+/// `generalize` overload above it (no round trip through text for dates and integers).
+fn grouping_expr(col: &QuasiColumn, level: i32) -> MsegResult<String> {
+    let c = format!("r.{}", quote_identifier(&col.name));
+    if level == 0 {
+        return Ok(c);
+    }
+    let e = generalized_expr("r", col, level)?;
+    let Some(spec) = col.spec.as_deref() else { return Ok(e) };
+    let lit = pgrx::spi::quote_literal(spec);
+    Ok(match col.typ.as_str() {
+        "date" => format!("mseg.generalize({c}, {lit}, {level})"),
+        "smallint" | "integer" | "bigint" if spec.starts_with("integer") => format!("mseg.generalize({c}::pg_catalog.int8, {lit}, {level})"),
+        _ => e,
+    })
+}
+
 fn class_query(t: &Target, cols: &[QuasiColumn], levels: &[i32], sensitive: Option<&str>) -> MsegResult<String> {
-    let keys = cols.iter().zip(levels).map(|(c, l)| generalized_expr("r", c, *l)).collect::<MsegResult<Vec<_>>>()?;
+    let keys = cols.iter().zip(levels).map(|(c, l)| grouping_expr(c, *l)).collect::<MsegResult<Vec<_>>>()?;
     let subjects = if t.key_unique {
         "pg_catalog.count(*)".to_owned() // one row per subject: the cheap count is exact
     } else {
@@ -314,8 +340,9 @@ fn class_query(t: &Target, cols: &[QuasiColumn], levels: &[i32], sensitive: Opti
         .map(|s| format!(", pg_catalog.count(DISTINCT r.{})", quote_identifier(s)))
         .unwrap_or_default();
     Ok(format!(
-        "SELECT ARRAY[{list}]::pg_catalog.text[] AS class, {subjects} AS subjects, pg_catalog.count(*) AS rows{sens} \
+        "SELECT ARRAY[{texts}]::pg_catalog.text[] AS class, {subjects} AS subjects, pg_catalog.count(*) AS rows{sens} \
          FROM {rel} r GROUP BY {list}",
+        texts = keys.iter().map(|k| format!("({k})::pg_catalog.text")).collect::<Vec<_>>().join(", "),
         list = keys.join(", "),
         rel = t.name
     ))
@@ -681,7 +708,10 @@ fn create_kanon_view(
             select.push(format!("r.{}", quote_identifier(a)));
         }
         let subject = format!("r.{}", quote_identifier(&t.key));
-        let on = group.iter().map(|g| format!("g.{g} IS NOT DISTINCT FROM c.{g}")).collect::<Vec<_>>().join(" AND ");
+        // NULL-safe equality that PostgreSQL can hash: a NULL value becomes a sentinel no
+        // generalised value can be (it starts with a control character)
+        let null_safe = |a: &str, g: &str| format!("COALESCE({a}.{g}, pg_catalog.chr(1) OPERATOR(pg_catalog.||) 'null')");
+        let on = group.iter().map(|g| format!("{} OPERATOR(pg_catalog.=) {}", null_safe("g", g), null_safe("c", g))).collect::<Vec<_>>().join(" AND ");
         let view_cols: Vec<String> = group.iter().cloned().chain(attributes.iter().map(|a| quote_identifier(a))).collect();
         let view = quoted_name(name)?;
         let sql = format!(

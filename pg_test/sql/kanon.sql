@@ -92,6 +92,18 @@ SELECT * FROM try($$SELECT mseg.k_anonymity('people', key_column => 'id')$$);
 SELECT * FROM try($$SELECT * FROM mseg.anonymize('people', 10, key_column => 'id')$$);
 \c - postgres
 
+-- every kind of hierarchy specification can be given to classify
+ALTER TABLE people ADD COLUMN job text, ADD COLUMN age int;
+UPDATE people SET job = (ARRAY['nurse','surgeon','teacher','welder'])[1 + id % 4], age = 18 + id % 70;
+SELECT mseg.classify('people', 'job', 'quasi', hierarchy => 'category:public.occupations');
+SELECT mseg.classify('people', 'age', 'quasi', hierarchy => 'integer:5,10,50');
+SELECT mseg.classify('people', 'zip', 'quasi', hierarchy => 'prefix:5');
+SELECT mseg.k_anonymity('people', columns => ARRAY['job', 'age'], levels => ARRAY[2, 2], key_column => 'id') AS k_job_age;
+SELECT * FROM try($$SELECT mseg.classify('people', 'age', 'quasi', hierarchy => 'integer:5,7')$$);
+SELECT * FROM try($$SELECT mseg.classify('people', 'job', 'quasi', hierarchy => 'category:public.no_such_map')$$);
+SELECT * FROM try($$SELECT mseg.classify('people', 'age', 'quasi', hierarchy => 'category:public.occupations')$$);
+SELECT mseg.classify('people', 'job', 'attribute'), mseg.classify('people', 'age', 'attribute');
+
 -- refusals
 SELECT * FROM try($$SELECT mseg.create_kanon_view('public.bad', 'people', 1, key_column => 'id')$$);
 SELECT * FROM try($$SELECT mseg.create_kanon_view('public.bad', 'people', 10, attributes => ARRAY['email'], key_column => 'id')$$);
