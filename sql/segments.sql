@@ -53,15 +53,6 @@ SELECT pg_catalog.pg_extension_config_dump('mseg.memberships', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.membership_events', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.membership_event_seq', '');
 
--- a minus b, sorted; for membership events
-CREATE FUNCTION mseg._int4_minus(a pg_catalog.int4[], b pg_catalog.int4[])
-RETURNS pg_catalog.int4[] LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT COALESCE(pg_catalog.array_agg(x ORDER BY x), '{}'::pg_catalog.int4[])
-    FROM pg_catalog.unnest(a) x WHERE x OPERATOR(pg_catalog.<>) ALL (b)
-$$;
-
 -- Members of one segment (privileged: administration and export).
 CREATE FUNCTION mseg.segment_members(segment pg_catalog.text)
 RETURNS SETOF pg_catalog.int8 LANGUAGE plpgsql STABLE SECURITY DEFINER

@@ -61,8 +61,8 @@ pub fn as_owner<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     result
 }
 
-/// Run `f` with `search_path` set to `path` (restored afterwards, also on error).
-pub fn with_search_path<T>(path: &CStr, f: impl FnOnce() -> Result<T>) -> Result<T> {
+/// Run `f` with the setting `name` = `value` (restored afterwards, also on error).
+pub fn with_setting<T>(name: &CStr, value: &CStr, f: impl FnOnce() -> Result<T>) -> Result<T> {
     struct Restore(i32);
     impl Drop for Restore {
         fn drop(&mut self) {
@@ -73,8 +73,8 @@ pub fn with_search_path<T>(path: &CStr, f: impl FnOnce() -> Result<T>) -> Result
     let _restore = unsafe {
         let level = pg_sys::NewGUCNestLevel();
         pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr(),
             pg_sys::GucContext::PGC_USERSET,
             pg_sys::GucSource::PGC_S_SESSION,
             pg_sys::GucAction::GUC_ACTION_SAVE,
@@ -85,6 +85,11 @@ pub fn with_search_path<T>(path: &CStr, f: impl FnOnce() -> Result<T>) -> Result
         Restore(level)
     };
     f()
+}
+
+/// Run `f` with `search_path` set to `path`.
+pub fn with_search_path<T>(path: &CStr, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    with_setting(c"search_path", path, f)
 }
 
 /// Run a read-only query as owner and hand the client to `f`.

@@ -188,7 +188,7 @@ fn eval_select(cat: &SegCatalog, subject: &SubjectTable, from: &str) -> String {
 /// Diff new sets against stored ones for the subjects in $1, write changes and their events.
 fn apply_sql(cat: &SegCatalog, subject: &SubjectTable) -> String {
     format!(
-        "WITH n AS ({eval} WHERE s.{key} OPERATOR(pg_catalog.=) ANY ($1)), \
+        "WITH n AS MATERIALIZED ({eval} WHERE s.{key} OPERATOR(pg_catalog.=) ANY ($1)), \
          d AS (SELECT m.subject_key, m.segments AS old, COALESCE(n.segs, '{{}}'::pg_catalog.int4[]) AS new \
                FROM mseg.memberships m LEFT JOIN n ON n.subject_key OPERATOR(pg_catalog.=) m.subject_key \
                WHERE m.subject_key OPERATOR(pg_catalog.=) ANY ($1) \
@@ -196,7 +196,9 @@ fn apply_sql(cat: &SegCatalog, subject: &SubjectTable) -> String {
          u AS (UPDATE mseg.memberships m SET segments = d.new, updated_at = pg_catalog.now() FROM d \
                WHERE m.subject_key OPERATOR(pg_catalog.=) d.subject_key RETURNING m.subject_key) \
          INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
-         SELECT d.subject_key, mseg._int4_minus(d.new, d.old), mseg._int4_minus(d.old, d.new) FROM d",
+         SELECT d.subject_key, \
+                ARRAY(SELECT x FROM pg_catalog.unnest(d.new) x WHERE x OPERATOR(pg_catalog.<>) ALL (d.old) ORDER BY x), \
+                ARRAY(SELECT x FROM pg_catalog.unnest(d.old) x WHERE x OPERATOR(pg_catalog.<>) ALL (d.new) ORDER BY x) FROM d",
         eval = eval_select(cat, subject, &subject.name),
         key = quote_identifier(&subject.key),
     )
@@ -211,7 +213,7 @@ const TOUCH_SQL: &str = "UPDATE mseg.memberships SET updated_at = pg_catalog.now
 
 fn insert_sql(cat: &SegCatalog, subject: &SubjectTable) -> String {
     format!(
-        "WITH n AS ({eval}), \
+        "WITH n AS MATERIALIZED ({eval}), \
          w AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) \
                SELECT subject_key, segs, pg_catalog.now() FROM n WHERE pg_catalog.cardinality(segs) OPERATOR(pg_catalog.>) 0 \
                ON CONFLICT (subject_key) DO UPDATE SET segments = EXCLUDED.segments, updated_at = EXCLUDED.updated_at \
@@ -398,7 +400,9 @@ unsafe fn on_statement(td: &pg_sys::TriggerData) -> MsegResult<()> {
         .hint("Let mseg.register_source create the segment triggers."));
     }
     let tdp = td as *const pg_sys::TriggerData as *mut pg_sys::TriggerData;
-    catalog::as_owner(|| {
+    // generic plans: the prepared statements are the same every time, and custom plans would
+    // re-plan the whole evaluation query on every statement
+    catalog::as_owner(|| catalog::with_setting(c"plan_cache_mode", c"force_generic_plan", || {
         Spi::connect_mut(|client| -> MsegResult<()> {
             // SAFETY: makes this statement's transition tables visible to the queries below.
             unsafe { pg_sys::SPI_register_trigger_data(tdp) };
@@ -445,7 +449,7 @@ unsafe fn on_statement(td: &pg_sys::TriggerData) -> MsegResult<()> {
             }
             Ok(())
         })
-    })
+    }))
 }
 
 /// Statement-level AFTER trigger on the subject table and every registered source table.
@@ -1198,7 +1202,11 @@ fn segments_refresh_subject(subject: Option<i64>) -> bool {
         if cat.segments.is_empty() {
             return Ok(false);
         }
-        catalog::as_owner(|| Spi::connect_mut(|client| apply_keys(client, &cat, &subject, &[key])))?;
+        catalog::as_owner(|| {
+            catalog::with_setting(c"plan_cache_mode", c"force_generic_plan", || {
+                Spi::connect_mut(|client| apply_keys(client, &cat, &subject, &[key]))
+            })
+        })?;
         Ok(true)
     })
 }
