@@ -97,6 +97,24 @@ pub fn select<T>(f: impl FnOnce(&SpiClient<'_>) -> Result<T>) -> Result<T> {
     as_owner(|| Spi::connect(|client| f(&client)))
 }
 
+/// Stream the rows of a read-only query as owner, in batches, to `each` (constant memory).
+pub fn stream_as_owner(sql: &str, mut each: impl FnMut(&pgrx::spi::SpiHeapTupleData<'_>) -> Result<()>) -> Result<()> {
+    as_owner(|| {
+        Spi::connect(|client| {
+            let mut cursor = client.open_cursor(sql, &[]);
+            loop {
+                let batch = cursor.fetch(10_000)?;
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                for row in batch {
+                    each(&row)?;
+                }
+            }
+        })
+    })
+}
+
 /// Run a writing statement (or several) as owner.
 pub fn update<T>(f: impl FnOnce(&mut SpiClient<'_>) -> Result<T>) -> Result<T> {
     as_owner(|| Spi::connect_mut(|client| f(client)))

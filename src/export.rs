@@ -208,30 +208,19 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<Vec<String>> {
         rel = subject.name,
     );
     let mut eligible = Vec::new();
-    catalog::as_owner(|| {
-        Spi::connect(|client| -> MsegResult<()> {
-            let mut cursor = client.open_cursor(sql.as_str(), &[]);
-            loop {
-                let batch = cursor.fetch(10_000)?;
-                if batch.is_empty() {
-                    break;
-                }
-                for row in batch {
-                    let bases = row.get::<Vec<Option<String>>>(3)?.unwrap_or_default();
-                    if bases.iter().all(Option::is_none) {
-                        continue; // not processable for any of the partner's purposes
-                    }
-                    eligible.push(Eligible {
-                        subject: row.get::<i64>(1)?.unwrap_or(0),
-                        quasi: row.get::<Vec<Option<String>>>(2)?.unwrap_or_default(),
-                        bases,
-                        expires: row.get::<Vec<Option<String>>>(4)?.unwrap_or_default(),
-                        segments: row.get::<Vec<i32>>(5)?.unwrap_or_default(),
-                    });
-                }
-            }
-            Ok(())
-        })
+    catalog::stream_as_owner(&sql, |row| {
+        let bases = row.get::<Vec<Option<String>>>(3)?.unwrap_or_default();
+        if bases.iter().any(Option::is_some) {
+            // processable for at least one of the partner's purposes
+            eligible.push(Eligible {
+                subject: row.get::<i64>(1)?.unwrap_or(0),
+                quasi: row.get::<Vec<Option<String>>>(2)?.unwrap_or_default(),
+                bases,
+                expires: row.get::<Vec<Option<String>>>(4)?.unwrap_or_default(),
+                segments: row.get::<Vec<i32>>(5)?.unwrap_or_default(),
+            });
+        }
+        Ok(())
     })?;
     // anonymise the eligible subjects' quasi values to the partner's k
     let mut hierarchies = Vec::new();

@@ -502,28 +502,16 @@ fn run_anonymizer(
         rel = t.name
     );
     let mut subjects = Vec::new();
-    catalog::as_owner(|| {
-        Spi::connect(|client| -> MsegResult<()> {
-            let mut cursor = client.open_cursor(sql.as_str(), &[]);
-            loop {
-                let batch = cursor.fetch(10_000)?;
-                if batch.is_empty() {
-                    break;
-                }
-                for row in batch {
-                    let subject = row.get::<i64>(1)?.unwrap_or(0);
-                    let values = row.get::<Vec<Option<String>>>(2)?.unwrap_or_default();
-                    let sensitive = row.get::<String>(3)?;
-                    subjects.push(subject);
-                    if values.iter().any(Option::is_none) {
-                        continue; // suppressed below
-                    }
-                    let texts: Vec<&str> = values.iter().map(|v| v.as_deref().unwrap_or("")).collect();
-                    a.push_text(subject, &texts, sensitive.as_deref()).map_err(kanon_error)?;
-                }
-            }
-            Ok(())
-        })
+    catalog::stream_as_owner(&sql, |row| {
+        let subject = row.get::<i64>(1)?.unwrap_or(0);
+        let values = row.get::<Vec<Option<String>>>(2)?.unwrap_or_default();
+        let sensitive = row.get::<String>(3)?;
+        subjects.push(subject);
+        if values.iter().any(Option::is_none) {
+            return Ok(()); // a NULL quasi value cannot be placed in a class: suppressed
+        }
+        let texts: Vec<&str> = values.iter().map(|v| v.as_deref().unwrap_or("")).collect();
+        a.push_text(subject, &texts, sensitive.as_deref()).map_err(kanon_error)
     })?;
     let out = a.run().map_err(kanon_error)?;
     Ok(Run { subjects, out })
