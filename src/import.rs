@@ -56,7 +56,9 @@ struct Verified {
     controller: String,
     sequence: i64,
     full: bool,
-    twins: Vec<Json>,
+    /// indexes of the twin lines: they are parsed again, in batches, when applied, so a dump of a
+    /// million twins never holds a million parsed documents at once
+    twins: Vec<usize>,
     tombstones: Vec<String>,
 }
 
@@ -64,8 +66,12 @@ fn field<'a>(v: &'a Json, name: &str, line: usize) -> MsegResult<&'a Json> {
     v.get(name).ok_or_else(|| invalid(format!("line {line} has no \"{name}\"")))
 }
 
-fn verify(lines: &[String]) -> MsegResult<Verified> {
-    let lines: Vec<&str> = lines.iter().map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()).collect();
+/// The dump's lines without line ends and empty lines (a file ends with a newline).
+fn dump_lines<S: AsRef<str>>(lines: &[S]) -> Vec<&str> {
+    lines.iter().map(|l| l.as_ref().trim_end_matches('\r')).filter(|l| !l.is_empty()).collect()
+}
+
+fn verify(lines: &[&str]) -> MsegResult<Verified> {
     if lines.len() < 2 {
         return Err(invalid("the dump is empty or truncated").detail("A dump has at least a manifest and a trailer."));
     }
@@ -160,7 +166,7 @@ fn verify(lines: &[String]) -> MsegResult<Verified> {
                 if !field(&v, "segments", n)?.as_array().is_some_and(|a| a.iter().all(Json::is_string)) {
                     return Err(invalid(format!("line {n}: \"segments\" is not a list of names")));
                 }
-                twins.push(v);
+                twins.push(i);
             }
             Some("tombstone") => tombstones.push(pseudonym.to_owned()),
             _ => return Err(invalid(format!("line {n} is neither a twin nor a tombstone"))),
@@ -175,12 +181,17 @@ fn verify(lines: &[String]) -> MsegResult<Verified> {
     Ok(Verified { controller, sequence, full, twins, tombstones })
 }
 
-fn apply(v: Verified) -> MsegResult<i64> {
+fn apply(lines: &[&str], v: Verified) -> MsegResult<i64> {
     catalog::update(|c| {
         if v.full {
             c.update("DELETE FROM mseg.pool_twins WHERE controller OPERATOR(pg_catalog.=) $1", None, &[v.controller.as_str().into()])?;
         }
-        let docs: Vec<pgrx::JsonB> = v.twins.iter().map(|t| pgrx::JsonB(t.clone())).collect();
+        for chunk in v.twins.chunks(10_000) {
+        let docs: Vec<pgrx::JsonB> = chunk
+            .iter()
+            .map(|&i| serde_json::from_str::<Json>(lines[i]).map(pgrx::JsonB))
+            .collect::<Result<_, _>>()
+            .map_err(|e| invalid("a twin line changed while importing").detail(e.to_string()))?;
         c.update(
             "INSERT INTO mseg.pool_twins (controller, pseudonym, quasi, segments, legal_basis, policy, expires_at, sequence) \
              SELECT $1, d->>'pseudonym', d->'quasi', ARRAY(SELECT pg_catalog.jsonb_array_elements_text(d->'segments')), \
@@ -191,6 +202,7 @@ fn apply(v: Verified) -> MsegResult<i64> {
             None,
             &[v.controller.as_str().into(), docs.into(), v.sequence.into()],
         )?;
+        }
         c.update(
             "DELETE FROM mseg.pool_twins WHERE controller OPERATOR(pg_catalog.=) $1 AND pseudonym OPERATOR(pg_catalog.=) ANY ($2)",
             None,
@@ -212,8 +224,10 @@ fn import_variant_twins(path: Option<&str>) -> i64 {
         let text = std::fs::read_to_string(path).map_err(|e| {
             MsegError::new(Code::InvalidArgument, "the dump file cannot be read").detail(format!("The operating system reported: {e}."))
         })?;
-        let lines: Vec<String> = text.split('\n').map(str::to_owned).collect();
-        apply(verify(&lines)?)
+        let raw: Vec<&str> = text.split('\n').collect();
+        let lines = dump_lines(&raw);
+        let verified = verify(&lines)?;
+        apply(&lines, verified)
     })
 }
 
@@ -233,6 +247,8 @@ fn import_variant_twins_from(staging: Option<PgRelation>) -> i64 {
             }
             Ok(out)
         })?;
-        apply(verify(&lines)?)
+        let lines = dump_lines(&lines);
+        let verified = verify(&lines)?;
+        apply(&lines, verified)
     })
 }
