@@ -17,7 +17,8 @@ mseg_install_prerequisites() {
         echo "run as root (it installs packages and runs PostgreSQL as user postgres)" >&2
         exit 1
     fi
-    local pkgs=(postgresql-15 postgresql-server-dev-15 postgresql-contrib-15 sudo clang libclang-dev pkg-config)
+    # (contrib modules such as pgcrypto ship inside postgresql-15 on Debian 12; xxd is for the log check)
+    local pkgs=(postgresql-15 postgresql-server-dev-15 sudo clang libclang-dev pkg-config xxd)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -56,6 +57,7 @@ mseg_cluster_start() {
     fi
     chown postgres:postgres "$MSEG_DIR"
     chmod 0700 "$MSEG_DIR"
+    trap mseg_cluster_stop EXIT     # also cleans up when the start below fails
     MSEG_SOCK="$MSEG_DIR/sock"
     MSEG_PORT="${MSEG_PORT:-$(( 20000 + RANDOM % 20000 ))}"
     sudo -u postgres mkdir -p "$MSEG_SOCK"
@@ -81,12 +83,13 @@ mseg_cluster_start() {
         for line in "$@"; do echo "$line"; done
     } | sudo -u postgres tee -a "$MSEG_DIR/data/postgresql.conf" >/dev/null
     sudo -u postgres "$PG_BIN/pg_ctl" -D "$MSEG_DIR/data" -l "$MSEG_DIR/server.log" -w start >/dev/null
-    trap mseg_cluster_stop EXIT
 }
 
 mseg_cluster_stop() {
-    if [ -n "${MSEG_DIR:-}" ] && [ -d "$MSEG_DIR/data" ]; then
-        sudo -u postgres "$PG_BIN/pg_ctl" -D "$MSEG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+    if [ -n "${MSEG_DIR:-}" ] && [ -d "$MSEG_DIR" ]; then
+        if [ -d "$MSEG_DIR/data" ]; then
+            sudo -u postgres "$PG_BIN/pg_ctl" -D "$MSEG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+        fi
         if [ -z "${MSEG_KEEP:-}" ]; then rm -rf "$MSEG_DIR"; fi
     fi
 }
