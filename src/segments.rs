@@ -52,12 +52,16 @@ struct SegmentDef {
     canonical: String,
     reads_sensitive: bool,
     subject_columns: Vec<String>,
+    /// attribute numbers of `subject_columns` in the subject table
+    subject_attnums: Vec<i16>,
+    sources: Vec<pg_sys::Oid>,
 }
 
 #[derive(Clone, Debug)]
 struct Source {
     relid: pg_sys::Oid,
     key: String,
+    key_attnum: i16,
 }
 
 #[derive(Default)]
@@ -65,6 +69,7 @@ struct SegCatalog {
     subject: Option<SubjectTable>,
     segments: Vec<SegmentDef>,
     sources: Vec<Source>,
+    subject_key_attnum: i16,
 }
 
 pub fn subject_table() -> MsegResult<Option<SubjectTable>> {
@@ -96,7 +101,8 @@ fn load_catalog() -> MsegResult<SegCatalog> {
     let (segments, sources) = catalog::select(|c| {
         let mut segments = Vec::new();
         for row in c.select(
-            "SELECT segment_id, name, purpose, canonical, reads_sensitive, subject_columns::pg_catalog.text[] \
+            "SELECT segment_id, name, purpose, canonical, reads_sensitive, subject_columns::pg_catalog.text[], \
+                    sources::pg_catalog.oid[]::pg_catalog.int8[] \
              FROM mseg.segments ORDER BY segment_id",
             None,
             &[],
@@ -108,34 +114,75 @@ fn load_catalog() -> MsegResult<SegCatalog> {
                 canonical: row.get::<String>(4)?.unwrap_or_default(),
                 reads_sensitive: row.get::<bool>(5)?.unwrap_or(false),
                 subject_columns: row.get::<Vec<String>>(6)?.unwrap_or_default(),
+                subject_attnums: Vec::new(),
+                sources: row
+                    .get::<Vec<i64>>(7)?
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|o| pg_sys::Oid::from(o as u32))
+                    .collect(),
             });
         }
         let mut sources = Vec::new();
         for row in c.select("SELECT relid::pg_catalog.oid, key_column::pg_catalog.text FROM mseg.sources", None, &[])? {
-            sources.push(Source {
-                relid: row.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
-                key: row.get::<String>(2)?.unwrap_or_default(),
-            });
+            let relid = row.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid);
+            let key = row.get::<String>(2)?.unwrap_or_default();
+            let key_attnum = attnum(relid, &key).unwrap_or(0);
+            sources.push(Source { relid, key, key_attnum });
         }
         Ok((segments, sources))
     })?;
-    Ok(SegCatalog { subject, segments, sources })
+    let mut segments = segments;
+    let mut subject_key_attnum = 0;
+    if let Some(subject) = &subject {
+        subject_key_attnum = attnum(subject.relid, &subject.key).unwrap_or(0);
+        for seg in &mut segments {
+            seg.subject_attnums = seg.subject_columns.iter().filter_map(|c| attnum(subject.relid, c)).collect();
+        }
+    }
+    Ok(SegCatalog { subject, segments, sources, subject_key_attnum })
+}
+
+fn attnum(relid: pg_sys::Oid, column: &str) -> Option<i16> {
+    let c = CString::new(column).ok()?;
+    // SAFETY: a syscache lookup; returns InvalidAttrNumber (0) when there is no such column.
+    let n = unsafe { pg_sys::get_attnum(relid, c.as_ptr()) };
+    (n > 0).then_some(n)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Generated SQL
 // ---------------------------------------------------------------------------------------------
 
-/// `SELECT subject_key, segs FROM <from> s …`: every segment evaluated for every row of `from`,
-/// each ANDed with the legal basis of the segment's purpose (see mseg._processable, the same rule).
-fn eval_select(cat: &SegCatalog, subject: &SubjectTable, from: &str) -> String {
+/// Which segments a recompute evaluates: all of them, or only those whose inputs changed (the
+/// stored set is kept for the others).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Scope {
+    All,
+    Only(Vec<i32>),
+}
+
+impl Scope {
+    fn includes(&self, id: i32) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Only(ids) => ids.contains(&id),
+        }
+    }
+}
+
+/// `SELECT subject_key, segs FROM <from> s …`: the segments in `scope` evaluated for every row of
+/// `from`, each ANDed with the legal basis of the segment's purpose (see mseg._processable, the
+/// same rule).
+fn eval_select(cat: &SegCatalog, subject: &SubjectTable, from: &str, scope: &Scope) -> String {
     let key = format!("s.{}", quote_identifier(&subject.key));
-    let mut purposes: Vec<&str> = cat.segments.iter().map(|s| s.purpose.as_str()).collect();
+    let segments: Vec<&SegmentDef> = cat.segments.iter().filter(|s| scope.includes(s.id)).collect();
+    let mut purposes: Vec<&str> = segments.iter().map(|s| s.purpose.as_str()).collect();
     purposes.sort_unstable();
     purposes.dedup();
     let alias = |p: &str| purposes.iter().position(|x| *x == p).unwrap_or(0) + 1;
     let mut elements = Vec::new();
-    for seg in &cat.segments {
+    for seg in &segments {
         let i = alias(&seg.purpose);
         let basis = if seg.reads_sensitive {
             // Art. 9: explicit consent only; legitimate interest and contract are never enough
@@ -185,31 +232,50 @@ fn eval_select(cat: &SegCatalog, subject: &SubjectTable, from: &str) -> String {
     sql
 }
 
-/// Diff new sets against stored ones for the subjects in $1, write changes and their events.
-fn apply_sql(cat: &SegCatalog, subject: &SubjectTable) -> String {
+/// Recompute the subjects in $1 for the segments in `scope`, write the sets that changed (creating
+/// rows where needed) and their events. With a partial scope the stored ids outside it are kept.
+fn apply_sql(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope) -> String {
+    let new = match scope {
+        Scope::All => "COALESCE(n.segs, '{}'::pg_catalog.int4[])".to_owned(),
+        Scope::Only(ids) => format!(
+            "CASE WHEN n.subject_key IS NULL THEN '{{}}'::pg_catalog.int4[] ELSE \
+               ARRAY(SELECT x FROM pg_catalog.unnest(o.old) x WHERE x OPERATOR(pg_catalog.<>) ALL ('{{{}}}'::pg_catalog.int4[]) \
+                     UNION SELECT y FROM pg_catalog.unnest(n.segs) y ORDER BY 1) END",
+            ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+        ),
+    };
     format!(
         "WITH n AS MATERIALIZED ({eval} WHERE s.{key} OPERATOR(pg_catalog.=) ANY ($1)), \
-         d AS (SELECT m.subject_key, m.segments AS old, COALESCE(n.segs, '{{}}'::pg_catalog.int4[]) AS new \
-               FROM mseg.memberships m LEFT JOIN n ON n.subject_key OPERATOR(pg_catalog.=) m.subject_key \
-               WHERE m.subject_key OPERATOR(pg_catalog.=) ANY ($1) \
-                 AND m.segments IS DISTINCT FROM COALESCE(n.segs, '{{}}'::pg_catalog.int4[])), \
-         u AS (UPDATE mseg.memberships m SET segments = d.new, updated_at = pg_catalog.now() FROM d \
-               WHERE m.subject_key OPERATOR(pg_catalog.=) d.subject_key RETURNING m.subject_key) \
+         o AS (SELECT k AS subject_key, COALESCE(m.segments, '{{}}'::pg_catalog.int4[]) AS old \
+               FROM pg_catalog.unnest($1::pg_catalog.int8[]) k \
+               LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) k), \
+         c AS MATERIALIZED (SELECT o.subject_key, o.old, {new} AS new FROM o LEFT JOIN n ON n.subject_key OPERATOR(pg_catalog.=) o.subject_key), \
+         d AS MATERIALIZED (SELECT * FROM c WHERE c.old IS DISTINCT FROM c.new), \
+         u AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) \
+               SELECT d.subject_key, d.new, pg_catalog.now() FROM d \
+               ON CONFLICT (subject_key) DO UPDATE SET segments = EXCLUDED.segments, updated_at = EXCLUDED.updated_at) \
          INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
          SELECT d.subject_key, \
                 ARRAY(SELECT x FROM pg_catalog.unnest(d.new) x WHERE x OPERATOR(pg_catalog.<>) ALL (d.old) ORDER BY x), \
                 ARRAY(SELECT x FROM pg_catalog.unnest(d.old) x WHERE x OPERATOR(pg_catalog.<>) ALL (d.new) ORDER BY x) FROM d",
-        eval = eval_select(cat, subject, &subject.name),
+        eval = eval_select(cat, subject, &subject.name, scope),
         key = quote_identifier(&subject.key),
     )
 }
 
-const ENSURE_SQL: &str = "INSERT INTO mseg.memberships (subject_key) \
-     SELECT k FROM pg_catalog.unnest($1::pg_catalog.int8[]) k ON CONFLICT (subject_key) DO NOTHING";
-const LOCK_SQL: &str = "SELECT 1 FROM mseg.memberships WHERE subject_key OPERATOR(pg_catalog.=) ANY ($1) \
-     ORDER BY subject_key FOR UPDATE";
-const TOUCH_SQL: &str = "UPDATE mseg.memberships SET updated_at = pg_catalog.now() \
-     WHERE subject_key OPERATOR(pg_catalog.=) ANY ($1)";
+/// The row-lock protocol: create the membership rows of $1 where missing and write the others, in
+/// key order. A write, not only a lock: in REPEATABLE READ / SERIALIZABLE a concurrent writer of
+/// the same subject then gets a serialization failure instead of evaluating a stale snapshot; in
+/// READ COMMITTED the second writer waits, and its next statement sees the first one's commit.
+const LOCK_SQL: &str = "INSERT INTO mseg.memberships AS m (subject_key) \
+     SELECT k FROM pg_catalog.unnest($1::pg_catalog.int8[]) k ORDER BY k \
+     ON CONFLICT (subject_key) DO UPDATE SET updated_at = pg_catalog.now()";
+
+/// A READ COMMITTED statement that touches at least this many subjects takes the memberships table
+/// lock instead of one row lock per subject (bulk loads: no pass that writes every row first).
+const BULK_LOCK_KEYS: usize = 10_000;
+/// Conflicts with every writer of memberships (ROW EXCLUSIVE) and with itself, not with readers.
+const TABLE_LOCK_SQL: &str = "LOCK TABLE mseg.memberships IN SHARE ROW EXCLUSIVE MODE";
 
 fn insert_sql(cat: &SegCatalog, subject: &SubjectTable) -> String {
     format!(
@@ -220,36 +286,7 @@ fn insert_sql(cat: &SegCatalog, subject: &SubjectTable) -> String {
                RETURNING m.subject_key, m.segments) \
          INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
          SELECT subject_key, segments, '{{}}' FROM w",
-        eval = eval_select(cat, subject, "mseg_new")
-    )
-}
-
-/// Keys of subjects whose predicate-relevant columns changed (or whose key changed).
-fn changed_keys_sql(cat: &SegCatalog, subject: &SubjectTable) -> String {
-    let key = quote_identifier(&subject.key);
-    let mut cols: Vec<String> = cat.segments.iter().flat_map(|s| s.subject_columns.iter().cloned()).collect();
-    cols.sort();
-    cols.dedup();
-    let differs = if cols.is_empty() {
-        "false".to_owned()
-    } else {
-        let list = |a: &str| cols.iter().map(|c| format!("{a}.{}", quote_identifier(c))).collect::<Vec<_>>().join(", ");
-        format!("ROW({}) IS DISTINCT FROM ROW({})", list("o"), list("n"))
-    };
-    format!(
-        "SELECT pg_catalog.array_agg(DISTINCT k) FROM ( \
-           SELECT n.{key}::pg_catalog.int8 AS k FROM mseg_new n LEFT JOIN mseg_old o ON o.{key} OPERATOR(pg_catalog.=) n.{key} \
-           WHERE o.{key} IS NULL OR {differs} \
-           UNION ALL \
-           SELECT o.{key}::pg_catalog.int8 FROM mseg_old o LEFT JOIN mseg_new n ON n.{key} OPERATOR(pg_catalog.=) o.{key} \
-           WHERE n.{key} IS NULL) x"
-    )
-}
-
-fn deleted_keys_sql(subject: &SubjectTable) -> String {
-    format!(
-        "SELECT pg_catalog.array_agg(DISTINCT o.{key}::pg_catalog.int8) FROM mseg_old o",
-        key = quote_identifier(&subject.key)
+        eval = eval_select(cat, subject, "mseg_new", &Scope::All)
     )
 }
 
@@ -263,38 +300,21 @@ const TRUNCATE_SQL: &str = "WITH d AS (DELETE FROM mseg.memberships RETURNING su
      INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
      SELECT subject_key, '{}', segments FROM d WHERE pg_catalog.cardinality(segments) OPERATOR(pg_catalog.>) 0";
 
-fn source_keys_sql(source: &Source, old: bool, new: bool) -> String {
-    let key = quote_identifier(&source.key);
-    let mut parts = Vec::new();
-    if new {
-        parts.push(format!("SELECT {key}::pg_catalog.int8 AS k FROM mseg_new"));
-    }
-    if old {
-        parts.push(format!("SELECT {key}::pg_catalog.int8 AS k FROM mseg_old"));
-    }
-    format!(
-        "SELECT pg_catalog.array_agg(DISTINCT k) FROM ({}) x WHERE k IS NOT NULL",
-        parts.join(" UNION ALL ")
-    )
-}
-
 // ---------------------------------------------------------------------------------------------
 // Plans prepared once per backend and catalog generation
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
 enum PlanKind {
-    Apply,
-    Ensure,
+    Apply(Scope),
     Lock,
-    Touch,
     Insert,
-    ChangedKeys,
-    DeletedKeys,
     Delete,
     Truncate,
-    SourceKeys(u32, bool, bool),
 }
+
+/// Partial scopes make one plan per combination of changed inputs; past this many the cache starts over.
+const MAX_CACHED_PLANS: usize = 256;
 
 struct PlanCache {
     generation: u64,
@@ -327,15 +347,21 @@ fn cached_catalog() -> MsegResult<Rc<SegCatalog>> {
 
 fn plan(
     client: &SpiClient<'_>,
-    kind: PlanKind,
+    kind: &PlanKind,
     args: &[pgrx::PgOid],
     sql: impl FnOnce() -> String,
 ) -> MsegResult<Rc<OwnedPreparedStatement>> {
-    if let Some(p) = PLANS.with(|p| p.borrow().plans.get(&kind).cloned()) {
+    if let Some(p) = PLANS.with(|p| p.borrow().plans.get(kind).cloned()) {
         return Ok(p);
     }
     let stmt = Rc::new(client.prepare_mut(sql().as_str(), args)?.keep());
-    PLANS.with(|p| p.borrow_mut().plans.insert(kind, stmt.clone()));
+    PLANS.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.plans.len() >= MAX_CACHED_PLANS {
+            p.plans.clear();
+        }
+        p.plans.insert(kind.clone(), stmt.clone())
+    });
     Ok(stmt)
 }
 
@@ -343,44 +369,286 @@ fn int8_array() -> pgrx::PgOid {
     pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT8ARRAYOID)
 }
 
-/// Take part in the row-lock protocol for `keys`: create missing membership rows, then lock them
-/// (READ COMMITTED) or write them (REPEATABLE READ / SERIALIZABLE, so a concurrent writer of the
-/// same subject gets a serialization failure instead of a stale evaluation).
-fn lock_keys(client: &mut SpiClient<'_>, keys: &[i64]) -> MsegResult<()> {
-    let arg = || -> pgrx::datum::DatumWithOid<'static> { keys.to_vec().into() };
-    let ensure = plan(client, PlanKind::Ensure, &[int8_array()], || ENSURE_SQL.to_owned())?;
-    client.update(&*ensure, None, &[arg()])?;
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LockMode {
+    /// one row lock per subject, whatever the number (schedulable refresh: blocks no writer)
+    Rows,
+    /// the table lock for big READ COMMITTED statements
+    RowsOrTable,
+    /// the table lock in READ COMMITTED (segment (re)definitions, which lock the maintained tables)
+    Table,
+}
+
+/// Take part in the lock protocol for `keys` (sorted, distinct).
+fn lock_keys(client: &mut SpiClient<'_>, keys: &[i64], mode: LockMode) -> MsegResult<()> {
     // SAFETY: reading a PostgreSQL global.
     let read_committed = unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32;
-    if read_committed {
-        let lock = plan(client, PlanKind::Lock, &[int8_array()], || LOCK_SQL.to_owned())?;
-        client.update(&*lock, None, &[arg()])?;
-    } else {
-        let touch = plan(client, PlanKind::Touch, &[int8_array()], || TOUCH_SQL.to_owned())?;
-        client.update(&*touch, None, &[arg()])?;
+    let table = read_committed
+        && match mode {
+            LockMode::Rows => false,
+            LockMode::RowsOrTable => keys.len() >= BULK_LOCK_KEYS,
+            LockMode::Table => true,
+        };
+    if table {
+        // waits for every writer of memberships to finish; the next statement's snapshot sees them
+        client.update(TABLE_LOCK_SQL, None, &[])?;
+        return Ok(());
     }
+    let lock = plan(client, &PlanKind::Lock, &[int8_array()], || LOCK_SQL.to_owned())?;
+    client.update(&*lock, None, &[keys.to_vec().into()])?;
     Ok(())
 }
 
-/// Lock (creating where missing) and recompute the membership rows of `keys`.
-fn apply_keys(client: &mut SpiClient<'_>, cat: &SegCatalog, subject: &SubjectTable, keys: &[i64]) -> MsegResult<()> {
+/// Lock and recompute the segments in `scope` for `keys` (sorted, distinct).
+fn apply_keys(
+    client: &mut SpiClient<'_>,
+    cat: &SegCatalog,
+    subject: &SubjectTable,
+    keys: &[i64],
+    scope: &Scope,
+    mode: LockMode,
+) -> MsegResult<()> {
     if keys.is_empty() {
         return Ok(());
     }
-    lock_keys(client, keys)?;
-    let apply = plan(client, PlanKind::Apply, &[int8_array()], || apply_sql(cat, subject))?;
-    client.update(&*apply, None, &[keys.to_vec().into()])?;
-    Ok(())
+    lock_keys(client, keys, mode)?;
+    apply_locked(client, cat, subject, keys, scope)
 }
 
-fn keys_from(client: &mut SpiClient<'_>, stmt: &OwnedPreparedStatement) -> MsegResult<Vec<i64>> {
-    let t = client.update(stmt, None, &[])?;
+// ---------------------------------------------------------------------------------------------
+// Transition tables read directly
+// ---------------------------------------------------------------------------------------------
+
+/// A scan of one transition table (a tuplestore of the statement's old or new rows) with its own
+/// read pointer, so the SQL that reads the same table through SPI is not disturbed. Finding which
+/// subjects and columns a statement changed this way costs no query at all.
+struct TransitionScan {
+    store: *mut pg_sys::Tuplestorestate,
+    slot: *mut pg_sys::TupleTableSlot,
+    pointer: i32,
+}
+
+impl TransitionScan {
+    /// SAFETY: `store` is a live transition table of a relation with descriptor `desc`.
+    unsafe fn open(store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc) -> Option<Self> {
+        if store.is_null() {
+            return None;
+        }
+        let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
+        let pointer = pg_sys::tuplestore_alloc_read_pointer(store, pg_sys::EXEC_FLAG_REWIND as i32);
+        pg_sys::tuplestore_select_read_pointer(store, pointer);
+        pg_sys::tuplestore_rescan(store);
+        Some(TransitionScan { store, slot, pointer })
+    }
+
+    unsafe fn next(&mut self) -> bool {
+        pg_sys::tuplestore_select_read_pointer(self.store, self.pointer);
+        pg_sys::tuplestore_gettupleslot(self.store, true, false, self.slot)
+    }
+
+    /// The current row's value of attribute `attnum` (1-based), None when NULL.
+    unsafe fn value(&self, attnum: i16) -> Option<pg_sys::Datum> {
+        if i32::from((*self.slot).tts_nvalid) < i32::from(attnum) {
+            pg_sys::slot_getsomeattrs_int(self.slot, i32::from(attnum));
+        }
+        let i = (attnum - 1) as usize;
+        if *(*self.slot).tts_isnull.add(i) { None } else { Some(*(*self.slot).tts_values.add(i)) }
+    }
+
+    /// The current row's integer key in attribute `attnum` of type `typid` (int2/int4/int8).
+    unsafe fn key(&self, attnum: i16, typid: pg_sys::Oid) -> Option<i64> {
+        let d = self.value(attnum)?;
+        match typid {
+            pg_sys::INT8OID => Some(d.value() as i64),
+            pg_sys::INT4OID => Some(i64::from(d.value() as i32)),
+            pg_sys::INT2OID => Some(i64::from(d.value() as i16)),
+            _ => None,
+        }
+    }
+
+    unsafe fn close(self) {
+        pg_sys::ExecDropSingleTupleTableSlot(self.slot);
+    }
+}
+
+/// Whether two values of one type have the same binary image. Equal images mean equal values;
+/// different images (a TOAST pointer, another header form) are taken as a change, which only
+/// recomputes more than needed.
+/// SAFETY: both are valid datums of a type with `byval` and `len`.
+unsafe fn same_image(x: pg_sys::Datum, y: pg_sys::Datum, byval: bool, len: i16) -> bool {
+    if byval {
+        return x == y;
+    }
+    let (px, py) = (x.cast_mut_ptr::<u8>() as *const u8, y.cast_mut_ptr::<u8>() as *const u8);
+    let (nx, ny) = match len {
+        l if l > 0 => (l as usize, l as usize),
+        -1 => (pgrx::varlena::varsize_any(px.cast()), pgrx::varlena::varsize_any(py.cast())),
+        -2 => (CStr::from_ptr(px.cast()).to_bytes().len(), CStr::from_ptr(py.cast()).to_bytes().len()),
+        _ => return false,
+    };
+    nx == ny && std::slice::from_raw_parts(px, nx) == std::slice::from_raw_parts(py, ny)
+}
+
+/// SAFETY: `desc` is a valid tuple descriptor and `attnum` one of its attributes.
+unsafe fn attr(desc: pg_sys::TupleDesc, attnum: i16) -> Option<&'static pg_sys::FormData_pg_attribute> {
+    if attnum < 1 || i32::from(attnum) > (*desc).natts {
+        return None;
+    }
+    Some(&*(*desc).attrs.as_ptr().add((attnum - 1) as usize))
+}
+
+/// Every key of one transition table, sorted and distinct; None if the key cannot be read.
+unsafe fn transition_keys(store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc, attnum: i16, out: &mut Vec<i64>) -> Option<()> {
+    let typid = attr(desc, attnum)?.atttypid;
+    let mut scan = TransitionScan::open(store, desc)?;
+    while scan.next() {
+        if let Some(k) = scan.key(attnum, typid) {
+            out.push(k);
+        }
+    }
+    scan.close();
+    Some(())
+}
+
+fn sort_dedup(mut v: Vec<i64>) -> Vec<i64> {
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// What an UPDATE of the subject table changed: subjects whose key stayed and whose read columns
+/// changed (recomputed for the segments reading those columns), and subjects whose key changed
+/// (old and new key recomputed in full).
+struct SubjectUpdate {
+    changed: Vec<i64>,
+    rekeyed: Vec<i64>,
+    affected: Vec<i32>,
+}
+
+/// SAFETY: `td` is the trigger data of an UPDATE statement trigger on the subject table.
+unsafe fn scan_subject_update(td: &pg_sys::TriggerData, cat: &SegCatalog) -> Option<SubjectUpdate> {
+    let desc = (*td.tg_relation).rd_att;
+    let key_typ = attr(desc, cat.subject_key_attnum)?.atttypid;
+    let mut columns: Vec<i16> = cat.segments.iter().flat_map(|s| s.subject_attnums.iter().copied()).collect();
+    columns.sort_unstable();
+    columns.dedup();
+    let kinds: Vec<(bool, i16)> = columns.iter().map(|&a| attr(desc, a).map(|t| (t.attbyval, t.attlen))).collect::<Option<_>>()?;
+    let mut old = TransitionScan::open(td.tg_oldtable, desc)?;
+    let Some(mut new) = TransitionScan::open(td.tg_newtable, desc) else {
+        old.close();
+        return None;
+    };
+    let mut changed_columns = vec![false; columns.len()];
+    let (mut changed, mut rekeyed) = (Vec::new(), Vec::new());
+    let mut paired = true;
+    loop {
+        // an UPDATE appends each row's old and new versions together: the two tables pair up
+        let (a, b) = (old.next(), new.next());
+        if a != b {
+            paired = false;
+            break;
+        }
+        if !a {
+            break;
+        }
+        let (ko, kn) = (old.key(cat.subject_key_attnum, key_typ), new.key(cat.subject_key_attnum, key_typ));
+        if ko != kn {
+            rekeyed.extend(ko);
+            rekeyed.extend(kn);
+            continue;
+        }
+        let Some(k) = kn else { continue };
+        let mut differs = false;
+        for (i, &attnum) in columns.iter().enumerate() {
+            let same = match (old.value(attnum), new.value(attnum)) {
+                (None, None) => true,
+                (Some(x), Some(y)) => same_image(x, y, kinds[i].0, kinds[i].1),
+                _ => false,
+            };
+            if !same {
+                changed_columns[i] = true;
+                differs = true;
+            }
+        }
+        if differs {
+            changed.push(k);
+        }
+    }
+    old.close();
+    new.close();
+    if !paired {
+        return None;
+    }
+    let changed_attnums: Vec<i16> = columns.iter().zip(&changed_columns).filter(|(_, c)| **c).map(|(a, _)| *a).collect();
+    let affected = cat
+        .segments
+        .iter()
+        .filter(|s| s.subject_attnums.iter().any(|a| changed_attnums.contains(a)))
+        .map(|s| s.id)
+        .collect();
+    let rekeyed = sort_dedup(rekeyed);
+    let changed = sort_dedup(changed).into_iter().filter(|k| rekeyed.binary_search(k).is_err()).collect();
+    Some(SubjectUpdate { changed, rekeyed, affected })
+}
+
+/// Keys of every row of both transition tables through SQL: the fallback when a table cannot be
+/// read directly (it recomputes more than needed, never less).
+fn keys_by_sql(client: &mut SpiClient<'_>, key: &str, old: bool, new: bool) -> MsegResult<Vec<i64>> {
+    let key = quote_identifier(key);
+    let mut parts = Vec::new();
+    if new {
+        parts.push(format!("SELECT {key}::pg_catalog.int8 AS k FROM mseg_new"));
+    }
+    if old {
+        parts.push(format!("SELECT {key}::pg_catalog.int8 AS k FROM mseg_old"));
+    }
+    let sql = format!(
+        "SELECT pg_catalog.array_agg(DISTINCT k ORDER BY k) FROM ({}) x WHERE k IS NOT NULL",
+        parts.join(" UNION ALL ")
+    );
+    let t = client.update(sql.as_str(), None, &[])?;
     Ok(t.first().get_one::<Vec<i64>>()?.unwrap_or_default())
+}
+
+/// Keys of the rows of the transition tables `old`/`new`, read directly, else through SQL.
+unsafe fn statement_keys(
+    client: &mut SpiClient<'_>,
+    td: &pg_sys::TriggerData,
+    key: &str,
+    attnum: i16,
+    old: bool,
+    new: bool,
+) -> MsegResult<Vec<i64>> {
+    let desc = (*td.tg_relation).rd_att;
+    let mut keys = Vec::new();
+    let direct = (!old || transition_keys(td.tg_oldtable, desc, attnum, &mut keys).is_some())
+        && (!new || transition_keys(td.tg_newtable, desc, attnum, &mut keys).is_some());
+    if direct {
+        Ok(sort_dedup(keys))
+    } else {
+        keys_by_sql(client, key, old, new)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // The trigger
 // ---------------------------------------------------------------------------------------------
+
+/// Run `f` with SPI as the extension owner, the statement's transition tables visible, and generic
+/// plans (the prepared statements are the same every time; custom plans would plan the whole
+/// evaluation again on every statement).
+unsafe fn with_trigger_spi(td: &pg_sys::TriggerData, f: impl FnOnce(&mut SpiClient<'_>) -> MsegResult<()>) -> MsegResult<()> {
+    let tdp = td as *const pg_sys::TriggerData as *mut pg_sys::TriggerData;
+    catalog::as_owner(|| {
+        catalog::with_setting(c"plan_cache_mode", c"force_generic_plan", || {
+            Spi::connect_mut(|client| {
+                // SAFETY: makes this statement's transition tables visible to the queries below.
+                unsafe { pg_sys::SPI_register_trigger_data(tdp) };
+                f(client)
+            })
+        })
+    })
+}
 
 unsafe fn on_statement(td: &pg_sys::TriggerData) -> MsegResult<()> {
     let relid = (*td.tg_relation).rd_id;
@@ -390,66 +658,94 @@ unsafe fn on_statement(td: &pg_sys::TriggerData) -> MsegResult<()> {
         return Ok(());
     }
     let op = td.tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
-    let is_subject = relid == subject.relid;
-    let source = cat.sources.iter().find(|s| s.relid == relid).cloned();
-    if !is_subject && source.is_none() {
+    if relid == subject.relid {
+        return on_subject_statement(td, op, &cat, &subject);
+    }
+    let Some(src) = cat.sources.iter().find(|s| s.relid == relid).cloned() else {
         return Err(MsegError::new(
             Code::InvalidTable,
             format!("{} is neither the subject table nor a registered source", catalog::relation_name(relid)),
         )
         .hint("Let mseg.register_source create the segment triggers."));
+    };
+    // only the segments that read this source can change
+    let affected: Vec<i32> = cat.segments.iter().filter(|s| s.sources.contains(&relid)).map(|s| s.id).collect();
+    if affected.is_empty() {
+        return Ok(());
     }
-    let tdp = td as *const pg_sys::TriggerData as *mut pg_sys::TriggerData;
-    // generic plans: the prepared statements are the same every time, and custom plans would
-    // re-plan the whole evaluation query on every statement
-    catalog::as_owner(|| catalog::with_setting(c"plan_cache_mode", c"force_generic_plan", || {
-        Spi::connect_mut(|client| -> MsegResult<()> {
-            // SAFETY: makes this statement's transition tables visible to the queries below.
-            unsafe { pg_sys::SPI_register_trigger_data(tdp) };
-            if is_subject {
-                match op {
-                    pg_sys::TRIGGER_EVENT_INSERT => {
-                        let p = plan(client, PlanKind::Insert, &[], || insert_sql(&cat, &subject))?;
-                        client.update(&*p, None, &[])?;
-                    }
-                    pg_sys::TRIGGER_EVENT_UPDATE => {
-                        let p = plan(client, PlanKind::ChangedKeys, &[], || changed_keys_sql(&cat, &subject))?;
-                        let keys = keys_from(client, &p)?;
-                        apply_keys(client, &cat, &subject, &keys)?;
-                    }
-                    pg_sys::TRIGGER_EVENT_DELETE => {
-                        // lock first: a concurrent source change must not re-create a deleted subject's set
-                        let p = plan(client, PlanKind::DeletedKeys, &[], || deleted_keys_sql(&subject))?;
-                        let keys = keys_from(client, &p)?;
-                        if !keys.is_empty() {
-                            lock_keys(client, &keys)?;
-                            let d = plan(client, PlanKind::Delete, &[int8_array()], || DELETE_SQL.to_owned())?;
-                            client.update(&*d, None, &[keys.into()])?;
-                        }
-                    }
-                    _ => {
-                        let p = plan(client, PlanKind::Truncate, &[], || TRUNCATE_SQL.to_owned())?;
-                        client.update(&*p, None, &[])?;
-                    }
-                }
-            } else if let Some(src) = &source {
-                if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
-                    // every subject may have lost its source rows: recompute all current members
-                    let t = client.update("SELECT pg_catalog.array_agg(subject_key) FROM mseg.memberships", None, &[])?;
-                    let keys = t.first().get_one::<Vec<i64>>()?.unwrap_or_default();
-                    apply_keys(client, &cat, &subject, &keys)?;
-                } else {
-                    let old = op != pg_sys::TRIGGER_EVENT_INSERT;
-                    let new = op != pg_sys::TRIGGER_EVENT_DELETE;
-                    let kind = PlanKind::SourceKeys(u32::from(src.relid), old, new);
-                    let p = plan(client, kind, &[], || source_keys_sql(src, old, new))?;
-                    let keys = keys_from(client, &p)?;
-                    apply_keys(client, &cat, &subject, &keys)?;
+    let scope = Scope::Only(affected);
+    with_trigger_spi(td, |client| {
+        let keys = if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
+            // every subject may have lost its source rows: recompute all current members
+            let t = client.update("SELECT pg_catalog.array_agg(subject_key ORDER BY subject_key) FROM mseg.memberships", None, &[])?;
+            t.first().get_one::<Vec<i64>>()?.unwrap_or_default()
+        } else {
+            let old = op != pg_sys::TRIGGER_EVENT_INSERT;
+            let new = op != pg_sys::TRIGGER_EVENT_DELETE;
+            // SAFETY: td is this trigger's data; the transition tables live until it returns.
+            unsafe { statement_keys(client, td, &src.key, src.key_attnum, old, new)? }
+        };
+        apply_keys(client, &cat, &subject, &keys, &scope, LockMode::RowsOrTable)
+    })
+}
+
+unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat: &SegCatalog, subject: &SubjectTable) -> MsegResult<()> {
+    match op {
+        pg_sys::TRIGGER_EVENT_INSERT => with_trigger_spi(td, |client| {
+            let p = plan(client, &PlanKind::Insert, &[], || insert_sql(cat, subject))?;
+            client.update(&*p, None, &[])?;
+            Ok(())
+        }),
+        pg_sys::TRIGGER_EVENT_UPDATE => {
+            let scanned = scan_subject_update(td, cat);
+            if let Some(u) = &scanned {
+                if u.rekeyed.is_empty() && (u.changed.is_empty() || u.affected.is_empty()) {
+                    return Ok(()); // no column any segment reads changed: nothing to do, no query run
                 }
             }
+            with_trigger_spi(td, |client| match scanned {
+                Some(u) => {
+                    let all: Vec<i64> = sort_dedup(u.changed.iter().chain(&u.rekeyed).copied().collect());
+                    lock_keys(client, &all, LockMode::RowsOrTable)?;
+                    if !u.changed.is_empty() && !u.affected.is_empty() {
+                        apply_locked(client, cat, subject, &u.changed, &Scope::Only(u.affected.clone()))?;
+                    }
+                    apply_locked(client, cat, subject, &u.rekeyed, &Scope::All)
+                }
+                None => {
+                    let keys = keys_by_sql(client, &subject.key, true, true)?;
+                    apply_keys(client, cat, subject, &keys, &Scope::All, LockMode::RowsOrTable)
+                }
+            })
+        }
+        pg_sys::TRIGGER_EVENT_DELETE => with_trigger_spi(td, |client| {
+            // lock first: a concurrent source change must not re-create a deleted subject's set
+            // SAFETY: td is this trigger's data.
+            let keys = unsafe { statement_keys(client, td, &subject.key, cat.subject_key_attnum, true, false)? };
+            if !keys.is_empty() {
+                lock_keys(client, &keys, LockMode::RowsOrTable)?;
+                let d = plan(client, &PlanKind::Delete, &[int8_array()], || DELETE_SQL.to_owned())?;
+                client.update(&*d, None, &[keys.into()])?;
+            }
             Ok(())
-        })
-    }))
+        }),
+        _ => with_trigger_spi(td, |client| {
+            let p = plan(client, &PlanKind::Truncate, &[], || TRUNCATE_SQL.to_owned())?;
+            client.update(&*p, None, &[])?;
+            Ok(())
+        }),
+    }
+}
+
+/// Recompute `keys` (already locked) for `scope`.
+fn apply_locked(client: &mut SpiClient<'_>, cat: &SegCatalog, subject: &SubjectTable, keys: &[i64], scope: &Scope) -> MsegResult<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let kind = PlanKind::Apply(scope.clone());
+    let apply = plan(client, &kind, &[int8_array()], || apply_sql(cat, subject, scope))?;
+    client.update(&*apply, None, &[keys.to_vec().into()])?;
+    Ok(())
 }
 
 /// Statement-level AFTER trigger on the subject table and every registered source table.
@@ -790,7 +1086,7 @@ fn lock_maintained_tables(subject: &SubjectTable) -> MsegResult<()> {
 // ---------------------------------------------------------------------------------------------
 
 /// Recompute every subject's set in batches (progress in mseg.progress); returns subjects changed.
-fn refresh_all(label: &str) -> MsegResult<i64> {
+fn refresh_all(label: &str, scope: &Scope, mode: LockMode) -> MsegResult<i64> {
     // SAFETY: pick up definition changes committed by other sessions before using the cache.
     unsafe { pg_sys::AcceptInvalidationMessages() };
     keys::note_catalog_change();
@@ -819,7 +1115,7 @@ fn refresh_all(label: &str) -> MsegResult<i64> {
                 let t = client.update(&next_batch, None, &[last.into(), batch.into()])?;
                 let keys = t.first().get_one::<Vec<i64>>()?.unwrap_or_default();
                 let Some(&max) = keys.last() else { break };
-                apply_keys(client, &cat, &subject, &keys)?;
+                apply_keys(client, &cat, &subject, &keys, scope, mode)?;
                 last = max;
                 done += keys.len() as i64;
                 progress::advance(slot, done, done);
@@ -973,7 +1269,8 @@ fn define_segment(
         lock_maintained_tables(&subject)?;
         let id = store_segment(None, name, purpose, predicate, description, &a)?;
         ensure_triggers(subject.relid)?;
-        refresh_all(name)?;
+        // the maintained tables are locked: only consent changes can run alongside
+        refresh_all(name, &Scope::Only(vec![id]), LockMode::Table)?;
         let size = segment_size(id)?;
         if a.time_dependent {
             pgrx::notice!("pg_mseg: segment \"{name}\" depends on the current time; schedule mseg.refresh_segments() (e.g. nightly with pg_cron)");
@@ -1009,7 +1306,7 @@ fn alter_segment(
         catalog::audit("segment.alter", name, serde_json::json!({"purpose": purpose, "predicate": a.canonical}))?;
         lock_maintained_tables(&subject)?;
         store_segment(Some(id), name, purpose, predicate, description, &a)?;
-        refresh_all(name)?;
+        refresh_all(name, &Scope::Only(vec![id]), LockMode::Table)?;
         segment_size(id)
     })
 }
@@ -1141,16 +1438,18 @@ fn unregister_source(table: Option<PgRelation>) -> bool {
 
 /// Recompute every subject's set (after time passes: time-dependent predicates and consent
 /// expiry); returns the number of membership events it wrote. Schedulable: it blocks no writer,
-/// taking part in the same row-lock protocol as the triggers. `segment` only labels the progress.
+/// taking part in the same row-lock protocol as the triggers. With `segment`, only that segment is
+/// recomputed.
 #[pg_extern(volatile, parallel_unsafe)]
 fn refresh_segments(segment: default!(Option<&str>, "NULL")) -> i64 {
     boundary(|| {
         require_subject_table()?;
-        if let Some(name) = segment {
-            segment_id(name)?;
-        }
+        let scope = match segment {
+            Some(name) => Scope::Only(vec![segment_id(name)?]),
+            None => Scope::All,
+        };
         let label = segment.unwrap_or("*").to_owned();
-        let changed = refresh_all(&label)?;
+        let changed = refresh_all(&label, &scope, LockMode::Rows)?;
         catalog::audit("segments.refresh", &label, serde_json::json!({"events": changed}))?;
         Ok(changed)
     })
@@ -1170,7 +1469,7 @@ fn verify_segments() -> TableIterator<'static, (name!(segment, String), name!(su
              FROM n FULL JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) n.subject_key \
              WHERE COALESCE(n.segs, '{{}}'::pg_catalog.int4[]) IS DISTINCT FROM COALESCE(m.segments, '{{}}'::pg_catalog.int4[]) \
              ORDER BY 1",
-            eval = eval_select(&cat, &subject, &subject.name)
+            eval = eval_select(&cat, &subject, &subject.name, &Scope::All)
         );
         catalog::select(|c| {
             let mut out = Vec::new();
@@ -1204,7 +1503,7 @@ fn segments_refresh_subject(subject: Option<i64>) -> bool {
         }
         catalog::as_owner(|| {
             catalog::with_setting(c"plan_cache_mode", c"force_generic_plan", || {
-                Spi::connect_mut(|client| apply_keys(client, &cat, &subject, &[key]))
+                Spi::connect_mut(|client| apply_keys(client, &cat, &subject, &[key], &Scope::All, LockMode::Rows))
             })
         })?;
         Ok(true)
