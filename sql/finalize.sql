@@ -136,7 +136,7 @@ TO mseg_admin, mseg_export;
 
 -- Variant Twins: export and resolve at the controller, import and pooling at the trusted party
 GRANT SELECT ON mseg.partners, mseg.partner_exports TO mseg_admin, mseg_export;
-GRANT SELECT ON mseg.controllers, mseg.pool_twins TO mseg_admin;
+GRANT SELECT ON mseg.controllers, mseg.pool_twins, mseg.pool_segments TO mseg_admin;
 GRANT SELECT ON mseg.pool_segment_sizes TO mseg_app, mseg_admin, mseg_export;
 GRANT EXECUTE ON FUNCTION
     mseg.add_partner(pg_catalog.text, pg_catalog.text[], pg_catalog.int4, pg_catalog.float8),
@@ -144,8 +144,11 @@ GRANT EXECUTE ON FUNCTION
     mseg.register_controller(pg_catalog.text, pg_catalog.text),
     mseg.import_variant_twins(pg_catalog.text),
     mseg.import_variant_twins_from(pg_catalog.regclass),
-    mseg.purge_expired_twins()
+    mseg.purge_expired_twins(),
+    mseg.define_pool_segment(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text),
+    mseg.drop_pool_segment(pg_catalog.text)
 TO mseg_admin;
+GRANT EXECUTE ON FUNCTION mseg.pool_segment_members(pg_catalog.text) TO mseg_admin, mseg_export;
 GRANT EXECUTE ON FUNCTION
     mseg.controller_public_key(),
     mseg.export_variant_twins(pg_catalog.text, pg_catalog.text),

@@ -50,28 +50,67 @@ CREATE TABLE mseg.pool_twins (
     policy      pg_catalog.jsonb NOT NULL,
     expires_at  pg_catalog.timestamptz,
     sequence    pg_catalog.int8 NOT NULL,
+    pool_segments pg_catalog.text[] NOT NULL DEFAULT '{}',  -- pool segments it is in (src/pool.rs)
     PRIMARY KEY (controller, pseudonym)
 );
 COMMENT ON TABLE mseg.pool_twins IS 'pg_mseg: Variant Twins imported from controllers, keyed by (controller, pseudonym)';
 
+-- Pool segments: predicates over pooled twins (alias t) across controllers, bound to a purpose the
+-- twins' policies must allow. Membership is kept in pool_twins.pool_segments by every import.
+CREATE TABLE mseg.pool_segments (
+    name        pg_catalog.text PRIMARY KEY CHECK (name OPERATOR(pg_catalog.~) '^[a-z][a-z0-9_]{0,62}$'),
+    purpose     pg_catalog.text NOT NULL CHECK (purpose OPERATOR(pg_catalog.~) '^[a-z][a-z0-9_]{0,62}$'),
+    predicate   pg_catalog.text NOT NULL,   -- as written
+    canonical   pg_catalog.text NOT NULL,   -- as PostgreSQL deparsed it, every name qualified
+    description pg_catalog.text,
+    created_at  pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE mseg.pool_segments IS 'pg_mseg: cross-controller segments over the pooled Variant Twins (trusted party)';
+
+SELECT pg_catalog.pg_extension_config_dump('mseg.pool_segments', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.partners', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.partner_twins', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.partner_exports', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.controllers', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.pool_twins', '');
 
--- Pool segment sizes: twins per (controller, segment) and per segment across controllers,
--- suppressed below mseg.min_group_size.
+-- Pool segment sizes: twins per (controller, segment) and per segment across controllers
+-- (controller NULL), for the controllers' exported segments (kind 'controller') and the trusted
+-- party's own pool segments (kind 'pool'); expired twins never count; suppressed below
+-- mseg.min_group_size.
 CREATE VIEW mseg.pool_segment_sizes AS
 SELECT x.controller, x.segment,
        CASE WHEN x.twins OPERATOR(pg_catalog.>=) k.k THEN x.twins END AS twins,
-       x.twins OPERATOR(pg_catalog.<) k.k AS suppressed
-FROM (SELECT t.controller, seg AS segment, pg_catalog.count(*) AS twins
-      FROM mseg.pool_twins t, pg_catalog.unnest(t.segments) seg
+       x.twins OPERATOR(pg_catalog.<) k.k AS suppressed,
+       x.kind
+FROM (SELECT t.controller, s.kind, s.segment, pg_catalog.count(*) AS twins
+      FROM mseg.pool_twins t
+      CROSS JOIN LATERAL (SELECT 'controller'::pg_catalog.text AS kind, c AS segment FROM pg_catalog.unnest(t.segments) c
+                          UNION ALL
+                          SELECT 'pool'::pg_catalog.text, p FROM pg_catalog.unnest(t.pool_segments) p) s
       WHERE t.expires_at IS NULL OR t.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
-      GROUP BY GROUPING SETS ((t.controller, seg), (seg))) x
+      GROUP BY GROUPING SETS ((t.controller, s.kind, s.segment), (s.kind, s.segment))) x
 CROSS JOIN (SELECT pg_catalog.current_setting('mseg.min_group_size')::pg_catalog.int4 AS k) k;
-COMMENT ON VIEW mseg.pool_segment_sizes IS 'pg_mseg: pooled segment sizes (controller NULL = across controllers), k-suppressed';
+COMMENT ON VIEW mseg.pool_segment_sizes IS 'pg_mseg: pooled segment sizes (controller NULL = across controllers; kind controller or pool), k-suppressed';
+
+-- Members of a pool segment now (privileged: whoever prepares an offer at the trusted party).
+CREATE FUNCTION mseg.pool_segment_members(segment pg_catalog.text)
+RETURNS TABLE (controller pg_catalog.text, pseudonym pg_catalog.text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM mseg.pool_segments s WHERE s.name OPERATOR(pg_catalog.=) segment) THEN
+        RAISE EXCEPTION USING ERRCODE = 'MS051',
+            MESSAGE = pg_catalog.format('pool segment "%s" does not exist', segment),
+            HINT = 'mseg.pool_segments lists the pool segments.';
+    END IF;
+    RETURN QUERY
+        SELECT t.controller, t.pseudonym FROM mseg.pool_twins t
+        WHERE segment OPERATOR(pg_catalog.=) ANY (t.pool_segments)
+          AND (t.expires_at IS NULL OR t.expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
+        ORDER BY 1, 2;
+END $$;
 
 CREATE FUNCTION mseg.purge_expired_twins()
 RETURNS pg_catalog.int8 LANGUAGE plpgsql VOLATILE SECURITY DEFINER

@@ -25,6 +25,9 @@ use crate::segments;
 
 pub const FORMAT: &str = "mseg-vt/1";
 
+/// The anonymiser's extra column for the segment set (reported in the manifest's levels).
+const SEGMENTS_COLUMN: &str = "(segments)";
+
 pub fn partner_domain(partner: &str) -> String {
     format!("partner.{partner}")
 }
@@ -231,12 +234,39 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<Vec<String>> {
         };
         hierarchies.push((c.name.clone(), h));
     }
+    // segments bound to one of the partner's purposes
+    let seg_names: HashMap<i32, String> = catalog::select(|c| {
+        let mut m = HashMap::new();
+        for row in c.select("SELECT segment_id, name FROM mseg.segments WHERE purpose OPERATOR(pg_catalog.=) ANY ($1)", None, &[p.purposes.clone().into()])? {
+            m.insert(row.get::<i32>(1)?.unwrap_or(0), row.get::<String>(2)?.unwrap_or_default());
+        }
+        Ok(m)
+    })?;
+    // The segment set is quasi-identifying too: it joins the anonymisation as one more column
+    // (the exact set, or * for the class), so the partitioning keeps sets together where it can.
+    let set_text = |e: &Eligible| {
+        let mut ids: Vec<i32> = e.segments.iter().copied().filter(|id| seg_names.contains_key(id)).collect();
+        ids.sort_unstable();
+        ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+    };
+    let with_sets = !seg_names.is_empty();
+    if with_sets {
+        let mut distinct: Vec<String> = eligible.iter().map(set_text).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let h = kanon::Hierarchy::categorical(distinct.into_iter().map(|v| (v, "*".to_owned()))).map_err(kanon_sql::kanon_error)?;
+        hierarchies.push((SEGMENTS_COLUMN.to_owned(), h));
+    }
     let mut a = Anonymizer::new(hierarchies, p.k as usize, None, p.suppression_limit).map_err(kanon_sql::kanon_error)?;
     for e in &eligible {
         if e.quasi.iter().any(Option::is_none) {
             continue;
         }
-        let texts: Vec<&str> = e.quasi.iter().map(|v| v.as_deref().unwrap_or("")).collect();
+        let set = set_text(e);
+        let mut texts: Vec<&str> = e.quasi.iter().map(|v| v.as_deref().unwrap_or("")).collect();
+        if with_sets {
+            texts.push(&set);
+        }
         a.push_text(e.subject, &texts, None).map_err(kanon_sql::kanon_error)?;
     }
     let out = a.run().map_err(kanon_sql::kanon_error)?;
@@ -246,17 +276,25 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<Vec<String>> {
             released.insert(s, v.to_vec());
         }
     }
+    // Segment sets are quasi-identifying too: within each released class, members whose set fewer
+    // than k share are given a common subset, so every (quasi values, segments) group has >= k.
+    let mut sets: HashMap<i64, Vec<i32>> = HashMap::new();
+    let mut classes: BTreeMap<&Vec<String>, Vec<i64>> = BTreeMap::new();
+    for e in eligible.iter() {
+        let Some(values) = released.get(&e.subject) else { continue };
+        let mut ids: Vec<i32> = e.segments.iter().copied().filter(|id| seg_names.contains_key(id)).collect();
+        ids.sort_unstable();
+        sets.insert(e.subject, ids);
+        classes.entry(values).or_default().push(e.subject);
+    }
+    for members in classes.values() {
+        k_anonymous_sets(members, &mut sets, p.k as usize);
+    }
     // segments the partner may see: bound to one of its purposes, with at least k released members
-    let seg_names: HashMap<i32, String> = catalog::select(|c| {
-        let mut m = HashMap::new();
-        for row in c.select("SELECT segment_id, name FROM mseg.segments WHERE purpose OPERATOR(pg_catalog.=) ANY ($1)", None, &[p.purposes.clone().into()])? {
-            m.insert(row.get::<i32>(1)?.unwrap_or(0), row.get::<String>(2)?.unwrap_or_default());
-        }
-        Ok(m)
-    })?;
+    // (dropping a segment from every set only merges groups, so k still holds)
     let mut seg_count: HashMap<i32, usize> = HashMap::new();
-    for e in eligible.iter().filter(|e| released.contains_key(&e.subject)) {
-        for id in e.segments.iter().filter(|id| seg_names.contains_key(id)) {
+    for ids in sets.values() {
+        for id in ids {
             *seg_count.entry(*id).or_default() += 1;
         }
     }
@@ -268,7 +306,10 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<Vec<String>> {
     for e in eligible.iter() {
         let Some(values) = released.get(&e.subject) else { continue };
         let quasi: BTreeMap<String, Json> = cols.iter().zip(values).map(|(c, v)| (c.name.clone(), Json::from(v.clone()))).collect();
-        let mut segs: Vec<String> = e.segments.iter().filter(|id| shown.contains(id)).filter_map(|id| seg_names.get(id).cloned()).collect();
+        let mut segs: Vec<String> = sets
+            .get(&e.subject)
+            .map(|ids| ids.iter().filter(|id| shown.contains(id)).filter_map(|id| seg_names.get(id).cloned()).collect())
+            .unwrap_or_default();
         segs.sort();
         let mut basis = BTreeMap::new();
         let mut allowed = Vec::new();
@@ -372,12 +413,17 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<Vec<String>> {
     );
     // remember what the partner now holds, and the export itself
     catalog::update(|c| {
-        for (s, pn, h) in &state_upserts {
+        // in batches of arrays: one statement per 10 000 twins, not one per twin
+        for chunk in state_upserts.chunks(10_000) {
+            let subjects: Vec<i64> = chunk.iter().map(|(s, ..)| *s).collect();
+            let pseudonyms: Vec<&str> = chunk.iter().map(|(_, pn, _)| pn.as_str()).collect();
+            let hashes: Vec<&str> = chunk.iter().map(|(.., h)| h.as_str()).collect();
             c.update(
-                "INSERT INTO mseg.partner_twins (partner, subject_key, pseudonym, content_hash, sequence) VALUES ($1, $2, $3, $4, $5) \
+                "INSERT INTO mseg.partner_twins (partner, subject_key, pseudonym, content_hash, sequence) \
+                 SELECT $1, u.s, u.pn, u.h, $5 FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.int8[]), pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[])) AS u(s, pn, h) \
                  ON CONFLICT (partner, subject_key) DO UPDATE SET pseudonym = EXCLUDED.pseudonym, content_hash = EXCLUDED.content_hash, sequence = EXCLUDED.sequence",
                 None,
-                &[p.name.as_str().into(), (*s).into(), pn.as_str().into(), h.as_str().into(), sequence.into()],
+                &[p.name.as_str().into(), subjects.into(), pseudonyms.into(), hashes.into(), sequence.into()],
             )?;
         }
         c.update(
@@ -395,6 +441,35 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<Vec<String>> {
     })?;
     catalog::audit("export", &p.name, json!({"sequence": sequence, "mode": if delta {"delta"} else {"full"}, "twins": twin_lines, "tombstones": tombstones.len(), "sha256": hex(&digest)}))?;
     Ok(lines)
+}
+
+/// Make the segment sets of one equivalence class (`members`, at least k of them) k-anonymous:
+/// the members of every set held by fewer than k take the intersection of those sets, joined,
+/// while still fewer than k, by the largest group (which takes the intersection too).
+fn k_anonymous_sets(members: &[i64], sets: &mut HashMap<i64, Vec<i32>>, k: usize) {
+    let mut groups: BTreeMap<Vec<i32>, Vec<i64>> = BTreeMap::new();
+    for m in members {
+        groups.entry(sets.get(m).cloned().unwrap_or_default()).or_default().push(*m);
+    }
+    let (small, big): (Vec<_>, Vec<_>) = groups.into_iter().partition(|(_, m)| m.len() < k);
+    if small.is_empty() {
+        return;
+    }
+    let mut common: Vec<i32> = small[0].0.clone();
+    let mut moved: Vec<i64> = Vec::new();
+    for (set, m) in &small {
+        common.retain(|id| set.contains(id));
+        moved.extend(m);
+    }
+    if moved.len() < k {
+        if let Some((set, m)) = big.iter().max_by_key(|(_, m)| m.len()) {
+            common.retain(|id| set.contains(id));
+            moved.extend(m);
+        }
+    }
+    for m in moved {
+        sets.insert(m, common.clone());
+    }
 }
 
 /// Why subjects left a partner's scope: erased, restricted, objected, withdrawn or out_of_scope.

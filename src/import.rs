@@ -211,6 +211,7 @@ fn apply(lines: &[&str], v: Verified) -> MsegResult<i64> {
         c.update("UPDATE mseg.controllers SET last_sequence = $2 WHERE id OPERATOR(pg_catalog.=) $1", None, &[v.controller.as_str().into(), v.sequence.into()])?;
         Ok(())
     })?;
+    crate::pool::recompute(Some(&v.controller))?;
     catalog::audit("import", &v.controller, json!({"sequence": v.sequence, "mode": if v.full {"full"} else {"delta"},
         "twins": v.twins.len(), "tombstones": v.tombstones.len()}))?;
     Ok(v.twins.len() as i64)

@@ -16,6 +16,7 @@ pub mod gucs;
 pub mod import;
 pub mod kanon;
 pub mod keys;
+pub mod pool;
 pub mod progress;
 pub mod pseudonym;
 pub mod segments;

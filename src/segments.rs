@@ -307,6 +307,9 @@ const TRUNCATE_SQL: &str = "WITH d AS (DELETE FROM mseg.memberships RETURNING su
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 enum PlanKind {
     Apply(Scope),
+    RowEval(Vec<i32>),
+    RowWrite(Vec<i32>),
+    SubjectLock,
     Lock,
     Insert,
     Delete,
@@ -704,6 +707,7 @@ unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat: &SegCatal
                 }
             }
             with_trigger_spi(td, |client| match scanned {
+                Some(u) if row_path_applies(cat, &u) => update_row_segments(client, cat, subject, &u.changed, &u.affected),
                 Some(u) => {
                     let all: Vec<i64> = sort_dedup(u.changed.iter().chain(&u.rekeyed).copied().collect());
                     lock_keys(client, &all, LockMode::RowsOrTable)?;
@@ -735,6 +739,104 @@ unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat: &SegCatal
             Ok(())
         }),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The row-only path: an UPDATE that changed only columns read by segments over the subject row
+// ---------------------------------------------------------------------------------------------
+//
+// In READ COMMITTED the UPDATE itself holds the subject row's lock until commit, and every other
+// maintainer of a row-only segment's bit takes that lock too (other UPDATEs and DELETEs of the
+// row; consent changes and refresh batches lock it FOR SHARE before evaluating; definitions lock
+// the table), while source triggers recompute only the segments that read their source. So the
+// affected bits can be evaluated from the new row with a fresh snapshot and no membership lock,
+// and written as a merge into the latest version of the membership row (ON CONFLICT DO UPDATE
+// evaluates its SET on that version): one query per statement, a second only if a set changed.
+
+fn row_path_applies(cat: &SegCatalog, u: &SubjectUpdate) -> bool {
+    // SAFETY: reading a PostgreSQL global.
+    let read_committed = unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32;
+    read_committed
+        && u.rekeyed.is_empty()
+        && !u.affected.is_empty()
+        && u.changed.len() < BULK_LOCK_KEYS
+        && cat.segments.iter().filter(|s| u.affected.contains(&s.id)).all(|s| s.sources.is_empty())
+}
+
+fn row_eval_sql(cat: &SegCatalog, subject: &SubjectTable, affected: &[i32]) -> String {
+    format!(
+        "SELECT n.subject_key, n.segs, COALESCE(m.segments, '{{}}'::pg_catalog.int4[]) \
+         FROM ({eval} WHERE s.{key} OPERATOR(pg_catalog.=) ANY ($1)) n \
+         LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) n.subject_key",
+        eval = eval_select(cat, subject, "mseg_new", &Scope::Only(affected.to_vec())),
+        key = quote_identifier(&subject.key),
+    )
+}
+
+/// $1 subject, $2 its new bits among the affected ids, $3 joined, $4 left.
+fn row_write_sql(affected: &[i32]) -> String {
+    let ids = affected.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    format!(
+        "WITH w AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) VALUES ($1, $2, pg_catalog.now()) \
+                    ON CONFLICT (subject_key) DO UPDATE SET updated_at = pg_catalog.now(), segments = \
+                      ARRAY(SELECT x FROM pg_catalog.unnest(m.segments) x WHERE x OPERATOR(pg_catalog.<>) ALL ('{{{ids}}}'::pg_catalog.int4[]) \
+                            UNION SELECT y FROM pg_catalog.unnest($2::pg_catalog.int4[]) y ORDER BY 1)) \
+         INSERT INTO mseg.membership_events (subject_key, joined, left_segments) VALUES ($1, $3, $4)"
+    )
+}
+
+fn update_row_segments(
+    client: &mut SpiClient<'_>,
+    cat: &SegCatalog,
+    subject: &SubjectTable,
+    keys: &[i64],
+    affected: &[i32],
+) -> MsegResult<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let eval = plan(client, &PlanKind::RowEval(affected.to_vec()), &[int8_array()], || row_eval_sql(cat, subject, affected))?;
+    let mut changes = Vec::new();
+    for row in client.update(&*eval, None, &[keys.to_vec().into()])? {
+        let key = row.get::<i64>(1)?.unwrap_or(0);
+        let new = row.get::<Vec<i32>>(2)?.unwrap_or_default();
+        let stored = row.get::<Vec<i32>>(3)?.unwrap_or_default();
+        let old: Vec<i32> = stored.into_iter().filter(|id| affected.contains(id)).collect();
+        let joined: Vec<i32> = new.iter().copied().filter(|id| !old.contains(id)).collect();
+        let left: Vec<i32> = old.iter().copied().filter(|id| !new.contains(id)).collect();
+        if !joined.is_empty() || !left.is_empty() {
+            changes.push((key, new, joined, left));
+        }
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let int4_array = pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT4ARRAYOID);
+    let write = plan(
+        client,
+        &PlanKind::RowWrite(affected.to_vec()),
+        &[pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT8OID), int4_array, int4_array, int4_array],
+        || row_write_sql(affected),
+    )?;
+    for (key, new, joined, left) in changes {
+        client.update(&*write, None, &[key.into(), new.into(), joined.into(), left.into()])?;
+    }
+    Ok(())
+}
+
+/// Lock the subject rows of `keys` FOR SHARE (see the row-only path): consent changes and refresh
+/// batches, which recompute every segment, take them before evaluating.
+fn lock_subject_rows(client: &mut SpiClient<'_>, subject: &SubjectTable, keys: &[i64]) -> MsegResult<()> {
+    let sql = || {
+        format!(
+            "SELECT 1 FROM {rel} s WHERE s.{key} OPERATOR(pg_catalog.=) ANY ($1) ORDER BY s.{key} FOR SHARE",
+            rel = subject.name,
+            key = quote_identifier(&subject.key)
+        )
+    };
+    let lock = plan(client, &PlanKind::SubjectLock, &[int8_array()], sql)?;
+    client.update(&*lock, None, &[keys.to_vec().into()])?;
+    Ok(())
 }
 
 /// Recompute `keys` (already locked) for `scope`.
@@ -861,12 +963,31 @@ fn caught_message(e: &pg_sys::panic::CaughtError) -> String {
     }
 }
 
-/// Parse, analyse and check a predicate; return its canonical (deparsed, qualified) form.
-pub fn analyze(subject: &SubjectTable, predicate: &str) -> MsegResult<Analysis> {
+/// A predicate that parsed and analysed as one boolean expression over `relation` (alias `alias`),
+/// with what it reads and its canonical (deparsed, schema-qualified) text.
+pub struct CheckedPredicate {
+    walk: Walk,
+    pub canonical: String,
+}
+
+impl CheckedPredicate {
+    /// Relations the predicate reads, other than the one it is evaluated over.
+    pub fn other_relations(&self, relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
+        self.walk.relations.iter().map(|(r, _)| *r).filter(|r| *r != relid).collect()
+    }
+    pub fn time_dependent(&self) -> bool {
+        self.walk.time_dependent
+    }
+}
+
+/// Parse and analyse `predicate` with PostgreSQL's own parser inside the fixed wrapper
+/// `SELECT (predicate) FROM relation alias`; refuse anything but one boolean, non-volatile
+/// expression calling pg_catalog functions only.
+pub fn check_predicate(relation: &str, relid: pg_sys::Oid, alias: &str, predicate: &str) -> MsegResult<CheckedPredicate> {
     if predicate.trim().is_empty() {
         return Err(invalid_predicate("the predicate is empty"));
     }
-    let sql = format!("SELECT ({predicate}) AS mseg_member FROM {} s", subject.name);
+    let sql = format!("SELECT ({predicate}) AS mseg_member FROM {relation} {alias}");
     let c_sql = CString::new(sql.clone()).map_err(|_| invalid_predicate("the predicate contains a NUL byte"))?;
     // 1. parse: exactly one plain SELECT with our single target and FROM, nothing smuggled in
     let raw: std::result::Result<*mut pg_sys::List, String> =
@@ -938,6 +1059,23 @@ pub fn analyze(subject: &SubjectTable, predicate: &str) -> MsegResult<Analysis> 
         if let Some(f) = w.forbidden.first() {
             return Err(invalid_predicate(format!("the predicate uses {f}")));
         }
+        // canonical text: deparsed with only pg_catalog on the path, so every other name is qualified
+        let c_alias = CString::new(alias).map_err(|_| invalid_predicate("invalid alias"))?;
+        let canonical = catalog::with_search_path(c"pg_catalog", || {
+            let ctx = pg_sys::deparse_context_for(c_alias.as_ptr(), relid);
+            let text = pg_sys::deparse_expression((*tle).expr.cast(), ctx, true, false);
+            Ok(CStr::from_ptr(text).to_string_lossy().into_owned())
+        })?;
+        Ok(CheckedPredicate { walk: w, canonical })
+    }
+}
+
+/// Parse, analyse and check a segment predicate over the subject row (alias s) and registered
+/// sources; return its canonical form and what it reads.
+pub fn analyze(subject: &SubjectTable, predicate: &str) -> MsegResult<Analysis> {
+    let checked = check_predicate(&subject.name, subject.relid, "s", predicate)?;
+    let w = &checked.walk;
+    unsafe {
         let mut sources = Vec::new();
         let mut subject_columns = Vec::new();
         let mut reads_sensitive = false;
@@ -998,13 +1136,7 @@ pub fn analyze(subject: &SubjectTable, predicate: &str) -> MsegResult<Analysis> 
                 }
             }
         }
-        // 3. canonical text: deparsed with only pg_catalog on the path, so every other name is qualified
-        let canonical = catalog::with_search_path(c"pg_catalog", || {
-            let ctx = pg_sys::deparse_context_for(c"s".as_ptr(), subject.relid);
-            let text = pg_sys::deparse_expression((*tle).expr.cast(), ctx, true, false);
-            Ok(CStr::from_ptr(text).to_string_lossy().into_owned())
-        })?;
-        Ok(Analysis { canonical, sources, time_dependent: w.time_dependent, reads_sensitive, subject_columns })
+        Ok(Analysis { canonical: checked.canonical.clone(), sources, time_dependent: w.time_dependent, reads_sensitive, subject_columns })
     }
 }
 
@@ -1115,6 +1247,10 @@ fn refresh_all(label: &str, scope: &Scope, mode: LockMode) -> MsegResult<i64> {
                 let t = client.update(&next_batch, None, &[last.into(), batch.into()])?;
                 let keys = t.first().get_one::<Vec<i64>>()?.unwrap_or_default();
                 let Some(&max) = keys.last() else { break };
+                if mode != LockMode::Table {
+                    // (definitions have locked the whole table instead)
+                    lock_subject_rows(client, &subject, &keys)?;
+                }
                 apply_keys(client, &cat, &subject, &keys, scope, mode)?;
                 last = max;
                 done += keys.len() as i64;
@@ -1167,7 +1303,7 @@ fn segment_size(id: i32) -> MsegResult<i64> {
 // SQL interface
 // ---------------------------------------------------------------------------------------------
 
-fn check_segment_name(name: &str) -> MsegResult<()> {
+pub fn check_segment_name(name: &str) -> MsegResult<()> {
     let ok = name.len() <= 63
         && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
@@ -1503,7 +1639,10 @@ fn segments_refresh_subject(subject: Option<i64>) -> bool {
         }
         catalog::as_owner(|| {
             catalog::with_setting(c"plan_cache_mode", c"force_generic_plan", || {
-                Spi::connect_mut(|client| apply_keys(client, &cat, &subject, &[key], &Scope::All, LockMode::Rows))
+                Spi::connect_mut(|client| {
+                    lock_subject_rows(client, &subject, &[key])?;
+                    apply_keys(client, &cat, &subject, &[key], &Scope::All, LockMode::Rows)
+                })
             })
         })?;
         Ok(true)

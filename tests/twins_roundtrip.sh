@@ -83,6 +83,19 @@ check "bikeco full dump imports" "$(import bikeco-1.jsonl)" "$(sudo -u postgres 
 before=$(pool); err=$(import_err acme-1.jsonl)
 [ -n "$err" ] && [ "$(pool)" = "$before" ] && note "ok   rejected (replay): ${err#ERROR:  }" || { echo "FAIL replay: $err"; fails=$((fails + 1)); }
 check "pool holds both controllers" "$(mseg_psql trustco -Atc "SELECT count(DISTINCT controller) FROM mseg.pool_twins")" "2"
+# --- a pool segment across controllers: checked like local segments, kept by every import
+pool_def() { mseg_psql trustco -At -v ON_ERROR_STOP=0 -c "SELECT mseg.define_pool_segment('$1', 'direct_marketing', \$\$$2\$\$)" 2>&1 | grep -oE "^[0-9]+$|ERROR:.*" | head -1 || true; }
+POOL_PRED="'runners' = ANY (t.segments) OR t.quasi->>'sex' = 'f'"
+recount() { mseg_psql trustco -Atc "SELECT count(*) FROM mseg.pool_twins t WHERE ($POOL_PRED) AND t.policy->'purposes' ? 'direct_marketing'"; }
+expected_members=$(recount)
+check "pool segment defined with its members counted" "$(pool_def sporty "$POOL_PRED")" "$expected_members"
+check "pool segment spans both controllers" "$(mseg_psql trustco -Atc "SELECT count(DISTINCT controller) FROM mseg.pool_segment_members('sporty')")" "2"
+check "pool segment sizes show it (kind pool)" "$(mseg_psql trustco -Atc "SELECT twins FROM mseg.pool_segment_sizes WHERE kind = 'pool' AND segment = 'sporty' AND controller IS NULL")" "$expected_members"
+for bad in "t.quasi->>'sex'|not boolean" "EXISTS (SELECT 1 FROM mseg.controllers c)|reads" "random() > 0.5|volatile" "t.expires_at > now()|current time" "true) AS x, (true|single expression"; do
+    err=$(pool_def bad_one "${bad%%|*}")
+    case "$err" in *"${bad#*|}"*) note "ok   pool predicate refused: ${err#ERROR:  }" ;; *) echo "FAIL pool predicate '${bad%%|*}' not refused as expected: $err"; fails=$((fails + 1)) ;; esac
+done
+check "a refused pool segment leaves nothing" "$(mseg_psql trustco -Atc "SELECT count(*) FROM mseg.pool_segments")" "1"
 note "pooled segment sizes (controller empty = across controllers):"
 mseg_psql trustco -c "SELECT * FROM mseg.pool_segment_sizes ORDER BY segment, controller NULLS LAST" | sed 's/^/      /'
 
@@ -97,6 +110,14 @@ import sys, json, collections
 c = collections.Counter(json.dumps(json.loads(l)['quasi'], sort_keys=True) for l in sys.stdin)
 print(min(c.values()))")
 [ "$kmin" -ge 10 ] && note "ok   every quasi class in acme's dump has $kmin or more twins (k = 10)" || { echo "FAIL k check: $kmin"; fails=$((fails + 1)); }
+for f in acme-1 bikeco-1 acme-other-1; do
+    kseg=$(sudo -u postgres sh -c "grep '\"type\":\"twin\"' '$out/$f.jsonl'" | python3 -c "
+import sys, json, collections
+c = collections.Counter(json.dumps([json.loads(l)['quasi'], json.loads(l)['segments']], sort_keys=True) for l in sys.stdin)
+print(min(c.values()))")
+    claimed=$(sudo -u postgres sh -c "head -1 '$out/$f.jsonl'" | python3 -c "import sys, json; print(json.load(sys.stdin)['k_reached_with_segments'])")
+    [ "$kseg" -ge 10 ] && [ "$kseg" = "$claimed" ] && note "ok   $f: every (quasi values, segments) group has $kseg or more twins, as its manifest says" || { echo "FAIL k with segments in $f: $kseg (manifest: $claimed)"; fails=$((fails + 1)); }
+done
 
 # --- a withdrawal after the full export: tombstone in the next delta, refusal in resolve
 victim=$(mseg_psql acme -Atc "SELECT subject_key FROM mseg.partner_twins WHERE partner = 'trustco' ORDER BY subject_key LIMIT 1")
@@ -108,6 +129,7 @@ export_to acme trustco delta acme-2.jsonl
 check "the delta carries the tombstone" "$(sudo -u postgres sh -c "grep -c '\"pseudonym\":\"$vpn\",\"reason\":\"objected\"' '$out/acme-2.jsonl'")" "1"
 check "delta imports" "$(import acme-2.jsonl)" "$(sudo -u postgres sh -c "grep -c '\"type\":\"twin\"' '$out/acme-2.jsonl'")"
 check "the objecting customer is gone downstream" "$(mseg_psql trustco -Atc "SELECT count(*) FROM mseg.pool_twins WHERE controller = 'acme' AND pseudonym = '$vpn'")" "0"
+check "pool segment kept exact by the delta import" "$(mseg_psql trustco -Atc "SELECT count(*) FROM mseg.pool_segment_members('sporty')")" "$(recount)"
 # --- client-side import through a staging table (psql \copy with the same csv trick)
 export_to bikeco trustco delta bikeco-2.jsonl
 sudo -u postgres "$PG_BIN/psql" -h "$MSEG_SOCK" -p "$MSEG_PORT" -U postgres -d trustco -X -q >/dev/null <<SQL

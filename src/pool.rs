@@ -1,0 +1,171 @@
+//! Pool segments (trusted-party side): cross-controller segments over the pooled Variant Twins.
+//!
+//! A pool segment is a boolean predicate over a pooled twin (`mseg.pool_twins`, alias `t`: its
+//! generalised `quasi` values, the controller's exported `segments`, `legal_basis`, `policy`),
+//! checked by the same parser-based rules as local segments, and bound to a purpose: a twin is a
+//! member only while its embedded policy allows that purpose. Membership is stored in
+//! `pool_twins.pool_segments`, recomputed for a controller's twins by every import that changes
+//! them and for all twins when a pool segment is defined; expiry is applied where membership is
+//! read (`mseg.pool_segment_sizes`, `mseg.pool_segment_members`).
+
+use pgrx::prelude::*;
+use pgrx::spi::quote_literal;
+
+use crate::catalog;
+use crate::error::{boundary, Code, MsegError, Result as MsegResult};
+use crate::segments;
+
+const POOL_TWINS: &str = "mseg.pool_twins";
+
+fn pool_twins_relid() -> MsegResult<pg_sys::Oid> {
+    catalog::select(|c| {
+        Ok(c.select("SELECT 'mseg.pool_twins'::pg_catalog.regclass::pg_catalog.oid", None, &[])?
+            .first()
+            .get_one::<pg_sys::Oid>()?
+            .unwrap_or(pg_sys::InvalidOid))
+    })
+}
+
+fn pool_hint(e: MsegError) -> MsegError {
+    e.hint(
+        "A pool segment predicate is a boolean SQL expression over a pooled twin (alias t), e.g. \
+         'runners' = ANY (t.segments) AND t.quasi->>'postcode' LIKE '10%'.",
+    )
+}
+
+/// The array of pool segment names a twin `t` belongs to (policy allowing the purpose).
+fn membership_expr(segments: &[(String, String, String)]) -> String {
+    if segments.is_empty() {
+        return "'{}'::pg_catalog.text[]".to_owned();
+    }
+    let cases: Vec<String> = segments
+        .iter()
+        .map(|(name, purpose, canonical)| {
+            format!(
+                "CASE WHEN ({canonical}) AND (t.policy OPERATOR(pg_catalog.->) 'purposes') OPERATOR(pg_catalog.?) {p} THEN {n} END",
+                p = quote_literal(purpose),
+                n = quote_literal(name)
+            )
+        })
+        .collect();
+    format!("pg_catalog.array_remove(ARRAY[{}]::pg_catalog.text[], NULL::pg_catalog.text)", cases.join(", "))
+}
+
+/// Recompute the pool segments of the twins of `controller` (all twins when None); returns the
+/// number of twins whose set changed.
+pub fn recompute(controller: Option<&str>) -> MsegResult<i64> {
+    let segments: Vec<(String, String, String)> = catalog::select(|c| {
+        let mut v = Vec::new();
+        for row in c.select("SELECT name, purpose, canonical FROM mseg.pool_segments ORDER BY name", None, &[])? {
+            v.push((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+                row.get::<String>(3)?.unwrap_or_default(),
+            ));
+        }
+        Ok(v)
+    })?;
+    let expr = membership_expr(&segments);
+    let filter = match controller {
+        Some(id) => format!("t.controller OPERATOR(pg_catalog.=) {} AND ", quote_literal(id)),
+        None => String::new(),
+    };
+    let sql = format!(
+        "UPDATE {POOL_TWINS} t SET pool_segments = {expr} WHERE {filter}t.pool_segments IS DISTINCT FROM {expr}"
+    );
+    catalog::update(|c| Ok(c.update(&sql, None, &[])?.len() as i64))
+}
+
+/// Define a pool segment over the pooled twins; returns its number of members now.
+#[pg_extern(volatile, parallel_unsafe)]
+fn define_pool_segment(
+    name: Option<&str>,
+    purpose: Option<&str>,
+    predicate: Option<&str>,
+    description: default!(Option<&str>, "NULL"),
+) -> i64 {
+    boundary(|| {
+        let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
+        let purpose = purpose.ok_or_else(|| MsegError::null_argument("purpose"))?;
+        let predicate = predicate.ok_or_else(|| MsegError::null_argument("predicate"))?;
+        segments::check_segment_name(name)?;
+        segments::check_segment_name(purpose).map_err(|_| {
+            MsegError::new(Code::InvalidArgument, format!("invalid purpose \"{purpose}\""))
+                .hint("Name a purpose the controllers' twins carry in their policy, e.g. direct_marketing.")
+        })?;
+        let relid = pool_twins_relid()?;
+        let checked = segments::check_predicate(POOL_TWINS, relid, "t", predicate).map_err(pool_hint)?;
+        if let Some(other) = checked.other_relations(relid).first() {
+            return Err(pool_hint(MsegError::new(
+                Code::InvalidPredicate,
+                format!("the predicate reads {}", catalog::relation_name(*other)),
+            )
+            .detail("A pool segment reads the pooled twin only.")));
+        }
+        if checked.time_dependent() {
+            return Err(pool_hint(
+                MsegError::new(Code::InvalidPredicate, "the predicate depends on the current time")
+                    .detail("Pool memberships are recomputed on import only; expiry is applied by the twins' policies."),
+            ));
+        }
+        let inserted = catalog::update(|c| {
+            Ok(!c
+                .update(
+                    "INSERT INTO mseg.pool_segments (name, purpose, predicate, canonical, description) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (name) DO NOTHING RETURNING name",
+                    None,
+                    &[name.into(), purpose.into(), predicate.into(), checked.canonical.as_str().into(), description.into()],
+                )?
+                .is_empty())
+        })?;
+        if !inserted {
+            return Err(MsegError::new(Code::DuplicateObject, format!("pool segment \"{name}\" already exists"))
+                .hint("Drop it first with mseg.drop_pool_segment."));
+        }
+        catalog::audit("pool_segment.define", name, serde_json::json!({"purpose": purpose, "predicate": checked.canonical}))?;
+        recompute(None)?;
+        members(name)
+    })
+}
+
+fn members(name: &str) -> MsegResult<i64> {
+    catalog::select(|c| {
+        Ok(c.select(
+            "SELECT pg_catalog.count(*) FROM mseg.pool_twins t WHERE $1 OPERATOR(pg_catalog.=) ANY (t.pool_segments) \
+             AND (t.expires_at IS NULL OR t.expires_at OPERATOR(pg_catalog.>) pg_catalog.now())",
+            None,
+            &[name.into()],
+        )?
+        .first()
+        .get_one::<i64>()?
+        .unwrap_or(0))
+    })
+}
+
+/// Drop a pool segment; its memberships go with it.
+#[pg_extern(volatile, parallel_unsafe)]
+fn drop_pool_segment(name: Option<&str>) -> bool {
+    boundary(|| {
+        let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
+        let deleted = catalog::update(|c| {
+            let gone = !c
+                .update("DELETE FROM mseg.pool_segments WHERE name OPERATOR(pg_catalog.=) $1 RETURNING name", None, &[name.into()])?
+                .is_empty();
+            if gone {
+                c.update(
+                    "UPDATE mseg.pool_twins SET pool_segments = pg_catalog.array_remove(pool_segments, $1) \
+                     WHERE $1 OPERATOR(pg_catalog.=) ANY (pool_segments)",
+                    None,
+                    &[name.into()],
+                )?;
+            }
+            Ok(gone)
+        })?;
+        if !deleted {
+            return Err(MsegError::new(Code::UnknownSegment, format!("pool segment \"{name}\" does not exist"))
+                .hint("mseg.pool_segments lists the pool segments."));
+        }
+        catalog::audit("pool_segment.drop", name, serde_json::json!({}))?;
+        Ok(true)
+    })
+}
