@@ -28,7 +28,7 @@ CREATE TABLE mseg.partner_exports (
     sequence   pg_catalog.int8 NOT NULL,
     mode       pg_catalog.text NOT NULL,
     manifest   pg_catalog.jsonb NOT NULL,
-    sha256     pg_catalog.text NOT NULL,
+    sha256     pg_catalog.text,           -- of the whole dump; NULL until its trailer was written
     created_at pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (partner, sequence)
 );

@@ -165,8 +165,8 @@ struct Eligible {
     segments: Vec<i32>,
 }
 
-/// Build the dump; returns its lines (manifest, twins/tombstones, trailer).
-fn build_export(p: &Partner, delta: bool) -> MsegResult<Vec<String>> {
+/// Prepare the dump and record what the partner will hold; the lines stream from the result.
+fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     let subject = segments::subject_table()?.ok_or_else(|| {
         MsegError::new(Code::SubjectTable, "no subject table is registered").hint("Register it first with mseg.register_subjects.")
     })?;
@@ -299,46 +299,15 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<Vec<String>> {
         }
     }
     let shown: HashSet<i32> = seg_count.iter().filter(|(_, n)| **n >= p.k as usize).map(|(id, _)| *id).collect();
-    // twins
+    // twins: what each says is fixed now; its JSON line is written only when the dump streams out
+    let twin_ctx = TwinContext {
+        columns: cols.iter().map(|c| c.name.clone()).collect(),
+        purposes: p.purposes.clone(),
+        names: seg_names,
+        shown,
+        sets,
+    };
     let keys = keys::domain_keys(&partner_domain(&p.name))?;
-    let mut twins: Vec<(i64, String, String)> = Vec::new(); // subject, pseudonym, line
-    let mut with_segments: HashMap<String, usize> = HashMap::new();
-    for e in eligible.iter() {
-        let Some(values) = released.get(&e.subject) else { continue };
-        let quasi: BTreeMap<String, Json> = cols.iter().zip(values).map(|(c, v)| (c.name.clone(), Json::from(v.clone()))).collect();
-        let mut segs: Vec<String> = sets
-            .get(&e.subject)
-            .map(|ids| ids.iter().filter(|id| shown.contains(id)).filter_map(|id| seg_names.get(id).cloned()).collect())
-            .unwrap_or_default();
-        segs.sort();
-        let mut basis = BTreeMap::new();
-        let mut allowed = Vec::new();
-        let mut expires: Option<String> = None;
-        for (i, purpose) in p.purposes.iter().enumerate() {
-            if let Some(b) = e.bases.get(i).cloned().flatten() {
-                let exp = e.expires.get(i).cloned().flatten();
-                if let Some(x) = &exp {
-                    expires = Some(match expires { Some(cur) if cur <= *x => cur, _ => x.clone() });
-                }
-                basis.insert(purpose.clone(), json!({"basis": b, "expires_at": exp}));
-                allowed.push(purpose.clone());
-            }
-        }
-        let pseudonym = pseudonym::pseudonym_string(&keys, &e.subject.to_string());
-        let line = serde_json::to_string(&json!({
-            "type": "twin",
-            "pseudonym": pseudonym,
-            "quasi": quasi,
-            "segments": segs,
-            "legal_basis": basis,
-            "policy": {"purposes": allowed, "expires_at": expires},
-        }))
-        .map_err(|e| MsegError::new(Code::General, format!("twin serialisation failed: {e}")))?;
-        *with_segments.entry(format!("{values:?}{segs:?}")).or_default() += 1;
-        twins.push((e.subject, pseudonym, line));
-    }
-    let k_with_segments = with_segments.values().min().copied().unwrap_or(0);
-    // delta: compare with what the partner holds
     let held: HashMap<i64, (String, String)> = catalog::select(|c| {
         let mut m = HashMap::new();
         for row in c.select("SELECT subject_key, pseudonym, content_hash FROM mseg.partner_twins WHERE partner OPERATOR(pg_catalog.=) $1", None, &[p.name.as_str().into()])? {
@@ -346,21 +315,28 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<Vec<String>> {
         }
         Ok(m)
     })?;
-    let current: HashSet<i64> = twins.iter().map(|(s, ..)| *s).collect();
-    let mut body = Vec::new();
+    let mut emit: Vec<(usize, String)> = Vec::new(); // eligible index, pseudonym
     let mut state_upserts = Vec::new();
-    let mut twin_lines = 0usize;
-    for (s, pn, line) in &twins {
-        let h = hex(&Sha256::digest(line.as_bytes()));
-        let changed = held.get(s).map(|(_, old)| old != &h).unwrap_or(true);
-        if !delta || changed {
-            body.push(line.clone());
-            twin_lines += 1;
-        }
+    let mut current: HashSet<i64> = HashSet::new();
+    let mut with_segments: HashMap<(&Vec<String>, Vec<i32>), usize> = HashMap::new();
+    for (i, e) in eligible.iter().enumerate() {
+        let Some(values) = released.get(&e.subject) else { continue };
+        let content = twin_ctx.content(e, values);
+        *with_segments.entry((values, content.segment_ids.clone())).or_default() += 1;
+        let h = content.hash();
+        let pseudonym = pseudonym::pseudonym_string(&keys, &e.subject.to_string());
+        let changed = held.get(&e.subject).map(|(_, old)| old != &h).unwrap_or(true);
         if changed {
-            state_upserts.push((*s, pn.clone(), h));
+            state_upserts.push((e.subject, pseudonym.clone(), h));
         }
+        if !delta || changed {
+            emit.push((i, pseudonym));
+        }
+        current.insert(e.subject);
     }
+    let k_with_segments = with_segments.values().min().copied().unwrap_or(0);
+    drop(with_segments);
+    let twin_lines = emit.len();
     let mut tombstones = Vec::new();
     let mut tombstoned = Vec::new();
     for (s, (pn, _)) in held.iter().filter(|(s, _)| !current.contains(s)) {
@@ -369,14 +345,15 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<Vec<String>> {
     }
     tombstones.sort();
     let reasons = tombstone_reasons(&tombstoned)?;
+    let mut tombstone_lines = Vec::new();
     for (pn, s) in &tombstones {
         let reason = reasons.get(s).cloned().unwrap_or_else(|| "out_of_scope".into());
-        body.push(serde_json::to_string(&json!({"type": "tombstone", "pseudonym": pn, "reason": reason}))
+        tombstone_lines.push(serde_json::to_string(&json!({"type": "tombstone", "pseudonym": pn, "reason": reason}))
             .map_err(|e| MsegError::new(Code::General, format!("tombstone serialisation failed: {e}")))?);
     }
     let report = out.report();
     let sequence = p.last_sequence + 1;
-    let mut shown_names: Vec<&String> = shown.iter().filter_map(|id| seg_names.get(id)).collect();
+    let mut shown_names: Vec<&String> = twin_ctx.shown.iter().filter_map(|id| twin_ctx.names.get(id)).collect();
     shown_names.sort();
     let manifest = json!({
         "type": "manifest",
@@ -398,20 +375,8 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<Vec<String>> {
         "segments": shown_names,
         "public_key": b64(keys::signing_key()?.verifying_key().as_bytes()),
     });
-    let mut lines = vec![serde_json::to_string(&manifest).map_err(|e| MsegError::new(Code::General, e.to_string()))?];
-    lines.extend(body);
-    let mut hasher = Sha256::new();
-    for l in &lines {
-        hasher.update(l.as_bytes());
-        hasher.update(b"\n");
-    }
-    let digest = hasher.finalize();
-    let signature = keys::signing_key()?.sign(&digest);
-    lines.push(
-        serde_json::to_string(&json!({"type": "trailer", "lines": lines.len(), "sha256": hex(&digest), "signature": b64(&signature.to_bytes())}))
-            .map_err(|e| MsegError::new(Code::General, e.to_string()))?,
-    );
-    // remember what the partner now holds, and the export itself
+    let manifest_line = serde_json::to_string(&manifest).map_err(|e| MsegError::new(Code::General, e.to_string()))?;
+    // remember what the partner now holds, and the export (its digest is recorded when the trailer is written)
     catalog::update(|c| {
         // in batches of arrays: one statement per 10 000 twins, not one per twin
         for chunk in state_upserts.chunks(10_000) {
@@ -433,14 +398,183 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<Vec<String>> {
         )?;
         c.update("UPDATE mseg.partners SET last_sequence = $2 WHERE name OPERATOR(pg_catalog.=) $1", None, &[p.name.as_str().into(), sequence.into()])?;
         c.update(
-            "INSERT INTO mseg.partner_exports (partner, sequence, mode, manifest, sha256) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO mseg.partner_exports (partner, sequence, mode, manifest) VALUES ($1, $2, $3, $4)",
             None,
-            &[p.name.as_str().into(), sequence.into(), (if delta { "delta" } else { "full" }).into(), pgrx::JsonB(manifest.clone()).into(), hex(&digest).as_str().into()],
+            &[p.name.as_str().into(), sequence.into(), (if delta { "delta" } else { "full" }).into(), pgrx::JsonB(manifest.clone()).into()],
         )?;
         Ok(())
     })?;
-    catalog::audit("export", &p.name, json!({"sequence": sequence, "mode": if delta {"delta"} else {"full"}, "twins": twin_lines, "tombstones": tombstones.len(), "sha256": hex(&digest)}))?;
-    Ok(lines)
+    drop(state_upserts);
+    drop(held);
+    catalog::audit("export", &p.name, json!({"sequence": sequence, "mode": if delta {"delta"} else {"full"}, "twins": twin_lines, "tombstones": tombstones.len()}))?;
+    Ok(ExportStream {
+        partner: p.name.clone(),
+        sequence,
+        manifest: Some(manifest_line),
+        eligible,
+        released,
+        twin_ctx,
+        emit: emit.into_iter(),
+        tombstones: tombstone_lines.into_iter(),
+        hasher: Sha256::new(),
+        lines: 0,
+        finished: false,
+    })
+}
+
+/// What the partner may see of one subject, shared by the content hash (delta detection) and the
+/// JSON line.
+struct TwinContext {
+    columns: Vec<String>,
+    purposes: Vec<String>,
+    names: HashMap<i32, String>,
+    shown: HashSet<i32>,
+    sets: HashMap<i64, Vec<i32>>,
+}
+
+struct TwinContent<'a> {
+    values: &'a [String],
+    segment_ids: Vec<i32>,
+    segments: Vec<&'a str>,
+    /// per allowed purpose: (purpose, basis, expires_at)
+    bases: Vec<(&'a str, &'a str, Option<&'a str>)>,
+    expires: Option<&'a str>,
+}
+
+impl TwinContext {
+    fn content<'a>(&'a self, e: &'a Eligible, values: &'a [String]) -> TwinContent<'a> {
+        let segment_ids: Vec<i32> =
+            self.sets.get(&e.subject).map(|ids| ids.iter().copied().filter(|id| self.shown.contains(id)).collect()).unwrap_or_default();
+        let mut segments: Vec<&str> = segment_ids.iter().filter_map(|id| self.names.get(id).map(String::as_str)).collect();
+        segments.sort_unstable();
+        let mut bases = Vec::new();
+        let mut expires: Option<&str> = None;
+        for (i, purpose) in self.purposes.iter().enumerate() {
+            if let Some(Some(b)) = e.bases.get(i) {
+                let exp = e.expires.get(i).and_then(|x| x.as_deref());
+                if let Some(x) = exp {
+                    expires = Some(match expires {
+                        Some(cur) if cur <= x => cur,
+                        _ => x,
+                    });
+                }
+                bases.push((purpose.as_str(), b.as_str(), exp));
+            }
+        }
+        TwinContent { values, segment_ids, segments, bases, expires }
+    }
+}
+
+impl TwinContent<'_> {
+    /// SHA-256 (hex) over every field, length-prefixed: equal iff the twin's line would be equal.
+    fn hash(&self) -> String {
+        let mut h = Sha256::new();
+        let mut field = |s: &str| {
+            h.update((s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        };
+        for v in self.values {
+            field(v);
+        }
+        field("|");
+        for s in &self.segments {
+            field(s);
+        }
+        field("|");
+        for (p, b, x) in &self.bases {
+            field(p);
+            field(b);
+            field(x.unwrap_or("\u{0}"));
+        }
+        field(self.expires.unwrap_or("\u{0}"));
+        hex(&h.finalize())
+    }
+
+    fn line(&self, columns: &[String], pseudonym: &str) -> MsegResult<String> {
+        let quasi: BTreeMap<&str, &str> = columns.iter().map(String::as_str).zip(self.values.iter().map(String::as_str)).collect();
+        let basis: BTreeMap<&str, Json> = self.bases.iter().map(|(p, b, x)| (*p, json!({"basis": b, "expires_at": x}))).collect();
+        let allowed: Vec<&str> = self.bases.iter().map(|(p, ..)| *p).collect();
+        serde_json::to_string(&json!({
+            "type": "twin",
+            "pseudonym": pseudonym,
+            "quasi": quasi,
+            "segments": self.segments,
+            "legal_basis": basis,
+            "policy": {"purposes": allowed, "expires_at": self.expires},
+        }))
+        .map_err(|e| MsegError::new(Code::General, format!("twin serialisation failed: {e}")))
+    }
+}
+
+/// The dump as it streams out: manifest, twins (each line written only now), tombstones, then the
+/// trailer with the digest of everything before it and its signature; the digest is recorded in
+/// mseg.partner_exports when the trailer is written. Memory: the eligible subjects and their
+/// released values (the anonymiser's input and output), never the dump's lines.
+struct ExportStream {
+    partner: String,
+    sequence: i64,
+    manifest: Option<String>,
+    eligible: Vec<Eligible>,
+    released: HashMap<i64, Vec<String>>,
+    twin_ctx: TwinContext,
+    emit: std::vec::IntoIter<(usize, String)>,
+    tombstones: std::vec::IntoIter<String>,
+    hasher: Sha256,
+    lines: usize,
+    finished: bool,
+}
+
+impl ExportStream {
+    fn next_body(&mut self) -> MsegResult<Option<String>> {
+        if let Some(m) = self.manifest.take() {
+            return Ok(Some(m));
+        }
+        if let Some((i, pseudonym)) = self.emit.next() {
+            let e = &self.eligible[i];
+            let values = self.released.get(&e.subject).map(Vec::as_slice).unwrap_or(&[]);
+            return self.twin_ctx.content(e, values).line(&self.twin_ctx.columns, &pseudonym).map(Some);
+        }
+        Ok(self.tombstones.next())
+    }
+
+    fn trailer(&mut self) -> MsegResult<String> {
+        let digest = std::mem::take(&mut self.hasher).finalize();
+        let signature = keys::signing_key()?.sign(&digest);
+        let sha = hex(&digest);
+        catalog::update(|c| {
+            c.update(
+                "UPDATE mseg.partner_exports SET sha256 = $3 WHERE partner OPERATOR(pg_catalog.=) $1 AND sequence OPERATOR(pg_catalog.=) $2",
+                None,
+                &[self.partner.as_str().into(), self.sequence.into(), sha.as_str().into()],
+            )?;
+            Ok(())
+        })?;
+        catalog::audit("export.signed", &self.partner, json!({"sequence": self.sequence, "lines": self.lines, "sha256": sha}))?;
+        serde_json::to_string(&json!({"type": "trailer", "lines": self.lines, "sha256": sha, "signature": b64(&signature.to_bytes())}))
+            .map_err(|e| MsegError::new(Code::General, e.to_string()))
+    }
+}
+
+impl Iterator for ExportStream {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        if self.finished {
+            return None;
+        }
+        boundary(|| match self.next_body()? {
+            Some(line) => {
+                self.hasher.update(line.as_bytes());
+                self.hasher.update(b"\n");
+                self.lines += 1;
+                Ok(Some(line))
+            }
+            None => {
+                self.finished = true;
+                self.trailer().map(Some)
+            }
+        })
+    }
 }
 
 /// Make the segment sets of one equivalence class (`members`, at least k of them) k-anonymous:
