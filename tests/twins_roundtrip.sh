@@ -77,6 +77,11 @@ sudo -u postgres sh -c "sed '1s/\"controller\":\"bikeco\"/\"controller\":\"acme\
 before=$(pool); err=$(import_err t-wrong-key.jsonl)
 [ -n "$err" ] && [ "$(pool)" = "$before" ] && note "ok   rejected (wrong key): ${err#ERROR:  }" || { echo "FAIL wrong key: $err"; fails=$((fails + 1)); }
 
+# --- an administrator without pg_read_server_files cannot make the import read server files
+mseg_psql trustco -q -c "CREATE ROLE twin_admin LOGIN IN ROLE mseg_admin" >/dev/null
+err=$(sudo -u postgres "$PG_BIN/psql" -h "$MSEG_SOCK" -p "$MSEG_PORT" -U twin_admin -d trustco -X -At -c "SELECT mseg.import_variant_twins('$out/acme-1.jsonl')" 2>&1 | grep ERROR | head -1 || true)
+case "$err" in *pg_read_server_files*) note "ok   refused to a non-privileged administrator: ${err#ERROR:  }" ;; *) echo "FAIL server-file import by twin_admin: $err"; fails=$((fails + 1)) ;; esac
+
 # --- the genuine dumps import, in order; a replay is refused
 check "acme full dump imports" "$(import acme-1.jsonl)" "$(sudo -u postgres sh -c "grep -c '\"type\":\"twin\"' '$out/acme-1.jsonl'")"
 check "bikeco full dump imports" "$(import bikeco-1.jsonl)" "$(sudo -u postgres sh -c "grep -c '\"type\":\"twin\"' '$out/bikeco-1.jsonl'")"
