@@ -37,7 +37,13 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// The controller's public key (base64), which trusted parties register.
@@ -258,10 +264,15 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         hierarchies.push((SEGMENTS_COLUMN.to_owned(), h));
     }
     let mut a = Anonymizer::new(hierarchies, p.k as usize, None, p.suppression_limit).map_err(kanon_sql::kanon_error)?;
-    for e in &eligible {
+    // record r of the anonymiser is eligible subject record_of[r]; rec_of maps back (NONE: not pushed)
+    let mut rec_of: Vec<u32> = vec![NONE; eligible.len()];
+    let mut pushed = 0u32;
+    for (i, e) in eligible.iter().enumerate() {
         if e.quasi.iter().any(Option::is_none) {
             continue;
         }
+        rec_of[i] = pushed;
+        pushed += 1;
         let set = set_text(e);
         let mut texts: Vec<&str> = e.quasi.iter().map(|v| v.as_deref().unwrap_or("")).collect();
         if with_sets {
@@ -270,30 +281,28 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         a.push_text(e.subject, &texts, None).map_err(kanon_sql::kanon_error)?;
     }
     let out = a.run().map_err(kanon_sql::kanon_error)?;
-    let mut released: HashMap<i64, Vec<String>> = HashMap::new();
-    for (s, v) in out.iter() {
-        if let Some(v) = v {
-            released.insert(s, v.to_vec());
-        }
-    }
+    let released = Released { out, rec_of };
     // Segment sets are quasi-identifying too: within each released class, members whose set fewer
     // than k share are given a common subset, so every (quasi values, segments) group has >= k.
-    let mut sets: HashMap<i64, Vec<i32>> = HashMap::new();
-    let mut classes: BTreeMap<&Vec<String>, Vec<i64>> = BTreeMap::new();
-    for e in eligible.iter() {
-        let Some(values) = released.get(&e.subject) else { continue };
+    let mut sets: Vec<Vec<i32>> = vec![Vec::new(); eligible.len()];
+    let mut classes: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut released_count = 0usize;
+    for (i, e) in eligible.iter().enumerate() {
+        let Some(class) = released.class(i) else { continue };
+        released_count += 1;
         let mut ids: Vec<i32> = e.segments.iter().copied().filter(|id| seg_names.contains_key(id)).collect();
         ids.sort_unstable();
-        sets.insert(e.subject, ids);
-        classes.entry(values).or_default().push(e.subject);
+        sets[i] = ids;
+        classes.entry(class).or_default().push(i);
     }
     for members in classes.values() {
         k_anonymous_sets(members, &mut sets, p.k as usize);
     }
+    drop(classes);
     // segments the partner may see: bound to one of its purposes, with at least k released members
     // (dropping a segment from every set only merges groups, so k still holds)
     let mut seg_count: HashMap<i32, usize> = HashMap::new();
-    for ids in sets.values() {
+    for ids in &sets {
         for id in ids {
             *seg_count.entry(*id).or_default() += 1;
         }
@@ -308,7 +317,7 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         sets,
     };
     let keys = keys::domain_keys(&partner_domain(&p.name))?;
-    let held: HashMap<i64, (String, String)> = catalog::select(|c| {
+    let mut held: HashMap<i64, (String, String)> = catalog::select(|c| {
         let mut m = HashMap::new();
         for row in c.select("SELECT subject_key, pseudonym, content_hash FROM mseg.partner_twins WHERE partner OPERATOR(pg_catalog.=) $1", None, &[p.name.as_str().into()])? {
             m.insert(row.get::<i64>(1)?.unwrap_or(0), (row.get::<String>(2)?.unwrap_or_default(), row.get::<String>(3)?.unwrap_or_default()));
@@ -317,31 +326,32 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     })?;
     let mut emit: Vec<(usize, String)> = Vec::new(); // eligible index, pseudonym
     let mut state_upserts = Vec::new();
-    let mut current: HashSet<i64> = HashSet::new();
-    let mut with_segments: HashMap<(&Vec<String>, Vec<i32>), usize> = HashMap::new();
+    let mut held_now = 0usize;
+    let mut with_segments: HashMap<(&[String], Vec<i32>), usize> = HashMap::new();
     for (i, e) in eligible.iter().enumerate() {
-        let Some(values) = released.get(&e.subject) else { continue };
-        let content = twin_ctx.content(e, values);
+        let Some(values) = released.values(i) else { continue };
+        held_now += 1;
+        let content = twin_ctx.content(i, e, values);
         *with_segments.entry((values, content.segment_ids.clone())).or_default() += 1;
         let h = content.hash();
         let pseudonym = pseudonym::pseudonym_string(&keys, &e.subject.to_string());
-        let changed = held.get(&e.subject).map(|(_, old)| old != &h).unwrap_or(true);
+        // what is left in `held` afterwards is no longer eligible: tombstones
+        let changed = held.remove(&e.subject).map(|(_, old)| old != h).unwrap_or(true);
         if changed {
             state_upserts.push((e.subject, pseudonym.clone(), h));
         }
         if !delta || changed {
             emit.push((i, pseudonym));
         }
-        current.insert(e.subject);
     }
     let k_with_segments = with_segments.values().min().copied().unwrap_or(0);
     drop(with_segments);
     let twin_lines = emit.len();
     let mut tombstones = Vec::new();
     let mut tombstoned = Vec::new();
-    for (s, (pn, _)) in held.iter().filter(|(s, _)| !current.contains(s)) {
-        tombstoned.push(*s);
-        tombstones.push((pn.clone(), *s));
+    for (s, (pn, _)) in held.drain() {
+        tombstoned.push(s);
+        tombstones.push((pn, s));
     }
     tombstones.sort();
     let reasons = tombstone_reasons(&tombstoned)?;
@@ -351,7 +361,7 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         tombstone_lines.push(serde_json::to_string(&json!({"type": "tombstone", "pseudonym": pn, "reason": reason}))
             .map_err(|e| MsegError::new(Code::General, format!("tombstone serialisation failed: {e}")))?);
     }
-    let report = out.report();
+    let report = released.out.report();
     let sequence = p.last_sequence + 1;
     let mut shown_names: Vec<&String> = twin_ctx.shown.iter().filter_map(|id| twin_ctx.names.get(id)).collect();
     shown_names.sort();
@@ -368,8 +378,8 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         "k_required": p.k,
         "k_reached": report.k_reached,
         "k_reached_with_segments": k_with_segments,
-        "counts": {"twins": twin_lines, "tombstones": tombstones.len(), "eligible": eligible.len(), "held": current.len()},
-        "suppressed": eligible.len() - released.len(),
+        "counts": {"twins": twin_lines, "tombstones": tombstones.len(), "eligible": eligible.len(), "held": held_now},
+        "suppressed": eligible.len() - released_count,
         "information_loss": {"ncp": (report.ncp * 1e6).round() / 1e6, "discernibility": report.discernibility},
         "levels": report.levels_used.iter().map(|c| (c.column.clone(), json!({"min": c.min, "max": c.max, "top": c.top}))).collect::<BTreeMap<_, _>>(),
         "segments": shown_names,
@@ -405,7 +415,6 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         Ok(())
     })?;
     drop(state_upserts);
-    drop(held);
     catalog::audit("export", &p.name, json!({"sequence": sequence, "mode": if delta {"delta"} else {"full"}, "twins": twin_lines, "tombstones": tombstones.len()}))?;
     Ok(ExportStream {
         partner: p.name.clone(),
@@ -429,7 +438,31 @@ struct TwinContext {
     purposes: Vec<String>,
     names: HashMap<i32, String>,
     shown: HashSet<i32>,
-    sets: HashMap<i64, Vec<i32>>,
+    /// per eligible subject: its segment set after the k step
+    sets: Vec<Vec<i32>>,
+}
+
+const NONE: u32 = u32::MAX;
+
+/// The anonymiser's output, reached by eligible subject index.
+struct Released {
+    out: kanon::Anonymized,
+    rec_of: Vec<u32>,
+}
+
+impl Released {
+    fn record(&self, i: usize) -> Option<usize> {
+        self.rec_of.get(i).copied().filter(|r| *r != NONE).map(|r| r as usize)
+    }
+    /// The released (generalised) values of eligible subject i; None when suppressed.
+    fn values(&self, i: usize) -> Option<&[String]> {
+        self.out.record(self.record(i)?)
+    }
+    fn class(&self, i: usize) -> Option<usize> {
+        let r = self.record(i)?;
+        self.out.record(r)?;
+        self.out.class_of(r)
+    }
 }
 
 struct TwinContent<'a> {
@@ -442,9 +475,9 @@ struct TwinContent<'a> {
 }
 
 impl TwinContext {
-    fn content<'a>(&'a self, e: &'a Eligible, values: &'a [String]) -> TwinContent<'a> {
+    fn content<'a>(&'a self, i: usize, e: &'a Eligible, values: &'a [String]) -> TwinContent<'a> {
         let segment_ids: Vec<i32> =
-            self.sets.get(&e.subject).map(|ids| ids.iter().copied().filter(|id| self.shown.contains(id)).collect()).unwrap_or_default();
+            self.sets.get(i).map(|ids| ids.iter().copied().filter(|id| self.shown.contains(id)).collect()).unwrap_or_default();
         let mut segments: Vec<&str> = segment_ids.iter().filter_map(|id| self.names.get(id).map(String::as_str)).collect();
         segments.sort_unstable();
         let mut bases = Vec::new();
@@ -491,18 +524,37 @@ impl TwinContent<'_> {
     }
 
     fn line(&self, columns: &[String], pseudonym: &str) -> MsegResult<String> {
-        let quasi: BTreeMap<&str, &str> = columns.iter().map(String::as_str).zip(self.values.iter().map(String::as_str)).collect();
-        let basis: BTreeMap<&str, Json> = self.bases.iter().map(|(p, b, x)| (*p, json!({"basis": b, "expires_at": x}))).collect();
-        let allowed: Vec<&str> = self.bases.iter().map(|(p, ..)| *p).collect();
-        serde_json::to_string(&json!({
-            "type": "twin",
-            "pseudonym": pseudonym,
-            "quasi": quasi,
-            "segments": self.segments,
-            "legal_basis": basis,
-            "policy": {"purposes": allowed, "expires_at": self.expires},
-        }))
-        .map_err(|e| MsegError::new(Code::General, format!("twin serialisation failed: {e}")))
+        // fields in alphabetical order, as serde_json writes a map's keys: the bytes of a line
+        // are a function of its content
+        #[derive(serde::Serialize)]
+        struct Basis<'a> {
+            basis: &'a str,
+            expires_at: Option<&'a str>,
+        }
+        #[derive(serde::Serialize)]
+        struct Policy<'a> {
+            expires_at: Option<&'a str>,
+            purposes: Vec<&'a str>,
+        }
+        #[derive(serde::Serialize)]
+        struct Twin<'a> {
+            legal_basis: BTreeMap<&'a str, Basis<'a>>,
+            policy: Policy<'a>,
+            pseudonym: &'a str,
+            quasi: BTreeMap<&'a str, &'a str>,
+            segments: &'a [&'a str],
+            #[serde(rename = "type")]
+            kind: &'a str,
+        }
+        let twin = Twin {
+            legal_basis: self.bases.iter().map(|(p, b, x)| (*p, Basis { basis: b, expires_at: *x })).collect(),
+            policy: Policy { expires_at: self.expires, purposes: self.bases.iter().map(|(p, ..)| *p).collect() },
+            pseudonym,
+            quasi: columns.iter().map(String::as_str).zip(self.values.iter().map(String::as_str)).collect(),
+            segments: &self.segments,
+            kind: "twin",
+        };
+        serde_json::to_string(&twin).map_err(|e| MsegError::new(Code::General, format!("twin serialisation failed: {e}")))
     }
 }
 
@@ -515,7 +567,7 @@ struct ExportStream {
     sequence: i64,
     manifest: Option<String>,
     eligible: Vec<Eligible>,
-    released: HashMap<i64, Vec<String>>,
+    released: Released,
     twin_ctx: TwinContext,
     emit: std::vec::IntoIter<(usize, String)>,
     tombstones: std::vec::IntoIter<String>,
@@ -531,8 +583,8 @@ impl ExportStream {
         }
         if let Some((i, pseudonym)) = self.emit.next() {
             let e = &self.eligible[i];
-            let values = self.released.get(&e.subject).map(Vec::as_slice).unwrap_or(&[]);
-            return self.twin_ctx.content(e, values).line(&self.twin_ctx.columns, &pseudonym).map(Some);
+            let values = self.released.values(i).unwrap_or(&[]);
+            return self.twin_ctx.content(i, e, values).line(&self.twin_ctx.columns, &pseudonym).map(Some);
         }
         Ok(self.tombstones.next())
     }
@@ -580,17 +632,17 @@ impl Iterator for ExportStream {
 /// Make the segment sets of one equivalence class (`members`, at least k of them) k-anonymous:
 /// the members of every set held by fewer than k take the intersection of those sets, joined,
 /// while still fewer than k, by the largest group (which takes the intersection too).
-fn k_anonymous_sets(members: &[i64], sets: &mut HashMap<i64, Vec<i32>>, k: usize) {
-    let mut groups: BTreeMap<Vec<i32>, Vec<i64>> = BTreeMap::new();
-    for m in members {
-        groups.entry(sets.get(m).cloned().unwrap_or_default()).or_default().push(*m);
+fn k_anonymous_sets(members: &[usize], sets: &mut [Vec<i32>], k: usize) {
+    let mut groups: BTreeMap<&[i32], Vec<usize>> = BTreeMap::new();
+    for &m in members {
+        groups.entry(sets[m].as_slice()).or_default().push(m);
     }
     let (small, big): (Vec<_>, Vec<_>) = groups.into_iter().partition(|(_, m)| m.len() < k);
     if small.is_empty() {
         return;
     }
-    let mut common: Vec<i32> = small[0].0.clone();
-    let mut moved: Vec<i64> = Vec::new();
+    let mut common: Vec<i32> = small[0].0.to_vec();
+    let mut moved: Vec<usize> = Vec::new();
     for (set, m) in &small {
         common.retain(|id| set.contains(id));
         moved.extend(m);
@@ -602,7 +654,7 @@ fn k_anonymous_sets(members: &[i64], sets: &mut HashMap<i64, Vec<i32>>, k: usize
         }
     }
     for m in moved {
-        sets.insert(m, common.clone());
+        sets[m] = common.clone();
     }
 }
 

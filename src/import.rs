@@ -1,6 +1,7 @@
 //! Variant Twin import at the trusted party: every check before anything is applied, then the
 //! whole dump in one transaction or nothing.
 
+use std::collections::HashSet;
 use base64::Engine;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use pgrx::prelude::*;
@@ -148,30 +149,53 @@ fn verify(lines: &[&str]) -> MsegResult<Verified> {
         Some("delta") => false,
         _ => return Err(invalid("the manifest's mode is neither full nor delta")),
     };
-    // every line's shape
+    // every line's shape, read without building a document (borrowed fields, raw objects)
+    #[derive(serde::Deserialize)]
+    struct Shape<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow)]
+        pseudonym: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow)]
+        quasi: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow)]
+        legal_basis: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow)]
+        policy: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow)]
+        segments: Option<Vec<std::borrow::Cow<'a, str>>>,
+    }
+    let is_object = |r: Option<&serde_json::value::RawValue>| r.is_some_and(|r| r.get().starts_with('{'));
     let mut twins = Vec::new();
     let mut tombstones = Vec::new();
+    let mut seen: HashSet<std::borrow::Cow<'_, str>> = HashSet::new();
     for (i, l) in lines.iter().enumerate().take(last).skip(1) {
-        let v = parse(i)?;
         let n = i + 1;
-        let pseudonym = field(&v, "pseudonym", n)?.as_str().filter(|p| p.len() == 43).ok_or_else(|| invalid(format!("line {n} has no valid pseudonym")))?;
-        let _ = l;
-        match v.get("type").and_then(Json::as_str) {
+        let v: Shape<'_> = serde_json::from_str(l).map_err(|e| {
+            let what = if e.is_data() { format!("line {n} has a field of the wrong type") } else { format!("line {n} is not valid JSON") };
+            invalid(what).detail(e.to_string())
+        })?;
+        let pseudonym = v.pseudonym.filter(|p| p.len() == 43).ok_or_else(|| invalid(format!("line {n} has no valid pseudonym")))?;
+        match v.kind.as_deref() {
             Some("twin") => {
-                for f in ["quasi", "legal_basis", "policy"] {
-                    if !field(&v, f, n)?.is_object() {
+                for (f, r) in [("quasi", v.quasi), ("legal_basis", v.legal_basis), ("policy", v.policy)] {
+                    if !is_object(r) {
                         return Err(invalid(format!("line {n}: \"{f}\" is not an object")));
                     }
                 }
-                if !field(&v, "segments", n)?.as_array().is_some_and(|a| a.iter().all(Json::is_string)) {
+                if v.segments.is_none() {
                     return Err(invalid(format!("line {n}: \"segments\" is not a list of names")));
                 }
                 twins.push(i);
             }
-            Some("tombstone") => tombstones.push(pseudonym.to_owned()),
+            Some("tombstone") => tombstones.push(pseudonym.to_string()),
             _ => return Err(invalid(format!("line {n} is neither a twin nor a tombstone"))),
         }
+        if !seen.insert(pseudonym) {
+            return Err(invalid(format!("line {n} repeats a pseudonym of an earlier line")));
+        }
     }
+    drop(seen);
     let counts = field(&manifest, "counts", 1)?;
     if counts.get("twins").and_then(Json::as_u64) != Some(twins.len() as u64)
         || counts.get("tombstones").and_then(Json::as_u64) != Some(tombstones.len() as u64)
@@ -181,6 +205,15 @@ fn verify(lines: &[&str]) -> MsegResult<Verified> {
     Ok(Verified { controller, sequence, full, twins, tombstones })
 }
 
+const INSERT_TWINS: &str = "INSERT INTO mseg.pool_twins (controller, pseudonym, quasi, segments, legal_basis, policy, expires_at, sequence) \
+     SELECT $1, x.d OPERATOR(pg_catalog.->>) 'pseudonym', x.d OPERATOR(pg_catalog.->) 'quasi', \
+            ARRAY(SELECT pg_catalog.jsonb_array_elements_text(x.d OPERATOR(pg_catalog.->) 'segments')), \
+            x.d OPERATOR(pg_catalog.->) 'legal_basis', x.d OPERATOR(pg_catalog.->) 'policy', \
+            (x.d OPERATOR(pg_catalog.->) 'policy' OPERATOR(pg_catalog.->>) 'expires_at')::pg_catalog.timestamptz, $3 \
+     FROM pg_catalog.unnest($2::pg_catalog.text[]) l CROSS JOIN LATERAL (SELECT l::pg_catalog.jsonb AS d OFFSET 0) x";
+const UPSERT_TWINS: &str = " ON CONFLICT (controller, pseudonym) DO UPDATE SET quasi = EXCLUDED.quasi, segments = EXCLUDED.segments, \
+     legal_basis = EXCLUDED.legal_basis, policy = EXCLUDED.policy, expires_at = EXCLUDED.expires_at, sequence = EXCLUDED.sequence";
+
 fn apply(lines: &[&str], v: Verified) -> MsegResult<i64> {
     catalog::update(|c| {
         if v.full {
@@ -188,6 +221,9 @@ fn apply(lines: &[&str], v: Verified) -> MsegResult<i64> {
         }
         // in batches of 10 000 lines, each parsed by PostgreSQL's jsonb input once (OFFSET 0 keeps
         // the cast from being inlined into every reference), in a memory context of its own
+        // a full dump replaces the controller's twins, all deleted above, and its pseudonyms are
+        // distinct (verified): a plain insert, no conflict to look for
+        let sql = if v.full { INSERT_TWINS.to_owned() } else { format!("{INSERT_TWINS}{UPSERT_TWINS}") };
         for chunk in v.twins.chunks(10_000) {
             let texts: Vec<&str> = chunk.iter().map(|&i| lines[i]).collect();
             let mut batch = pgrx::PgMemoryContexts::new("mseg import batch");
@@ -195,14 +231,7 @@ fn apply(lines: &[&str], v: Verified) -> MsegResult<i64> {
             unsafe {
                 batch.switch_to(|_| {
                     c.update(
-                        "INSERT INTO mseg.pool_twins (controller, pseudonym, quasi, segments, legal_basis, policy, expires_at, sequence) \
-                         SELECT $1, x.d OPERATOR(pg_catalog.->>) 'pseudonym', x.d OPERATOR(pg_catalog.->) 'quasi', \
-                                ARRAY(SELECT pg_catalog.jsonb_array_elements_text(x.d OPERATOR(pg_catalog.->) 'segments')), \
-                                x.d OPERATOR(pg_catalog.->) 'legal_basis', x.d OPERATOR(pg_catalog.->) 'policy', \
-                                (x.d OPERATOR(pg_catalog.->) 'policy' OPERATOR(pg_catalog.->>) 'expires_at')::pg_catalog.timestamptz, $3 \
-                         FROM pg_catalog.unnest($2::pg_catalog.text[]) l CROSS JOIN LATERAL (SELECT l::pg_catalog.jsonb AS d OFFSET 0) x \
-                         ON CONFLICT (controller, pseudonym) DO UPDATE SET quasi = EXCLUDED.quasi, segments = EXCLUDED.segments, \
-                            legal_basis = EXCLUDED.legal_basis, policy = EXCLUDED.policy, expires_at = EXCLUDED.expires_at, sequence = EXCLUDED.sequence",
+                        sql.as_str(),
                         None,
                         &[v.controller.as_str().into(), texts.into(), v.sequence.into()],
                     )

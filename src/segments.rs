@@ -175,14 +175,28 @@ impl Scope {
 /// `from`, each ANDed with the legal basis of the segment's purpose (see mseg._processable, the
 /// same rule).
 fn eval_select(cat: &SegCatalog, subject: &SubjectTable, from: &str, scope: &Scope) -> String {
+    eval_select_with(cat, subject, from, scope, false)
+}
+
+/// With `carry`, the array also holds the stored ids of the segments outside `scope` (read from
+/// the subject's membership row, joined as m), so it is the subject's whole new set, in id order
+/// like every stored set; without it, only the ids in scope.
+fn eval_select_with(cat: &SegCatalog, subject: &SubjectTable, from: &str, scope: &Scope, carry: bool) -> String {
     let key = format!("s.{}", quote_identifier(&subject.key));
     let segments: Vec<&SegmentDef> = cat.segments.iter().filter(|s| scope.includes(s.id)).collect();
     let mut purposes: Vec<&str> = segments.iter().map(|s| s.purpose.as_str()).collect();
     purposes.sort_unstable();
     purposes.dedup();
     let alias = |p: &str| purposes.iter().position(|x| *x == p).unwrap_or(0) + 1;
+    let carry = carry && *scope != Scope::All;
     let mut elements = Vec::new();
-    for seg in &segments {
+    for seg in &cat.segments {
+        if !scope.includes(seg.id) {
+            if carry {
+                elements.push(format!("CASE WHEN {id} OPERATOR(pg_catalog.=) ANY (m.segments) THEN {id} END", id = seg.id));
+            }
+            continue;
+        }
         let i = alias(&seg.purpose);
         let basis = if seg.reads_sensitive {
             // Art. 9: explicit consent only; legitimate interest and contract are never enough
@@ -221,6 +235,9 @@ fn eval_select(cat: &SegCatalog, subject: &SubjectTable, from: &str, scope: &Sco
     sql.push_str(&format!(
         " LEFT JOIN mseg.subject_state ss ON ss.subject_key OPERATOR(pg_catalog.=) {key}"
     ));
+    if carry {
+        sql.push_str(&format!(" LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) {key}"));
+    }
     for (n, p) in purposes.iter().enumerate() {
         let i = n + 1;
         sql.push_str(&format!(
@@ -235,15 +252,8 @@ fn eval_select(cat: &SegCatalog, subject: &SubjectTable, from: &str, scope: &Sco
 /// Recompute the subjects in $1 for the segments in `scope`, write the sets that changed (creating
 /// rows where needed) and their events. With a partial scope the stored ids outside it are kept.
 fn apply_sql(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope) -> String {
-    let new = match scope {
-        Scope::All => "COALESCE(n.segs, '{}'::pg_catalog.int4[])".to_owned(),
-        Scope::Only(ids) => format!(
-            "CASE WHEN n.subject_key IS NULL THEN '{{}}'::pg_catalog.int4[] ELSE \
-               ARRAY(SELECT x FROM pg_catalog.unnest(o.old) x WHERE x OPERATOR(pg_catalog.<>) ALL ('{{{}}}'::pg_catalog.int4[]) \
-                     UNION SELECT y FROM pg_catalog.unnest(n.segs) y ORDER BY 1) END",
-            ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
-        ),
-    };
+    // the evaluation carries the stored ids outside the scope, so n.segs is the whole new set
+    let new = "COALESCE(n.segs, '{}'::pg_catalog.int4[])";
     format!(
         "WITH n AS MATERIALIZED ({eval} WHERE s.{key} OPERATOR(pg_catalog.=) ANY ($1)), \
          o AS (SELECT k AS subject_key, COALESCE(m.segments, '{{}}'::pg_catalog.int4[]) AS old \
@@ -258,7 +268,7 @@ fn apply_sql(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope) -> String 
          SELECT d.subject_key, \
                 ARRAY(SELECT x FROM pg_catalog.unnest(d.new) x WHERE x OPERATOR(pg_catalog.<>) ALL (d.old) ORDER BY x), \
                 ARRAY(SELECT x FROM pg_catalog.unnest(d.old) x WHERE x OPERATOR(pg_catalog.<>) ALL (d.new) ORDER BY x) FROM d",
-        eval = eval_select(cat, subject, &subject.name, scope),
+        eval = eval_select_with(cat, subject, &subject.name, scope, true),
         key = quote_identifier(&subject.key),
     )
 }
@@ -846,8 +856,17 @@ fn apply_locked(client: &mut SpiClient<'_>, cat: &SegCatalog, subject: &SubjectT
     }
     let kind = PlanKind::Apply(scope.clone());
     let apply = plan(client, &kind, &[int8_array()], || apply_sql(cat, subject, scope))?;
-    client.update(&*apply, None, &[keys.to_vec().into()])?;
-    Ok(())
+    if keys.len() >= BULK_LOCK_KEYS {
+        // a plan for this many subjects (hashed subplans over the sources, hash joins) is worth
+        // its few milliseconds of planning; the generic one assumes a handful
+        catalog::with_setting(c"plan_cache_mode", c"force_custom_plan", || {
+            client.update(&*apply, None, &[keys.to_vec().into()])?;
+            Ok(())
+        })
+    } else {
+        client.update(&*apply, None, &[keys.to_vec().into()])?;
+        Ok(())
+    }
 }
 
 /// Statement-level AFTER trigger on the subject table and every registered source table.
