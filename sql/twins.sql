@@ -16,9 +16,10 @@ COMMENT ON TABLE mseg.partners IS 'pg_mseg: trusted partners, each its own pseud
 CREATE TABLE mseg.partner_twins (
     partner      pg_catalog.text NOT NULL REFERENCES mseg.partners(name) ON DELETE CASCADE,
     subject_key  pg_catalog.int8 NOT NULL,
-    pseudonym    pg_catalog.text NOT NULL,
+    pseudonym    pg_catalog.text COLLATE "C" NOT NULL,
     content_hash pg_catalog.text NOT NULL,
     sequence     pg_catalog.int8 NOT NULL,
+    tombstoned_at pg_catalog.timestamptz,   -- sent as a tombstone then; resolve refuses it
     PRIMARY KEY (partner, subject_key)
 );
 CREATE UNIQUE INDEX partner_twins_pseudonym ON mseg.partner_twins (partner, pseudonym);
@@ -41,9 +42,12 @@ CREATE TABLE mseg.controllers (
     registered_at pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
+-- Keys in the "C" collation (pseudonyms are base64url, controller ids ASCII): byte comparisons in
+-- the primary key, not the database's locale. No foreign key to mseg.controllers: every import
+-- checks the controller before it writes, and a per-row check cost a third of an import.
 CREATE TABLE mseg.pool_twins (
-    controller  pg_catalog.text NOT NULL REFERENCES mseg.controllers(id),
-    pseudonym   pg_catalog.text NOT NULL,
+    controller  pg_catalog.text COLLATE "C" NOT NULL,
+    pseudonym   pg_catalog.text COLLATE "C" NOT NULL,
     quasi       pg_catalog.jsonb NOT NULL,
     segments    pg_catalog.text[] NOT NULL,
     legal_basis pg_catalog.jsonb NOT NULL,

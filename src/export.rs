@@ -319,7 +319,7 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     let keys = keys::domain_keys(&partner_domain(&p.name))?;
     let mut held: HashMap<i64, (String, String)> = catalog::select(|c| {
         let mut m = HashMap::new();
-        for row in c.select("SELECT subject_key, pseudonym, content_hash FROM mseg.partner_twins WHERE partner OPERATOR(pg_catalog.=) $1", None, &[p.name.as_str().into()])? {
+        for row in c.select("SELECT subject_key, pseudonym, content_hash FROM mseg.partner_twins WHERE partner OPERATOR(pg_catalog.=) $1 AND tombstoned_at IS NULL", None, &[p.name.as_str().into()])? {
             m.insert(row.get::<i64>(1)?.unwrap_or(0), (row.get::<String>(2)?.unwrap_or_default(), row.get::<String>(3)?.unwrap_or_default()));
         }
         Ok(m)
@@ -355,6 +355,7 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     }
     tombstones.sort();
     let reasons = tombstone_reasons(&tombstoned)?;
+    let erased: Vec<i64> = tombstoned.iter().copied().filter(|s| reasons.get(s).is_some_and(|r| r == "erased")).collect();
     let mut tombstone_lines = Vec::new();
     for (pn, s) in &tombstones {
         let reason = reasons.get(s).cloned().unwrap_or_else(|| "out_of_scope".into());
@@ -396,15 +397,23 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
             c.update(
                 "INSERT INTO mseg.partner_twins (partner, subject_key, pseudonym, content_hash, sequence) \
                  SELECT $1, u.s, u.pn, u.h, $5 FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.int8[]), pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[])) AS u(s, pn, h) \
-                 ON CONFLICT (partner, subject_key) DO UPDATE SET pseudonym = EXCLUDED.pseudonym, content_hash = EXCLUDED.content_hash, sequence = EXCLUDED.sequence",
+                 ON CONFLICT (partner, subject_key) DO UPDATE SET pseudonym = EXCLUDED.pseudonym, content_hash = EXCLUDED.content_hash, sequence = EXCLUDED.sequence, tombstoned_at = NULL",
                 None,
                 &[p.name.as_str().into(), subjects.into(), pseudonyms.into(), hashes.into(), sequence.into()],
             )?;
         }
+        // tombstoned twins stay known (resolve refuses them as not processable) unless the subject
+        // was erased: then the link between pseudonym and subject goes too
         c.update(
             "DELETE FROM mseg.partner_twins WHERE partner OPERATOR(pg_catalog.=) $1 AND subject_key OPERATOR(pg_catalog.=) ANY ($2)",
             None,
-            &[p.name.as_str().into(), tombstoned.clone().into()],
+            &[p.name.as_str().into(), erased.clone().into()],
+        )?;
+        c.update(
+            "UPDATE mseg.partner_twins SET tombstoned_at = pg_catalog.now(), sequence = $3 \
+             WHERE partner OPERATOR(pg_catalog.=) $1 AND subject_key OPERATOR(pg_catalog.=) ANY ($2)",
+            None,
+            &[p.name.as_str().into(), tombstoned.clone().into(), sequence.into()],
         )?;
         c.update("UPDATE mseg.partners SET last_sequence = $2 WHERE name OPERATOR(pg_catalog.=) $1", None, &[p.name.as_str().into(), sequence.into()])?;
         c.update(
@@ -728,7 +737,7 @@ fn resolve(
             let mut out = Vec::new();
             for row in c.select(
                 "SELECT x.pn, t.subject_key, CASE WHEN t.subject_key IS NULL THEN 'unknown' \
-                        WHEN mseg.is_processable(t.subject_key, $3) THEN 'ok' ELSE 'not_processable' END \
+                        WHEN t.tombstoned_at IS NULL AND mseg.is_processable(t.subject_key, $3) THEN 'ok' ELSE 'not_processable' END \
                  FROM pg_catalog.unnest($2::pg_catalog.text[]) WITH ORDINALITY x(pn, n) \
                  LEFT JOIN mseg.partner_twins t ON t.partner OPERATOR(pg_catalog.=) $1 AND t.pseudonym OPERATOR(pg_catalog.=) x.pn \
                  ORDER BY x.n",

@@ -1,7 +1,6 @@
 //! Variant Twin import at the trusted party: every check before anything is applied, then the
 //! whole dump in one transaction or nothing.
 
-use std::collections::HashSet;
 use base64::Engine;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use pgrx::prelude::*;
@@ -70,6 +69,23 @@ fn field<'a>(v: &'a Json, name: &str, line: usize) -> MsegResult<&'a Json> {
 /// The dump's lines without line ends and empty lines (a file ends with a newline).
 fn dump_lines<S: AsRef<str>>(lines: &[S]) -> Vec<&str> {
     lines.iter().map(|l| l.as_ref().trim_end_matches('\r')).filter(|l| !l.is_empty()).collect()
+}
+
+/// What the import reads of a line: borrowed fields, objects left raw (never a whole document).
+#[derive(serde::Deserialize)]
+struct Shape<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    pseudonym: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    quasi: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    legal_basis: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    policy: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    segments: Option<Vec<std::borrow::Cow<'a, str>>>,
 }
 
 fn verify(lines: &[&str]) -> MsegResult<Verified> {
@@ -150,25 +166,11 @@ fn verify(lines: &[&str]) -> MsegResult<Verified> {
         _ => return Err(invalid("the manifest's mode is neither full nor delta")),
     };
     // every line's shape, read without building a document (borrowed fields, raw objects)
-    #[derive(serde::Deserialize)]
-    struct Shape<'a> {
-        #[serde(rename = "type", borrow)]
-        kind: Option<std::borrow::Cow<'a, str>>,
-        #[serde(borrow)]
-        pseudonym: Option<std::borrow::Cow<'a, str>>,
-        #[serde(borrow)]
-        quasi: Option<&'a serde_json::value::RawValue>,
-        #[serde(borrow)]
-        legal_basis: Option<&'a serde_json::value::RawValue>,
-        #[serde(borrow)]
-        policy: Option<&'a serde_json::value::RawValue>,
-        #[serde(borrow)]
-        segments: Option<Vec<std::borrow::Cow<'a, str>>>,
-    }
     let is_object = |r: Option<&serde_json::value::RawValue>| r.is_some_and(|r| r.get().starts_with('{'));
-    let mut twins = Vec::new();
+    // (pseudonym, line index) of every twin: sorted by pseudonym they are applied in key order
+    // (the pool's primary key then grows at one end instead of at random places)
+    let mut keyed: Vec<(std::borrow::Cow<'_, str>, usize)> = Vec::new();
     let mut tombstones = Vec::new();
-    let mut seen: HashSet<std::borrow::Cow<'_, str>> = HashSet::new();
     for (i, l) in lines.iter().enumerate().take(last).skip(1) {
         let n = i + 1;
         let v: Shape<'_> = serde_json::from_str(l).map_err(|e| {
@@ -186,16 +188,22 @@ fn verify(lines: &[&str]) -> MsegResult<Verified> {
                 if v.segments.is_none() {
                     return Err(invalid(format!("line {n}: \"segments\" is not a list of names")));
                 }
-                twins.push(i);
+                keyed.push((pseudonym, i));
             }
-            Some("tombstone") => tombstones.push(pseudonym.to_string()),
+            Some("tombstone") => {
+                tombstones.push(pseudonym.to_string());
+                keyed.push((pseudonym, usize::MAX - i));
+            }
             _ => return Err(invalid(format!("line {n} is neither a twin nor a tombstone"))),
         }
-        if !seen.insert(pseudonym) {
-            return Err(invalid(format!("line {n} repeats a pseudonym of an earlier line")));
-        }
     }
-    drop(seen);
+    keyed.sort_unstable();
+    let line_of = |i: usize| if i > last { usize::MAX - i + 1 } else { i + 1 };
+    if let Some(w) = keyed.windows(2).find(|w| w[0].0 == w[1].0) {
+        let (a, b) = (line_of(w[0].1).min(line_of(w[1].1)), line_of(w[0].1).max(line_of(w[1].1)));
+        return Err(invalid(format!("line {b} repeats the pseudonym of line {a}")));
+    }
+    let twins: Vec<usize> = keyed.into_iter().map(|(_, i)| i).filter(|i| *i <= last).collect();
     let counts = field(&manifest, "counts", 1)?;
     if counts.get("twins").and_then(Json::as_u64) != Some(twins.len() as u64)
         || counts.get("tombstones").and_then(Json::as_u64) != Some(tombstones.len() as u64)
@@ -207,12 +215,33 @@ fn verify(lines: &[&str]) -> MsegResult<Verified> {
 
 const INSERT_TWINS: &str = "INSERT INTO mseg.pool_twins (controller, pseudonym, quasi, segments, legal_basis, policy, expires_at, sequence) \
      SELECT $1, x.d OPERATOR(pg_catalog.->>) 'pseudonym', x.d OPERATOR(pg_catalog.->) 'quasi', \
-            ARRAY(SELECT pg_catalog.jsonb_array_elements_text(x.d OPERATOR(pg_catalog.->) 'segments')), \
+            u.segs::pg_catalog.text[], \
             x.d OPERATOR(pg_catalog.->) 'legal_basis', x.d OPERATOR(pg_catalog.->) 'policy', \
             (x.d OPERATOR(pg_catalog.->) 'policy' OPERATOR(pg_catalog.->>) 'expires_at')::pg_catalog.timestamptz, $3 \
-     FROM pg_catalog.unnest($2::pg_catalog.text[]) l CROSS JOIN LATERAL (SELECT l::pg_catalog.jsonb AS d OFFSET 0) x";
+     FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[])) AS u(line, segs) \
+     CROSS JOIN LATERAL (SELECT u.line::pg_catalog.jsonb AS d OFFSET 0) x";
 const UPSERT_TWINS: &str = " ON CONFLICT (controller, pseudonym) DO UPDATE SET quasi = EXCLUDED.quasi, segments = EXCLUDED.segments, \
      legal_basis = EXCLUDED.legal_basis, policy = EXCLUDED.policy, expires_at = EXCLUDED.expires_at, sequence = EXCLUDED.sequence";
+
+/// A PostgreSQL text[] literal of `items`, each element quoted and escaped.
+fn array_literal<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::from("{");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for ch in item.chars() {
+            if ch == '"' || ch == '\\' {
+                out.push('\\');
+            }
+            out.push(ch);
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
 
 fn apply(lines: &[&str], v: Verified) -> MsegResult<i64> {
     catalog::update(|c| {
@@ -226,6 +255,14 @@ fn apply(lines: &[&str], v: Verified) -> MsegResult<i64> {
         let sql = if v.full { INSERT_TWINS.to_owned() } else { format!("{INSERT_TWINS}{UPSERT_TWINS}") };
         for chunk in v.twins.chunks(10_000) {
             let texts: Vec<&str> = chunk.iter().map(|&i| lines[i]).collect();
+            // each twin's segments as an array literal (cheaper than expanding the JSON list in SQL)
+            let segs: Vec<String> = texts
+                .iter()
+                .map(|l| {
+                    let shape: Shape<'_> = serde_json::from_str(l).map_err(|e| invalid("a twin line changed while importing").detail(e.to_string()))?;
+                    Ok(array_literal(shape.segments.unwrap_or_default().iter().map(|c| c.as_ref())))
+                })
+                .collect::<MsegResult<_>>()?;
             let mut batch = pgrx::PgMemoryContexts::new("mseg import batch");
             // SAFETY: the context lives until the statement is done; nothing allocated in it escapes.
             unsafe {
@@ -233,7 +270,7 @@ fn apply(lines: &[&str], v: Verified) -> MsegResult<i64> {
                     c.update(
                         sql.as_str(),
                         None,
-                        &[v.controller.as_str().into(), texts.into(), v.sequence.into()],
+                        &[v.controller.as_str().into(), texts.into(), v.sequence.into(), segs.into()],
                     )
                     .map(|_| ())
                 })?;
@@ -298,4 +335,16 @@ fn import_variant_twins_from(staging: Option<PgRelation>) -> i64 {
         let verified = verify(&lines)?;
         apply(&lines, verified)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::array_literal;
+
+    #[test]
+    fn array_literal_quotes_every_element() {
+        assert_eq!(array_literal([].into_iter()), "{}");
+        assert_eq!(array_literal(["runners", "a b"].into_iter()), r#"{"runners","a b"}"#);
+        assert_eq!(array_literal([r#"x"y"#, r"back\slash", "{,}"].into_iter()), r#"{"x\"y","back\\slash","{,}"}"#);
+    }
 }

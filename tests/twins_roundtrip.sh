@@ -133,6 +133,7 @@ check "resolve after objection" "$(mseg_psql acme -Atc "SELECT string_agg(status
 export_to acme trustco delta acme-2.jsonl
 check "the delta carries the tombstone" "$(sudo -u postgres sh -c "grep -c '\"pseudonym\":\"$vpn\",\"reason\":\"objected\"' '$out/acme-2.jsonl'")" "1"
 check "delta imports" "$(import acme-2.jsonl)" "$(sudo -u postgres sh -c "grep -c '\"type\":\"twin\"' '$out/acme-2.jsonl'")"
+check "resolve after the tombstone still refuses" "$(mseg_psql acme -Atc "SELECT string_agg(status, ',') FROM mseg.resolve('trustco', ARRAY['$vpn'], 'direct_marketing')")" "not_processable"
 check "the objecting customer is gone downstream" "$(mseg_psql trustco -Atc "SELECT count(*) FROM mseg.pool_twins WHERE controller = 'acme' AND pseudonym = '$vpn'")" "0"
 check "pool segment kept exact by the delta import" "$(mseg_psql trustco -Atc "SELECT count(*) FROM mseg.pool_segment_members('sporty')")" "$(recount)"
 # --- client-side import through a staging table (psql \copy with the same csv trick)
