@@ -36,6 +36,20 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// 64 hex digits back to 32 bytes; None for anything else.
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let b = text.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = digit(b[2 * i])? << 4 | digit(b[2 * i + 1])?;
+    }
+    Some(out)
+}
+
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -317,10 +331,17 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         sets,
     };
     let keys = keys::domain_keys(&partner_domain(&p.name))?;
-    let mut held: HashMap<i64, (String, String)> = catalog::select(|c| {
+    // what the partner holds: subject and content hash only (40 bytes a twin); the pseudonyms of
+    // the few that become tombstones are read afterwards
+    let mut held: HashMap<i64, [u8; 32]> = catalog::select(|c| {
         let mut m = HashMap::new();
-        for row in c.select("SELECT subject_key, pseudonym, content_hash FROM mseg.partner_twins WHERE partner OPERATOR(pg_catalog.=) $1 AND tombstoned_at IS NULL", None, &[p.name.as_str().into()])? {
-            m.insert(row.get::<i64>(1)?.unwrap_or(0), (row.get::<String>(2)?.unwrap_or_default(), row.get::<String>(3)?.unwrap_or_default()));
+        for row in c.select(
+            "SELECT subject_key, content_hash FROM mseg.partner_twins WHERE partner OPERATOR(pg_catalog.=) $1 AND tombstoned_at IS NULL",
+            None,
+            &[p.name.as_str().into()],
+        )? {
+            let hash = row.get::<&str>(2)?.and_then(unhex).unwrap_or([0; 32]);
+            m.insert(row.get::<i64>(1)?.unwrap_or(0), hash);
         }
         Ok(m)
     })?;
@@ -336,9 +357,9 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         let h = content.hash();
         let pseudonym = pseudonym::pseudonym_string(&keys, &e.subject.to_string());
         // what is left in `held` afterwards is no longer eligible: tombstones
-        let changed = held.remove(&e.subject).map(|(_, old)| old != h).unwrap_or(true);
+        let changed = held.remove(&e.subject).map(|old| old != h).unwrap_or(true);
         if changed {
-            state_upserts.push((e.subject, pseudonym.clone(), h));
+            state_upserts.push((e.subject, pseudonym.clone(), hex(&h)));
         }
         if !delta || changed {
             emit.push((i, pseudonym));
@@ -347,12 +368,19 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     let k_with_segments = with_segments.values().min().copied().unwrap_or(0);
     drop(with_segments);
     let twin_lines = emit.len();
-    let mut tombstones = Vec::new();
-    let mut tombstoned = Vec::new();
-    for (s, (pn, _)) in held.drain() {
-        tombstoned.push(s);
-        tombstones.push((pn, s));
-    }
+    let tombstoned: Vec<i64> = held.into_keys().collect();
+    let mut tombstones: Vec<(String, i64)> = catalog::select(|c| {
+        let mut v = Vec::new();
+        for row in c.select(
+            "SELECT pseudonym, subject_key FROM mseg.partner_twins \
+             WHERE partner OPERATOR(pg_catalog.=) $1 AND subject_key OPERATOR(pg_catalog.=) ANY ($2)",
+            None,
+            &[p.name.as_str().into(), tombstoned.clone().into()],
+        )? {
+            v.push((row.get::<String>(1)?.unwrap_or_default(), row.get::<i64>(2)?.unwrap_or(0)));
+        }
+        Ok(v)
+    })?;
     tombstones.sort();
     let reasons = tombstone_reasons(&tombstoned)?;
     let erased: Vec<i64> = tombstoned.iter().copied().filter(|s| reasons.get(s).is_some_and(|r| r == "erased")).collect();
@@ -508,8 +536,8 @@ impl TwinContext {
 }
 
 impl TwinContent<'_> {
-    /// SHA-256 (hex) over every field, length-prefixed: equal iff the twin's line would be equal.
-    fn hash(&self) -> String {
+    /// SHA-256 over every field, length-prefixed: equal iff the twin's line would be equal.
+    fn hash(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         let mut field = |s: &str| {
             h.update((s.len() as u64).to_le_bytes());
@@ -529,7 +557,7 @@ impl TwinContent<'_> {
             field(x.unwrap_or("\u{0}"));
         }
         field(self.expires.unwrap_or("\u{0}"));
-        hex(&h.finalize())
+        h.finalize().into()
     }
 
     fn line(&self, columns: &[String], pseudonym: &str) -> MsegResult<String> {
@@ -693,7 +721,7 @@ fn tombstone_reasons(subjects: &[i64]) -> MsegResult<HashMap<i64, String>> {
 }
 
 /// The Variant Twin dump for a partner as JSON lines (mode 'full' or 'delta'), e.g.
-/// `COPY (SELECT * FROM mseg.export_variant_twins('trustco')) TO '/tmp/x.jsonl' WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02')`.
+/// `COPY (SELECT mseg.export_variant_twins('trustco')) TO '/tmp/x.jsonl' WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02')`.
 #[pg_extern(volatile, parallel_unsafe)]
 fn export_variant_twins(partner_name: Option<&str>, mode: default!(&str, "'full'")) -> SetOfIterator<'static, String> {
     let lines = boundary(|| {

@@ -38,7 +38,7 @@ setup_controller acme 3000 0
 setup_controller bikeco 2000 7
 # the documented way to write a dump byte for byte: csv with quote and delimiter no JSON contains
 export_to() {   # db, partner, mode, file
-    mseg_psql "$1" -q -c "COPY (SELECT * FROM mseg.export_variant_twins('$2', mode => '$3')) TO '$out/$4' WITH (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')"
+    mseg_psql "$1" -q -c "COPY (SELECT mseg.export_variant_twins('$2', mode => '$3')) TO '$out/$4' WITH (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')"
 }
 export_to acme trustco full acme-1.jsonl
 export_to bikeco trustco full bikeco-1.jsonl
