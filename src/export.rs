@@ -201,19 +201,11 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     // per partner purpose: the basis that applies now (the rule of mseg._processable) and its expiry
     let mut bases = Vec::new();
     let mut expiries = Vec::new();
-    let mut joins = String::new();
-    for (i, purpose) in p.purposes.iter().enumerate() {
-        let lit = pgrx::spi::quote_literal(purpose);
-        joins.push_str(&format!(
-            " CROSS JOIN (SELECT legal_bases, retention FROM mseg.purposes WHERE name OPERATOR(pg_catalog.=) {lit}) pp{i} \
-              LEFT JOIN mseg.legal_basis_state b{i} ON b{i}.subject_key OPERATOR(pg_catalog.=) {key} AND b{i}.purpose OPERATOR(pg_catalog.=) {lit}"
-        ));
-        bases.push(format!(
-            "CASE WHEN ss.restricted_at IS NOT NULL OR ss.erased_at IS NOT NULL OR b{i}.objected_at IS NOT NULL THEN NULL \
-                  WHEN b{i}.consent_basis OPERATOR(pg_catalog.=) ANY (pp{i}.legal_bases) \
-                       AND b{i}.granted_at OPERATOR(pg_catalog.+) pp{i}.retention OPERATOR(pg_catalog.>) pg_catalog.now() THEN b{i}.consent_basis \
-                  WHEN 'legitimate_interest' OPERATOR(pg_catalog.=) ANY (pp{i}.legal_bases) THEN 'legitimate_interest' END"
-        ));
+    let purposes: Vec<&str> = p.purposes.iter().map(String::as_str).collect();
+    let joins = crate::consent::joins(&purposes, &key);
+    for n in 0..purposes.len() {
+        let i = n + 1;
+        bases.push(crate::consent::basis_in_force(i));
         expiries.push(format!(
             "CASE WHEN b{i}.consent_basis IS NOT NULL THEN pg_catalog.to_char((b{i}.granted_at OPERATOR(pg_catalog.+) pp{i}.retention) \
              AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') END"
@@ -222,8 +214,7 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     let sql = format!(
         "SELECT {key}::pg_catalog.int8, ARRAY[{q}]::pg_catalog.text[], ARRAY[{b}]::pg_catalog.text[], ARRAY[{e}]::pg_catalog.text[], \
                 COALESCE(m.segments, '{{}}'::pg_catalog.int4[]) \
-         FROM {rel} s LEFT JOIN mseg.subject_state ss ON ss.subject_key OPERATOR(pg_catalog.=) {key} \
-         LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) {key} {joins} \
+         FROM {rel} s LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) {key} {joins} \
          ORDER BY 1",
         q = quasi_exprs.join(", "),
         b = bases.join(", "),

@@ -10,6 +10,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 pub mod catalog;
+pub mod consent;
 pub mod error;
 pub mod export;
 pub mod gucs;

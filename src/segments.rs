@@ -25,7 +25,7 @@ use std::rc::Rc;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::spi::{quote_identifier, quote_literal, OwnedPreparedStatement, SpiClient};
+use pgrx::spi::{quote_identifier, OwnedPreparedStatement, SpiClient};
 use pgrx::{PgRelation, PgTryBuilder};
 
 use crate::catalog;
@@ -198,24 +198,11 @@ fn eval_select_with(cat: &SegCatalog, subject: &SubjectTable, from: &str, scope:
             continue;
         }
         let i = alias(&seg.purpose);
-        let basis = if seg.reads_sensitive {
-            // Art. 9: explicit consent only; legitimate interest and contract are never enough
-            format!(
-                "(b{i}.consent_basis OPERATOR(pg_catalog.=) 'consent' \
-                 AND 'consent' OPERATOR(pg_catalog.=) ANY (pp{i}.legal_bases) \
-                 AND b{i}.granted_at OPERATOR(pg_catalog.+) pp{i}.retention OPERATOR(pg_catalog.>) pg_catalog.now())"
-            )
-        } else {
-            format!(
-                "((b{i}.consent_basis OPERATOR(pg_catalog.=) ANY (pp{i}.legal_bases) \
-                 AND b{i}.granted_at OPERATOR(pg_catalog.+) pp{i}.retention OPERATOR(pg_catalog.>) pg_catalog.now()) \
-                 OR 'legitimate_interest' OPERATOR(pg_catalog.=) ANY (pp{i}.legal_bases))"
-            )
-        };
+        // Art. 9: a predicate over sensitive data needs explicit consent
         elements.push(format!(
-            "CASE WHEN ({pred}) AND ss.restricted_at IS NULL AND ss.erased_at IS NULL \
-             AND b{i}.objected_at IS NULL AND {basis} THEN {id} END",
+            "CASE WHEN ({pred}) AND {basis} THEN {id} END",
             pred = seg.canonical,
+            basis = crate::consent::processable(i, seg.reads_sensitive),
             id = seg.id
         ));
     }
@@ -225,26 +212,9 @@ fn eval_select_with(cat: &SegCatalog, subject: &SubjectTable, from: &str, scope:
          FROM {from} s",
         elements.join(", ")
     );
-    for (n, p) in purposes.iter().enumerate() {
-        let i = n + 1;
-        sql.push_str(&format!(
-            " CROSS JOIN (SELECT legal_bases, retention FROM mseg.purposes WHERE name OPERATOR(pg_catalog.=) {lit}) pp{i}",
-            lit = quote_literal(p)
-        ));
-    }
-    sql.push_str(&format!(
-        " LEFT JOIN mseg.subject_state ss ON ss.subject_key OPERATOR(pg_catalog.=) {key}"
-    ));
+    sql.push_str(&crate::consent::joins(&purposes, &key));
     if carry {
         sql.push_str(&format!(" LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) {key}"));
-    }
-    for (n, p) in purposes.iter().enumerate() {
-        let i = n + 1;
-        sql.push_str(&format!(
-            " LEFT JOIN mseg.legal_basis_state b{i} ON b{i}.subject_key OPERATOR(pg_catalog.=) {key} \
-             AND b{i}.purpose OPERATOR(pg_catalog.=) {lit}",
-            lit = quote_literal(p)
-        ));
     }
     sql
 }
