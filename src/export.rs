@@ -179,8 +179,10 @@ fn remove_partner(name: Option<&str>) -> bool {
 
 struct Eligible {
     subject: i64,
+    /// raw quasi values, emptied once they are in the anonymiser
     quasi: Vec<Option<String>>,
-    bases: Vec<Option<String>>,
+    /// per partner purpose: the basis in force, an index into `TwinContext::basis_names`
+    bases: Vec<Option<u8>>,
     expires: Vec<Option<String>>,
     segments: Vec<i32>,
 }
@@ -214,16 +216,30 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     let sql = format!(
         "SELECT {key}::pg_catalog.int8, ARRAY[{q}]::pg_catalog.text[], ARRAY[{b}]::pg_catalog.text[], ARRAY[{e}]::pg_catalog.text[], \
                 COALESCE(m.segments, '{{}}'::pg_catalog.int4[]) \
-         FROM {rel} s LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) {key} {joins} \
-         ORDER BY 1",
+         FROM {rel} s LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) {key} {joins}",
         q = quasi_exprs.join(", "),
         b = bases.join(", "),
         e = expiries.join(", "),
         rel = subject.name,
     );
     let mut eligible = Vec::new();
+    // the few distinct bases (consent, contract, legitimate_interest…) are stored once
+    let mut basis_names: Vec<String> = Vec::new();
     catalog::stream_as_owner(&sql, |row| {
-        let bases = row.get::<Vec<Option<String>>>(3)?.unwrap_or_default();
+        let texts = row.get::<Vec<Option<String>>>(3)?.unwrap_or_default();
+        let mut bases = Vec::with_capacity(texts.len());
+        for b in texts {
+            bases.push(match b {
+                None => None,
+                Some(b) => Some(match basis_names.iter().position(|x| *x == b) {
+                    Some(n) => n as u8,
+                    None => {
+                        basis_names.push(b);
+                        (basis_names.len() - 1) as u8
+                    }
+                }),
+            });
+        }
         if bases.iter().any(Option::is_some) {
             // processable for at least one of the partner's purposes
             eligible.push(Eligible {
@@ -272,7 +288,7 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     // record r of the anonymiser is eligible subject record_of[r]; rec_of maps back (NONE: not pushed)
     let mut rec_of: Vec<u32> = vec![NONE; eligible.len()];
     let mut pushed = 0u32;
-    for (i, e) in eligible.iter().enumerate() {
+    for (i, e) in eligible.iter_mut().enumerate() {
         if e.quasi.iter().any(Option::is_none) {
             continue;
         }
@@ -284,6 +300,8 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
             texts.push(&set);
         }
         a.push_text(e.subject, &texts, None).map_err(kanon_sql::kanon_error)?;
+        drop(texts);
+        e.quasi = Vec::new(); // the anonymiser has its own copy
     }
     let out = a.run().map_err(kanon_sql::kanon_error)?;
     let released = Released { out, rec_of };
@@ -320,6 +338,7 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         names: seg_names,
         shown,
         sets,
+        basis_names,
     };
     let keys = keys::domain_keys(&partner_domain(&p.name))?;
     // what the partner holds: subject and content hash only (40 bytes a twin); the pseudonyms of
@@ -468,6 +487,7 @@ struct TwinContext {
     shown: HashSet<i32>,
     /// per eligible subject: its segment set after the k step
     sets: Vec<Vec<i32>>,
+    basis_names: Vec<String>,
 }
 
 const NONE: u32 = u32::MAX;
@@ -511,7 +531,7 @@ impl TwinContext {
         let mut bases = Vec::new();
         let mut expires: Option<&str> = None;
         for (i, purpose) in self.purposes.iter().enumerate() {
-            if let Some(Some(b)) = e.bases.get(i) {
+            if let Some(Some(b)) = e.bases.get(i).map(|b| b.and_then(|n| self.basis_names.get(usize::from(n)))) {
                 let exp = e.expires.get(i).and_then(|x| x.as_deref());
                 if let Some(x) = exp {
                     expires = Some(match expires {
