@@ -213,28 +213,37 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
              AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') END"
         ));
     }
+    // one scalar column per value (no arrays to build in SQL and take apart again per row):
+    // key, quasi values, the basis per purpose, its expiry per purpose, the segment set
+    let (nq, np) = (quasi_exprs.len(), purposes.len());
     let sql = format!(
-        "SELECT {key}::pg_catalog.int8, ARRAY[{q}]::pg_catalog.text[], ARRAY[{b}]::pg_catalog.text[], ARRAY[{e}]::pg_catalog.text[], \
-                COALESCE(m.segments, '{{}}'::pg_catalog.int4[]) \
+        "SELECT {key}::pg_catalog.int8, {q}, {b}, {e}, COALESCE(m.segments, '{{}}'::pg_catalog.int4[]) \
          FROM {rel} s LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) {key} {joins}",
-        q = quasi_exprs.join(", "),
-        b = bases.join(", "),
+        q = quasi_exprs.iter().map(|x| format!("({x})::pg_catalog.text")).collect::<Vec<_>>().join(", "),
+        b = bases.iter().map(|x| format!("({x})::pg_catalog.text")).collect::<Vec<_>>().join(", "),
         e = expiries.join(", "),
         rel = subject.name,
     );
-    let mut eligible = Vec::new();
+    // sized for the table up front: growing vectors of a million entries costs copies and page faults
+    let estimate = catalog::select(|c| {
+        Ok(c.select("SELECT GREATEST(reltuples, 0)::pg_catalog.int8 FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1", None, &[subject.relid.into()])?
+            .first()
+            .get_one::<i64>()?
+            .unwrap_or(0))
+    })?;
+    let mut eligible = Vec::with_capacity(usize::try_from(estimate).unwrap_or(0).min(100_000_000));
     // the few distinct bases (consent, contract, legitimate_interest…) are stored once
     let mut basis_names: Vec<String> = Vec::new();
     catalog::stream_as_owner(&sql, |row| {
-        let texts = row.get::<Vec<Option<String>>>(3)?.unwrap_or_default();
-        let mut bases = Vec::with_capacity(texts.len());
-        for b in texts {
+        let mut bases = Vec::with_capacity(np);
+        for n in 0..np {
+            let b = row.get::<&str>(2 + nq + n)?;
             bases.push(match b {
                 None => None,
-                Some(b) => Some(match basis_names.iter().position(|x| *x == b) {
+                Some(b) => Some(match basis_names.iter().position(|x| x == b) {
                     Some(n) => n as u8,
                     None => {
-                        basis_names.push(b);
+                        basis_names.push(b.to_owned());
                         (basis_names.len() - 1) as u8
                     }
                 }),
@@ -242,12 +251,20 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         }
         if bases.iter().any(Option::is_some) {
             // processable for at least one of the partner's purposes
+            let mut quasi = Vec::with_capacity(nq);
+            for n in 0..nq {
+                quasi.push(row.get::<String>(2 + n)?);
+            }
+            let mut expires = Vec::with_capacity(np);
+            for n in 0..np {
+                expires.push(row.get::<String>(2 + nq + np + n)?);
+            }
             eligible.push(Eligible {
                 subject: row.get::<i64>(1)?.unwrap_or(0),
-                quasi: row.get::<Vec<Option<String>>>(2)?.unwrap_or_default(),
+                quasi,
                 bases,
-                expires: row.get::<Vec<Option<String>>>(4)?.unwrap_or_default(),
-                segments: row.get::<Vec<i32>>(5)?.unwrap_or_default(),
+                expires,
+                segments: row.get::<Vec<i32>>(2 + nq + 2 * np)?.unwrap_or_default(),
             });
         }
         Ok(())
