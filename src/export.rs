@@ -326,10 +326,8 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     // than k share are given a common subset, so every (quasi values, segments) group has >= k.
     let mut sets: Vec<Vec<i32>> = vec![Vec::new(); eligible.len()];
     let mut classes: HashMap<usize, Vec<usize>> = HashMap::new();
-    let mut released_count = 0usize;
     for (i, e) in eligible.iter().enumerate() {
         let Some(class) = released.class(i) else { continue };
-        released_count += 1;
         let mut ids: Vec<i32> = e.segments.iter().copied().filter(|id| seg_names.contains_key(id)).collect();
         ids.sort_unstable();
         sets[i] = ids;
@@ -374,11 +372,11 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     })?;
     let mut emit: Vec<(usize, String)> = Vec::new(); // eligible index, pseudonym
     let mut state_upserts = Vec::new();
-    let mut held_now = 0usize;
+    let mut released_count = 0usize; // twins the partner holds after this export
     let mut with_segments: HashMap<(&[String], Vec<i32>), usize> = HashMap::new();
     for (i, e) in eligible.iter().enumerate() {
         let Some(values) = released.values(i) else { continue };
-        held_now += 1;
+        released_count += 1;
         let content = twin_ctx.content(i, e, values);
         *with_segments.entry((values, content.segment_ids.clone())).or_default() += 1;
         let h = content.hash();
@@ -434,7 +432,7 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         "k_required": p.k,
         "k_reached": report.k_reached,
         "k_reached_with_segments": k_with_segments,
-        "counts": {"twins": twin_lines, "tombstones": tombstones.len(), "eligible": eligible.len(), "held": held_now},
+        "counts": {"twins": twin_lines, "tombstones": tombstones.len(), "eligible": eligible.len(), "held": released_count},
         "suppressed": eligible.len() - released_count,
         "information_loss": {"ncp": (report.ncp * 1e6).round() / 1e6, "discernibility": report.discernibility},
         "levels": report.levels_used.iter().map(|c| (c.column.clone(), json!({"min": c.min, "max": c.max, "top": c.top}))).collect::<BTreeMap<_, _>>(),

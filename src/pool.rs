@@ -128,17 +128,13 @@ fn define_pool_segment(
     })
 }
 
+/// Members now, by the same definition as mseg.pool_segment_members (policy not expired).
 fn members(name: &str) -> MsegResult<i64> {
     catalog::select(|c| {
-        Ok(c.select(
-            "SELECT pg_catalog.count(*) FROM mseg.pool_twins t WHERE $1 OPERATOR(pg_catalog.=) ANY (t.pool_segments) \
-             AND (t.expires_at IS NULL OR t.expires_at OPERATOR(pg_catalog.>) pg_catalog.now())",
-            None,
-            &[name.into()],
-        )?
-        .first()
-        .get_one::<i64>()?
-        .unwrap_or(0))
+        Ok(c.select("SELECT pg_catalog.count(*) FROM mseg.pool_segment_members($1)", None, &[name.into()])?
+            .first()
+            .get_one::<i64>()?
+            .unwrap_or(0))
     })
 }
 

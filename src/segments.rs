@@ -352,6 +352,11 @@ fn int8_array() -> pgrx::PgOid {
     pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT8ARRAYOID)
 }
 
+fn read_committed() -> bool {
+    // SAFETY: reading a PostgreSQL global.
+    unsafe { pg_sys::XactIsoLevel < pg_sys::XACT_REPEATABLE_READ as i32 }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum LockMode {
     /// one row lock per subject, whatever the number (schedulable refresh: blocks no writer)
@@ -364,9 +369,7 @@ enum LockMode {
 
 /// Take part in the lock protocol for `keys` (sorted, distinct).
 fn lock_keys(client: &mut SpiClient<'_>, keys: &[i64], mode: LockMode) -> MsegResult<()> {
-    // SAFETY: reading a PostgreSQL global.
-    let read_committed = unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32;
-    let table = read_committed
+    let table = read_committed()
         && match mode {
             LockMode::Rows => false,
             LockMode::RowsOrTable => keys.len() >= BULK_LOCK_KEYS,
@@ -734,9 +737,7 @@ unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat: &SegCatal
 // evaluates its SET on that version): one query per statement, a second only if a set changed.
 
 fn row_path_applies(cat: &SegCatalog, u: &SubjectUpdate) -> bool {
-    // SAFETY: reading a PostgreSQL global.
-    let read_committed = unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32;
-    read_committed
+    read_committed()
         && u.rekeyed.is_empty()
         && !u.affected.is_empty()
         && u.changed.len() < BULK_LOCK_KEYS
