@@ -20,6 +20,7 @@ pub mod keys;
 pub mod pool;
 pub mod progress;
 pub mod pseudonym;
+pub mod row_predicates;
 pub mod segments;
 pub mod token;
 

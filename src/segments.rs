@@ -18,7 +18,7 @@
 //! committed data; in REPEATABLE READ and SERIALIZABLE the rows are written, not only locked, so
 //! the second writer gets a serialization failure instead of evaluating a stale snapshot.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::ffi::{c_void, CStr, CString};
 use std::rc::Rc;
@@ -32,6 +32,7 @@ use crate::catalog;
 use crate::error::{boundary, Code, MsegError, Result as MsegResult};
 use crate::keys;
 use crate::progress;
+use crate::row_predicates::RowPredicates;
 
 // ---------------------------------------------------------------------------------------------
 // Catalog snapshot
@@ -70,6 +71,22 @@ struct SegCatalog {
     segments: Vec<SegmentDef>,
     sources: Vec<Source>,
     subject_key_attnum: i16,
+    /// the row-only predicates (index = position in `segments`), compiled on first use
+    row_predicates: OnceCell<Option<RowPredicates>>,
+}
+
+impl SegCatalog {
+    /// The compiled row-only predicates, if they fit the subject table's descriptor `desc`.
+    /// SAFETY: `desc` is the subject table's current tuple descriptor.
+    unsafe fn row_predicates(&self, desc: pg_sys::TupleDesc) -> Option<&RowPredicates> {
+        let compiled = self.row_predicates.get_or_init(|| {
+            let subject = self.subject.as_ref()?;
+            let texts: Vec<Option<&str>> =
+                self.segments.iter().map(|s| s.sources.is_empty().then_some(s.canonical.as_str())).collect();
+            RowPredicates::compile(&subject.name, desc, &texts).ok()
+        });
+        compiled.as_ref().filter(|c| c.fits(desc))
+    }
 }
 
 pub fn subject_table() -> MsegResult<Option<SubjectTable>> {
@@ -140,7 +157,7 @@ fn load_catalog() -> MsegResult<SegCatalog> {
             seg.subject_attnums = seg.subject_columns.iter().filter_map(|c| attnum(subject.relid, c)).collect();
         }
     }
-    Ok(SegCatalog { subject, segments, sources, subject_key_attnum })
+    Ok(SegCatalog { subject, segments, sources, subject_key_attnum, row_predicates: OnceCell::new() })
 }
 
 fn attnum(relid: pg_sys::Oid, column: &str) -> Option<i16> {
@@ -502,15 +519,18 @@ fn sort_dedup(mut v: Vec<i64>) -> Vec<i64> {
     v
 }
 
-/// What an UPDATE of the subject table changed: subjects whose key stayed and whose read columns
-/// changed (recomputed for the segments reading those columns), and subjects whose key changed
-/// (old and new key recomputed in full).
+/// What an UPDATE of the subject table changed: subjects whose key stayed and whose set may have
+/// moved (recomputed for the `affected` segments), and subjects whose key changed (old and new key
+/// recomputed in full).
 struct SubjectUpdate {
     changed: Vec<i64>,
     rekeyed: Vec<i64>,
     affected: Vec<i32>,
 }
 
+/// Compare each row's old and new version: a segment can move only if the row changed a column
+/// it reads, and a compiled row-only segment only if its predicate's truth value changed (its
+/// legal basis is the same before and after). Subjects where nothing can move are left out.
 /// SAFETY: `td` is the trigger data of an UPDATE statement trigger on the subject table.
 unsafe fn scan_subject_update(td: &pg_sys::TriggerData, cat: &SegCatalog) -> Option<SubjectUpdate> {
     let desc = (*td.tg_relation).rd_att;
@@ -519,12 +539,20 @@ unsafe fn scan_subject_update(td: &pg_sys::TriggerData, cat: &SegCatalog) -> Opt
     columns.sort_unstable();
     columns.dedup();
     let kinds: Vec<(bool, i16)> = columns.iter().map(|&a| attr(desc, a).map(|t| (t.attbyval, t.attlen))).collect::<Option<_>>()?;
+    // per segment, the positions in `columns` of what it reads
+    let reads: Vec<Vec<usize>> = cat
+        .segments
+        .iter()
+        .map(|s| s.subject_attnums.iter().filter_map(|a| columns.binary_search(a).ok()).collect())
+        .collect();
+    let compiled = cat.row_predicates(desc);
     let mut old = TransitionScan::open(td.tg_oldtable, desc)?;
     let Some(mut new) = TransitionScan::open(td.tg_newtable, desc) else {
         old.close();
         return None;
     };
-    let mut changed_columns = vec![false; columns.len()];
+    let mut row_changed = vec![false; columns.len()];
+    let mut affected = vec![false; cat.segments.len()];
     let (mut changed, mut rekeyed) = (Vec::new(), Vec::new());
     let mut paired = true;
     loop {
@@ -551,12 +579,30 @@ unsafe fn scan_subject_update(td: &pg_sys::TriggerData, cat: &SegCatalog) -> Opt
                 (Some(x), Some(y)) => same_image(x, y, kinds[i].0, kinds[i].1),
                 _ => false,
             };
-            if !same {
-                changed_columns[i] = true;
-                differs = true;
+            row_changed[i] = !same;
+            differs |= !same;
+        }
+        if !differs {
+            continue;
+        }
+        let mut moves = false;
+        for (j, r) in reads.iter().enumerate() {
+            if !r.iter().any(|&i| row_changed[i]) {
+                continue;
+            }
+            let kept = match compiled {
+                Some(c) if c.is_compiled(j) => c.holds(j, old.slot) == c.holds(j, new.slot),
+                _ => false,
+            };
+            if !kept {
+                affected[j] = true;
+                moves = true;
             }
         }
-        if differs {
+        if let Some(c) = compiled {
+            c.reset();
+        }
+        if moves {
             changed.push(k);
         }
     }
@@ -565,13 +611,7 @@ unsafe fn scan_subject_update(td: &pg_sys::TriggerData, cat: &SegCatalog) -> Opt
     if !paired {
         return None;
     }
-    let changed_attnums: Vec<i16> = columns.iter().zip(&changed_columns).filter(|(_, c)| **c).map(|(a, _)| *a).collect();
-    let affected = cat
-        .segments
-        .iter()
-        .filter(|s| s.subject_attnums.iter().any(|a| changed_attnums.contains(a)))
-        .map(|s| s.id)
-        .collect();
+    let affected = cat.segments.iter().zip(&affected).filter(|(_, a)| **a).map(|(s, _)| s.id).collect();
     let rekeyed = sort_dedup(rekeyed);
     let changed = sort_dedup(changed).into_iter().filter(|k| rekeyed.binary_search(k).is_err()).collect();
     Some(SubjectUpdate { changed, rekeyed, affected })
@@ -686,7 +726,7 @@ unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat: &SegCatal
             let scanned = scan_subject_update(td, cat);
             if let Some(u) = &scanned {
                 if u.rekeyed.is_empty() && (u.changed.is_empty() || u.affected.is_empty()) {
-                    return Ok(()); // no column any segment reads changed: nothing to do, no query run
+                    return Ok(()); // no set can move (no column read changed, or no predicate changed its value): no query run
                 }
             }
             with_trigger_spi(td, |client| match scanned {

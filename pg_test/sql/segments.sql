@@ -65,6 +65,29 @@ SELECT count(*) AS events_before FROM mseg.membership_events \gset
 UPDATE customers SET phone = '+49 30 1' WHERE customer_id BETWEEN 1 AND 500;
 SELECT count(*) - :events_before AS new_events FROM mseg.membership_events;
 
+-- an UPDATE of a column predicates read, where no row-only predicate changes its value, writes
+-- nothing either: decided in-process from the old and new row, before any query
+SELECT count(*) AS events_before FROM mseg.membership_events \gset
+UPDATE customers SET loyalty = loyalty + 1 WHERE customer_id BETWEEN 600 AND 1000 AND loyalty <> 89;
+SELECT count(*) - :events_before AS new_events FROM mseg.membership_events;
+-- 89 -> 90 joins loyal; 88 -> NULL stays out (NULL is not true); 95 -> NULL leaves
+UPDATE customers SET loyalty = loyalty + 1 WHERE customer_id = 1189;
+UPDATE customers SET loyalty = NULL WHERE customer_id IN (1188, 1195);
+SELECT e.subject_key, e.joined, e.left_segments FROM mseg.membership_events e
+WHERE e.event_id > (SELECT max(event_id) FROM mseg.membership_events) - 2 ORDER BY e.event_id;
+-- a changed column type: the compiled predicates are rebuilt for the new descriptor
+ALTER TABLE customers ADD COLUMN visits int;
+SELECT mseg.define_segment('frequent_visitors', 'direct_marketing', $$s.visits > 10$$);
+UPDATE customers SET visits = customer_id % 20 WHERE customer_id <= 100;
+SELECT count(*) AS frequent_visitors FROM mseg.segment_members('frequent_visitors');
+ALTER TABLE customers ALTER COLUMN visits TYPE numeric;
+UPDATE customers SET visits = visits + 0.5 WHERE customer_id <= 100;
+SELECT count(*) AS frequent_visitors FROM mseg.segment_members('frequent_visitors');
+SELECT count(*) AS differences FROM mseg.verify_segments();
+SELECT mseg.drop_segment('frequent_visitors');
+ALTER TABLE customers DROP COLUMN visits;
+SELECT count(*) AS differences FROM mseg.verify_segments();
+
 -- sizes for applications: distinct subjects, NULL below k (mseg.min_group_size)
 SELECT segment, purpose, subjects, suppressed, min_group_size FROM mseg.segment_sizes ORDER BY segment;
 SET mseg.min_group_size = 2500;
