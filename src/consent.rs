@@ -20,7 +20,8 @@ pub fn joins(purposes: &[&str], key: &str) -> String {
         let i = n + 1;
         let lit = quote_literal(p);
         sql.push_str(&format!(
-            " CROSS JOIN (SELECT legal_bases, retention FROM mseg.purposes WHERE name OPERATOR(pg_catalog.=) {lit}) pp{i} \
+            " CROSS JOIN (SELECT legal_bases, retention, 'legitimate_interest' OPERATOR(pg_catalog.=) ANY (legal_bases) AS li \
+                          FROM mseg.purposes WHERE name OPERATOR(pg_catalog.=) {lit} OFFSET 0) pp{i} \
               LEFT JOIN mseg.legal_basis_state b{i} ON b{i}.subject_key OPERATOR(pg_catalog.=) {key} \
               AND b{i}.purpose OPERATOR(pg_catalog.=) {lit}"
         ));
@@ -42,9 +43,10 @@ pub fn granted(i: usize, sensitive: bool) -> String {
     )
 }
 
-/// The purpose accepts legitimate interest (never enough for sensitive data).
+/// The purpose accepts legitimate interest (never enough for sensitive data); tested once per
+/// query in the `pp{i}` subquery, not once per segment and subject.
 pub fn legitimate_interest(i: usize) -> String {
-    format!("('legitimate_interest' OPERATOR(pg_catalog.=) ANY (pp{i}.legal_bases))")
+    format!("pp{i}.li")
 }
 
 /// Processable for purpose `i` now.
@@ -52,7 +54,8 @@ pub fn processable(i: usize, sensitive: bool) -> String {
     if sensitive {
         format!("(NOT {} AND {})", blocked(i), granted(i, true))
     } else {
-        format!("(NOT {} AND ({} OR {}))", blocked(i), granted(i, false), legitimate_interest(i))
+        // legitimate interest first: when the purpose accepts it, the grant is never looked at
+        format!("(NOT {} AND ({} OR {}))", blocked(i), legitimate_interest(i), granted(i, false))
     }
 }
 
