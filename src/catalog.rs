@@ -118,7 +118,9 @@ pub fn stream_as_owner(sql: &str, mut each: impl FnMut(&pgrx::spi::SpiHeapTupleD
 /// Run a read-only query as owner and hand each row to `each` as the executor produces it: the
 /// row's datums and null flags, valid only during the call (copy what you keep). A custom
 /// `DestReceiver` (SPI_execute_extended with `dest`): no tuple table, no copy of any row, no
-/// cursor. The first error (or panic) of `each` stops the query and is returned.
+/// cursor. The query runs read-only under the calling statement's snapshot, so several such
+/// reads of one caller are consistent with each other. The first error (or panic) of `each`
+/// stops the query and is returned.
 pub fn for_each_row_as_owner(sql: &str, mut each: impl FnMut(&[pg_sys::Datum], &[bool]) -> Result<()>) -> Result<()> {
     let sql = std::ffi::CString::new(sql).map_err(|_| MsegError::new(Code::General, "query text contains a NUL byte"))?;
     as_owner(|| {
@@ -138,7 +140,9 @@ pub fn for_each_row_as_owner(sql: &str, mut each: impl FnMut(&[pg_sys::Datum], &
             // its DestReceiver, so the executor's pointer to it is a pointer to the RowReceiver.
             let status = unsafe {
                 let options = pg_sys::SPIExecuteOptions {
-                    read_only: pg_sys::GetCurrentTransactionIdIfAny() == pg_sys::InvalidTransactionId,
+                    // the calling statement's snapshot: every read of one caller sees the same data
+                    // (and none of the caller's own writes made after the statement began)
+                    read_only: true,
                     dest: std::ptr::addr_of_mut!(receiver).cast::<pg_sys::DestReceiver>(),
                     ..Default::default()
                 };
