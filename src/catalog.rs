@@ -11,7 +11,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-use crate::error::Result;
+use crate::error::{Code, MsegError, Result};
 
 /// Restores user id, security context and GUC nest level, also when an error unwinds.
 struct OwnerGuard {
@@ -114,6 +114,101 @@ pub fn stream_as_owner(sql: &str, mut each: impl FnMut(&pgrx::spi::SpiHeapTupleD
         })
     })
 }
+
+/// Run a read-only query as owner and hand each row to `each` as the executor produces it: the
+/// row's datums and null flags, valid only during the call (copy what you keep). A custom
+/// `DestReceiver` (SPI_execute_extended with `dest`): no tuple table, no copy of any row, no
+/// cursor. The query runs read-only under the calling statement's snapshot, so several such
+/// reads of one caller are consistent with each other. The first error (or panic) of `each`
+/// stops the query and is returned.
+pub fn for_each_row_as_owner(sql: &str, mut each: impl FnMut(&[pg_sys::Datum], &[bool]) -> Result<()>) -> Result<()> {
+    let sql = std::ffi::CString::new(sql).map_err(|_| MsegError::new(Code::General, "query text contains a NUL byte"))?;
+    as_owner(|| {
+        Spi::connect(|_client| {
+            let mut receiver = RowReceiver {
+                dest: pg_sys::DestReceiver {
+                    receiveSlot: Some(receive_row),
+                    rStartup: Some(receiver_noop_startup),
+                    rShutdown: Some(receiver_noop),
+                    rDestroy: Some(receiver_noop),
+                    mydest: pg_sys::CommandDest::DestNone,
+                },
+                each: &mut each,
+                failed: None,
+            };
+            // SAFETY: SPI is connected (Spi::connect); `receiver` outlives the call and starts with
+            // its DestReceiver, so the executor's pointer to it is a pointer to the RowReceiver.
+            let status = unsafe {
+                let options = pg_sys::SPIExecuteOptions {
+                    // the calling statement's snapshot: every read of one caller sees the same data
+                    // (and none of the caller's own writes made after the statement began)
+                    read_only: true,
+                    dest: std::ptr::addr_of_mut!(receiver).cast::<pg_sys::DestReceiver>(),
+                    ..Default::default()
+                };
+                pg_sys::SPI_execute_extended(sql.as_ptr(), &options)
+            };
+            match receiver.failed.take() {
+                Some(Failed::Error(e)) => return Err(e),
+                Some(Failed::Panic(p)) => std::panic::resume_unwind(p),
+                None => {}
+            }
+            if status < 0 {
+                return Err(MsegError::new(Code::General, format!("SPI_execute_extended failed: {status}")));
+            }
+            Ok(())
+        })
+    })
+}
+
+enum Failed {
+    Error(MsegError),
+    Panic(Box<dyn std::any::Any + Send>),
+}
+
+/// What [`for_each_row_as_owner`] calls per row: its datums and null flags.
+type RowFn<'a> = dyn FnMut(&[pg_sys::Datum], &[bool]) -> Result<()> + 'a;
+
+#[repr(C)]
+struct RowReceiver<'a> {
+    /// first, so a pointer to it is a pointer to the RowReceiver
+    dest: pg_sys::DestReceiver,
+    each: &'a mut RowFn<'a>,
+    failed: Option<Failed>,
+}
+
+unsafe extern "C-unwind" fn receive_row(slot: *mut pg_sys::TupleTableSlot, dest: *mut pg_sys::DestReceiver) -> bool {
+    // SAFETY: `dest` is the DestReceiver at the start of a live RowReceiver (for_each_row_as_owner).
+    let receiver = unsafe { &mut *dest.cast::<RowReceiver<'_>>() };
+    let each = &mut receiver.each;
+    // no unwinding into the executor: a panic (also an ERROR raised in a pg_sys call) is kept and
+    // resumed after the query has stopped
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: the executor hands a valid slot; after slot_getallattrs its first tts_nvalid
+        // values and null flags are set.
+        let (values, nulls) = unsafe {
+            pg_sys::slot_getallattrs(slot);
+            let n = usize::try_from((*slot).tts_nvalid).unwrap_or(0);
+            (std::slice::from_raw_parts((*slot).tts_values, n), std::slice::from_raw_parts((*slot).tts_isnull, n))
+        };
+        each(values, nulls)
+    }));
+    match result {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            receiver.failed = Some(Failed::Error(e));
+            false
+        }
+        Err(p) => {
+            receiver.failed = Some(Failed::Panic(p));
+            false
+        }
+    }
+}
+
+unsafe extern "C-unwind" fn receiver_noop_startup(_: *mut pg_sys::DestReceiver, _: std::ffi::c_int, _: pg_sys::TupleDesc) {}
+
+unsafe extern "C-unwind" fn receiver_noop(_: *mut pg_sys::DestReceiver) {}
 
 /// Run a writing statement (or several) as owner.
 pub fn update<T>(f: impl FnOnce(&mut SpiClient<'_>) -> Result<T>) -> Result<T> {

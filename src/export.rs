@@ -7,12 +7,13 @@
 //! serde_json writes object keys sorted, so a line's bytes are a function of its content.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 
 use base64::Engine;
 use ed25519_dalek::Signer;
-use kanon::Anonymizer;
+use kanon::{Anonymizer, FxHasher, FxMap};
 use pgrx::prelude::*;
-use pgrx::spi::quote_identifier;
+use pgrx::spi::{quote_identifier, quote_literal};
 use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};
 
@@ -177,14 +178,71 @@ fn remove_partner(name: Option<&str>) -> bool {
 // Export
 // ---------------------------------------------------------------------------------------------
 
+/// The eligible subjects (processable for at least one of the partner's purposes), column-wise:
+/// a few flat vectors instead of several allocations per subject.
 struct Eligible {
-    subject: i64,
-    /// raw quasi values, emptied once they are in the anonymiser
-    quasi: Vec<Option<String>>,
-    /// per partner purpose: the basis in force, an index into `TwinContext::basis_names`
+    /// the partner's purposes
+    np: usize,
+    subjects: Vec<i64>,
+    /// per subject: its segment set (bound to the partner's purposes, sorted), an index into `Sets`
+    set: Vec<u32>,
+    /// per subject and purpose: the basis in force, an index into `TwinContext::basis_names`
     bases: Vec<Option<u8>>,
-    expires: Vec<Option<String>>,
-    segments: Vec<i32>,
+    /// per subject and purpose: when that basis expires
+    expires: Vec<Option<Box<str>>>,
+}
+
+impl Eligible {
+    fn len(&self) -> usize {
+        self.subjects.len()
+    }
+    fn bases(&self, i: usize) -> &[Option<u8>] {
+        self.bases.get(i * self.np..(i + 1) * self.np).unwrap_or(&[])
+    }
+    fn expires(&self, i: usize) -> &[Option<Box<str>>] {
+        self.expires.get(i * self.np..(i + 1) * self.np).unwrap_or(&[])
+    }
+}
+
+/// Segment sets (segment ids, sorted), each stored once; equal sets have equal indexes.
+#[derive(Default)]
+struct Sets {
+    list: Vec<Vec<i32>>,
+    index: FxMap<Vec<i32>, u32>,
+}
+
+impl Sets {
+    fn intern(&mut self, ids: &[i32]) -> u32 {
+        if let Some(&n) = self.index.get(ids) {
+            return n;
+        }
+        let n = self.list.len() as u32;
+        self.list.push(ids.to_vec());
+        self.index.insert(ids.to_vec(), n);
+        n
+    }
+    fn get(&self, n: u32) -> &[i32] {
+        self.list.get(n as usize).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// The decimal text of `v` (what `v.to_string()` gives), written into `buf`.
+fn decimal(v: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut n = v.unsigned_abs();
+    let mut pos = buf.len();
+    loop {
+        pos -= 1;
+        buf[pos] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        pos -= 1;
+        buf[pos] = b'-';
+    }
+    &buf[pos..]
 }
 
 /// Prepare the dump and record what the partner will hold; the lines stream from the result.
@@ -214,16 +272,25 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         ));
     }
     // one scalar column per value (no arrays to build in SQL and take apart again per row):
-    // key, quasi values, the basis per purpose, its expiry per purpose, the segment set
+    // key, quasi values, the basis per purpose, its expiry per purpose. The segment sets are read
+    // on their own (below) and found by key: joined here, each row probed a hash table of every
+    // membership at a random place (about a tenth of the export at 1M subjects).
     let (nq, np) = (quasi_exprs.len(), purposes.len());
     let sql = format!(
-        "SELECT {key}::pg_catalog.int8, {q}, {b}, {e}, COALESCE(m.segments, '{{}}'::pg_catalog.int4[]) \
-         FROM {rel} s LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) {key} {joins}",
+        "SELECT {key}::pg_catalog.int8, {q}, {b}, {e} FROM {rel} s {joins}",
         q = quasi_exprs.iter().map(|x| format!("({x})::pg_catalog.text")).collect::<Vec<_>>().join(", "),
         b = bases.iter().map(|x| format!("({x})::pg_catalog.text")).collect::<Vec<_>>().join(", "),
         e = expiries.join(", "),
         rel = subject.name,
     );
+    // segments bound to one of the partner's purposes
+    let seg_names: HashMap<i32, String> = catalog::select(|c| {
+        let mut m = HashMap::new();
+        for row in c.select("SELECT segment_id, name FROM mseg.segments WHERE purpose OPERATOR(pg_catalog.=) ANY ($1)", None, &[p.purposes.clone().into()])? {
+            m.insert(row.get::<i32>(1)?.unwrap_or(0), row.get::<String>(2)?.unwrap_or_default());
+        }
+        Ok(m)
+    })?;
     // sized for the table up front: growing vectors of a million entries costs copies and page faults
     let estimate = catalog::select(|c| {
         Ok(c.select("SELECT GREATEST(reltuples, 0)::pg_catalog.int8 FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1", None, &[subject.relid.into()])?
@@ -231,14 +298,79 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
             .get_one::<i64>()?
             .unwrap_or(0))
     })?;
-    let mut eligible = Vec::with_capacity(usize::try_from(estimate).unwrap_or(0).min(100_000_000));
+    let cap = usize::try_from(estimate).unwrap_or(0).min(100_000_000);
+    let mut eligible = Eligible {
+        np,
+        subjects: Vec::with_capacity(cap),
+        set: Vec::with_capacity(cap),
+        bases: Vec::with_capacity(cap * np),
+        expires: Vec::with_capacity(cap * np),
+    };
+    // the eligible subjects' raw quasi values end to end in one buffer (`quasi_end`: where each
+    // ends); they go to the anonymiser once the hierarchy of the segment sets is known
+    let mut quasi_text = String::new();
+    let mut quasi_end: Vec<usize> = Vec::with_capacity(cap * nq);
+    let mut quasi_null: Vec<bool> = Vec::with_capacity(cap);
+    // a column without a hierarchy is categorical over its distinct values in the whole table
+    // (kanon_sql::flat_hierarchy, which would scan the table once more)
+    let mut flat_values: Vec<Option<HashSet<String, BuildHasherDefault<FxHasher>>>> =
+        cols.iter().map(|c| c.spec.is_none().then(Default::default)).collect();
     // the few distinct bases (consent, contract, legitimate_interest…) are stored once
     let mut basis_names: Vec<String> = Vec::new();
-    catalog::stream_as_owner(&sql, |row| {
-        let mut bases = Vec::with_capacity(np);
+    let mut sets = Sets::default();
+    let no_segments = sets.intern(&[]);
+    // every subject's segment set (bound to the partner's purposes, an index into `sets`), by key;
+    // arrays are decoded once per distinct array, identified by their bytes
+    let mut raw_sets: FxMap<Vec<u8>, u32> = FxMap::default();
+    let mut member_rows: Vec<(i64, u32)> = Vec::new();
+    catalog::for_each_row_as_owner("SELECT subject_key, segments FROM mseg.memberships", |values, nulls| {
+        if values.len() != 2 || nulls.len() != 2 {
+            return Err(MsegError::new(Code::General, "memberships: unexpected row shape"));
+        }
+        // SAFETY: subject_key is int8
+        let subject = unsafe { i64::from_polymorphic_datum(values[0], nulls[0], pg_sys::INT8OID) }.unwrap_or(0);
+        let set = if nulls[1] {
+            no_segments
+        } else {
+            // SAFETY: segments is int4[], not NULL here; detoasting a short inline value is a
+            // no-op, and its bytes identify the array
+            let bytes = unsafe { pgrx::varlena::varlena_to_byte_slice(pg_sys::pg_detoast_datum_packed(values[1].cast_mut_ptr())) };
+            match raw_sets.get(bytes) {
+                Some(&n) => n,
+                None => {
+                    // SAFETY: as above
+                    let all = unsafe { <Vec<i32> as FromDatum>::from_polymorphic_datum(values[1], false, pg_sys::INT4ARRAYOID) }.unwrap_or_default();
+                    let mut ids: Vec<i32> = all.into_iter().filter(|id| seg_names.contains_key(id)).collect();
+                    ids.sort_unstable();
+                    let n = sets.intern(&ids);
+                    raw_sets.insert(bytes.to_vec(), n);
+                    n
+                }
+            }
+        };
+        member_rows.push((subject, set));
+        Ok(())
+    })?;
+    drop(raw_sets);
+    let mut memberships = ByKey::new(member_rows);
+    let mut row_bases: Vec<Option<u8>> = Vec::with_capacity(np);
+    let columns = 1 + nq + 2 * np;
+    catalog::for_each_row_as_owner(&sql, |values, nulls| {
+        if values.len() != columns || nulls.len() != columns {
+            return Err(MsegError::new(Code::General, format!("export input: {} columns, expected {columns}", values.len())));
+        }
+        // SAFETY: every column but the first (int8) is cast to text in the query
+        let text = |n: usize| -> Option<&str> { unsafe { <&str as FromDatum>::from_polymorphic_datum(values[n], nulls[n], pg_sys::TEXTOID) } };
+        for (c, seen) in flat_values.iter_mut().enumerate() {
+            if let (Some(seen), Some(v)) = (seen.as_mut(), text(1 + c)) {
+                if !seen.contains(v) {
+                    seen.insert(v.to_owned());
+                }
+            }
+        }
+        row_bases.clear();
         for n in 0..np {
-            let b = row.get::<&str>(2 + nq + n)?;
-            bases.push(match b {
+            row_bases.push(match text(1 + nq + n) {
                 None => None,
                 Some(b) => Some(match basis_names.iter().position(|x| x == b) {
                     Some(n) => n as u8,
@@ -249,151 +381,223 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
                 }),
             });
         }
-        if bases.iter().any(Option::is_some) {
-            // processable for at least one of the partner's purposes
-            let mut quasi = Vec::with_capacity(nq);
-            for n in 0..nq {
-                quasi.push(row.get::<String>(2 + n)?);
-            }
-            let mut expires = Vec::with_capacity(np);
-            for n in 0..np {
-                expires.push(row.get::<String>(2 + nq + np + n)?);
-            }
-            eligible.push(Eligible {
-                subject: row.get::<i64>(1)?.unwrap_or(0),
-                quasi,
-                bases,
-                expires,
-                segments: row.get::<Vec<i32>>(2 + nq + 2 * np)?.unwrap_or_default(),
-            });
+        if !row_bases.iter().any(Option::is_some) {
+            return Ok(()); // processable for none of the partner's purposes
         }
+        let mut any_null = false;
+        for n in 0..nq {
+            match text(1 + n) {
+                Some(v) => quasi_text.push_str(v),
+                None => any_null = true,
+            }
+            quasi_end.push(quasi_text.len());
+        }
+        quasi_null.push(any_null);
+        for n in 0..np {
+            eligible.expires.push(text(1 + nq + np + n).map(Box::from));
+        }
+        eligible.bases.extend_from_slice(&row_bases);
+        // SAFETY: the first column is int8
+        let subject = unsafe { i64::from_polymorphic_datum(values[0], nulls[0], pg_sys::INT8OID) }.unwrap_or(0);
+        // no membership row: no segments (as a LEFT JOIN with COALESCE(segments, '{}') gave)
+        let set = memberships.position(subject).map(|p| memberships.entries[p].1).unwrap_or(no_segments);
+        eligible.set.push(set);
+        eligible.subjects.push(subject);
         Ok(())
     })?;
+    drop(memberships);
+    let n = eligible.len();
     // anonymise the eligible subjects' quasi values to the partner's k
     let mut hierarchies = Vec::new();
-    for c in &cols {
-        let h = match c.spec.as_deref() {
-            Some(spec) => (*kanon_sql::hierarchy(spec)?).clone(),
-            None => kanon_sql::flat_hierarchy(&t, c)?,
+    for (c, flat) in cols.iter().zip(flat_values) {
+        let h = match (c.spec.as_deref(), flat) {
+            (Some(spec), _) => (*kanon_sql::hierarchy(spec)?).clone(),
+            (None, Some(values)) => kanon_sql::flat_hierarchy_of(values)?,
+            (None, None) => kanon_sql::flat_hierarchy(&t, c)?,
         };
         hierarchies.push((c.name.clone(), h));
     }
-    // segments bound to one of the partner's purposes
-    let seg_names: HashMap<i32, String> = catalog::select(|c| {
-        let mut m = HashMap::new();
-        for row in c.select("SELECT segment_id, name FROM mseg.segments WHERE purpose OPERATOR(pg_catalog.=) ANY ($1)", None, &[p.purposes.clone().into()])? {
-            m.insert(row.get::<i32>(1)?.unwrap_or(0), row.get::<String>(2)?.unwrap_or_default());
-        }
-        Ok(m)
-    })?;
     // The segment set is quasi-identifying too: it joins the anonymisation as one more column
     // (the exact set, or * for the class), so the partitioning keeps sets together where it can.
-    let set_text = |e: &Eligible| {
-        let mut ids: Vec<i32> = e.segments.iter().copied().filter(|id| seg_names.contains_key(id)).collect();
-        ids.sort_unstable();
-        ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
-    };
+    let set_texts: Vec<String> = sets.list.iter().map(|ids| ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")).collect();
     let with_sets = !seg_names.is_empty();
     if with_sets {
-        let mut distinct: Vec<String> = eligible.iter().map(set_text).collect();
+        let mut used = vec![false; set_texts.len()];
+        for &s in &eligible.set {
+            used[s as usize] = true;
+        }
+        let mut distinct: Vec<String> = set_texts.iter().zip(&used).filter(|(_, u)| **u).map(|(t, _)| t.clone()).collect();
         distinct.sort_unstable();
         distinct.dedup();
         let h = kanon::Hierarchy::categorical(distinct.into_iter().map(|v| (v, "*".to_owned()))).map_err(kanon_sql::kanon_error)?;
         hierarchies.push((SEGMENTS_COLUMN.to_owned(), h));
     }
     let mut a = Anonymizer::new(hierarchies, p.k as usize, None, p.suppression_limit).map_err(kanon_sql::kanon_error)?;
+    a.reserve(quasi_null.iter().filter(|x| !**x).count());
     // record r of the anonymiser is eligible subject record_of[r]; rec_of maps back (NONE: not pushed)
-    let mut rec_of: Vec<u32> = vec![NONE; eligible.len()];
+    let mut rec_of: Vec<u32> = vec![NONE; n];
     let mut pushed = 0u32;
-    for (i, e) in eligible.iter_mut().enumerate() {
-        if e.quasi.iter().any(Option::is_none) {
+    let mut texts: Vec<&str> = Vec::with_capacity(nq + 1);
+    let mut start = 0usize;
+    for i in 0..n {
+        texts.clear();
+        for &end in quasi_end.get(i * nq..(i + 1) * nq).unwrap_or(&[]) {
+            texts.push(quasi_text.get(start..end).unwrap_or(""));
+            start = end;
+        }
+        if quasi_null[i] {
             continue;
         }
         rec_of[i] = pushed;
         pushed += 1;
-        let set = set_text(e);
-        let mut texts: Vec<&str> = e.quasi.iter().map(|v| v.as_deref().unwrap_or("")).collect();
         if with_sets {
-            texts.push(&set);
+            texts.push(set_texts.get(eligible.set[i] as usize).map(String::as_str).unwrap_or(""));
         }
-        a.push_text(e.subject, &texts, None).map_err(kanon_sql::kanon_error)?;
-        drop(texts);
-        e.quasi = Vec::new(); // the anonymiser has its own copy
+        a.push_text(eligible.subjects[i], &texts, None).map_err(kanon_sql::kanon_error)?;
     }
+    drop(texts);
+    drop((quasi_text, quasi_end, quasi_null, set_texts)); // the anonymiser has its own copy
     let out = a.run().map_err(kanon_sql::kanon_error)?;
     let released = Released { out, rec_of };
     // Segment sets are quasi-identifying too: within each released class, members whose set fewer
     // than k share are given a common subset, so every (quasi values, segments) group has >= k.
-    let mut sets: Vec<Vec<i32>> = vec![Vec::new(); eligible.len()];
-    let mut classes: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (i, e) in eligible.iter().enumerate() {
-        let Some(class) = released.class(i) else { continue };
-        let mut ids: Vec<i32> = e.segments.iter().copied().filter(|id| seg_names.contains_key(id)).collect();
-        ids.sort_unstable();
-        sets[i] = ids;
-        classes.entry(class).or_default().push(i);
+    // The members of each class, by a counting sort over the class numbers.
+    let n_classes = released.out.classes().len();
+    let mut class_of: Vec<u32> = vec![NONE; n];
+    let mut class_start: Vec<usize> = vec![0; n_classes + 1];
+    for (i, c) in class_of.iter_mut().enumerate() {
+        if let Some(class) = released.class(i) {
+            *c = class as u32;
+            class_start[class + 1] += 1;
+        }
     }
-    for members in classes.values() {
-        k_anonymous_sets(members, &mut sets, p.k as usize);
+    for c in 0..n_classes {
+        class_start[c + 1] += class_start[c];
     }
-    drop(classes);
+    let mut members: Vec<u32> = vec![0; class_start[n_classes]];
+    let mut fill = class_start.clone();
+    for (i, &c) in class_of.iter().enumerate() {
+        if c != NONE {
+            members[fill[c as usize]] = i as u32;
+            fill[c as usize] += 1;
+        }
+    }
+    drop(fill);
+    let mut set_after = eligible.set.clone();
+    for c in 0..n_classes {
+        k_anonymous_sets(&members[class_start[c]..class_start[c + 1]], &mut set_after, &mut sets, p.k as usize);
+    }
+    drop((members, class_start));
     // segments the partner may see: bound to one of its purposes, with at least k released members
     // (dropping a segment from every set only merges groups, so k still holds)
+    let mut set_count = vec![0usize; sets.list.len()];
+    for (i, &c) in class_of.iter().enumerate() {
+        if c != NONE {
+            set_count[set_after[i] as usize] += 1;
+        }
+    }
     let mut seg_count: HashMap<i32, usize> = HashMap::new();
-    for ids in &sets {
-        for id in ids {
-            *seg_count.entry(*id).or_default() += 1;
+    for (s, &count) in set_count.iter().enumerate() {
+        if count > 0 {
+            for id in sets.get(s as u32) {
+                *seg_count.entry(*id).or_default() += count;
+            }
         }
     }
     let shown: HashSet<i32> = seg_count.iter().filter(|(_, n)| **n >= p.k as usize).map(|(id, _)| *id).collect();
+    // what a twin shows of its set: the shown segments (a view; sets that differ only in hidden
+    // segments share one) and their names, sorted
+    let mut views = Sets::default();
+    let view_of_set: Vec<u32> = sets.list.iter().map(|ids| views.intern(&ids.iter().copied().filter(|id| shown.contains(id)).collect::<Vec<_>>())).collect();
+    let view_names: Vec<Vec<String>> = views
+        .list
+        .iter()
+        .map(|ids| {
+            let mut names: Vec<String> = ids.iter().filter_map(|id| seg_names.get(id).cloned()).collect();
+            names.sort_unstable();
+            names
+        })
+        .collect();
+    let view_of: Vec<u32> = set_after.iter().map(|&s| view_of_set.get(s as usize).copied().unwrap_or(NONE)).collect();
+    drop((set_after, view_of_set, sets));
     // twins: what each says is fixed now; its JSON line is written only when the dump streams out
+    let columns: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
+    let mut column_order: Vec<usize> = (0..columns.len()).collect();
+    column_order.sort_by(|a, b| columns[*a].cmp(&columns[*b]));
     let twin_ctx = TwinContext {
-        columns: cols.iter().map(|c| c.name.clone()).collect(),
+        columns,
+        column_order,
         purposes: p.purposes.clone(),
         names: seg_names,
         shown,
-        sets,
+        view_of,
+        view_names,
         basis_names,
     };
     let keys = keys::domain_keys(&partner_domain(&p.name))?;
     // what the partner holds: subject and content hash only (40 bytes a twin); the pseudonyms of
     // the few that become tombstones are read afterwards
-    let mut held: HashMap<i64, [u8; 32]> = catalog::select(|c| {
-        let mut m = HashMap::new();
-        for row in c.select(
-            "SELECT subject_key, content_hash FROM mseg.partner_twins WHERE partner OPERATOR(pg_catalog.=) $1 AND tombstoned_at IS NULL",
-            None,
-            &[p.name.as_str().into()],
-        )? {
-            let hash = row.get::<&str>(2)?.and_then(unhex).unwrap_or([0; 32]);
-            m.insert(row.get::<i64>(1)?.unwrap_or(0), hash);
-        }
-        Ok(m)
-    })?;
-    let mut emit: Vec<(usize, String)> = Vec::new(); // eligible index, pseudonym
+    let mut held_rows: Vec<(i64, [u8; 32])> = Vec::with_capacity(n);
+    catalog::for_each_row_as_owner(
+        &format!(
+            "SELECT subject_key, content_hash FROM mseg.partner_twins WHERE partner OPERATOR(pg_catalog.=) {} AND tombstoned_at IS NULL",
+            quote_literal(&p.name)
+        ),
+        |values, nulls| {
+            if values.len() != 2 || nulls.len() != 2 {
+                return Err(MsegError::new(Code::General, "partner state: unexpected row shape"));
+            }
+            // SAFETY: subject_key is int8, content_hash text
+            let (subject, hash) = unsafe {
+                (
+                    i64::from_polymorphic_datum(values[0], nulls[0], pg_sys::INT8OID),
+                    <&str as FromDatum>::from_polymorphic_datum(values[1], nulls[1], pg_sys::TEXTOID),
+                )
+            };
+            held_rows.push((subject.unwrap_or(0), hash.and_then(unhex).unwrap_or([0; 32])));
+            Ok(())
+        },
+    )?;
+    let mut held = Held::new(held_rows);
+    // (quasi values, shown segments) groups: classes with equal values count as one
+    let mut class_key: FxMap<&[String], u32> = FxMap::default();
+    let canon_class: Vec<u32> = released
+        .out
+        .classes()
+        .iter()
+        .map(|c| {
+            let next = class_key.len() as u32;
+            *class_key.entry(c.key.as_slice()).or_insert(next)
+        })
+        .collect();
+    drop(class_key);
+    let mut emit: Vec<(usize, [u8; pseudonym::PSEUDONYM_LEN])> = Vec::with_capacity(if delta { 0 } else { n });
     let mut state_upserts = Vec::new();
     let mut released_count = 0usize; // twins the partner holds after this export
-    let mut with_segments: HashMap<(&[String], Vec<i32>), usize> = HashMap::new();
-    for (i, e) in eligible.iter().enumerate() {
+    let mut with_segments: FxMap<(u32, u32), usize> = FxMap::default();
+    let mut digits = [0u8; 20];
+    for (i, (&subject, &class)) in eligible.subjects.iter().zip(&class_of).enumerate() {
         let Some(values) = released.values(i) else { continue };
         released_count += 1;
-        let content = twin_ctx.content(i, e, values);
-        *with_segments.entry((values, content.segment_ids.clone())).or_default() += 1;
+        let content = twin_ctx.content(i, &eligible, values);
+        let class = canon_class.get(class as usize).copied().unwrap_or(NONE);
+        *with_segments.entry((class, twin_ctx.view_of[i])).or_default() += 1;
         let h = content.hash();
-        let pseudonym = pseudonym::pseudonym_string(&keys, &e.subject.to_string());
+        let pseudonym = pseudonym::pseudonym_bytes(&keys, decimal(subject, &mut digits));
         // what is left in `held` afterwards is no longer eligible: tombstones
-        let changed = held.remove(&e.subject).map(|old| old != h).unwrap_or(true);
+        let changed = held.take(subject).map(|old| old != h).unwrap_or(true);
         if changed {
-            state_upserts.push((e.subject, pseudonym.clone(), hex(&h)));
+            state_upserts.push((subject, String::from_utf8_lossy(&pseudonym).into_owned(), hex(&h)));
         }
         if !delta || changed {
             emit.push((i, pseudonym));
         }
     }
+    drop((class_of, canon_class));
     let k_with_segments = with_segments.values().min().copied().unwrap_or(0);
     drop(with_segments);
     let twin_lines = emit.len();
-    let tombstoned: Vec<i64> = held.into_keys().collect();
+    let tombstoned: Vec<i64> = held.left();
     let mut tombstones: Vec<(String, i64)> = catalog::select(|c| {
         let mut v = Vec::new();
         for row in c.select(
@@ -493,15 +697,87 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     })
 }
 
+/// Values by subject key, sorted, for look-ups in (nearly) key order: the input comes in the
+/// subject table's physical order, which is its key order when it was filled in key order, so a
+/// cursor answers most look-ups at the next entry (reading the entries front to back instead of a
+/// probe to a random place per subject); a binary search answers the rest. Keys are unique.
+struct ByKey<T> {
+    entries: Vec<(i64, T)>,
+    cursor: usize,
+}
+
+impl<T> ByKey<T> {
+    fn new(mut entries: Vec<(i64, T)>) -> ByKey<T> {
+        entries.sort_unstable_by_key(|e| e.0);
+        ByKey { entries, cursor: 0 }
+    }
+
+    /// Where `key` is, if it is there.
+    fn position(&mut self, key: i64) -> Option<usize> {
+        let c = self.cursor;
+        let after_previous = c == 0 || self.entries.get(c - 1).is_some_and(|e| e.0 < key);
+        match self.entries.get(c) {
+            Some(e) if e.0 == key => {
+                self.cursor = c + 1;
+                return Some(c);
+            }
+            Some(e) if e.0 > key && after_previous => return None,
+            None if after_previous => return None,
+            _ => {}
+        }
+        match self.entries.binary_search_by_key(&key, |e| e.0) {
+            Ok(p) => {
+                self.cursor = p + 1;
+                Some(p)
+            }
+            Err(p) => {
+                self.cursor = p;
+                None
+            }
+        }
+    }
+}
+
+/// What the partner holds (subject, content hash), and which of it this export found eligible again.
+struct Held {
+    by_key: ByKey<[u8; 32]>,
+    taken: Vec<bool>,
+}
+
+impl Held {
+    fn new(entries: Vec<(i64, [u8; 32])>) -> Held {
+        let taken = vec![false; entries.len()];
+        Held { by_key: ByKey::new(entries), taken }
+    }
+
+    /// The content hash held for `subject`, once (as a map's remove would give it).
+    fn take(&mut self, subject: i64) -> Option<[u8; 32]> {
+        let pos = self.by_key.position(subject)?;
+        if std::mem::replace(&mut self.taken[pos], true) {
+            return None;
+        }
+        Some(self.by_key.entries[pos].1)
+    }
+
+    /// The subjects held that were not taken: no longer eligible.
+    fn left(&self) -> Vec<i64> {
+        self.by_key.entries.iter().zip(&self.taken).filter(|(_, t)| !**t).map(|(e, _)| e.0).collect()
+    }
+}
+
 /// What the partner may see of one subject, shared by the content hash (delta detection) and the
 /// JSON line.
 struct TwinContext {
     columns: Vec<String>,
+    /// the columns in name order, as a JSON object's keys are written
+    column_order: Vec<usize>,
     purposes: Vec<String>,
     names: HashMap<i32, String>,
     shown: HashSet<i32>,
-    /// per eligible subject: its segment set after the k step
-    sets: Vec<Vec<i32>>,
+    /// per eligible subject: the view of its segment set after the k step (index into `view_names`)
+    view_of: Vec<u32>,
+    /// per view: the names of the shown segments, sorted
+    view_names: Vec<Vec<String>>,
     basis_names: Vec<String>,
 }
 
@@ -530,8 +806,7 @@ impl Released {
 
 struct TwinContent<'a> {
     values: &'a [String],
-    segment_ids: Vec<i32>,
-    segments: Vec<&'a str>,
+    segments: &'a [String],
     /// per allowed purpose: (purpose, basis, expires_at)
     bases: Vec<(&'a str, &'a str, Option<&'a str>)>,
     expires: Option<&'a str>,
@@ -539,15 +814,13 @@ struct TwinContent<'a> {
 
 impl TwinContext {
     fn content<'a>(&'a self, i: usize, e: &'a Eligible, values: &'a [String]) -> TwinContent<'a> {
-        let segment_ids: Vec<i32> =
-            self.sets.get(i).map(|ids| ids.iter().copied().filter(|id| self.shown.contains(id)).collect()).unwrap_or_default();
-        let mut segments: Vec<&str> = segment_ids.iter().filter_map(|id| self.names.get(id).map(String::as_str)).collect();
-        segments.sort_unstable();
+        let segments = self.view_of.get(i).and_then(|v| self.view_names.get(*v as usize)).map(Vec::as_slice).unwrap_or(&[]);
         let mut bases = Vec::new();
         let mut expires: Option<&str> = None;
-        for (i, purpose) in self.purposes.iter().enumerate() {
-            if let Some(Some(b)) = e.bases.get(i).map(|b| b.and_then(|n| self.basis_names.get(usize::from(n)))) {
-                let exp = e.expires.get(i).and_then(|x| x.as_deref());
+        let (e_bases, e_expires) = (e.bases(i), e.expires(i));
+        for (n, purpose) in self.purposes.iter().enumerate() {
+            if let Some(Some(b)) = e_bases.get(n).map(|b| b.and_then(|b| self.basis_names.get(usize::from(b)))) {
+                let exp = e_expires.get(n).and_then(|x| x.as_deref());
                 if let Some(x) = exp {
                     expires = Some(match expires {
                         Some(cur) if cur <= x => cur,
@@ -557,7 +830,22 @@ impl TwinContext {
                 bases.push((purpose.as_str(), b.as_str(), exp));
             }
         }
-        TwinContent { values, segment_ids, segments, bases, expires }
+        TwinContent { values, segments, bases, expires }
+    }
+}
+
+/// A twin's quasi values as a JSON object, keys in name order (what a BTreeMap of them writes)
+/// without building a map per line.
+struct QuasiObject<'a> {
+    columns: &'a [String],
+    order: &'a [usize],
+    values: &'a [String],
+}
+
+impl serde::Serialize for QuasiObject<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // as `columns.iter().zip(values)` would: only columns that have a value
+        s.collect_map(self.order.iter().filter_map(|&c| Some((self.columns.get(c)?.as_str(), self.values.get(c)?.as_str()))))
     }
 }
 
@@ -573,7 +861,7 @@ impl TwinContent<'_> {
             field(v);
         }
         field("|");
-        for s in &self.segments {
+        for s in self.segments {
             field(s);
         }
         field("|");
@@ -586,7 +874,7 @@ impl TwinContent<'_> {
         h.finalize().into()
     }
 
-    fn line(&self, columns: &[String], pseudonym: &str) -> MsegResult<String> {
+    fn line(&self, ctx: &TwinContext, pseudonym: &str) -> MsegResult<String> {
         // fields in alphabetical order, as serde_json writes a map's keys: the bytes of a line
         // are a function of its content
         #[derive(serde::Serialize)]
@@ -604,8 +892,8 @@ impl TwinContent<'_> {
             legal_basis: BTreeMap<&'a str, Basis<'a>>,
             policy: Policy<'a>,
             pseudonym: &'a str,
-            quasi: BTreeMap<&'a str, &'a str>,
-            segments: &'a [&'a str],
+            quasi: QuasiObject<'a>,
+            segments: &'a [String],
             #[serde(rename = "type")]
             kind: &'a str,
         }
@@ -613,11 +901,14 @@ impl TwinContent<'_> {
             legal_basis: self.bases.iter().map(|(p, b, x)| (*p, Basis { basis: b, expires_at: *x })).collect(),
             policy: Policy { expires_at: self.expires, purposes: self.bases.iter().map(|(p, ..)| *p).collect() },
             pseudonym,
-            quasi: columns.iter().map(String::as_str).zip(self.values.iter().map(String::as_str)).collect(),
-            segments: &self.segments,
+            quasi: QuasiObject { columns: &ctx.columns, order: &ctx.column_order, values: self.values },
+            segments: self.segments,
             kind: "twin",
         };
-        serde_json::to_string(&twin).map_err(|e| MsegError::new(Code::General, format!("twin serialisation failed: {e}")))
+        // one buffer of the usual size of a line, not a string grown step by step
+        let mut out = Vec::with_capacity(384);
+        serde_json::to_writer(&mut out, &twin).map_err(|e| MsegError::new(Code::General, format!("twin serialisation failed: {e}")))?;
+        String::from_utf8(out).map_err(|e| MsegError::new(Code::General, format!("twin serialisation failed: {e}")))
     }
 }
 
@@ -629,10 +920,10 @@ struct ExportStream {
     partner: String,
     sequence: i64,
     manifest: Option<String>,
-    eligible: Vec<Eligible>,
+    eligible: Eligible,
     released: Released,
     twin_ctx: TwinContext,
-    emit: std::vec::IntoIter<(usize, String)>,
+    emit: std::vec::IntoIter<(usize, [u8; pseudonym::PSEUDONYM_LEN])>,
     tombstones: std::vec::IntoIter<String>,
     hasher: Sha256,
     lines: usize,
@@ -645,9 +936,9 @@ impl ExportStream {
             return Ok(Some(m));
         }
         if let Some((i, pseudonym)) = self.emit.next() {
-            let e = &self.eligible[i];
             let values = self.released.values(i).unwrap_or(&[]);
-            return self.twin_ctx.content(i, e, values).line(&self.twin_ctx.columns, &pseudonym).map(Some);
+            let pseudonym = std::str::from_utf8(&pseudonym).map_err(|e| MsegError::new(Code::General, format!("pseudonym is not text: {e}")))?;
+            return self.twin_ctx.content(i, &self.eligible, values).line(&self.twin_ctx, pseudonym).map(Some);
         }
         Ok(self.tombstones.next())
     }
@@ -695,29 +986,44 @@ impl Iterator for ExportStream {
 /// Make the segment sets of one equivalence class (`members`, at least k of them) k-anonymous:
 /// the members of every set held by fewer than k take the intersection of those sets, joined,
 /// while still fewer than k, by the largest group (which takes the intersection too).
-fn k_anonymous_sets(members: &[usize], sets: &mut [Vec<i32>], k: usize) {
-    let mut groups: BTreeMap<&[i32], Vec<usize>> = BTreeMap::new();
+/// `set_of[m]` is member m's set, an index into `sets` (equal sets have equal indexes).
+fn k_anonymous_sets(members: &[u32], set_of: &mut [u32], sets: &mut Sets, k: usize) {
+    // (set, members holding it): few per class
+    let mut groups: Vec<(u32, usize)> = Vec::new();
     for &m in members {
-        groups.entry(sets[m].as_slice()).or_default().push(m);
+        let s = set_of[m as usize];
+        match groups.iter_mut().find(|g| g.0 == s) {
+            Some(g) => g.1 += 1,
+            None => groups.push((s, 1)),
+        }
     }
-    let (small, big): (Vec<_>, Vec<_>) = groups.into_iter().partition(|(_, m)| m.len() < k);
+    // in the order of the sets themselves (ties of the largest group go to the last one)
+    groups.sort_by(|a, b| sets.get(a.0).cmp(sets.get(b.0)));
+    let (small, big): (Vec<_>, Vec<_>) = groups.into_iter().partition(|g| g.1 < k);
     if small.is_empty() {
         return;
     }
-    let mut common: Vec<i32> = small[0].0.to_vec();
-    let mut moved: Vec<usize> = Vec::new();
-    for (set, m) in &small {
+    let mut common: Vec<i32> = sets.get(small[0].0).to_vec();
+    let mut moved_sets: Vec<u32> = Vec::new();
+    let mut moved = 0usize;
+    for &(s, count) in &small {
+        let set = sets.get(s);
         common.retain(|id| set.contains(id));
-        moved.extend(m);
+        moved_sets.push(s);
+        moved += count;
     }
-    if moved.len() < k {
-        if let Some((set, m)) = big.iter().max_by_key(|(_, m)| m.len()) {
+    if moved < k {
+        if let Some(&(s, _)) = big.iter().max_by_key(|g| g.1) {
+            let set = sets.get(s);
             common.retain(|id| set.contains(id));
-            moved.extend(m);
+            moved_sets.push(s);
         }
     }
-    for m in moved {
-        sets[m] = common.clone();
+    let common = sets.intern(&common);
+    for &m in members {
+        if moved_sets.contains(&set_of[m as usize]) {
+            set_of[m as usize] = common;
+        }
     }
 }
 

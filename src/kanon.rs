@@ -527,10 +527,17 @@ pub(crate) fn flat_hierarchy(t: &Target, c: &QuasiColumn) -> MsegResult<Hierarch
         }
         Ok(v)
     })?;
-    if values.is_empty() {
+    flat_hierarchy_of(values)
+}
+
+/// The hierarchy of a column without one, from its distinct non-NULL values (level 0 text):
+/// every value directly under `*` (children are ordered by name, so the order given does not matter).
+pub(crate) fn flat_hierarchy_of(values: impl IntoIterator<Item = String>) -> MsegResult<Hierarchy> {
+    let mut values = values.into_iter().peekable();
+    if values.peek().is_none() {
         return Hierarchy::categorical([("-", "*")]).map_err(kanon_error);
     }
-    Hierarchy::categorical(values.into_iter().map(|v| (v, "*".to_owned()))).map_err(kanon_error)
+    Hierarchy::categorical(values.map(|v| (v, "*".to_owned()))).map_err(kanon_error)
 }
 
 fn report_json(r: &kanon::Report, records: usize) -> serde_json::Value {

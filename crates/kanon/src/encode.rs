@@ -22,7 +22,7 @@ pub(crate) const MAX_CODES: u64 = u32::MAX as u64 - 1;
 /// A small fast non-cryptographic hasher (the rustc "Fx" multiply-rotate scheme). Inputs are
 /// the caller's own data, hashed in-process; no untrusted party chooses keys to collide.
 #[derive(Default, Clone, Copy)]
-pub(crate) struct FxHasher {
+pub struct FxHasher {
     hash: u64,
 }
 
@@ -75,7 +75,7 @@ impl Hasher for FxHasher {
     }
 }
 
-pub(crate) type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// Hash of a slice of codes, for the grouping table.
 #[inline]

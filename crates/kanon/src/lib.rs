@@ -61,6 +61,8 @@ mod solution;
 pub use anonymizer::{
     Algorithm, Anonymized, Anonymizer, Class, ColumnLevels, GlobalRecoding, Report, MAX_COLUMNS,
 };
+/// A fast non-cryptographic hasher for in-process keys (integers, codes, short strings).
+pub use encode::{FxHasher, FxMap};
 pub use error::Error;
 pub use hierarchy::{
     date_to_days, days_to_date, Categorical, Hierarchy, Value, DEFAULT_INTEGER_WIDTHS,
