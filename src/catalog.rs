@@ -119,8 +119,8 @@ pub fn stream_as_owner(sql: &str, mut each: impl FnMut(&pgrx::spi::SpiHeapTupleD
 /// row's datums and null flags, valid only during the call (copy what you keep). A custom
 /// `DestReceiver` (SPI_execute_extended with `dest`): no tuple table, no copy of any row, no
 /// cursor. The query runs read-only under the calling statement's snapshot, so several such
-/// reads of one caller are consistent with each other. The first error (or panic) of `each`
-/// stops the query and is returned.
+/// reads of one caller are consistent with each other. The first error `each` returns stops the
+/// query and is returned; a panic in `each` is raised as an ERROR from the row receiver.
 pub fn for_each_row_as_owner(sql: &str, mut each: impl FnMut(&[pg_sys::Datum], &[bool]) -> Result<()>) -> Result<()> {
     let sql = std::ffi::CString::new(sql).map_err(|_| MsegError::new(Code::General, "query text contains a NUL byte"))?;
     as_owner(|| {
@@ -148,10 +148,8 @@ pub fn for_each_row_as_owner(sql: &str, mut each: impl FnMut(&[pg_sys::Datum], &
                 };
                 pg_sys::SPI_execute_extended(sql.as_ptr(), &options)
             };
-            match receiver.failed.take() {
-                Some(Failed::Error(e)) => return Err(e),
-                Some(Failed::Panic(p)) => std::panic::resume_unwind(p),
-                None => {}
+            if let Some(e) = receiver.failed.take() {
+                return Err(e);
             }
             if status < 0 {
                 return Err(MsegError::new(Code::General, format!("SPI_execute_extended failed: {status}")));
@@ -159,11 +157,6 @@ pub fn for_each_row_as_owner(sql: &str, mut each: impl FnMut(&[pg_sys::Datum], &
             Ok(())
         })
     })
-}
-
-enum Failed {
-    Error(MsegError),
-    Panic(Box<dyn std::any::Any + Send>),
 }
 
 /// What [`for_each_row_as_owner`] calls per row: its datums and null flags.
@@ -174,33 +167,28 @@ struct RowReceiver<'a> {
     /// first, so a pointer to it is a pointer to the RowReceiver
     dest: pg_sys::DestReceiver,
     each: &'a mut RowFn<'a>,
-    failed: Option<Failed>,
+    failed: Option<MsegError>,
 }
 
+/// A returned error stops the query cleanly (the executor stops at `false`) and is handed back
+/// after it; a panic, which also carries an ERROR raised by a pg_sys call, becomes a PostgreSQL
+/// ERROR right here (#[pg_guard]) and aborts the statement the usual way: PostgreSQL's error
+/// state is never held while the executor goes on.
+#[pg_guard]
 unsafe extern "C-unwind" fn receive_row(slot: *mut pg_sys::TupleTableSlot, dest: *mut pg_sys::DestReceiver) -> bool {
     // SAFETY: `dest` is the DestReceiver at the start of a live RowReceiver (for_each_row_as_owner).
     let receiver = unsafe { &mut *dest.cast::<RowReceiver<'_>>() };
-    let each = &mut receiver.each;
-    // no unwinding into the executor: a panic (also an ERROR raised in a pg_sys call) is kept and
-    // resumed after the query has stopped
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        // SAFETY: the executor hands a valid slot; after slot_getallattrs its first tts_nvalid
-        // values and null flags are set.
-        let (values, nulls) = unsafe {
-            pg_sys::slot_getallattrs(slot);
-            let n = usize::try_from((*slot).tts_nvalid).unwrap_or(0);
-            (std::slice::from_raw_parts((*slot).tts_values, n), std::slice::from_raw_parts((*slot).tts_isnull, n))
-        };
-        each(values, nulls)
-    }));
-    match result {
-        Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            receiver.failed = Some(Failed::Error(e));
-            false
-        }
-        Err(p) => {
-            receiver.failed = Some(Failed::Panic(p));
+    // SAFETY: the executor hands a valid slot; after slot_getallattrs its first tts_nvalid values
+    // and null flags are set.
+    let (values, nulls) = unsafe {
+        pg_sys::slot_getallattrs(slot);
+        let n = usize::try_from((*slot).tts_nvalid).unwrap_or(0);
+        (std::slice::from_raw_parts((*slot).tts_values, n), std::slice::from_raw_parts((*slot).tts_isnull, n))
+    };
+    match (receiver.each)(values, nulls) {
+        Ok(()) => true,
+        Err(e) => {
+            receiver.failed = Some(e);
             false
         }
     }
