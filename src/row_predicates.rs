@@ -7,8 +7,9 @@
 //! its set and needs no recompute. Only predicates without subqueries are compiled (those with
 //! sources always take the SQL path). The expressions are built from the stored canonical text by
 //! PostgreSQL's parser and planner (`expression_planner`), so they mean exactly what the SQL
-//! evaluation means; they are bound to the subject table's tuple descriptor at compile time and
-//! not used once it changes (ALTER TABLE), which sends every statement back to the SQL path.
+//! evaluation means. They are bound to the subject table's tuple descriptor at compile time and
+//! not used once it differs; the relcache invalidation an ALTER TABLE sends also makes the
+//! trigger rebuild them with its catalog.
 
 use std::ffi::CString;
 
