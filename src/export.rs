@@ -410,10 +410,10 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     // anonymise the eligible subjects' quasi values to the partner's k
     let mut hierarchies = Vec::new();
     for (c, flat) in cols.iter().zip(flat_values) {
-        let h = match (c.spec.as_deref(), flat) {
-            (Some(spec), _) => (*kanon_sql::hierarchy(spec)?).clone(),
-            (None, Some(values)) => kanon_sql::flat_hierarchy_of(values)?,
-            (None, None) => kanon_sql::flat_hierarchy(&t, c)?,
+        // `flat` holds the values read for every column without a hierarchy
+        let h = match c.spec.as_deref() {
+            Some(spec) => (*kanon_sql::hierarchy(spec)?).clone(),
+            None => kanon_sql::flat_hierarchy_of(flat.unwrap_or_default())?,
         };
         hierarchies.push((c.name.clone(), h));
     }
