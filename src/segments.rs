@@ -71,6 +71,10 @@ struct SegCatalog {
     segments: Vec<SegmentDef>,
     sources: Vec<Source>,
     subject_key_attnum: i16,
+    /// every subject column some predicate reads (attribute numbers, sorted)
+    read_columns: Vec<i16>,
+    /// per segment (same order as `segments`): the positions in `read_columns` of what it reads
+    segment_reads: Vec<Vec<usize>>,
     /// the row-only predicates (index = position in `segments`), compiled on first use
     row_predicates: OnceCell<Option<RowPredicates>>,
 }
@@ -157,7 +161,20 @@ fn load_catalog() -> MsegResult<SegCatalog> {
             seg.subject_attnums = seg.subject_columns.iter().filter_map(|c| attnum(subject.relid, c)).collect();
         }
     }
-    Ok(SegCatalog { subject, segments, sources, subject_key_attnum, row_predicates: OnceCell::new() })
+    let mut read_columns: Vec<i16> = segments.iter().flat_map(|s| s.subject_attnums.iter().copied()).collect();
+    read_columns.sort_unstable();
+    read_columns.dedup();
+    let segment_reads =
+        segments.iter().map(|s| s.subject_attnums.iter().filter_map(|a| read_columns.binary_search(a).ok()).collect()).collect();
+    Ok(SegCatalog {
+        subject,
+        segments,
+        sources,
+        subject_key_attnum,
+        read_columns,
+        segment_reads,
+        row_predicates: OnceCell::new(),
+    })
 }
 
 fn attnum(relid: pg_sys::Oid, column: &str) -> Option<i16> {
@@ -529,16 +546,8 @@ struct SubjectUpdate {
 unsafe fn scan_subject_update(td: &pg_sys::TriggerData, cat: &SegCatalog) -> Option<SubjectUpdate> {
     let desc = (*td.tg_relation).rd_att;
     let key_typ = attr(desc, cat.subject_key_attnum)?.atttypid;
-    let mut columns: Vec<i16> = cat.segments.iter().flat_map(|s| s.subject_attnums.iter().copied()).collect();
-    columns.sort_unstable();
-    columns.dedup();
+    let (columns, reads) = (&cat.read_columns, &cat.segment_reads);
     let kinds: Vec<(bool, i16)> = columns.iter().map(|&a| attr(desc, a).map(|t| (t.attbyval, t.attlen))).collect::<Option<_>>()?;
-    // per segment, the positions in `columns` of what it reads
-    let reads: Vec<Vec<usize>> = cat
-        .segments
-        .iter()
-        .map(|s| s.subject_attnums.iter().filter_map(|a| columns.binary_search(a).ok()).collect())
-        .collect();
     let compiled = cat.row_predicates(desc);
     let mut old = TransitionScan::open(td.tg_oldtable, desc)?;
     let Some(mut new) = TransitionScan::open(td.tg_newtable, desc) else {
