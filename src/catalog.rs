@@ -50,9 +50,7 @@ pub fn as_owner<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
         );
         pg_sys::SetUserIdAndSecContext(
             pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
-            saved_context
-                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
-                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
         );
         guard
     };
@@ -211,11 +209,7 @@ pub fn update<T>(f: impl FnOnce(&mut SpiClient<'_>) -> Result<T>) -> Result<T> {
 pub fn audit(action: &str, object: &str, details: serde_json::Value) -> Result<()> {
     let details = pgrx::JsonB(details);
     update(|c| {
-        c.update(
-            "SELECT mseg._audit($1, $2, $3)",
-            None,
-            &[action.into(), object.into(), details.into()],
-        )?;
+        c.update("SELECT mseg._audit($1, $2, $3)", None, &[action.into(), object.into(), details.into()])?;
         Ok(())
     })
 }
@@ -226,11 +220,7 @@ pub fn audit(action: &str, object: &str, details: serde_json::Value) -> Result<(
 
 pub fn domain_version(domain: &str) -> Result<Option<i32>> {
     select(|c| {
-        let t = c.select(
-            "SELECT key_version FROM mseg.domains WHERE name OPERATOR(pg_catalog.=) $1",
-            Some(1),
-            &[domain.into()],
-        )?;
+        let t = c.select("SELECT key_version FROM mseg.domains WHERE name OPERATOR(pg_catalog.=) $1", Some(1), &[domain.into()])?;
         if t.is_empty() {
             return Ok(None);
         }
@@ -315,10 +305,7 @@ pub fn pseudonym_columns_in_domain(domain: &str) -> Result<Vec<PseudonymColumn>>
 }
 
 pub fn columns_of_domain(domain: &str) -> Result<Vec<String>> {
-    Ok(pseudonym_columns_in_domain(domain)?
-        .into_iter()
-        .map(|c| format!("{}.{}", relation_name(c.relid), c.target))
-        .collect())
+    Ok(pseudonym_columns_in_domain(domain)?.into_iter().map(|c| format!("{}.{}", relation_name(c.relid), c.target)).collect())
 }
 
 pub fn insert_pseudonym_column(col: &PseudonymColumn) -> Result<()> {

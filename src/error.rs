@@ -117,8 +117,7 @@ impl MsegError {
 
     /// An argument that must not be NULL was NULL.
     pub fn null_argument(name: &str) -> Self {
-        MsegError::new(Code::InvalidArgument, format!("argument \"{name}\" must not be NULL"))
-            .hint(format!("Pass a value for \"{name}\"."))
+        MsegError::new(Code::InvalidArgument, format!("argument \"{name}\" must not be NULL")).hint(format!("Pass a value for \"{name}\"."))
     }
 }
 
@@ -145,9 +144,7 @@ impl From<pgrx::datum::TryFromDatumError> for MsegError {
 
 fn make_sqlstate(s: &str) -> i32 {
     // Same packing as PostgreSQL's MAKE_SQLSTATE macro.
-    s.bytes().take(5).enumerate().fold(0i32, |acc, (i, ch)| {
-        acc + ((((ch as i32) - ('0' as i32)) & 0x3F) << (6 * i))
-    })
+    s.bytes().take(5).enumerate().fold(0i32, |acc, (i, ch)| acc + ((((ch as i32) - ('0' as i32)) & 0x3F) << (6 * i)))
 }
 
 #[allow(improper_ctypes)]
@@ -157,11 +154,7 @@ unsafe extern "C-unwind" {
     fn errmsg(fmt: *const std::ffi::c_char, ...) -> std::ffi::c_int;
     fn errdetail(fmt: *const std::ffi::c_char, ...) -> std::ffi::c_int;
     fn errhint(fmt: *const std::ffi::c_char, ...) -> std::ffi::c_int;
-    fn errfinish(
-        filename: *const std::ffi::c_char,
-        lineno: std::ffi::c_int,
-        funcname: *const std::ffi::c_char,
-    );
+    fn errfinish(filename: *const std::ffi::c_char, lineno: std::ffi::c_int, funcname: *const std::ffi::c_char);
 }
 
 /// Copy a Rust string into the current PostgreSQL memory context, dropping interior NULs.
@@ -216,10 +209,7 @@ mod tests {
     #[test]
     fn sqlstate_packing_matches_postgres() {
         // ERRCODE_INTERNAL_ERROR is MAKE_SQLSTATE('X','X','0','0','0').
-        assert_eq!(
-            make_sqlstate("XX000"),
-            pgrx::pg_sys::errcodes::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR as i32
-        );
+        assert_eq!(make_sqlstate("XX000"), pgrx::pg_sys::errcodes::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR as i32);
         assert_eq!(Code::KeyFileInsecure.sqlstate(), "MS003");
     }
 }

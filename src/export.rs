@@ -99,11 +99,14 @@ fn partner(name: &str) -> MsegResult<Partner> {
 
 fn check_purposes(purposes: &[String]) -> MsegResult<()> {
     if purposes.is_empty() {
-        return Err(MsegError::new(Code::InvalidArgument, "a partner needs at least one purpose")
-            .hint("Pass purposes => '{direct_marketing}'."));
+        return Err(
+            MsegError::new(Code::InvalidArgument, "a partner needs at least one purpose").hint("Pass purposes => '{direct_marketing}'.")
+        );
     }
     for p in purposes {
-        let ok = catalog::select(|c| Ok(!c.select("SELECT 1 FROM mseg.purposes WHERE name OPERATOR(pg_catalog.=) $1", None, &[p.as_str().into()])?.is_empty()))?;
+        let ok = catalog::select(|c| {
+            Ok(!c.select("SELECT 1 FROM mseg.purposes WHERE name OPERATOR(pg_catalog.=) $1", None, &[p.as_str().into()])?.is_empty())
+        })?;
         if !ok {
             return Err(MsegError::new(Code::UnknownPurpose, format!("purpose \"{p}\" does not exist"))
                 .hint("Define it with mseg.define_purpose first."));
@@ -114,12 +117,7 @@ fn check_purposes(purposes: &[String]) -> MsegResult<()> {
 
 /// Add a trusted partner: its own pseudonymisation domain, the purposes it may receive, its k.
 #[pg_extern(volatile, parallel_unsafe)]
-fn add_partner(
-    name: Option<&str>,
-    purposes: Option<Vec<String>>,
-    k: default!(i32, 10),
-    suppression_limit: default!(f64, 0.01),
-) -> String {
+fn add_partner(name: Option<&str>, purposes: Option<Vec<String>>, k: default!(i32, 10), suppression_limit: default!(f64, 0.01)) -> String {
     boundary(|| {
         let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
         let purposes = purposes.ok_or_else(|| MsegError::null_argument("purposes"))?;
@@ -286,17 +284,25 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     // segments bound to one of the partner's purposes
     let seg_names: HashMap<i32, String> = catalog::select(|c| {
         let mut m = HashMap::new();
-        for row in c.select("SELECT segment_id, name FROM mseg.segments WHERE purpose OPERATOR(pg_catalog.=) ANY ($1)", None, &[p.purposes.clone().into()])? {
+        for row in c.select(
+            "SELECT segment_id, name FROM mseg.segments WHERE purpose OPERATOR(pg_catalog.=) ANY ($1)",
+            None,
+            &[p.purposes.clone().into()],
+        )? {
             m.insert(row.get::<i32>(1)?.unwrap_or(0), row.get::<String>(2)?.unwrap_or_default());
         }
         Ok(m)
     })?;
     // sized for the table up front: growing vectors of a million entries costs copies and page faults
     let estimate = catalog::select(|c| {
-        Ok(c.select("SELECT GREATEST(reltuples, 0)::pg_catalog.int8 FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1", None, &[subject.relid.into()])?
-            .first()
-            .get_one::<i64>()?
-            .unwrap_or(0))
+        Ok(c.select(
+            "SELECT GREATEST(reltuples, 0)::pg_catalog.int8 FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1",
+            None,
+            &[subject.relid.into()],
+        )?
+        .first()
+        .get_one::<i64>()?
+        .unwrap_or(0))
     })?;
     let cap = usize::try_from(estimate).unwrap_or(0).min(100_000_000);
     let mut eligible = Eligible {
@@ -339,7 +345,8 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
                 Some(&n) => n,
                 None => {
                     // SAFETY: as above
-                    let all = unsafe { <Vec<i32> as FromDatum>::from_polymorphic_datum(values[1], false, pg_sys::INT4ARRAYOID) }.unwrap_or_default();
+                    let all = unsafe { <Vec<i32> as FromDatum>::from_polymorphic_datum(values[1], false, pg_sys::INT4ARRAYOID) }
+                        .unwrap_or_default();
                     let mut ids: Vec<i32> = all.into_iter().filter(|id| seg_names.contains_key(id)).collect();
                     ids.sort_unstable();
                     let n = sets.intern(&ids);
@@ -360,7 +367,8 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
             return Err(MsegError::new(Code::General, format!("export input: {} columns, expected {columns}", values.len())));
         }
         // SAFETY: every column but the first (int8) is cast to text in the query
-        let text = |n: usize| -> Option<&str> { unsafe { <&str as FromDatum>::from_polymorphic_datum(values[n], nulls[n], pg_sys::TEXTOID) } };
+        let text =
+            |n: usize| -> Option<&str> { unsafe { <&str as FromDatum>::from_polymorphic_datum(values[n], nulls[n], pg_sys::TEXTOID) } };
         for (c, seen) in flat_values.iter_mut().enumerate() {
             if let (Some(seen), Some(v)) = (seen.as_mut(), text(1 + c)) {
                 if !seen.contains(v) {
@@ -508,7 +516,8 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     // what a twin shows of its set: the shown segments (a view; sets that differ only in hidden
     // segments share one) and their names, sorted
     let mut views = Sets::default();
-    let view_of_set: Vec<u32> = sets.list.iter().map(|ids| views.intern(&ids.iter().copied().filter(|id| shown.contains(id)).collect::<Vec<_>>())).collect();
+    let view_of_set: Vec<u32> =
+        sets.list.iter().map(|ids| views.intern(&ids.iter().copied().filter(|id| shown.contains(id)).collect::<Vec<_>>())).collect();
     let view_names: Vec<Vec<String>> = views
         .list
         .iter()
@@ -524,16 +533,8 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     let columns: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
     let mut column_order: Vec<usize> = (0..columns.len()).collect();
     column_order.sort_by(|a, b| columns[*a].cmp(&columns[*b]));
-    let twin_ctx = TwinContext {
-        columns,
-        column_order,
-        purposes: p.purposes.clone(),
-        names: seg_names,
-        shown,
-        view_of,
-        view_names,
-        basis_names,
-    };
+    let twin_ctx =
+        TwinContext { columns, column_order, purposes: p.purposes.clone(), names: seg_names, shown, view_of, view_names, basis_names };
     let keys = keys::domain_keys(&partner_domain(&p.name))?;
     // what the partner holds: subject and content hash only (40 bytes a twin); the pseudonyms of
     // the few that become tombstones are read afterwards
@@ -616,8 +617,10 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     let mut tombstone_lines = Vec::new();
     for (pn, s) in &tombstones {
         let reason = reasons.get(s).cloned().unwrap_or_else(|| "out_of_scope".into());
-        tombstone_lines.push(serde_json::to_string(&json!({"type": "tombstone", "pseudonym": pn, "reason": reason}))
-            .map_err(|e| MsegError::new(Code::General, format!("tombstone serialisation failed: {e}")))?);
+        tombstone_lines.push(
+            serde_json::to_string(&json!({"type": "tombstone", "pseudonym": pn, "reason": reason}))
+                .map_err(|e| MsegError::new(Code::General, format!("tombstone serialisation failed: {e}")))?,
+        );
     }
     let report = released.out.report();
     let sequence = p.last_sequence + 1;
@@ -672,7 +675,11 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
             None,
             &[p.name.as_str().into(), tombstoned.clone().into(), sequence.into()],
         )?;
-        c.update("UPDATE mseg.partners SET last_sequence = $2 WHERE name OPERATOR(pg_catalog.=) $1", None, &[p.name.as_str().into(), sequence.into()])?;
+        c.update(
+            "UPDATE mseg.partners SET last_sequence = $2 WHERE name OPERATOR(pg_catalog.=) $1",
+            None,
+            &[p.name.as_str().into(), sequence.into()],
+        )?;
         c.update(
             "INSERT INTO mseg.partner_exports (partner, sequence, mode, manifest) VALUES ($1, $2, $3, $4)",
             None,
@@ -681,7 +688,11 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         Ok(())
     })?;
     drop(state_upserts);
-    catalog::audit("export", &p.name, json!({"sequence": sequence, "mode": if delta {"delta"} else {"full"}, "twins": twin_lines, "tombstones": tombstones.len()}))?;
+    catalog::audit(
+        "export",
+        &p.name,
+        json!({"sequence": sequence, "mode": if delta {"delta"} else {"full"}, "twins": twin_lines, "tombstones": tombstones.len()}),
+    )?;
     Ok(ExportStream {
         partner: p.name.clone(),
         sequence,
@@ -937,7 +948,8 @@ impl ExportStream {
         }
         if let Some((i, pseudonym)) = self.emit.next() {
             let values = self.released.values(i).unwrap_or(&[]);
-            let pseudonym = std::str::from_utf8(&pseudonym).map_err(|e| MsegError::new(Code::General, format!("pseudonym is not text: {e}")))?;
+            let pseudonym =
+                std::str::from_utf8(&pseudonym).map_err(|e| MsegError::new(Code::General, format!("pseudonym is not text: {e}")))?;
             return self.twin_ctx.content(i, &self.eligible, values).line(&self.twin_ctx, pseudonym).map(Some);
         }
         Ok(self.tombstones.next())
@@ -1111,8 +1123,12 @@ fn resolve(
             Ok(out)
         })?;
         let count = |s: &str| rows.iter().filter(|r| r.2 == s).count();
-        catalog::audit("resolve", name, json!({"purpose": purpose, "asked": rows.len(), "ok": count("ok"),
-            "not_processable": count("not_processable"), "unknown": count("unknown")}))?;
+        catalog::audit(
+            "resolve",
+            name,
+            json!({"purpose": purpose, "asked": rows.len(), "ok": count("ok"),
+            "not_processable": count("not_processable"), "unknown": count("unknown")}),
+        )?;
         Ok(rows)
     });
     TableIterator::new(rows)

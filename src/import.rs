@@ -117,7 +117,11 @@ fn verify(lines: &[&str]) -> MsegResult<Verified> {
     let digest = hasher.finalize();
     let controller = field(&manifest, "controller", 1)?.as_str().unwrap_or("").to_owned();
     let key: Option<(String, i64)> = catalog::select(|c| {
-        let t = c.select("SELECT public_key, last_sequence FROM mseg.controllers WHERE id OPERATOR(pg_catalog.=) $1", None, &[controller.as_str().into()])?;
+        let t = c.select(
+            "SELECT public_key, last_sequence FROM mseg.controllers WHERE id OPERATOR(pg_catalog.=) $1",
+            None,
+            &[controller.as_str().into()],
+        )?;
         if t.is_empty() {
             return Ok(None);
         }
@@ -213,7 +217,8 @@ fn verify(lines: &[&str]) -> MsegResult<Verified> {
     Ok(Verified { controller, sequence, full, twins, tombstones })
 }
 
-const INSERT_TWINS: &str = "INSERT INTO mseg.pool_twins (controller, pseudonym, quasi, segments, legal_basis, policy, expires_at, sequence) \
+const INSERT_TWINS: &str =
+    "INSERT INTO mseg.pool_twins (controller, pseudonym, quasi, segments, legal_basis, policy, expires_at, sequence) \
      SELECT $1, x.d OPERATOR(pg_catalog.->>) 'pseudonym', x.d OPERATOR(pg_catalog.->) 'quasi', \
             u.segs::pg_catalog.text[], \
             x.d OPERATOR(pg_catalog.->) 'legal_basis', x.d OPERATOR(pg_catalog.->) 'policy', \
@@ -259,7 +264,8 @@ fn apply(lines: &[&str], v: Verified) -> MsegResult<i64> {
             let segs: Vec<String> = texts
                 .iter()
                 .map(|l| {
-                    let shape: Shape<'_> = serde_json::from_str(l).map_err(|e| invalid("a twin line changed while importing").detail(e.to_string()))?;
+                    let shape: Shape<'_> =
+                        serde_json::from_str(l).map_err(|e| invalid("a twin line changed while importing").detail(e.to_string()))?;
                     Ok(array_literal(shape.segments.unwrap_or_default().iter().map(|c| c.as_ref())))
                 })
                 .collect::<MsegResult<_>>()?;
@@ -267,12 +273,7 @@ fn apply(lines: &[&str], v: Verified) -> MsegResult<i64> {
             // SAFETY: the context lives until the statement is done; nothing allocated in it escapes.
             unsafe {
                 batch.switch_to(|_| {
-                    c.update(
-                        sql.as_str(),
-                        None,
-                        &[v.controller.as_str().into(), texts.into(), v.sequence.into(), segs.into()],
-                    )
-                    .map(|_| ())
+                    c.update(sql.as_str(), None, &[v.controller.as_str().into(), texts.into(), v.sequence.into(), segs.into()]).map(|_| ())
                 })?;
             }
         }
@@ -281,12 +282,20 @@ fn apply(lines: &[&str], v: Verified) -> MsegResult<i64> {
             None,
             &[v.controller.as_str().into(), v.tombstones.clone().into()],
         )?;
-        c.update("UPDATE mseg.controllers SET last_sequence = $2 WHERE id OPERATOR(pg_catalog.=) $1", None, &[v.controller.as_str().into(), v.sequence.into()])?;
+        c.update(
+            "UPDATE mseg.controllers SET last_sequence = $2 WHERE id OPERATOR(pg_catalog.=) $1",
+            None,
+            &[v.controller.as_str().into(), v.sequence.into()],
+        )?;
         Ok(())
     })?;
     crate::pool::recompute(Some(&v.controller))?;
-    catalog::audit("import", &v.controller, json!({"sequence": v.sequence, "mode": if v.full {"full"} else {"delta"},
-        "twins": v.twins.len(), "tombstones": v.tombstones.len()}))?;
+    catalog::audit(
+        "import",
+        &v.controller,
+        json!({"sequence": v.sequence, "mode": if v.full {"full"} else {"delta"},
+        "twins": v.twins.len(), "tombstones": v.tombstones.len()}),
+    )?;
     Ok(v.twins.len() as i64)
 }
 
@@ -296,14 +305,14 @@ fn import_variant_twins(path: Option<&str>) -> i64 {
     boundary(|| {
         let path = path.ok_or_else(|| MsegError::null_argument("path"))?;
         // like COPY FROM a file: reading server files is for those allowed to read any of them
-        let allowed = Spi::get_one::<bool>(
-            "SELECT pg_catalog.pg_has_role(pg_catalog.current_user(), 'pg_read_server_files', 'USAGE')",
-        )?
-        .unwrap_or(false);
+        let allowed = Spi::get_one::<bool>("SELECT pg_catalog.pg_has_role(pg_catalog.current_user(), 'pg_read_server_files', 'USAGE')")?
+            .unwrap_or(false);
         if !allowed {
             return Err(MsegError::new(Code::InsufficientPrivilege, "reading a dump from a server file needs pg_read_server_files")
                 .detail("Like COPY FROM a file, this function can read any file the server can.")
-                .hint("Load the dump client-side into a staging table with psql's \\copy and call mseg.import_variant_twins_from(staging)."));
+                .hint(
+                    "Load the dump client-side into a staging table with psql's \\copy and call mseg.import_variant_twins_from(staging).",
+                ));
         }
         let text = std::fs::read_to_string(path).map_err(|e| {
             MsegError::new(Code::InvalidArgument, "the dump file cannot be read").detail(format!("The operating system reported: {e}."))

@@ -36,9 +36,7 @@ thread_local! {
 }
 
 fn parse_widths<T: std::str::FromStr>(spec: &str, list: &str) -> MsegResult<Vec<T>> {
-    list.split(',')
-        .map(|w| w.trim().parse::<T>().map_err(|_| bad_spec(spec, "widths are comma-separated numbers")))
-        .collect()
+    list.split(',').map(|w| w.trim().parse::<T>().map_err(|_| bad_spec(spec, "widths are comma-separated numbers"))).collect()
 }
 
 fn bad_spec(spec: &str, why: &str) -> MsegError {
@@ -49,9 +47,7 @@ fn bad_spec(spec: &str, why: &str) -> MsegError {
 
 fn load_categorical(spec: &str, table: &str) -> MsegResult<Hierarchy> {
     let relid = catalog::select(|c| {
-        Ok(c.select("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", None, &[table.into()])?
-            .first()
-            .get_one::<pg_sys::Oid>()?)
+        Ok(c.select("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", None, &[table.into()])?.first().get_one::<pg_sys::Oid>()?)
     })?
     .unwrap_or(pg_sys::InvalidOid);
     if relid == pg_sys::InvalidOid {
@@ -74,7 +70,11 @@ pub(crate) fn hierarchy(spec: &str) -> MsegResult<Rc<Hierarchy>> {
     let generation = keys::cache_generation();
     if let Some(h) = HIERARCHIES.with(|c| {
         let c = c.borrow();
-        if c.0 == generation { c.1.get(spec).cloned() } else { None }
+        if c.0 == generation {
+            c.1.get(spec).cloned()
+        } else {
+            None
+        }
     }) {
         return Ok(h);
     }
@@ -89,8 +89,9 @@ pub(crate) fn hierarchy(spec: &str) -> MsegResult<Rc<Hierarchy>> {
         ("numeric", Some(w)) => Hierarchy::numeric(parse_widths(spec, w)?).map_err(kanon_error)?,
         ("numeric", None) => Hierarchy::numeric(vec![1.0, 10.0, 100.0, 1000.0]).map_err(kanon_error)?,
         ("prefix", None) => Hierarchy::prefix(5).map_err(kanon_error)?,
-        ("prefix", Some(n)) => Hierarchy::prefix(n.trim().parse().map_err(|_| bad_spec(spec, "prefix:N takes a length"))?)
-            .map_err(kanon_error)?,
+        ("prefix", Some(n)) => {
+            Hierarchy::prefix(n.trim().parse().map_err(|_| bad_spec(spec, "prefix:N takes a length"))?).map_err(kanon_error)?
+        }
         ("category", Some(t)) => load_categorical(spec, t.trim())?,
         _ => return Err(bad_spec(spec, "unknown kind")),
     };
@@ -108,9 +109,8 @@ pub(crate) fn hierarchy(spec: &str) -> MsegResult<Rc<Hierarchy>> {
 
 fn generalize_value(value: &Value<'_>, spec: &str, level: i32) -> MsegResult<String> {
     let h = hierarchy(spec)?;
-    let level = usize::try_from(level).map_err(|_| {
-        MsegError::new(Code::KAnonymity, format!("level {level} is negative")).hint("Levels start at 0 (the exact value).")
-    })?;
+    let level = usize::try_from(level)
+        .map_err(|_| MsegError::new(Code::KAnonymity, format!("level {level} is negative")).hint("Levels start at 0 (the exact value)."))?;
     h.generalize(value, level).map_err(kanon_error)
 }
 
@@ -189,7 +189,11 @@ pub(crate) fn target(relid: pg_sys::Oid, key_column: Option<&str>) -> MsegResult
                 None,
                 &[relid.into()],
             )?;
-            if t.is_empty() { Ok(None) } else { Ok(t.first().get::<String>(1)?) }
+            if t.is_empty() {
+                Ok(None)
+            } else {
+                Ok(t.first().get::<String>(1)?)
+            }
         })?
     };
     let key = key_column.map(str::to_owned).or(registered_key).ok_or_else(|| {
@@ -249,9 +253,11 @@ pub(crate) fn quasi_columns(t: &Target, given: Option<Vec<String>>) -> MsegResul
                 .hint("Name columns of the relation.")
         })?;
         match class.as_deref() {
-            Some("direct") => Err(MsegError::new(Code::KAnonymity, format!("column \"{n}\" is a direct identifier, not a quasi identifier"))
-                .detail("Direct identifiers are never released, generalised or not.")
-                .hint("Leave it out; k-anonymity concerns quasi columns.")),
+            Some("direct") => {
+                Err(MsegError::new(Code::KAnonymity, format!("column \"{n}\" is a direct identifier, not a quasi identifier"))
+                    .detail("Direct identifiers are never released, generalised or not.")
+                    .hint("Leave it out; k-anonymity concerns quasi columns."))
+            }
             Some("sensitive") => Err(MsegError::new(Code::KAnonymity, format!("column \"{n}\" is sensitive, not a quasi identifier"))
                 .hint("Use it as the sensitive attribute of l-diversity instead.")),
             _ => Ok(QuasiColumn { name: n.clone(), spec: spec.clone(), typ: typ.clone() }),
@@ -324,7 +330,9 @@ fn grouping_expr(col: &QuasiColumn, level: i32) -> MsegResult<String> {
     let lit = pgrx::spi::quote_literal(spec);
     Ok(match col.typ.as_str() {
         "date" => format!("mseg.generalize({c}, {lit}, {level})"),
-        "smallint" | "integer" | "bigint" if spec.starts_with("integer") => format!("mseg.generalize({c}::pg_catalog.int8, {lit}, {level})"),
+        "smallint" | "integer" | "bigint" if spec.starts_with("integer") => {
+            format!("mseg.generalize({c}::pg_catalog.int8, {lit}, {level})")
+        }
         _ => e,
     })
 }
@@ -336,9 +344,7 @@ fn class_query(t: &Target, cols: &[QuasiColumn], levels: &[i32], sensitive: Opti
     } else {
         format!("pg_catalog.count(DISTINCT r.{})", quote_identifier(&t.key))
     };
-    let sens = sensitive
-        .map(|s| format!(", pg_catalog.count(DISTINCT r.{})", quote_identifier(s)))
-        .unwrap_or_default();
+    let sens = sensitive.map(|s| format!(", pg_catalog.count(DISTINCT r.{})", quote_identifier(s))).unwrap_or_default();
     Ok(format!(
         "SELECT ARRAY[{texts}]::pg_catalog.text[] AS class, {subjects} AS subjects, pg_catalog.count(*) AS rows{sens} \
          FROM {rel} r GROUP BY {list}",
@@ -483,16 +489,10 @@ fn run_anonymizer(
         };
         spec_cols.push((c.name.clone(), h));
     }
-    let mut a = if global {
-        GlobalRecoding::new(spec_cols, k, l, suppression_limit)
-    } else {
-        Anonymizer::new(spec_cols, k, l, suppression_limit)
-    }
-    .map_err(kanon_error)?;
-    let exprs: Vec<String> = cols
-        .iter()
-        .map(|c| generalized_expr("r", c, 0))
-        .collect::<MsegResult<Vec<_>>>()?;
+    let mut a =
+        if global { GlobalRecoding::new(spec_cols, k, l, suppression_limit) } else { Anonymizer::new(spec_cols, k, l, suppression_limit) }
+            .map_err(kanon_error)?;
+    let exprs: Vec<String> = cols.iter().map(|c| generalized_expr("r", c, 0)).collect::<MsegResult<Vec<_>>>()?;
     let sens = sensitive.map(|s| format!("r.{}::pg_catalog.text", quote_identifier(s))).unwrap_or_else(|| "NULL::pg_catalog.text".into());
     // rows with a NULL quasi value cannot be placed in a class: they are suppressed
     let sql = format!(
@@ -633,8 +633,7 @@ fn quoted_name(name: &str) -> MsegResult<String> {
     .map_err(|why| MsegError::new(Code::InvalidArgument, format!("invalid view name \"{name}\"")).detail(why))?
     .unwrap_or_default();
     if parts.is_empty() || parts.len() > 2 {
-        return Err(MsegError::new(Code::InvalidArgument, format!("invalid view name \"{name}\""))
-            .hint("Give a name or schema.name."));
+        return Err(MsegError::new(Code::InvalidArgument, format!("invalid view name \"{name}\"")).hint("Give a name or schema.name."));
     }
     Ok(parts.iter().map(quote_identifier).collect::<Vec<_>>().join("."))
 }
@@ -706,7 +705,11 @@ fn create_kanon_view(
         // NULL-safe equality that PostgreSQL can hash: a NULL value becomes a sentinel no
         // generalised value can be (it starts with a control character)
         let null_safe = |a: &str, g: &str| format!("COALESCE({a}.{g}, pg_catalog.chr(1) OPERATOR(pg_catalog.||) 'null')");
-        let on = group.iter().map(|g| format!("{} OPERATOR(pg_catalog.=) {}", null_safe("g", g), null_safe("c", g))).collect::<Vec<_>>().join(" AND ");
+        let on = group
+            .iter()
+            .map(|g| format!("{} OPERATOR(pg_catalog.=) {}", null_safe("g", g), null_safe("c", g)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
         let view_cols: Vec<String> = group.iter().cloned().chain(attributes.iter().map(|a| quote_identifier(a))).collect();
         let view = quoted_name(name)?;
         let sql = format!(

@@ -97,9 +97,7 @@ struct Master {
 /// HKDF-SHA256 (RFC 5869): extract with `salt`, expand `info` into `okm`.
 /// Fails only when `okm` is longer than 8160 bytes.
 pub fn hkdf_sha256(salt: &[u8], ikm: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
-    Hkdf::<Sha256>::new(Some(salt), ikm)
-        .expand(info, okm)
-        .map_err(|_| MsegError::new(Code::General, "HKDF output length out of range"))
+    Hkdf::<Sha256>::new(Some(salt), ikm).expand(info, okm).map_err(|_| MsegError::new(Code::General, "HKDF output length out of range"))
 }
 
 impl Master {
@@ -189,17 +187,15 @@ fn read_key_file() -> Result<Zeroizing<Vec<u8>>> {
     };
     let meta = std::fs::metadata(&path).map_err(unreadable)?;
     if !meta.is_file() {
-        return Err(MsegError::new(Code::KeyFileInsecure, "the key file named by mseg.key_file is not a regular file")
-            .hint(key_file_hint()));
+        return Err(
+            MsegError::new(Code::KeyFileInsecure, "the key file named by mseg.key_file is not a regular file").hint(key_file_hint())
+        );
     }
     let mode = meta.permissions().mode();
     if mode & 0o077 != 0 {
-        return Err(MsegError::new(
-            Code::KeyFileInsecure,
-            "the key file named by mseg.key_file is accessible by group or others",
-        )
-        .detail(format!("Its mode is {:04o}; group and other permission bits must all be clear.", mode & 0o7777))
-        .hint("Run chmod 0600 on the key file, then reload."));
+        return Err(MsegError::new(Code::KeyFileInsecure, "the key file named by mseg.key_file is accessible by group or others")
+            .detail(format!("Its mode is {:04o}; group and other permission bits must all be clear.", mode & 0o7777))
+            .hint("Run chmod 0600 on the key file, then reload."));
     }
     if meta.size() > MAX_KEY_BYTES {
         return Err(MsegError::new(Code::KeyFileInsecure, "the file named by mseg.key_file is too large to be a key file")
@@ -332,43 +328,43 @@ pub fn wipe(buf: &mut [u8]) {
 
 use crate::error::boundary;
 
-    /// Identifies the active master key without revealing it.
-    #[pg_extern(volatile, parallel_safe)]
-    fn key_fingerprint() -> String {
-        boundary(fingerprint)
-    }
+/// Identifies the active master key without revealing it.
+#[pg_extern(volatile, parallel_safe)]
+fn key_fingerprint() -> String {
+    boundary(fingerprint)
+}
 
-    /// Create a pseudonymisation domain (key version 1).
-    #[pg_extern(volatile, parallel_unsafe)]
-    fn create_domain(name: Option<&str>, description: default!(Option<&str>, "NULL")) -> String {
-        boundary(|| {
-            let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
-            check_domain_name(name)?;
-            check_not_internal(name)?;
-            if !catalog::create_domain(name, description)? {
-                return Err(MsegError::new(Code::DuplicateObject, format!("pseudonymisation domain \"{name}\" already exists"))
-                    .hint("Use mseg.rotate_domain(name) to give it a new key version."));
-            }
-            catalog::audit("domain.create", name, serde_json::json!({}))?;
-            Ok(name.to_owned())
-        })
-    }
+/// Create a pseudonymisation domain (key version 1).
+#[pg_extern(volatile, parallel_unsafe)]
+fn create_domain(name: Option<&str>, description: default!(Option<&str>, "NULL")) -> String {
+    boundary(|| {
+        let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
+        check_domain_name(name)?;
+        check_not_internal(name)?;
+        if !catalog::create_domain(name, description)? {
+            return Err(MsegError::new(Code::DuplicateObject, format!("pseudonymisation domain \"{name}\" already exists"))
+                .hint("Use mseg.rotate_domain(name) to give it a new key version."));
+        }
+        catalog::audit("domain.create", name, serde_json::json!({}))?;
+        Ok(name.to_owned())
+    })
+}
 
-    /// Drop a domain that no pseudonym column uses.
-    #[pg_extern(volatile, parallel_unsafe)]
-    fn drop_domain(name: Option<&str>) -> bool {
-        boundary(|| {
-            let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
-            current_version(name)?;
-            check_not_internal(name)?;
-            let users = catalog::columns_of_domain(name)?;
-            if !users.is_empty() {
-                return Err(MsegError::new(Code::InvalidArgument, format!("domain \"{name}\" is still used by pseudonym columns"))
-                    .detail(format!("Used by: {}.", users.join(", ")))
-                    .hint("Drop those columns with mseg.drop_pseudonym_column first."));
-            }
-            catalog::drop_domain(name)?;
-            catalog::audit("domain.drop", name, serde_json::json!({}))?;
-            Ok(true)
-        })
-    }
+/// Drop a domain that no pseudonym column uses.
+#[pg_extern(volatile, parallel_unsafe)]
+fn drop_domain(name: Option<&str>) -> bool {
+    boundary(|| {
+        let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
+        current_version(name)?;
+        check_not_internal(name)?;
+        let users = catalog::columns_of_domain(name)?;
+        if !users.is_empty() {
+            return Err(MsegError::new(Code::InvalidArgument, format!("domain \"{name}\" is still used by pseudonym columns"))
+                .detail(format!("Used by: {}.", users.join(", ")))
+                .hint("Drop those columns with mseg.drop_pseudonym_column first."));
+        }
+        catalog::drop_domain(name)?;
+        catalog::audit("domain.drop", name, serde_json::json!({}))?;
+        Ok(true)
+    })
+}

@@ -70,9 +70,7 @@ pub fn recompute(controller: Option<&str>) -> MsegResult<i64> {
         Some(id) => format!("t.controller OPERATOR(pg_catalog.=) {} AND ", quote_literal(id)),
         None => String::new(),
     };
-    let sql = format!(
-        "UPDATE {POOL_TWINS} t SET pool_segments = {expr} WHERE {filter}t.pool_segments IS DISTINCT FROM {expr}"
-    );
+    let sql = format!("UPDATE {POOL_TWINS} t SET pool_segments = {expr} WHERE {filter}t.pool_segments IS DISTINCT FROM {expr}");
     catalog::update(|c| Ok(c.update(&sql, None, &[])?.len() as i64))
 }
 
@@ -96,11 +94,10 @@ fn define_pool_segment(
         let relid = pool_twins_relid()?;
         let checked = segments::check_predicate(POOL_TWINS, relid, "t", predicate).map_err(pool_hint)?;
         if let Some(other) = checked.other_relations(relid).first() {
-            return Err(pool_hint(MsegError::new(
-                Code::InvalidPredicate,
-                format!("the predicate reads {}", catalog::relation_name(*other)),
-            )
-            .detail("A pool segment reads the pooled twin only.")));
+            return Err(pool_hint(
+                MsegError::new(Code::InvalidPredicate, format!("the predicate reads {}", catalog::relation_name(*other)))
+                    .detail("A pool segment reads the pooled twin only."),
+            ));
         }
         if checked.time_dependent() {
             return Err(pool_hint(

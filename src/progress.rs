@@ -24,7 +24,11 @@ pub enum Operation {
 
 impl Operation {
     fn unit(code: u8) -> &'static str {
-        if code == Operation::Refresh as u8 { "subjects" } else { "heap blocks" }
+        if code == Operation::Refresh as u8 {
+            "subjects"
+        } else {
+            "heap blocks"
+        }
     }
 
     fn label(code: u8) -> &'static str {

@@ -12,8 +12,8 @@ use std::rc::Rc;
 use base64::Engine;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::PgRelation;
 use pgrx::spi::quote_identifier;
+use pgrx::PgRelation;
 
 use crate::catalog::{self, PseudonymColumn};
 use crate::error::{boundary, Code, MsegError, Result as MsegResult};
@@ -66,9 +66,8 @@ thread_local! {
 
 fn keys_for(domain: &str) -> MsegResult<Rc<DomainKeys>> {
     let generation = keys::cache_generation();
-    let hit = LAST_DOMAIN.with(|d| {
-        d.borrow().as_ref().filter(|k| k.domain == domain && LAST_DOMAIN_GENERATION.with(|g| g.get()) == generation).cloned()
-    });
+    let hit = LAST_DOMAIN
+        .with(|d| d.borrow().as_ref().filter(|k| k.domain == domain && LAST_DOMAIN_GENERATION.with(|g| g.get()) == generation).cloned());
     if let Some(k) = hit {
         return Ok(k);
     }
@@ -133,7 +132,11 @@ fn rules_for(rel: pg_sys::Relation) -> MsegResult<Rc<Vec<Rule>>> {
     let generation = keys::cache_generation();
     let hit = RULES.with(|r| {
         let r = r.borrow();
-        if r.0 == generation { r.1.get(&relid).cloned() } else { None }
+        if r.0 == generation {
+            r.1.get(&relid).cloned()
+        } else {
+            None
+        }
     });
     if let Some(rules) = hit {
         return Ok(rules);
@@ -141,8 +144,11 @@ fn rules_for(rel: pg_sys::Relation) -> MsegResult<Rc<Vec<Rule>>> {
     let mut rules = Vec::new();
     for col in catalog::pseudonym_columns_of(relid)? {
         let missing = |c: &str| {
-            MsegError::new(Code::InvalidTable, format!("column \"{c}\" of pseudonym configuration is missing from {}", catalog::relation_name(relid)))
-                .hint("Use mseg.drop_pseudonym_column and mseg.add_pseudonym_column after renaming columns.")
+            MsegError::new(
+                Code::InvalidTable,
+                format!("column \"{c}\" of pseudonym configuration is missing from {}", catalog::relation_name(relid)),
+            )
+            .hint("Use mseg.drop_pseudonym_column and mseg.add_pseudonym_column after renaming columns.")
         };
         let (source_attno, source_type) = attnum_of(rel, &col.source).ok_or_else(|| missing(&col.source))?;
         let (target_attno, _) = attnum_of(rel, &col.target).ok_or_else(|| missing(&col.target))?;
@@ -219,14 +225,7 @@ unsafe fn pseudonymise_row(td: &pg_sys::TriggerData) -> MsegResult<pg_sys::HeapT
         values.push(text_datum(&p));
         nulls.push(false);
     }
-    Ok(pg_sys::heap_modify_tuple_by_cols(
-        tuple,
-        desc,
-        n as i32,
-        cols.as_mut_ptr(),
-        values.as_mut_ptr(),
-        nulls.as_mut_ptr(),
-    ))
+    Ok(pg_sys::heap_modify_tuple_by_cols(tuple, desc, n as i32, cols.as_mut_ptr(), values.as_mut_ptr(), nulls.as_mut_ptr()))
 }
 
 /// BEFORE INSERT OR UPDATE row trigger that fills the table's pseudonym columns.
@@ -380,8 +379,9 @@ fn add_pseudonym_column(
                 .hint("Pass another name with column_name => '...'."));
         }
         if target.is_empty() || target.len() >= pg_sys::NAMEDATALEN as usize {
-            return Err(MsegError::new(Code::InvalidArgument, format!("invalid column name \"{target}\""))
-                .hint("Column names have 1 to 63 bytes."));
+            return Err(
+                MsegError::new(Code::InvalidArgument, format!("invalid column name \"{target}\"")).hint("Column names have 1 to 63 bytes.")
+            );
         }
         drop(rel);
         // The domain is created on first use; the key version starts at 1.
@@ -389,11 +389,8 @@ fn add_pseudonym_column(
             pgrx::notice!("pg_mseg: created pseudonymisation domain \"{domain}\"");
         }
         keys::domain_keys(domain)?; // fails early and clearly when the key file is not usable
-        // DDL runs as the caller: PostgreSQL itself checks that they own the table.
-        Spi::run(&format!(
-            "ALTER TABLE {table_name} ADD COLUMN {} pg_catalog.text",
-            quote_identifier(&target)
-        ))?;
+                                    // DDL runs as the caller: PostgreSQL itself checks that they own the table.
+        Spi::run(&format!("ALTER TABLE {table_name} ADD COLUMN {} pg_catalog.text", quote_identifier(&target)))?;
         let col = PseudonymColumn { relid, source: source.to_owned(), target: target.clone(), domain: domain.to_owned() };
         catalog::insert_pseudonym_column(&col)?;
         install_trigger(relid, &catalog::pseudonym_columns_of(relid)?)?;
@@ -416,8 +413,11 @@ fn drop_pseudonym_column(table: Option<PgRelation>, column_name: Option<&str>) -
         let table_name = catalog::relation_name(relid);
         let configured = catalog::pseudonym_columns_of(relid)?;
         if !configured.iter().any(|c| c.target == column) {
-            return Err(MsegError::new(Code::UndefinedObject, format!("{table_name}.{} is not a pseudonym column", quote_identifier(column)))
-                .hint("mseg.pseudonym_columns lists the pseudonym columns."));
+            return Err(MsegError::new(
+                Code::UndefinedObject,
+                format!("{table_name}.{} is not a pseudonym column", quote_identifier(column)),
+            )
+            .hint("mseg.pseudonym_columns lists the pseudonym columns."));
         }
         // the trigger depends on the column: rebuild it without the column first
         catalog::delete_pseudonym_column(relid, column)?;
@@ -447,11 +447,7 @@ fn rotate_domain(domain: Option<&str>) -> i32 {
         for c in &columns {
             rows += rewrite_in_batches(c, progress::Operation::Rotate, false)?;
         }
-        catalog::audit(
-            "domain.rotate",
-            domain,
-            serde_json::json!({"key_version": version, "columns": columns.len(), "rows": rows}),
-        )?;
+        catalog::audit("domain.rotate", domain, serde_json::json!({"key_version": version, "columns": columns.len(), "rows": rows}))?;
         Ok(version)
     })
 }

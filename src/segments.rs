@@ -85,8 +85,7 @@ impl SegCatalog {
     unsafe fn row_predicates(&self, desc: pg_sys::TupleDesc) -> Option<&RowPredicates> {
         let compiled = self.row_predicates.get_or_init(|| {
             let subject = self.subject.as_ref()?;
-            let texts: Vec<Option<&str>> =
-                self.segments.iter().map(|s| s.sources.is_empty().then_some(s.canonical.as_str())).collect();
+            let texts: Vec<Option<&str>> = self.segments.iter().map(|s| s.sources.is_empty().then_some(s.canonical.as_str())).collect();
             RowPredicates::compile(&subject.name, desc, &texts).ok()
         });
         compiled.as_ref().filter(|c| c.fits(desc))
@@ -95,11 +94,7 @@ impl SegCatalog {
 
 pub fn subject_table() -> MsegResult<Option<SubjectTable>> {
     catalog::select(|c| {
-        let t = c.select(
-            "SELECT relid::pg_catalog.oid, key_column::pg_catalog.text FROM mseg.subject_tables",
-            None,
-            &[],
-        )?;
+        let t = c.select("SELECT relid::pg_catalog.oid, key_column::pg_catalog.text FROM mseg.subject_tables", None, &[])?;
         if t.is_empty() {
             return Ok(None);
         }
@@ -136,12 +131,7 @@ fn load_catalog() -> MsegResult<SegCatalog> {
                 reads_sensitive: row.get::<bool>(5)?.unwrap_or(false),
                 subject_columns: row.get::<Vec<String>>(6)?.unwrap_or_default(),
                 subject_attnums: Vec::new(),
-                sources: row
-                    .get::<Vec<i64>>(7)?
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|o| pg_sys::Oid::from(o as u32))
-                    .collect(),
+                sources: row.get::<Vec<i64>>(7)?.unwrap_or_default().into_iter().map(|o| pg_sys::Oid::from(o as u32)).collect(),
             });
         }
         let mut sources = Vec::new();
@@ -166,15 +156,7 @@ fn load_catalog() -> MsegResult<SegCatalog> {
     read_columns.dedup();
     let segment_reads =
         segments.iter().map(|s| s.subject_attnums.iter().filter_map(|a| read_columns.binary_search(a).ok()).collect()).collect();
-    Ok(SegCatalog {
-        subject,
-        segments,
-        sources,
-        subject_key_attnum,
-        read_columns,
-        segment_reads,
-        row_predicates: OnceCell::new(),
-    })
+    Ok(SegCatalog { subject, segments, sources, subject_key_attnum, read_columns, segment_reads, row_predicates: OnceCell::new() })
 }
 
 fn attnum(relid: pg_sys::Oid, column: &str) -> Option<i16> {
@@ -341,7 +323,11 @@ fn cached_catalog() -> MsegResult<Rc<SegCatalog>> {
     let generation = keys::cache_generation();
     let hit = PLANS.with(|p| {
         let p = p.borrow();
-        if p.generation == generation { p.catalog.clone() } else { None }
+        if p.generation == generation {
+            p.catalog.clone()
+        } else {
+            None
+        }
     });
     if let Some(c) = hit {
         return Ok(c);
@@ -466,7 +452,11 @@ impl TransitionScan {
             pg_sys::slot_getsomeattrs_int(self.slot, i32::from(attnum));
         }
         let i = (attnum - 1) as usize;
-        if *(*self.slot).tts_isnull.add(i) { None } else { Some(*(*self.slot).tts_values.add(i)) }
+        if *(*self.slot).tts_isnull.add(i) {
+            None
+        } else {
+            Some(*(*self.slot).tts_values.add(i))
+        }
     }
 
     /// The current row's integer key in attribute `attnum` of type `typid` (int2/int4/int8).
@@ -631,10 +621,7 @@ fn keys_by_sql(client: &mut SpiClient<'_>, key: &str, old: bool, new: bool) -> M
     if old {
         parts.push(format!("SELECT {key}::pg_catalog.int8 AS k FROM mseg_old"));
     }
-    let sql = format!(
-        "SELECT pg_catalog.array_agg(DISTINCT k ORDER BY k) FROM ({}) x WHERE k IS NOT NULL",
-        parts.join(" UNION ALL ")
-    );
+    let sql = format!("SELECT pg_catalog.array_agg(DISTINCT k ORDER BY k) FROM ({}) x WHERE k IS NOT NULL", parts.join(" UNION ALL "));
     let t = client.update(sql.as_str(), None, &[])?;
     Ok(t.first().get_one::<Vec<i64>>()?.unwrap_or_default())
 }
@@ -1068,8 +1055,9 @@ pub fn check_predicate(relation: &str, relid: pg_sys::Oid, alias: &str, predicat
     let query = query.map_err(|m| invalid_predicate("the predicate does not analyse").detail(m))?;
     unsafe {
         if (*query).hasAggs || (*query).hasWindowFuncs || (*query).hasTargetSRFs || (*query).hasModifyingCTE {
-            return Err(invalid_predicate("the predicate aggregates, windows or returns sets at its top level")
-                .detail("Aggregates belong inside a subquery, e.g. (SELECT count(*) FROM public.orders o WHERE o.customer_id = s.customer_id) > 3."));
+            return Err(invalid_predicate("the predicate aggregates, windows or returns sets at its top level").detail(
+                "Aggregates belong inside a subquery, e.g. (SELECT count(*) FROM public.orders o WHERE o.customer_id = s.customer_id) > 3.",
+            ));
         }
         let tle = first((*query).targetList) as *mut pg_sys::TargetEntry;
         let typ = pg_sys::exprType((*tle).expr.cast());
@@ -1257,10 +1245,7 @@ fn refresh_all(label: &str, scope: &Scope, mode: LockMode) -> MsegResult<i64> {
     let cat = cached_catalog()?;
     let subject = require_subject_table()?;
     let total = catalog::select(|c| {
-        Ok(c.select(&format!("SELECT pg_catalog.count(*) FROM {}", subject.name), None, &[])?
-            .first()
-            .get_one::<i64>()?
-            .unwrap_or(0))
+        Ok(c.select(&format!("SELECT pg_catalog.count(*) FROM {}", subject.name), None, &[])?.first().get_one::<i64>()?.unwrap_or(0))
     })?;
     let slot = progress::start(progress::Operation::Refresh, subject.relid, label, total);
     let batch = i64::from(crate::gucs::REFRESH_BATCH_SUBJECTS.get().max(1));
@@ -1311,23 +1296,16 @@ fn refresh_all(label: &str, scope: &Scope, mode: LockMode) -> MsegResult<i64> {
 
 fn events_count() -> MsegResult<i64> {
     catalog::select(|c| {
-        Ok(c.select("SELECT pg_catalog.count(*) FROM mseg.membership_events", None, &[])?
-            .first()
-            .get_one::<i64>()?
-            .unwrap_or(0))
+        Ok(c.select("SELECT pg_catalog.count(*) FROM mseg.membership_events", None, &[])?.first().get_one::<i64>()?.unwrap_or(0))
     })
 }
 
 fn segment_size(id: i32) -> MsegResult<i64> {
     catalog::select(|c| {
-        Ok(c.select(
-            "SELECT pg_catalog.count(*) FROM mseg.memberships WHERE $1 OPERATOR(pg_catalog.=) ANY (segments)",
-            None,
-            &[id.into()],
-        )?
-        .first()
-        .get_one::<i64>()?
-        .unwrap_or(0))
+        Ok(c.select("SELECT pg_catalog.count(*) FROM mseg.memberships WHERE $1 OPERATOR(pg_catalog.=) ANY (segments)", None, &[id.into()])?
+            .first()
+            .get_one::<i64>()?
+            .unwrap_or(0))
     })
 }
 
@@ -1349,9 +1327,7 @@ pub fn check_segment_name(name: &str) -> MsegResult<()> {
 
 fn check_purpose(purpose: &str) -> MsegResult<()> {
     let exists = catalog::select(|c| {
-        Ok(!c
-            .select("SELECT 1 FROM mseg.purposes WHERE name OPERATOR(pg_catalog.=) $1", None, &[purpose.into()])?
-            .is_empty())
+        Ok(!c.select("SELECT 1 FROM mseg.purposes WHERE name OPERATOR(pg_catalog.=) $1", None, &[purpose.into()])?.is_empty())
     })?;
     if exists {
         Ok(())
@@ -1412,12 +1388,7 @@ fn store_segment(
 
 /// Define a segment; returns the number of members it has right away.
 #[pg_extern(volatile, parallel_unsafe)]
-fn define_segment(
-    name: Option<&str>,
-    purpose: Option<&str>,
-    predicate: Option<&str>,
-    description: default!(Option<&str>, "NULL"),
-) -> i64 {
+fn define_segment(name: Option<&str>, purpose: Option<&str>, predicate: Option<&str>, description: default!(Option<&str>, "NULL")) -> i64 {
     boundary(|| {
         let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
         let purpose = purpose.ok_or_else(|| MsegError::null_argument("purpose"))?;
@@ -1425,15 +1396,21 @@ fn define_segment(
         check_segment_name(name)?;
         check_purpose(purpose)?;
         let subject = require_subject_table()?;
-        if catalog::select(|c| Ok(!c.select("SELECT 1 FROM mseg.segments WHERE name OPERATOR(pg_catalog.=) $1", None, &[name.into()])?.is_empty()))? {
+        if catalog::select(|c| {
+            Ok(!c.select("SELECT 1 FROM mseg.segments WHERE name OPERATOR(pg_catalog.=) $1", None, &[name.into()])?.is_empty())
+        })? {
             return Err(MsegError::new(Code::DuplicateObject, format!("segment \"{name}\" already exists"))
                 .hint("Change it with mseg.alter_segment, or drop it first."));
         }
         let a = analyze(&subject, predicate)?;
         // audit first: the chain head is the first lock every maintenance path takes
-        catalog::audit("segment.define", name, serde_json::json!({
-            "purpose": purpose, "predicate": a.canonical, "time_dependent": a.time_dependent, "reads_sensitive": a.reads_sensitive,
-        }))?;
+        catalog::audit(
+            "segment.define",
+            name,
+            serde_json::json!({
+                "purpose": purpose, "predicate": a.canonical, "time_dependent": a.time_dependent, "reads_sensitive": a.reads_sensitive,
+            }),
+        )?;
         lock_maintained_tables(&subject)?;
         let id = store_segment(None, name, purpose, predicate, description, &a)?;
         ensure_triggers(subject.relid)?;
@@ -1441,7 +1418,9 @@ fn define_segment(
         refresh_all(name, &Scope::Only(vec![id]), LockMode::Table)?;
         let size = segment_size(id)?;
         if a.time_dependent {
-            pgrx::notice!("pg_mseg: segment \"{name}\" depends on the current time; schedule mseg.refresh_segments() (e.g. nightly with pg_cron)");
+            pgrx::notice!(
+                "pg_mseg: segment \"{name}\" depends on the current time; schedule mseg.refresh_segments() (e.g. nightly with pg_cron)"
+            );
         }
         Ok(size)
     })
@@ -1462,7 +1441,8 @@ fn alter_segment(
             return Err(MsegError::new(Code::InvalidArgument, "nothing to change").hint("Pass predicate, purpose or description."));
         }
         let (old_predicate, old_purpose) = catalog::select(|c| {
-            let t = c.select("SELECT predicate, purpose FROM mseg.segments WHERE segment_id OPERATOR(pg_catalog.=) $1", None, &[id.into()])?;
+            let t =
+                c.select("SELECT predicate, purpose FROM mseg.segments WHERE segment_id OPERATOR(pg_catalog.=) $1", None, &[id.into()])?;
             let row = t.first();
             Ok((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()))
         })?;
@@ -1591,12 +1571,17 @@ fn unregister_source(table: Option<PgRelation>) -> bool {
         }
         let deleted = catalog::update(|c| {
             Ok(!c
-                .update("DELETE FROM mseg.sources WHERE relid OPERATOR(pg_catalog.=) $1::pg_catalog.oid RETURNING relid", None, &[relid.into()])?
+                .update(
+                    "DELETE FROM mseg.sources WHERE relid OPERATOR(pg_catalog.=) $1::pg_catalog.oid RETURNING relid",
+                    None,
+                    &[relid.into()],
+                )?
                 .is_empty())
         })?;
         if !deleted {
-            return Err(MsegError::new(Code::UndefinedObject, format!("{name} is not a registered source"))
-                .hint("mseg.sources lists the sources."));
+            return Err(
+                MsegError::new(Code::UndefinedObject, format!("{name} is not a registered source")).hint("mseg.sources lists the sources.")
+            );
         }
         drop_triggers(relid)?;
         catalog::audit("source.unregister", &name, serde_json::json!({}))?;

@@ -35,10 +35,7 @@ mod tests {
     fn hkdf_sha256_rfc5869_case1() {
         let mut okm = [0u8; 42];
         hkdf_sha256(&hex("000102030405060708090a0b0c"), &[0x0b; 22], &hex("f0f1f2f3f4f5f6f7f8f9"), &mut okm).unwrap();
-        assert_eq!(
-            okm.to_vec(),
-            hex("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865")
-        );
+        assert_eq!(okm.to_vec(), hex("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"));
     }
 
     #[pg_test]
@@ -200,9 +197,12 @@ mod tests {
              SELECT mseg.rotate_domain('t_rot');",
         )
         .unwrap();
-        let same = Spi::get_one::<i64>("SELECT count(*) FROM t_rot JOIN before USING (id) WHERE t_rot.email_pseudonym = before.email_pseudonym").unwrap();
+        let same =
+            Spi::get_one::<i64>("SELECT count(*) FROM t_rot JOIN before USING (id) WHERE t_rot.email_pseudonym = before.email_pseudonym")
+                .unwrap();
         assert_eq!(same, Some(0));
-        let bad = Spi::get_one::<i64>("SELECT count(*) FROM t_rot WHERE email_pseudonym IS DISTINCT FROM mseg.pseudonym(email, 't_rot')").unwrap();
+        let bad = Spi::get_one::<i64>("SELECT count(*) FROM t_rot WHERE email_pseudonym IS DISTINCT FROM mseg.pseudonym(email, 't_rot')")
+            .unwrap();
         assert_eq!(bad, Some(0));
     }
 
@@ -222,8 +222,11 @@ mod tests {
 
     #[pg_test]
     fn trigger_refuses_unconfigured_table() {
-        Spi::run("CREATE TABLE t_rogue(email text, p text);
-                  CREATE TRIGGER rogue BEFORE INSERT ON t_rogue FOR EACH ROW EXECUTE FUNCTION mseg.pseudonym_trigger();").unwrap();
+        Spi::run(
+            "CREATE TABLE t_rogue(email text, p text);
+                  CREATE TRIGGER rogue BEFORE INSERT ON t_rogue FOR EACH ROW EXECUTE FUNCTION mseg.pseudonym_trigger();",
+        )
+        .unwrap();
         let r = PgTryBuilder::new(|| Spi::run("INSERT INTO t_rogue VALUES ('x', NULL)").map(|_| true).unwrap_or(false))
             .catch_others(|_| false)
             .execute();

@@ -32,8 +32,8 @@ fn invalid(domain: &str, why: &str) -> MsegError {
 }
 
 pub fn encrypt(keys: &DomainKeys, plaintext: &[u8]) -> Result<String> {
-    let version = u16::try_from(keys.version)
-        .map_err(|_| MsegError::new(Code::General, "domain key version exceeds the token format's range"))?;
+    let version =
+        u16::try_from(keys.version).map_err(|_| MsegError::new(Code::General, "domain key version exceeds the token format's range"))?;
     let synthetic = keys.token_nonce.mac(plaintext);
     let nonce = Nonce::from_slice(&synthetic[..12]);
     let cipher = Aes256Gcm::new_from_slice(keys.token_encryption.as_ref())
