@@ -16,6 +16,7 @@ pub static CONTROLLER_ID: GucSetting<Option<CString>> = GucSetting::<Option<CStr
 pub static BACKFILL_BATCH_BLOCKS: GucSetting<i32> = GucSetting::<i32>::new(1024);
 pub static REFRESH_BATCH_SUBJECTS: GucSetting<i32> = GucSetting::<i32>::new(10000);
 pub static MIN_GROUP_SIZE: GucSetting<i32> = GucSetting::<i32>::new(10);
+pub static BULK_STATEMENT_SUBJECTS: GucSetting<i32> = GucSetting::<i32>::new(10000);
 
 /// Bumped whenever `mseg.key_file` is assigned (start-up, SIGHUP reload, `SET` by a superuser);
 /// the key cache compares it and zeroises itself when it moved.
@@ -79,6 +80,17 @@ pub fn init() {
         1,
         1 << 24,
         GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"mseg.bulk_statement_subjects",
+        c"A statement whose segment upkeep touches at least this many subjects is maintained in bulk.",
+        c"In bulk it takes the memberships table lock instead of a row lock per subject (READ COMMITTED) \
+          and reads each source in one grouped pass instead of once per subject. Only a superuser may change it.",
+        &BULK_STATEMENT_SUBJECTS,
+        1,
+        i32::MAX,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+pub mod bulk_predicates;
 pub mod catalog;
 pub mod consent;
 pub mod error;

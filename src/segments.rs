@@ -28,6 +28,7 @@ use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, OwnedPreparedStatement, SpiClient};
 use pgrx::{PgRelation, PgTryBuilder};
 
+use crate::bulk_predicates::{BulkPredicate, GroupedPasses, PassKeys};
 use crate::catalog;
 use crate::error::{boundary, Code, MsegError, Result as MsegResult};
 use crate::keys;
@@ -55,6 +56,8 @@ struct SegmentDef {
     subject_columns: Vec<String>,
     /// attribute numbers of `subject_columns` in the subject table
     subject_attnums: Vec<i16>,
+    /// the sources it reads, with their inheritance children (a change to a child's rows is a
+    /// change to what a predicate over the parent reads)
     sources: Vec<pg_sys::Oid>,
 }
 
@@ -77,6 +80,8 @@ struct SegCatalog {
     segment_reads: Vec<Vec<usize>>,
     /// the row-only predicates (index = position in `segments`), compiled on first use
     row_predicates: OnceCell<Option<RowPredicates>>,
+    /// the bulk forms of the predicates with sources (index = position in `segments`), on first use
+    bulk_predicates: OnceCell<Vec<Option<BulkPredicate>>>,
 }
 
 impl SegCatalog {
@@ -89,6 +94,19 @@ impl SegCatalog {
             RowPredicates::compile(&subject.name, desc, &texts).ok()
         });
         compiled.as_ref().filter(|c| c.fits(desc))
+    }
+
+    /// The bulk form of segment number `i` (position in `segments`), if it has one.
+    fn bulk_predicate(&self, i: usize) -> Option<&BulkPredicate> {
+        let forms = self.bulk_predicates.get_or_init(|| {
+            let Some(subject) = self.subject.as_ref() else {
+                return Vec::new();
+            };
+            let texts: Vec<Option<&str>> = self.segments.iter().map(|s| (!s.sources.is_empty()).then_some(s.canonical.as_str())).collect();
+            // a predicate that no longer analyses fails its SQL evaluation anyway; here it is only not rewritten
+            crate::bulk_predicates::compile(&subject.name, subject.relid, self.subject_key_attnum, &texts).unwrap_or_default()
+        });
+        forms.get(i).and_then(|f| f.as_ref())
     }
 }
 
@@ -118,8 +136,10 @@ fn load_catalog() -> MsegResult<SegCatalog> {
         let mut segments = Vec::new();
         for row in c.select(
             "SELECT segment_id, name, purpose, canonical, reads_sensitive, subject_columns::pg_catalog.text[], \
-                    sources::pg_catalog.oid[]::pg_catalog.int8[] \
-             FROM mseg.segments ORDER BY segment_id",
+                    ARRAY(WITH RECURSIVE r(relid) AS (SELECT pg_catalog.unnest(g.sources)::pg_catalog.oid \
+                            UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN r ON i.inhparent OPERATOR(pg_catalog.=) r.relid) \
+                          SELECT r.relid::pg_catalog.int8 FROM r) \
+             FROM mseg.segments g ORDER BY segment_id",
             None,
             &[],
         )? {
@@ -156,7 +176,16 @@ fn load_catalog() -> MsegResult<SegCatalog> {
     read_columns.dedup();
     let segment_reads =
         segments.iter().map(|s| s.subject_attnums.iter().filter_map(|a| read_columns.binary_search(a).ok()).collect()).collect();
-    Ok(SegCatalog { subject, segments, sources, subject_key_attnum, read_columns, segment_reads, row_predicates: OnceCell::new() })
+    Ok(SegCatalog {
+        subject,
+        segments,
+        sources,
+        subject_key_attnum,
+        read_columns,
+        segment_reads,
+        row_predicates: OnceCell::new(),
+        bulk_predicates: OnceCell::new(),
+    })
 }
 
 fn attnum(relid: pg_sys::Oid, column: &str) -> Option<i16> {
@@ -187,68 +216,105 @@ impl Scope {
     }
 }
 
+/// How an evaluation reads the sources: through the predicates' subqueries, once per subject, or
+/// (statements over many subjects) in the predicates' bulk form, one grouped pass per source over
+/// the rows of the given keys.
+#[derive(Clone, Copy)]
+enum Reads<'a> {
+    PerSubject,
+    Grouped(PassKeys<'a>),
+}
+
 /// `SELECT subject_key, segs FROM <from> s …`: the segments in `scope` evaluated for every row of
 /// `from`, each ANDed with the legal basis of the segment's purpose (see mseg._processable, the
 /// same rule).
 fn eval_select(cat: &SegCatalog, subject: &SubjectTable, from: &str, scope: &Scope) -> String {
-    eval_select_with(cat, subject, from, scope, false)
+    let (set, joins) = eval_parts(cat, subject, scope, false, Reads::PerSubject);
+    format!("SELECT s.{}::pg_catalog.int8 AS subject_key, {set} AS segs FROM {from} s{joins}", quote_identifier(&subject.key))
 }
 
-/// With `carry`, the array also holds the stored ids of the segments outside `scope` (read from
-/// the subject's membership row, joined as m), so it is the subject's whole new set, in id order
-/// like every stored set; without it, only the ids in scope.
-fn eval_select_with(cat: &SegCatalog, subject: &SubjectTable, from: &str, scope: &Scope, carry: bool) -> String {
+/// The new set of the subject row s for the segments in `scope`, and the joins it needs (the
+/// subject's legal-basis state, the grouped passes over the sources). With `carry`, the set also
+/// holds the stored ids of the segments outside `scope` (the caller joins the subject's membership
+/// row as m), so it is the subject's whole new set, in id order like every stored set; without it,
+/// only the ids in scope.
+fn eval_parts(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, carry: bool, reads: Reads<'_>) -> (String, String) {
     let key = format!("s.{}", quote_identifier(&subject.key));
-    let segments: Vec<&SegmentDef> = cat.segments.iter().filter(|s| scope.includes(s.id)).collect();
+    let in_scope: Vec<usize> = (0..cat.segments.len()).filter(|&i| scope.includes(cat.segments[i].id)).collect();
+    let segments: Vec<&SegmentDef> = in_scope.iter().map(|&i| &cat.segments[i]).collect();
     let mut purposes: Vec<&str> = segments.iter().map(|s| s.purpose.as_str()).collect();
     purposes.sort_unstable();
     purposes.dedup();
     let alias = |p: &str| purposes.iter().position(|x| *x == p).unwrap_or(0) + 1;
     let carry = carry && *scope != Scope::All;
-    let mut elements = Vec::new();
-    for seg in segments.iter() {
+    // segments grouped by their legal basis (purpose; explicit consent for sensitive data), so the
+    // basis is evaluated once per subject and group, not once per segment
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    let mut passes = GroupedPasses::default();
+    for (&n, seg) in in_scope.iter().zip(&segments) {
         let i = alias(&seg.purpose);
+        let pred = match (reads, cat.bulk_predicate(n)) {
+            (Reads::Grouped(_), Some(b)) => {
+                let values: Vec<String> = b.values.iter().map(|v| passes.value(v)).collect();
+                b.render(|v| values[v].clone())
+            }
+            _ => seg.canonical.clone(),
+        };
         // Art. 9: a predicate over sensitive data needs explicit consent
-        elements.push(format!(
-            "CASE WHEN ({pred}) AND {basis} THEN {id} END",
-            pred = seg.canonical,
-            basis = crate::consent::processable(i, seg.reads_sensitive),
-            id = seg.id
-        ));
+        let basis = crate::consent::processable(i, seg.reads_sensitive);
+        let element = format!("CASE WHEN ({pred}) THEN {id} END", id = seg.id);
+        match groups.iter_mut().find(|(b, _)| *b == basis) {
+            Some((_, elements)) => elements.push(element),
+            None => groups.push((basis, vec![element])),
+        }
     }
-    let evaluated = format!("ARRAY[{}]::pg_catalog.int4[]", elements.join(", "));
+    // NULL where the basis does not hold; NULL elements are dropped by _segments_merge
+    let evaluated = groups
+        .iter()
+        .map(|(basis, elements)| format!("(CASE WHEN {basis} THEN ARRAY[{}]::pg_catalog.int4[] END)", elements.join(", ")))
+        .collect::<Vec<_>>()
+        .join(" OPERATOR(pg_catalog.||) ");
+    let evaluated = if evaluated.is_empty() { "NULL::pg_catalog.int4[]".to_owned() } else { evaluated };
     let set = if carry {
         let ids: Vec<String> = segments.iter().map(|s| s.id.to_string()).collect();
         format!("mseg._segments_merge(m.segments, '{{{}}}'::pg_catalog.int4[], {evaluated})", ids.join(","))
     } else {
-        format!("pg_catalog.array_remove({evaluated}, NULL::pg_catalog.int4)")
+        format!("mseg._segments_merge(NULL, NULL, {evaluated})")
     };
-    let mut sql = format!("SELECT {key}::pg_catalog.int8 AS subject_key, {set} AS segs FROM {from} s");
-    sql.push_str(&crate::consent::joins(&purposes, &key));
-    if carry {
-        sql.push_str(&format!(" LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) {key}"));
+    let mut joins = crate::consent::joins(&purposes, &key);
+    if let Reads::Grouped(keys) = reads {
+        joins.push_str(&passes.joins(keys, &key));
     }
-    sql
+    (set, joins)
 }
 
 /// Recompute the subjects in $1 for the segments in `scope`, write the sets that changed (creating
 /// rows where needed) and their events. With a partial scope the stored ids outside it are kept.
-fn apply_sql(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope) -> String {
-    // the evaluation carries the stored ids outside the scope, so n.segs is the whole new set
-    let new = "COALESCE(n.segs, '{}'::pg_catalog.int4[])";
+/// A key without a subject row (deleted meanwhile) gets the empty set. `bulk`: the sources are
+/// read in grouped passes over the rows of $1.
+fn apply_sql(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, bulk: bool) -> String {
+    let reads = if bulk { Reads::Grouped(PassKeys::Array("$1::pg_catalog.int8[]")) } else { Reads::PerSubject };
+    let (set, joins) = eval_parts(cat, subject, scope, true, reads);
+    // The caller holds the lock protocol for $1: either every key has a membership row locked by
+    // this transaction, or (READ COMMITTED) the memberships table lock, taken before this
+    // statement's snapshot. Either way the stored rows seen here are all there are, and an UPDATE
+    // writes them (cheaper than an ON CONFLICT insert); the insert of a missing row keeps its
+    // ON CONFLICT all the same.
     format!(
-        "WITH n AS MATERIALIZED ({eval} WHERE s.{key} OPERATOR(pg_catalog.=) ANY ($1)), \
-         o AS (SELECT k AS subject_key, COALESCE(m.segments, '{{}}'::pg_catalog.int4[]) AS old \
-               FROM pg_catalog.unnest($1::pg_catalog.int8[]) k \
-               LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) k), \
-         c AS MATERIALIZED (SELECT o.subject_key, o.old, {new} AS new FROM o LEFT JOIN n ON n.subject_key OPERATOR(pg_catalog.=) o.subject_key), \
-         d AS MATERIALIZED (SELECT * FROM c WHERE c.old IS DISTINCT FROM c.new), \
-         u AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) \
-               SELECT d.subject_key, d.new, pg_catalog.now() FROM d \
-               ON CONFLICT (subject_key) DO UPDATE SET segments = EXCLUDED.segments, updated_at = EXCLUDED.updated_at) \
+        "WITH n AS MATERIALIZED (SELECT mseg_k.k AS subject_key, m.segments AS stored, \
+                CASE WHEN s.{key} IS NULL THEN '{{}}'::pg_catalog.int4[] ELSE {set} END AS new \
+              FROM pg_catalog.unnest($1::pg_catalog.int8[]) mseg_k(k) \
+              LEFT JOIN {rel} s ON s.{key} OPERATOR(pg_catalog.=) mseg_k.k{joins} \
+              LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) mseg_k.k), \
+         d AS MATERIALIZED (SELECT * FROM n WHERE COALESCE(n.stored, '{{}}'::pg_catalog.int4[]) IS DISTINCT FROM n.new), \
+         i AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) \
+               SELECT d.subject_key, d.new, pg_catalog.now() FROM d WHERE d.stored IS NULL \
+               ON CONFLICT (subject_key) DO UPDATE SET segments = EXCLUDED.segments, updated_at = EXCLUDED.updated_at), \
+         u AS (UPDATE mseg.memberships m SET segments = d.new, updated_at = pg_catalog.now() FROM d \
+               WHERE d.stored IS NOT NULL AND m.subject_key OPERATOR(pg_catalog.=) d.subject_key) \
          INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
-         SELECT d.subject_key, mseg._segments_minus(d.new, d.old), mseg._segments_minus(d.old, d.new) FROM d",
-        eval = eval_select_with(cat, subject, &subject.name, scope, true),
+         SELECT d.subject_key, mseg._segments_minus(d.new, d.stored), mseg._segments_minus(d.stored, d.new) FROM d",
+        rel = subject.name,
         key = quote_identifier(&subject.key),
     )
 }
@@ -261,22 +327,42 @@ const LOCK_SQL: &str = "INSERT INTO mseg.memberships AS m (subject_key) \
      SELECT k FROM pg_catalog.unnest($1::pg_catalog.int8[]) k ORDER BY k \
      ON CONFLICT (subject_key) DO UPDATE SET updated_at = pg_catalog.now()";
 
-/// A READ COMMITTED statement that touches at least this many subjects takes the memberships table
-/// lock instead of one row lock per subject (bulk loads: no pass that writes every row first).
-const BULK_LOCK_KEYS: usize = 10_000;
+/// A statement that touches at least this many subjects (`mseg.bulk_statement_subjects`) is
+/// maintained in bulk: in READ COMMITTED it takes the memberships table lock instead of one row lock
+/// per subject (no pass that writes every row first), and it reads the sources in grouped passes.
+fn bulk_subjects() -> usize {
+    crate::gucs::BULK_STATEMENT_SUBJECTS.get().max(1) as usize
+}
 /// Conflicts with every writer of memberships (ROW EXCLUSIVE) and with itself, not with readers.
 const TABLE_LOCK_SQL: &str = "LOCK TABLE mseg.memberships IN SHARE ROW EXCLUSIVE MODE";
 
-fn insert_sql(cat: &SegCatalog, subject: &SubjectTable) -> String {
+/// Evaluate the new subjects (transition table mseg_new), write the sets that differ from a stored
+/// one (normally none is stored: the subject is new) and their events. `bulk`: the sources are read
+/// in grouped passes over the rows of the new keys. `locked`: the caller holds the memberships
+/// table lock in READ COMMITTED, so this statement's snapshot sees every membership row there will
+/// be, and new rows are plainly inserted (half the cost of an ON CONFLICT insert).
+fn insert_sql(cat: &SegCatalog, subject: &SubjectTable, bulk: bool, locked: bool) -> String {
+    let key = quote_identifier(&subject.key);
+    let new_keys = format!("SELECT mseg_k.{key}::pg_catalog.int8 FROM mseg_new mseg_k");
+    let reads = if bulk { Reads::Grouped(PassKeys::Query(&new_keys)) } else { Reads::PerSubject };
+    let (set, joins) = eval_parts(cat, subject, &Scope::All, false, reads);
+    let write = if locked {
+        "i AS (INSERT INTO mseg.memberships (subject_key, segments, updated_at) \
+               SELECT d.subject_key, d.new, pg_catalog.now() FROM d WHERE d.stored IS NULL), \
+         u AS (UPDATE mseg.memberships m SET segments = d.new, updated_at = pg_catalog.now() FROM d \
+               WHERE d.stored IS NOT NULL AND m.subject_key OPERATOR(pg_catalog.=) d.subject_key)"
+    } else {
+        "u AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) \
+               SELECT d.subject_key, d.new, pg_catalog.now() FROM d \
+               ON CONFLICT (subject_key) DO UPDATE SET segments = EXCLUDED.segments, updated_at = EXCLUDED.updated_at)"
+    };
     format!(
-        "WITH n AS MATERIALIZED ({eval}), \
-         w AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) \
-               SELECT subject_key, segs, pg_catalog.now() FROM n WHERE pg_catalog.cardinality(segs) OPERATOR(pg_catalog.>) 0 \
-               ON CONFLICT (subject_key) DO UPDATE SET segments = EXCLUDED.segments, updated_at = EXCLUDED.updated_at \
-               RETURNING m.subject_key, m.segments) \
+        "WITH n AS MATERIALIZED (SELECT s.{key}::pg_catalog.int8 AS subject_key, {set} AS new, m.segments AS stored \
+              FROM mseg_new s{joins} LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) s.{key}), \
+         d AS MATERIALIZED (SELECT * FROM n WHERE COALESCE(n.stored, '{{}}'::pg_catalog.int4[]) IS DISTINCT FROM n.new), \
+         {write} \
          INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
-         SELECT subject_key, segments, '{{}}' FROM w",
-        eval = eval_select(cat, subject, "mseg_new", &Scope::All)
+         SELECT d.subject_key, mseg._segments_minus(d.new, d.stored), mseg._segments_minus(d.stored, d.new) FROM d"
     )
 }
 
@@ -296,12 +382,12 @@ const TRUNCATE_SQL: &str = "WITH d AS (DELETE FROM mseg.memberships RETURNING su
 
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 enum PlanKind {
-    Apply(Scope),
+    Apply(Scope, bool),
     RowEval(Vec<i32>),
     RowWrite(Vec<i32>),
     SubjectLock,
     Lock,
-    Insert,
+    Insert { bulk: bool, locked: bool },
     Delete,
     Truncate,
 }
@@ -386,7 +472,7 @@ fn lock_keys(client: &mut SpiClient<'_>, keys: &[i64], mode: LockMode) -> MsegRe
     let table = read_committed()
         && match mode {
             LockMode::Rows => false,
-            LockMode::RowsOrTable => keys.len() >= BULK_LOCK_KEYS,
+            LockMode::RowsOrTable => keys.len() >= bulk_subjects(),
             LockMode::Table => true,
         };
     if table {
@@ -656,20 +742,31 @@ unsafe fn statement_keys(
 unsafe fn with_trigger_spi(td: &pg_sys::TriggerData, f: impl FnOnce(&mut SpiClient<'_>) -> MsegResult<()>) -> MsegResult<()> {
     let tdp = td as *const pg_sys::TriggerData as *mut pg_sys::TriggerData;
     catalog::as_owner(|| {
-        catalog::with_setting(c"plan_cache_mode", c"force_generic_plan", || {
-            Spi::connect_mut(|client| {
-                // SAFETY: makes this statement's transition tables visible to the queries below.
-                unsafe { pg_sys::SPI_register_trigger_data(tdp) };
-                f(client)
+        without_jit(|| {
+            catalog::with_setting(c"plan_cache_mode", c"force_generic_plan", || {
+                Spi::connect_mut(|client| {
+                    // SAFETY: makes this statement's transition tables visible to the queries below.
+                    unsafe { pg_sys::SPI_register_trigger_data(tdp) };
+                    f(client)
+                })
             })
         })
     })
 }
 
+/// Run `f` with JIT compilation off: an evaluation of every segment is one expression per segment
+/// and per basis, and compiling them costs seconds on every bulk statement (its plan is costed
+/// high), more than the compiled code saves.
+fn without_jit<T>(f: impl FnOnce() -> MsegResult<T>) -> MsegResult<T> {
+    catalog::with_setting(c"jit", c"off", f)
+}
+
 unsafe fn on_statement(td: &pg_sys::TriggerData) -> MsegResult<()> {
     let relid = (*td.tg_relation).rd_id;
     let cat = cached_catalog()?;
-    let Some(subject) = cat.subject.clone() else { return Ok(()) };
+    let Some(subject) = cat.subject.clone() else {
+        return Ok(());
+    };
     if cat.segments.is_empty() {
         return Ok(());
     }
@@ -708,9 +805,31 @@ unsafe fn on_statement(td: &pg_sys::TriggerData) -> MsegResult<()> {
 unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat: &SegCatalog, subject: &SubjectTable) -> MsegResult<()> {
     match op {
         pg_sys::TRIGGER_EVENT_INSERT => with_trigger_spi(td, |client| {
-            let p = plan(client, &PlanKind::Insert, &[], || insert_sql(cat, subject))?;
-            client.update(&*p, None, &[])?;
-            Ok(())
+            // SAFETY: the new rows' transition table of this INSERT statement trigger.
+            let rows = unsafe {
+                if td.tg_newtable.is_null() {
+                    0
+                } else {
+                    pg_sys::tuplestore_tuple_count(td.tg_newtable)
+                }
+            };
+            let bulk = rows >= bulk_subjects() as i64;
+            let locked = bulk && read_committed();
+            if locked {
+                // waits for every writer of memberships; the next statement's snapshot sees them
+                client.update(TABLE_LOCK_SQL, None, &[])?;
+            }
+            let p = plan(client, &PlanKind::Insert { bulk, locked }, &[], || insert_sql(cat, subject, bulk, locked))?;
+            if bulk {
+                // as in apply_locked: planned for this statement's transition table
+                catalog::with_setting(c"plan_cache_mode", c"force_custom_plan", || {
+                    client.update(&*p, None, &[])?;
+                    Ok(())
+                })
+            } else {
+                client.update(&*p, None, &[])?;
+                Ok(())
+            }
         }),
         pg_sys::TRIGGER_EVENT_UPDATE => {
             let scanned = scan_subject_update(td, cat);
@@ -770,7 +889,7 @@ fn row_path_applies(cat: &SegCatalog, u: &SubjectUpdate) -> bool {
     read_committed()
         && u.rekeyed.is_empty()
         && !u.affected.is_empty()
-        && u.changed.len() < BULK_LOCK_KEYS
+        && u.changed.len() < bulk_subjects()
         && cat.segments.iter().filter(|s| u.affected.contains(&s.id)).all(|s| s.sources.is_empty())
 }
 
@@ -854,11 +973,12 @@ fn apply_locked(client: &mut SpiClient<'_>, cat: &SegCatalog, subject: &SubjectT
     if keys.is_empty() {
         return Ok(());
     }
-    let kind = PlanKind::Apply(scope.clone());
-    let apply = plan(client, &kind, &[int8_array()], || apply_sql(cat, subject, scope))?;
-    if keys.len() >= BULK_LOCK_KEYS {
-        // a plan for this many subjects (hashed subplans over the sources, hash joins) is worth
-        // its few milliseconds of planning; the generic one assumes a handful
+    let bulk = keys.len() >= bulk_subjects();
+    let kind = PlanKind::Apply(scope.clone(), bulk);
+    let apply = plan(client, &kind, &[int8_array()], || apply_sql(cat, subject, scope, bulk))?;
+    if bulk {
+        // a plan for this many subjects (grouped passes, hash joins) is worth its few milliseconds
+        // of planning; the generic one assumes a handful
         catalog::with_setting(c"plan_cache_mode", c"force_custom_plan", || {
             client.update(&*apply, None, &[keys.to_vec().into()])?;
             Ok(())
@@ -1258,36 +1378,38 @@ fn refresh_all(label: &str, scope: &Scope, mode: LockMode) -> MsegResult<i64> {
     let before = events_count()?;
     let mut done = 0i64;
     catalog::as_owner(|| {
-        Spi::connect_mut(|client| -> MsegResult<()> {
-            let mut last = i64::MIN;
-            loop {
-                let t = client.update(&next_batch, None, &[last.into(), batch.into()])?;
-                let keys = t.first().get_one::<Vec<i64>>()?.unwrap_or_default();
-                let Some(&max) = keys.last() else { break };
-                if mode != LockMode::Table {
-                    // (definitions have locked the whole table instead)
-                    lock_subject_rows(client, &subject, &keys)?;
+        without_jit(|| {
+            Spi::connect_mut(|client| -> MsegResult<()> {
+                let mut last = i64::MIN;
+                loop {
+                    let t = client.update(&next_batch, None, &[last.into(), batch.into()])?;
+                    let keys = t.first().get_one::<Vec<i64>>()?.unwrap_or_default();
+                    let Some(&max) = keys.last() else { break };
+                    if mode != LockMode::Table {
+                        // (definitions have locked the whole table instead)
+                        lock_subject_rows(client, &subject, &keys)?;
+                    }
+                    apply_keys(client, &cat, &subject, &keys, scope, mode)?;
+                    last = max;
+                    done += keys.len() as i64;
+                    progress::advance(slot, done, done);
+                    pgrx::check_for_interrupts!();
                 }
-                apply_keys(client, &cat, &subject, &keys, scope, mode)?;
-                last = max;
-                done += keys.len() as i64;
-                progress::advance(slot, done, done);
-                pgrx::check_for_interrupts!();
-            }
-            // memberships of subjects that no longer exist
-            client.update(
-                &format!(
-                    "WITH d AS (DELETE FROM mseg.memberships m WHERE NOT EXISTS \
+                // memberships of subjects that no longer exist
+                client.update(
+                    &format!(
+                        "WITH d AS (DELETE FROM mseg.memberships m WHERE NOT EXISTS \
                        (SELECT 1 FROM {} s WHERE s.{key} OPERATOR(pg_catalog.=) m.subject_key) \
                        RETURNING m.subject_key, m.segments) \
                      INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
                      SELECT subject_key, '{{}}', segments FROM d WHERE pg_catalog.cardinality(segments) OPERATOR(pg_catalog.>) 0",
-                    subject.name
-                ),
-                None,
-                &[],
-            )?;
-            Ok(())
+                        subject.name
+                    ),
+                    None,
+                    &[],
+                )?;
+                Ok(())
+            })
         })
     })?;
     progress::finish(slot, done);
@@ -1614,7 +1736,9 @@ fn verify_segments() -> TableIterator<'static, (name!(segment, String), name!(su
     let rows = boundary(|| {
         unsafe { pg_sys::AcceptInvalidationMessages() };
         let cat = cached_catalog()?;
-        let Some(subject) = cat.subject.clone() else { return Ok(Vec::new()) };
+        let Some(subject) = cat.subject.clone() else {
+            return Ok(Vec::new());
+        };
         let names: HashMap<i32, String> = cat.segments.iter().map(|s| (s.id, s.name.clone())).collect();
         let sql = format!(
             "WITH n AS ({eval}) \
@@ -1624,20 +1748,22 @@ fn verify_segments() -> TableIterator<'static, (name!(segment, String), name!(su
              ORDER BY 1",
             eval = eval_select(&cat, &subject, &subject.name, &Scope::All)
         );
-        catalog::select(|c| {
-            let mut out = Vec::new();
-            for row in c.select(&sql, None, &[])? {
-                let key = row.get::<i64>(1)?.unwrap_or(0);
-                let expected = row.get::<Vec<i32>>(2)?.unwrap_or_default();
-                let stored = row.get::<Vec<i32>>(3)?.unwrap_or_default();
-                for id in expected.iter().filter(|i| !stored.contains(i)) {
-                    out.push((names.get(id).cloned().unwrap_or_else(|| format!("#{id}")), key, true));
+        without_jit(|| {
+            catalog::select(|c| {
+                let mut out = Vec::new();
+                for row in c.select(&sql, None, &[])? {
+                    let key = row.get::<i64>(1)?.unwrap_or(0);
+                    let expected = row.get::<Vec<i32>>(2)?.unwrap_or_default();
+                    let stored = row.get::<Vec<i32>>(3)?.unwrap_or_default();
+                    for id in expected.iter().filter(|i| !stored.contains(i)) {
+                        out.push((names.get(id).cloned().unwrap_or_else(|| format!("#{id}")), key, true));
+                    }
+                    for id in stored.iter().filter(|i| !expected.contains(i)) {
+                        out.push((names.get(id).cloned().unwrap_or_else(|| format!("#{id}")), key, false));
+                    }
                 }
-                for id in stored.iter().filter(|i| !expected.contains(i)) {
-                    out.push((names.get(id).cloned().unwrap_or_else(|| format!("#{id}")), key, false));
-                }
-            }
-            Ok(out)
+                Ok(out)
+            })
         })
     });
     TableIterator::new(rows)
@@ -1675,7 +1801,9 @@ fn segments_refresh_subject(subject: Option<i64>) -> bool {
         let Some(key) = subject else { return Ok(false) };
         unsafe { pg_sys::AcceptInvalidationMessages() };
         let cat = cached_catalog()?;
-        let Some(subject) = cat.subject.clone() else { return Ok(false) };
+        let Some(subject) = cat.subject.clone() else {
+            return Ok(false);
+        };
         if cat.segments.is_empty() {
             return Ok(false);
         }

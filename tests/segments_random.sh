@@ -3,7 +3,8 @@
 # transactions (inserts, updates, deletes and multi-row changes on the subject table and a
 # source table, consent grants, withdrawals, objections, restrictions, erasures), first in
 # READ COMMITTED, then 2,000 more on few subjects in REPEATABLE READ (pgbench retries the
-# serialization failures the row-lock protocol raises).
+# serialization failures the row-lock protocol raises); then 3,000 more with every statement
+# maintained in bulk (mseg.bulk_statement_subjects = 1), in READ COMMITTED and REPEATABLE READ.
 # Afterwards mseg.verify_segments() must report no difference from a from-scratch evaluation.
 source "$(dirname "$0")/../scripts/lib.sh"
 mseg_cluster_start
@@ -53,7 +54,7 @@ EXCEPTION WHEN SQLSTATE 'MS040' OR SQLSTATE 'MS043' OR SQLSTATE 'MS044' OR SQLST
 END $$;
 SQL
 cat > "$MSEG_DIR/ops.sql" <<'PGB'
-\set op random(1, 20)
+\set op random(1, 21)
 \set id random(1, :idmax)
 \set v random(0, 300)
 \if :op <= 3
@@ -72,6 +73,8 @@ UPDATE orders SET category = (ARRAY['running','books','yoga','kids'])[1 + :v % 4
 DELETE FROM orders WHERE customer_id = :id;
 \elif :op = 14
 UPDATE customers SET points = points + 1 WHERE id BETWEEN :id AND :id + 25;
+\elif :op = 15
+INSERT INTO orders (customer_id, category, amount) SELECT g, (ARRAY['running','books','yoga','kids'])[1 + (g + :v) % 4], :v % 60 FROM generate_series(:id, :id + 30) g;
 \else
 SELECT rnd_consent(:v % 9, :id);
 \endif
@@ -82,14 +85,26 @@ note "phase 1: 4 clients x 2500 transactions, READ COMMITTED"
 pgb -D idmax=4000 -c 4 -j 2 -t 2500 --max-tries=20 2>&1 | grep -E "processed|failed|retried|tps" | sed 's/^/   /'
 note "phase 2: 4 clients x 500 transactions on 300 subjects (many conflicts), REPEATABLE READ"
 PGOPTIONS='-c default_transaction_isolation=repeatable\ read' pgb -D idmax=300 -c 4 -j 2 -t 500 --max-tries=100 2>&1 | grep -E "processed|failed|retried|tps" | sed 's/^/   /'
-read -r events members diffs <<< "$(mseg_psql rnd -At -F ' ' -c "SELECT (SELECT count(*) FROM mseg.membership_events),
-    (SELECT count(*) FROM mseg.memberships WHERE segments <> '{}'), (SELECT count(*) FROM mseg.verify_segments())")"
-note "membership events written: $events; subjects in a segment now: $members; differences: $diffs"
-[ "$events" -gt 1000 ] || { echo "FAIL: the workload changed too few memberships ($events) to prove anything"; exit 1; }
-if [ "$diffs" != "0" ]; then
-    mseg_psql rnd -c "SELECT * FROM mseg.verify_segments() LIMIT 20"
-    echo "FAIL: memberships differ from a from-scratch evaluation"; exit 1
-fi
+verify() {     # label: no difference from a from-scratch evaluation, and enough changes to prove it
+    read -r events members diffs <<< "$(mseg_psql rnd -At -F ' ' -c "SELECT (SELECT count(*) FROM mseg.membership_events),
+        (SELECT count(*) FROM mseg.memberships WHERE segments <> '{}'), (SELECT count(*) FROM mseg.verify_segments())")"
+    note "after $1: membership events written: $events; subjects in a segment now: $members; differences: $diffs"
+    [ "$events" -gt 1000 ] || { echo "FAIL: the workload changed too few memberships ($events) to prove anything"; exit 1; }
+    if [ "$diffs" != "0" ]; then
+        mseg_psql rnd -c "SELECT * FROM mseg.verify_segments() LIMIT 20"
+        echo "FAIL: memberships differ from a from-scratch evaluation after $1"; exit 1
+    fi
+}
+verify "phases 1-2"
+# Every statement maintained in bulk (memberships table lock in READ COMMITTED, sources read in
+# grouped passes, new subjects inserted without ON CONFLICT), then the row-lock protocol with
+# grouped passes in REPEATABLE READ.
+mseg_psql rnd -q -c "ALTER DATABASE rnd SET mseg.bulk_statement_subjects = 1"
+note "phase 3: bulk upkeep for every statement, 4 clients x 500 transactions, READ COMMITTED"
+pgb -D idmax=4000 -c 4 -j 2 -t 500 --max-tries=20 2>&1 | grep -E "processed|failed|retried|tps" | sed 's/^/   /'
+note "phase 4: bulk upkeep, 4 clients x 250 transactions on 300 subjects, REPEATABLE READ"
+PGOPTIONS='-c default_transaction_isolation=repeatable\ read' pgb -D idmax=300 -c 4 -j 2 -t 250 --max-tries=100 2>&1 | grep -E "processed|failed|retried|tps" | sed 's/^/   /'
+verify "phases 3-4 (bulk)"
 audit=$(mseg_psql rnd -At -c "SELECT ok FROM mseg.verify_audit_log()")
 [ "$audit" = "t" ] || { echo "FAIL: audit chain broken"; exit 1; }
 echo "segments_random: 1 passed, 0 failed"

@@ -1,0 +1,369 @@
+//! Segment predicates in their bulk form, for statements that recompute many subjects at once.
+//!
+//! A behavioural predicate reads a source through subqueries correlated with the subject's key,
+//! e.g. `(SELECT count(*) FROM public.orders o WHERE o.customer_id = s.customer_id AND o.category =
+//! 'cycling') >= 3`. PostgreSQL runs such a subquery once per subject (an index scan, about 2 µs),
+//! so a statement that recomputes a million subjects pays it a million times per predicate. In the
+//! bulk form each such subquery becomes one column of a single grouped pass over the source rows of
+//! the affected keys, joined to the subjects by key: here `count(*) FILTER (WHERE mseg_src.category
+//! = 'cycling')` grouped by `mseg_src.customer_id`. A subject without source rows has no group row
+//! and gets what the subquery returns over no rows: false for EXISTS, otherwise the aggregate over
+//! an empty input (an uncorrelated subquery, computed once per statement).
+//!
+//! Only subqueries of exactly this shape are rewritten: EXISTS, or one plain aggregate, over one
+//! table, tied to the subject by one equality of integer columns (a source column = the subject
+//! key) and by nothing else, without grouping, ordering, limits, DISTINCT, set operations, CTEs or
+//! subqueries of their own. Anything else stays correlated in the same predicate. The rewrite works
+//! on PostgreSQL's analysed query tree and prints the parts with PostgreSQL's deparser, like the
+//! canonical text. `mseg.verify_segments()` evaluates the original predicates, so it checks the
+//! bulk form; the pg_regress file segments_bulk runs every maintenance path in it and verifies.
+
+use std::ffi::{c_void, CStr};
+
+use pgrx::pg_sys;
+use pgrx::spi::quote_identifier;
+use pgrx::PgTryBuilder;
+
+use crate::catalog;
+use crate::error::Result as MsegResult;
+
+/// Placeholders for the rewritten subqueries in a template: `$1000`, `$1001`, … (four digits, so
+/// none is a prefix of another). Predicates containing `$` are not rewritten.
+const PLACEHOLDER_BASE: usize = 1000;
+const MAX_VALUES: usize = 8999 - PLACEHOLDER_BASE;
+/// Alias of the source in the grouped passes and in the printed columns.
+const SOURCE_ALIAS: &CStr = c"mseg_src";
+
+/// What a rewritten subquery is for a subject without source rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// EXISTS over no rows
+    False,
+    /// the aggregate over no rows: an uncorrelated subquery
+    Aggregate(String),
+}
+
+/// One rewritten subquery: a column of the grouped pass over `relation` by `key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupedValue {
+    /// `public.orders`, or `ONLY public.orders` where the subquery said so
+    pub relation: String,
+    /// the source column the subquery is tied to the subject key by (quoted)
+    pub key: String,
+    /// an aggregate over the source (alias `mseg_src`)
+    pub column: String,
+    pub missing: Missing,
+}
+
+/// A predicate with some of its subqueries rewritten (see [`BulkPredicate::render`]).
+#[derive(Clone, Debug)]
+pub struct BulkPredicate {
+    template: String,
+    pub values: Vec<GroupedValue>,
+}
+
+fn placeholder(i: usize) -> String {
+    format!("${}", PLACEHOLDER_BASE + i)
+}
+
+impl BulkPredicate {
+    /// The predicate's SQL with rewritten subquery `i` replaced by the expression `value(i)`.
+    pub fn render(&self, value: impl Fn(usize) -> String) -> String {
+        let mut sql = self.template.clone();
+        for i in 0..self.values.len() {
+            sql = sql.replace(&placeholder(i), &format!("({})", value(i)));
+        }
+        sql
+    }
+}
+
+/// The grouped passes an evaluation joins: one per (source, key column), each with the distinct
+/// columns the rendered predicates use.
+#[derive(Default)]
+pub struct GroupedPasses {
+    passes: Vec<(String, String, Vec<String>)>,
+}
+
+impl GroupedPasses {
+    /// The SQL expression that stands for `v` in a rendered predicate.
+    pub fn value(&mut self, v: &GroupedValue) -> String {
+        let j = match self.passes.iter().position(|(r, k, _)| *r == v.relation && *k == v.key) {
+            Some(j) => j,
+            None => {
+                self.passes.push((v.relation.clone(), v.key.clone(), Vec::new()));
+                self.passes.len() - 1
+            }
+        };
+        let columns = &mut self.passes[j].2;
+        let c = match columns.iter().position(|c| *c == v.column) {
+            Some(c) => c,
+            None => {
+                columns.push(v.column.clone());
+                columns.len() - 1
+            }
+        };
+        match &v.missing {
+            Missing::False => format!("COALESCE(mseg_g{j}.c{c}, false)"),
+            Missing::Aggregate(empty) => {
+                format!("CASE WHEN mseg_g{j}.k IS NULL THEN {empty} ELSE mseg_g{j}.c{c} END")
+            }
+        }
+    }
+
+    /// `LEFT JOIN (grouped pass) mseg_gJ ON …` for every pass over the source rows of `keys`,
+    /// joined to the subject key `subject_key`.
+    pub fn joins(&self, keys: PassKeys<'_>, subject_key: &str) -> String {
+        let mut sql = String::new();
+        for (j, (relation, key, columns)) in self.passes.iter().enumerate() {
+            let cols: Vec<String> = columns.iter().enumerate().map(|(c, col)| format!(", {col} AS c{c}")).collect();
+            let rows = match keys {
+                PassKeys::Array(array) => format!(
+                    "pg_catalog.unnest({array}) mseg_u(k) JOIN {relation} mseg_src ON mseg_src.{key} OPERATOR(pg_catalog.=) mseg_u.k"
+                ),
+                PassKeys::Query(query) => format!("{relation} mseg_src WHERE mseg_src.{key} OPERATOR(pg_catalog.=) ANY ({query})"),
+            };
+            sql.push_str(&format!(
+                " LEFT JOIN (SELECT mseg_src.{key} AS k{cols} FROM {rows} GROUP BY 1) mseg_g{j} \
+                   ON mseg_g{j}.k OPERATOR(pg_catalog.=) {subject_key}",
+                cols = cols.concat()
+            ));
+        }
+        sql
+    }
+}
+
+/// Which source rows a grouped pass reads: those of the keys in an array of distinct int8 keys
+/// (joined with its elements: the planner knows their number, and no `= ANY` over a constant of a
+/// million elements has to be estimated), or those of the keys a subquery returns.
+#[derive(Clone, Copy, Debug)]
+pub enum PassKeys<'a> {
+    Array(&'a str),
+    Query(&'a str),
+}
+
+/// The bulk forms of `predicates` over `relation` (alias s, oid `relid`, key column number
+/// `key_attnum`): None where a predicate is not given, has no subquery to rewrite, or does not analyse.
+pub fn compile(relation: &str, relid: pg_sys::Oid, key_attnum: i16, predicates: &[Option<&str>]) -> MsegResult<Vec<Option<BulkPredicate>>> {
+    catalog::as_owner(|| {
+        // printed like the canonical text: only pg_catalog on the path, every other name qualified
+        catalog::with_search_path(c"pg_catalog", || unsafe {
+            let context = pg_sys::AllocSetContextCreateInternal(
+                pg_sys::CurrentMemoryContext,
+                c"mseg bulk predicates".as_ptr(),
+                0,
+                8 * 1024,
+                8 * 1024 * 1024,
+            );
+            let previous = pg_sys::MemoryContextSwitchTo(context);
+            let forms = predicates.iter().map(|p| p.and_then(|p| compile_one(relation, relid, key_attnum, p))).collect();
+            pg_sys::MemoryContextSwitchTo(previous);
+            pg_sys::MemoryContextDelete(context);
+            Ok(forms)
+        })
+    })
+}
+
+struct Rewrite {
+    subject_key: i16,
+    values: Vec<GroupedValue>,
+}
+
+/// SAFETY: runs in a memory context that is deleted afterwards; an error yields None.
+unsafe fn compile_one(relation: &str, relid: pg_sys::Oid, key_attnum: i16, predicate: &str) -> Option<BulkPredicate> {
+    if predicate.contains('$') {
+        return None; // the placeholders must be the only `$` in the template
+    }
+    let sql = std::ffi::CString::new(format!("SELECT ({predicate}) FROM {relation} s")).ok()?;
+    let built: Result<Option<BulkPredicate>, ()> = PgTryBuilder::new(|| unsafe {
+        let raw = pg_sys::raw_parser(sql.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
+        if raw.is_null() || (*raw).length != 1 {
+            return Ok(None);
+        }
+        let rawstmt = (*(*raw).elements).ptr_value as *mut pg_sys::RawStmt;
+        let query = pg_sys::parse_analyze_fixedparams(rawstmt, sql.as_ptr(), std::ptr::null(), 0, std::ptr::null_mut());
+        let q = &*query;
+        if !q.hasSubLinks || q.targetList.is_null() || (*q.targetList).length != 1 {
+            return Ok(None);
+        }
+        let tle = (*(*q.targetList).elements).ptr_value as *mut pg_sys::TargetEntry;
+        let mut rw = Rewrite { subject_key: key_attnum, values: Vec::new() };
+        // the mutator on the whole expression (it may itself be one EXISTS)
+        let rewritten = rewrite_node((*tle).expr.cast(), (&mut rw as *mut Rewrite).cast());
+        if rw.values.is_empty() || rw.values.len() > MAX_VALUES {
+            return Ok(None);
+        }
+        let ctx = pg_sys::deparse_context_for(c"s".as_ptr(), relid);
+        let template = CStr::from_ptr(pg_sys::deparse_expression(rewritten, ctx, true, false)).to_string_lossy().into_owned();
+        let placed = (0..rw.values.len()).all(|i| template.matches(&placeholder(i)).count() == 1);
+        if !placed || template.matches('$').count() != rw.values.len() {
+            return Ok(None);
+        }
+        Ok(Some(BulkPredicate { template, values: rw.values }))
+    })
+    .catch_others(|_| Err(()))
+    .execute();
+    built.ok().flatten()
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn rewrite_node(node: *mut pg_sys::Node, ctx: *mut c_void) -> *mut pg_sys::Node {
+    if node.is_null() {
+        return node;
+    }
+    if (*node).type_ == pg_sys::NodeTag::T_SubLink {
+        let rw = &mut *(ctx as *mut Rewrite);
+        let Some(value) = grouped_value(node as *mut pg_sys::SubLink, rw.subject_key) else {
+            return node; // stays correlated (and so does every subquery inside it)
+        };
+        let param = pg_sys::palloc0(std::mem::size_of::<pg_sys::Param>()) as *mut pg_sys::Param;
+        (*param).xpr.type_ = pg_sys::NodeTag::T_Param;
+        (*param).paramkind = pg_sys::ParamKind::PARAM_EXTERN;
+        (*param).paramid = (PLACEHOLDER_BASE + rw.values.len()) as i32;
+        (*param).paramtype = pg_sys::exprType(node);
+        (*param).paramtypmod = pg_sys::exprTypmod(node);
+        (*param).paramcollid = pg_sys::exprCollation(node);
+        (*param).location = -1;
+        rw.values.push(value);
+        return param.cast();
+    }
+    let mutator: unsafe extern "C-unwind" fn(*mut pg_sys::Node, *mut c_void) -> *mut pg_sys::Node = rewrite_node;
+    // SAFETY: PostgreSQL 15 declares the mutator without its parameters; it calls it with (node, context).
+    let mutator: unsafe extern "C-unwind" fn() -> *mut pg_sys::Node = std::mem::transmute(mutator);
+    pg_sys::expression_tree_mutator(node, Some(mutator), ctx)
+}
+
+unsafe fn list_nodes(list: *mut pg_sys::List) -> Vec<*mut pg_sys::Node> {
+    if list.is_null() {
+        return Vec::new();
+    }
+    (0..(*list).length as usize).map(|i| (*(*list).elements.add(i)).ptr_value as *mut pg_sys::Node).collect()
+}
+
+fn is_integer(typ: pg_sys::Oid) -> bool {
+    typ == pg_sys::INT2OID || typ == pg_sys::INT4OID || typ == pg_sys::INT8OID
+}
+
+/// The source column number if `qual` is `source.column = s.key` (either way round) with integer
+/// columns and the built-in equality.
+unsafe fn correlation(qual: *mut pg_sys::Node, subject_key: i16) -> Option<i16> {
+    if (*qual).type_ != pg_sys::NodeTag::T_OpExpr {
+        return None;
+    }
+    let op = &*(qual as *mut pg_sys::OpExpr);
+    let name = pg_sys::get_opname(op.opno);
+    if name.is_null()
+        || CStr::from_ptr(name).to_bytes() != b"="
+        || pg_sys::get_func_namespace(pg_sys::get_opcode(op.opno)) != pg_sys::PG_CATALOG_NAMESPACE.into()
+    {
+        return None;
+    }
+    let args = list_nodes(op.args);
+    if args.len() != 2 || args.iter().any(|a| (**a).type_ != pg_sys::NodeTag::T_Var) {
+        return None;
+    }
+    let (a, b) = (&*(args[0] as *mut pg_sys::Var), &*(args[1] as *mut pg_sys::Var));
+    let (inner, outer) = if a.varlevelsup == 0 { (a, b) } else { (b, a) };
+    let tied = inner.varlevelsup == 0
+        && inner.varno == 1
+        && inner.varattno > 0
+        && outer.varlevelsup == 1
+        && outer.varno == 1
+        && outer.varattno == subject_key
+        && is_integer(inner.vartype)
+        && is_integer(outer.vartype);
+    tied.then_some(inner.varattno)
+}
+
+/// The grouped column for a subquery of the supported shape (see the module comment), else None.
+unsafe fn grouped_value(sublink: *mut pg_sys::SubLink, subject_key: i16) -> Option<GroupedValue> {
+    let sl = &*sublink;
+    let exists = match sl.subLinkType {
+        pg_sys::SubLinkType::EXISTS_SUBLINK => true,
+        pg_sys::SubLinkType::EXPR_SUBLINK => false,
+        _ => return None,
+    };
+    if !sl.testexpr.is_null() || sl.subselect.is_null() || (*sl.subselect).type_ != pg_sys::NodeTag::T_Query {
+        return None;
+    }
+    let q = &*(sl.subselect as *mut pg_sys::Query);
+    let plain = q.commandType == pg_sys::CmdType::CMD_SELECT
+        && q.utilityStmt.is_null()
+        && !q.hasWindowFuncs
+        && !q.hasTargetSRFs
+        && !q.hasSubLinks
+        && !q.hasDistinctOn
+        && !q.hasRecursive
+        && !q.hasModifyingCTE
+        && !q.hasForUpdate
+        && q.cteList.is_null()
+        && q.groupClause.is_null()
+        && q.groupingSets.is_null()
+        && q.havingQual.is_null()
+        && q.windowClause.is_null()
+        && q.distinctClause.is_null()
+        && q.sortClause.is_null()
+        && q.limitOffset.is_null()
+        && q.limitCount.is_null()
+        && q.setOperations.is_null()
+        && q.rowMarks.is_null()
+        // EXISTS over an aggregate is always true; a scalar subquery must aggregate to one row
+        && q.hasAggs != exists;
+    if !plain {
+        return None;
+    }
+    let rtes = list_nodes(q.rtable);
+    if rtes.len() != 1 {
+        return None;
+    }
+    let rte = &*(rtes[0] as *mut pg_sys::RangeTblEntry);
+    let table = rte.relkind as u8 == pg_sys::RELKIND_RELATION || rte.relkind as u8 == pg_sys::RELKIND_PARTITIONED_TABLE;
+    if rte.rtekind != pg_sys::RTEKind::RTE_RELATION || !table || !rte.tablesample.is_null() || q.jointree.is_null() {
+        return None;
+    }
+    let from = list_nodes((*q.jointree).fromlist);
+    if from.len() != 1 || (*from[0]).type_ != pg_sys::NodeTag::T_RangeTblRef || (*(from[0] as *mut pg_sys::RangeTblRef)).rtindex != 1 {
+        return None;
+    }
+    let mut key_attno = None;
+    let mut rest: *mut pg_sys::List = std::ptr::null_mut();
+    for qual in list_nodes(pg_sys::make_ands_implicit((*q.jointree).quals.cast())) {
+        match correlation(qual, subject_key) {
+            Some(a) if key_attno.is_none() => key_attno = Some(a),
+            Some(_) => return None,
+            None if pg_sys::contain_vars_of_level(qual, 1) => return None,
+            None => rest = pg_sys::lappend(rest, qual.cast()),
+        }
+    }
+    let key_attno = key_attno?;
+    let key = pg_sys::get_attname(rte.relid, key_attno, true);
+    if key.is_null() {
+        return None;
+    }
+    let key = quote_identifier(CStr::from_ptr(key).to_string_lossy().as_ref());
+    let relation = format!("{}{}", if rte.inh { "" } else { "ONLY " }, catalog::relation_name(rte.relid));
+    let ctx = pg_sys::deparse_context_for(SOURCE_ALIAS.as_ptr(), rte.relid);
+    let print = |n: *mut pg_sys::Node| CStr::from_ptr(pg_sys::deparse_expression(n, ctx, true, false)).to_string_lossy().into_owned();
+    let condition = (!rest.is_null()).then(|| pg_sys::make_ands_explicit(rest));
+    if exists {
+        let column = match condition {
+            Some(c) => format!("pg_catalog.bool_or({})", print(c.cast())),
+            None => "true".to_owned(),
+        };
+        return Some(GroupedValue { relation, key, column, missing: Missing::False });
+    }
+    let targets: Vec<*mut pg_sys::TargetEntry> =
+        list_nodes(q.targetList).into_iter().map(|t| t as *mut pg_sys::TargetEntry).filter(|t| !(**t).resjunk).collect();
+    if targets.len() != 1 || (*(*targets[0]).expr).type_ != pg_sys::NodeTag::T_Aggref {
+        return None;
+    }
+    let aggref = (*targets[0]).expr as *mut pg_sys::Aggref;
+    let agg = &mut *aggref;
+    if agg.agglevelsup != 0 || agg.aggkind as u8 != b'n' || !agg.aggfilter.is_null() || pg_sys::contain_vars_of_level(aggref.cast(), 1) {
+        return None;
+    }
+    let empty = format!("(SELECT {} FROM {relation} mseg_src WHERE false)", print(aggref.cast()));
+    if let Some(c) = condition {
+        agg.aggfilter = c;
+    }
+    Some(GroupedValue { relation, key, column: print(aggref.cast()), missing: Missing::Aggregate(empty) })
+}
