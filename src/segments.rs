@@ -821,8 +821,7 @@ unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat: &SegCatal
             }
             let p = plan(client, &PlanKind::Insert { bulk, locked }, &[], || insert_sql(cat, subject, bulk, locked))?;
             if bulk {
-                // as in apply_locked: planned for this statement's transition table
-                catalog::with_setting(c"plan_cache_mode", c"force_custom_plan", || {
+                as_bulk_plan(|| {
                     client.update(&*p, None, &[])?;
                     Ok(())
                 })
@@ -977,9 +976,7 @@ fn apply_locked(client: &mut SpiClient<'_>, cat: &SegCatalog, subject: &SubjectT
     let kind = PlanKind::Apply(scope.clone(), bulk);
     let apply = plan(client, &kind, &[int8_array()], || apply_sql(cat, subject, scope, bulk))?;
     if bulk {
-        // a plan for this many subjects (grouped passes, hash joins) is worth its few milliseconds
-        // of planning; the generic one assumes a handful
-        catalog::with_setting(c"plan_cache_mode", c"force_custom_plan", || {
+        as_bulk_plan(|| {
             client.update(&*apply, None, &[keys.to_vec().into()])?;
             Ok(())
         })
@@ -987,6 +984,15 @@ fn apply_locked(client: &mut SpiClient<'_>, cat: &SegCatalog, subject: &SubjectT
         client.update(&*apply, None, &[keys.to_vec().into()])?;
         Ok(())
     }
+}
+
+/// Run a bulk statement's upkeep query `f` with a plan made for this execution (it is worth its
+/// few milliseconds: the generic plan assumes a handful of subjects) and without nested loops.
+/// A bulk statement is typically a load whose tables have no statistics for their new rows yet
+/// (the number of groups of a source key defaults to 200), and a nested loop planned on such an
+/// estimate rescans a million-row input a million times; hash and merge joins degrade gracefully.
+fn as_bulk_plan<T>(f: impl FnOnce() -> MsegResult<T>) -> MsegResult<T> {
+    catalog::with_setting(c"plan_cache_mode", c"force_custom_plan", || catalog::with_setting(c"enable_nestloop", c"off", f))
 }
 
 /// Statement-level AFTER trigger on the subject table and every registered source table.
