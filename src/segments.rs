@@ -295,11 +295,23 @@ fn eval_parts(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, carry: bo
 fn apply_sql(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, bulk: bool) -> String {
     let reads = if bulk { Reads::Grouped(PassKeys::Array("$1::pg_catalog.int8[]")) } else { Reads::PerSubject };
     let (set, joins) = eval_parts(cat, subject, scope, true, reads);
-    // The caller holds the lock protocol for $1: either every key has a membership row locked by
-    // this transaction, or (READ COMMITTED) the memberships table lock, taken before this
-    // statement's snapshot. Either way the stored rows seen here are all there are, and an UPDATE
-    // writes them (cheaper than an ON CONFLICT insert); the insert of a missing row keeps its
-    // ON CONFLICT all the same.
+    // In bulk, the caller holds the lock protocol for $1: either every key has a membership row
+    // locked by this transaction, or (READ COMMITTED) the memberships table lock, taken before
+    // this statement's snapshot. Either way the stored rows seen here are all there are, and an
+    // UPDATE joined by key writes them (cheaper than an ON CONFLICT insert); the insert of a
+    // missing row keeps its ON CONFLICT all the same. A few subjects are written by ON CONFLICT
+    // alone: no join whose generic plan could scan the whole table.
+    let write = if bulk {
+        "i AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) \
+               SELECT d.subject_key, d.new, pg_catalog.now() FROM d WHERE d.stored IS NULL \
+               ON CONFLICT (subject_key) DO UPDATE SET segments = EXCLUDED.segments, updated_at = EXCLUDED.updated_at), \
+         u AS (UPDATE mseg.memberships m SET segments = d.new, updated_at = pg_catalog.now() FROM d \
+               WHERE d.stored IS NOT NULL AND m.subject_key OPERATOR(pg_catalog.=) d.subject_key)"
+    } else {
+        "u AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) \
+               SELECT d.subject_key, d.new, pg_catalog.now() FROM d \
+               ON CONFLICT (subject_key) DO UPDATE SET segments = EXCLUDED.segments, updated_at = EXCLUDED.updated_at)"
+    };
     format!(
         "WITH n AS MATERIALIZED (SELECT mseg_k.k AS subject_key, m.segments AS stored, \
                 CASE WHEN s.{key} IS NULL THEN '{{}}'::pg_catalog.int4[] ELSE {set} END AS new \
@@ -307,11 +319,7 @@ fn apply_sql(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, bulk: bool
               LEFT JOIN {rel} s ON s.{key} OPERATOR(pg_catalog.=) mseg_k.k{joins} \
               LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) mseg_k.k), \
          d AS MATERIALIZED (SELECT * FROM n WHERE COALESCE(n.stored, '{{}}'::pg_catalog.int4[]) IS DISTINCT FROM n.new), \
-         i AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) \
-               SELECT d.subject_key, d.new, pg_catalog.now() FROM d WHERE d.stored IS NULL \
-               ON CONFLICT (subject_key) DO UPDATE SET segments = EXCLUDED.segments, updated_at = EXCLUDED.updated_at), \
-         u AS (UPDATE mseg.memberships m SET segments = d.new, updated_at = pg_catalog.now() FROM d \
-               WHERE d.stored IS NOT NULL AND m.subject_key OPERATOR(pg_catalog.=) d.subject_key) \
+         {write} \
          INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
          SELECT d.subject_key, mseg._segments_minus(d.new, d.stored), mseg._segments_minus(d.stored, d.new) FROM d",
         rel = subject.name,
