@@ -2,13 +2,15 @@
 //!
 //! A behavioural predicate reads a source through subqueries correlated with the subject's key,
 //! e.g. `(SELECT count(*) FROM public.orders o WHERE o.customer_id = s.customer_id AND o.category =
-//! 'cycling') >= 3`. PostgreSQL runs such a subquery once per subject (an index scan, about 2 µs),
-//! so a statement that recomputes a million subjects pays it a million times per predicate. In the
-//! bulk form each such subquery becomes one column of a single grouped pass over the source rows of
-//! the affected keys, joined to the subjects by key: here `count(*) FILTER (WHERE mseg_src.category
-//! = 'cycling')` grouped by `mseg_src.customer_id`. A subject without source rows has no group row
-//! and gets what the subquery returns over no rows: false for EXISTS, otherwise the aggregate over
-//! an empty input (an uncorrelated subquery, computed once per statement).
+//! 'cycling') >= 3`. PostgreSQL runs each such subquery as its own subplan, once per subject (an
+//! index scan and an executor rescan, about 2 µs), so ten behavioural predicates cost ten scans of
+//! the subject's orders. In the bulk form every such subquery over one source becomes one column
+//! of a single aggregate query per subject over that source (a `CROSS JOIN LATERAL` of an
+//! aggregate without GROUP BY, which always returns one row): here `count(*) FILTER (WHERE
+//! mseg_src.category = 'cycling')` over `mseg_src.customer_id = s.customer_id`. One index
+//! scan then serves every predicate over the source, and a subject without source rows gets the
+//! aggregates over no rows, exactly what the subqueries give (EXISTS is `bool_or`, NULL over no
+//! rows, read as false).
 //!
 //! Only subqueries of exactly this shape are rewritten: EXISTS, or one plain aggregate, over one
 //! table, tied to the subject by one equality of integer columns (a source column = the subject
@@ -31,35 +33,27 @@ use crate::error::Result as MsegResult;
 /// none is a prefix of another). Predicates containing `$` are not rewritten.
 const PLACEHOLDER_BASE: usize = 1000;
 const MAX_VALUES: usize = 8999 - PLACEHOLDER_BASE;
-/// Alias of the source in the grouped passes and in the printed columns.
+/// Alias of the source in the aggregate queries and in the printed columns.
 const SOURCE_ALIAS: &CStr = c"mseg_src";
 
-/// What a rewritten subquery is for a subject without source rows.
+/// One rewritten subquery: a column of the aggregate query over `relation` by `key`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Missing {
-    /// EXISTS over no rows
-    False,
-    /// the aggregate over no rows: an uncorrelated subquery
-    Aggregate(String),
-}
-
-/// One rewritten subquery: a column of the grouped pass over `relation` by `key`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GroupedValue {
+pub struct SourceValue {
     /// `public.orders`, or `ONLY public.orders` where the subquery said so
     pub relation: String,
     /// the source column the subquery is tied to the subject key by (quoted)
     pub key: String,
     /// an aggregate over the source (alias `mseg_src`)
     pub column: String,
-    pub missing: Missing,
+    /// an EXISTS: the column is a `bool_or`, NULL over no rows, which EXISTS reads as false
+    pub exists: bool,
 }
 
 /// A predicate with some of its subqueries rewritten (see [`BulkPredicate::render`]).
 #[derive(Clone, Debug)]
 pub struct BulkPredicate {
     template: String,
-    pub values: Vec<GroupedValue>,
+    pub values: Vec<SourceValue>,
 }
 
 fn placeholder(i: usize) -> String {
@@ -77,24 +71,24 @@ impl BulkPredicate {
     }
 }
 
-/// The grouped passes an evaluation joins: one per (source, key column), each with the distinct
+/// The aggregate queries an evaluation joins: one per (source, key column), each with the distinct
 /// columns the rendered predicates use.
 #[derive(Default)]
-pub struct GroupedPasses {
-    passes: Vec<(String, String, Vec<String>)>,
+pub struct SourceAggregates {
+    queries: Vec<(String, String, Vec<String>)>,
 }
 
-impl GroupedPasses {
+impl SourceAggregates {
     /// The SQL expression that stands for `v` in a rendered predicate.
-    pub fn value(&mut self, v: &GroupedValue) -> String {
-        let j = match self.passes.iter().position(|(r, k, _)| *r == v.relation && *k == v.key) {
+    pub fn value(&mut self, v: &SourceValue) -> String {
+        let j = match self.queries.iter().position(|(r, k, _)| *r == v.relation && *k == v.key) {
             Some(j) => j,
             None => {
-                self.passes.push((v.relation.clone(), v.key.clone(), Vec::new()));
-                self.passes.len() - 1
+                self.queries.push((v.relation.clone(), v.key.clone(), Vec::new()));
+                self.queries.len() - 1
             }
         };
-        let columns = &mut self.passes[j].2;
+        let columns = &mut self.queries[j].2;
         let c = match columns.iter().position(|c| *c == v.column) {
             Some(c) => c,
             None => {
@@ -102,43 +96,27 @@ impl GroupedPasses {
                 columns.len() - 1
             }
         };
-        match &v.missing {
-            Missing::False => format!("COALESCE(mseg_g{j}.c{c}, false)"),
-            Missing::Aggregate(empty) => {
-                format!("CASE WHEN mseg_g{j}.k IS NULL THEN {empty} ELSE mseg_g{j}.c{c} END")
-            }
+        if v.exists {
+            format!("COALESCE(mseg_g{j}.c{c}, false)")
+        } else {
+            format!("mseg_g{j}.c{c}")
         }
     }
 
-    /// `LEFT JOIN (grouped pass) mseg_gJ ON …` for every pass over the source rows of `keys`,
-    /// joined to the subject key `subject_key`.
-    pub fn joins(&self, keys: PassKeys<'_>, subject_key: &str) -> String {
+    /// `CROSS JOIN LATERAL (aggregate query) mseg_gJ` for every source, over the rows of the
+    /// subject whose key is the SQL expression `subject_key` (one row each, whatever it matches).
+    pub fn joins(&self, subject_key: &str) -> String {
         let mut sql = String::new();
-        for (j, (relation, key, columns)) in self.passes.iter().enumerate() {
-            let cols: Vec<String> = columns.iter().enumerate().map(|(c, col)| format!(", {col} AS c{c}")).collect();
-            let rows = match keys {
-                PassKeys::Array(array) => format!(
-                    "pg_catalog.unnest({array}) mseg_u(k) JOIN {relation} mseg_src ON mseg_src.{key} OPERATOR(pg_catalog.=) mseg_u.k"
-                ),
-                PassKeys::Query(query) => format!("{relation} mseg_src WHERE mseg_src.{key} OPERATOR(pg_catalog.=) ANY ({query})"),
-            };
+        for (j, (relation, key, columns)) in self.queries.iter().enumerate() {
+            let cols: Vec<String> = columns.iter().enumerate().map(|(c, col)| format!("{col} AS c{c}")).collect();
             sql.push_str(&format!(
-                " LEFT JOIN (SELECT mseg_src.{key} AS k{cols} FROM {rows} GROUP BY 1) mseg_g{j} \
-                   ON mseg_g{j}.k OPERATOR(pg_catalog.=) {subject_key}",
-                cols = cols.concat()
+                " CROSS JOIN LATERAL (SELECT {cols} FROM {relation} mseg_src \
+                   WHERE mseg_src.{key} OPERATOR(pg_catalog.=) {subject_key}) mseg_g{j}",
+                cols = cols.join(", ")
             ));
         }
         sql
     }
-}
-
-/// Which source rows a grouped pass reads: those of the keys in an array of distinct int8 keys
-/// (joined with its elements: the planner knows their number, and no `= ANY` over a constant of a
-/// million elements has to be estimated), or those of the keys a subquery returns.
-#[derive(Clone, Copy, Debug)]
-pub enum PassKeys<'a> {
-    Array(&'a str),
-    Query(&'a str),
 }
 
 /// The bulk forms of `predicates` over `relation` (alias s, oid `relid`, key column number
@@ -147,13 +125,7 @@ pub fn compile(relation: &str, relid: pg_sys::Oid, key_attnum: i16, predicates: 
     catalog::as_owner(|| {
         // printed like the canonical text: only pg_catalog on the path, every other name qualified
         catalog::with_search_path(c"pg_catalog", || unsafe {
-            let context = pg_sys::AllocSetContextCreateInternal(
-                pg_sys::CurrentMemoryContext,
-                c"mseg bulk predicates".as_ptr(),
-                0,
-                8 * 1024,
-                8 * 1024 * 1024,
-            );
+            let context = catalog::memory_context(pg_sys::CurrentMemoryContext, c"mseg bulk predicates");
             let previous = pg_sys::MemoryContextSwitchTo(context);
             let forms = predicates.iter().map(|p| p.and_then(|p| compile_one(relation, relid, key_attnum, p))).collect();
             pg_sys::MemoryContextSwitchTo(previous);
@@ -165,7 +137,7 @@ pub fn compile(relation: &str, relid: pg_sys::Oid, key_attnum: i16, predicates: 
 
 struct Rewrite {
     subject_key: i16,
-    values: Vec<GroupedValue>,
+    values: Vec<SourceValue>,
 }
 
 /// SAFETY: runs in a memory context that is deleted afterwards; an error yields None.
@@ -212,7 +184,7 @@ unsafe extern "C-unwind" fn rewrite_node(node: *mut pg_sys::Node, ctx: *mut c_vo
     }
     if (*node).type_ == pg_sys::NodeTag::T_SubLink {
         let rw = &mut *(ctx as *mut Rewrite);
-        let Some(value) = grouped_value(node as *mut pg_sys::SubLink, rw.subject_key) else {
+        let Some(value) = source_value(node as *mut pg_sys::SubLink, rw.subject_key) else {
             return node; // stays correlated (and so does every subquery inside it)
         };
         let param = pg_sys::palloc0(std::mem::size_of::<pg_sys::Param>()) as *mut pg_sys::Param;
@@ -274,8 +246,8 @@ unsafe fn correlation(qual: *mut pg_sys::Node, subject_key: i16) -> Option<i16> 
     tied.then_some(inner.varattno)
 }
 
-/// The grouped column for a subquery of the supported shape (see the module comment), else None.
-unsafe fn grouped_value(sublink: *mut pg_sys::SubLink, subject_key: i16) -> Option<GroupedValue> {
+/// The aggregate column for a subquery of the supported shape (see the module comment), else None.
+unsafe fn source_value(sublink: *mut pg_sys::SubLink, subject_key: i16) -> Option<SourceValue> {
     let sl = &*sublink;
     let exists = match sl.subLinkType {
         pg_sys::SubLinkType::EXISTS_SUBLINK => true,
@@ -347,9 +319,9 @@ unsafe fn grouped_value(sublink: *mut pg_sys::SubLink, subject_key: i16) -> Opti
     if exists {
         let column = match condition {
             Some(c) => format!("pg_catalog.bool_or({})", print(c.cast())),
-            None => "true".to_owned(),
+            None => "pg_catalog.bool_or(true)".to_owned(),
         };
-        return Some(GroupedValue { relation, key, column, missing: Missing::False });
+        return Some(SourceValue { relation, key, column, exists: true });
     }
     let targets: Vec<*mut pg_sys::TargetEntry> =
         list_nodes(q.targetList).into_iter().map(|t| t as *mut pg_sys::TargetEntry).filter(|t| !(**t).resjunk).collect();
@@ -361,9 +333,8 @@ unsafe fn grouped_value(sublink: *mut pg_sys::SubLink, subject_key: i16) -> Opti
     if agg.agglevelsup != 0 || agg.aggkind as u8 != b'n' || !agg.aggfilter.is_null() || pg_sys::contain_vars_of_level(aggref.cast(), 1) {
         return None;
     }
-    let empty = format!("(SELECT {} FROM {relation} mseg_src WHERE false)", print(aggref.cast()));
     if let Some(c) = condition {
         agg.aggfilter = c;
     }
-    Some(GroupedValue { relation, key, column: print(aggref.cast()), missing: Missing::Aggregate(empty) })
+    Some(SourceValue { relation, key, column: print(aggref.cast()), exists: false })
 }

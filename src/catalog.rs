@@ -333,6 +333,13 @@ pub fn delete_pseudonym_column(relid: pg_sys::Oid, target: &str) -> Result<()> {
 }
 
 /// Schema-qualified, quoted name of a relation (for messages and generated DDL).
+/// A new memory context (an AllocSet of the usual sizes) under `parent`, for work whose
+/// allocations are freed together with it.
+/// SAFETY: `parent` is a valid memory context.
+pub unsafe fn memory_context(parent: pg_sys::MemoryContext, name: &'static std::ffi::CStr) -> pg_sys::MemoryContext {
+    pg_sys::AllocSetContextCreateInternal(parent, name.as_ptr(), 0, 8 * 1024, 8 * 1024 * 1024)
+}
+
 pub fn relation_name(relid: pg_sys::Oid) -> String {
     // SAFETY: plain catalog lookups; NULL results are handled.
     unsafe {

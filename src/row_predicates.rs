@@ -79,13 +79,7 @@ impl RowPredicates {
     /// as the extension owner with a pinned search_path, as the SQL path's do.
     pub fn compile(relation: &str, desc: pg_sys::TupleDesc, predicates: &[Option<&str>]) -> MsegResult<RowPredicates> {
         catalog::as_owner(|| unsafe {
-            let context = pg_sys::AllocSetContextCreateInternal(
-                pg_sys::TopMemoryContext,
-                c"mseg row predicates".as_ptr(),
-                0,
-                8 * 1024,
-                8 * 1024 * 1024,
-            );
+            let context = catalog::memory_context(pg_sys::TopMemoryContext, c"mseg row predicates");
             let previous = pg_sys::MemoryContextSwitchTo(context);
             let mut compiled = RowPredicates { context, econtext: std::ptr::null_mut(), desc: std::ptr::null_mut(), states: Vec::new() };
             for p in predicates {

@@ -28,7 +28,7 @@ use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, OwnedPreparedStatement, SpiClient};
 use pgrx::{PgRelation, PgTryBuilder};
 
-use crate::bulk_predicates::{BulkPredicate, GroupedPasses, PassKeys};
+use crate::bulk_predicates::{BulkPredicate, SourceAggregates};
 use crate::catalog;
 use crate::error::{boundary, Code, MsegError, Result as MsegResult};
 use crate::keys;
@@ -216,13 +216,13 @@ impl Scope {
     }
 }
 
-/// How an evaluation reads the sources: through the predicates' subqueries, once per subject, or
-/// (statements over many subjects) in the predicates' bulk form, one grouped pass per source over
-/// the rows of the given keys.
-#[derive(Clone, Copy)]
-enum Reads<'a> {
+/// How an evaluation reads the sources: through the predicates' subqueries, one subplan per
+/// subquery and subject, or (statements over many subjects) in the predicates' bulk form, one
+/// aggregate query per source and subject (see bulk_predicates.rs).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reads {
     PerSubject,
-    Grouped(PassKeys<'a>),
+    Bulk,
 }
 
 /// `SELECT subject_key, segs FROM <from> s …`: the segments in `scope` evaluated for every row of
@@ -238,7 +238,7 @@ fn eval_select(cat: &SegCatalog, subject: &SubjectTable, from: &str, scope: &Sco
 /// holds the stored ids of the segments outside `scope` (the caller joins the subject's membership
 /// row as m), so it is the subject's whole new set, in id order like every stored set; without it,
 /// only the ids in scope.
-fn eval_parts(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, carry: bool, reads: Reads<'_>) -> (String, String) {
+fn eval_parts(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, carry: bool, reads: Reads) -> (String, String) {
     let key = format!("s.{}", quote_identifier(&subject.key));
     let in_scope: Vec<usize> = (0..cat.segments.len()).filter(|&i| scope.includes(cat.segments[i].id)).collect();
     let segments: Vec<&SegmentDef> = in_scope.iter().map(|&i| &cat.segments[i]).collect();
@@ -250,12 +250,12 @@ fn eval_parts(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, carry: bo
     // segments grouped by their legal basis (purpose; explicit consent for sensitive data), so the
     // basis is evaluated once per subject and group, not once per segment
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
-    let mut passes = GroupedPasses::default();
+    let mut aggregates = SourceAggregates::default();
     for (&n, seg) in in_scope.iter().zip(&segments) {
         let i = alias(&seg.purpose);
         let pred = match (reads, cat.bulk_predicate(n)) {
-            (Reads::Grouped(_), Some(b)) => {
-                let values: Vec<String> = b.values.iter().map(|v| passes.value(v)).collect();
+            (Reads::Bulk, Some(b)) => {
+                let values: Vec<String> = b.values.iter().map(|v| aggregates.value(v)).collect();
                 b.render(|v| values[v].clone())
             }
             _ => seg.canonical.clone(),
@@ -282,8 +282,8 @@ fn eval_parts(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, carry: bo
         format!("mseg._segments_merge(NULL, NULL, {evaluated})")
     };
     let mut joins = crate::consent::joins(&purposes, &key);
-    if let Reads::Grouped(keys) = reads {
-        joins.push_str(&passes.joins(keys, &key));
+    if reads == Reads::Bulk {
+        joins.push_str(&aggregates.joins(&key));
     }
     (set, joins)
 }
@@ -293,25 +293,12 @@ fn eval_parts(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, carry: bo
 /// A key without a subject row (deleted meanwhile) gets the empty set. `bulk`: the sources are
 /// read in grouped passes over the rows of $1.
 fn apply_sql(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, bulk: bool) -> String {
-    let reads = if bulk { Reads::Grouped(PassKeys::Array("$1::pg_catalog.int8[]")) } else { Reads::PerSubject };
+    let reads = if bulk { Reads::Bulk } else { Reads::PerSubject };
     let (set, joins) = eval_parts(cat, subject, scope, true, reads);
     // In bulk, the caller holds the lock protocol for $1: either every key has a membership row
     // locked by this transaction, or (READ COMMITTED) the memberships table lock, taken before
-    // this statement's snapshot. Either way the stored rows seen here are all there are, and an
-    // UPDATE joined by key writes them (cheaper than an ON CONFLICT insert); the insert of a
-    // missing row keeps its ON CONFLICT all the same. A few subjects are written by ON CONFLICT
-    // alone: no join whose generic plan could scan the whole table.
-    let write = if bulk {
-        "i AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) \
-               SELECT d.subject_key, d.new, pg_catalog.now() FROM d WHERE d.stored IS NULL \
-               ON CONFLICT (subject_key) DO UPDATE SET segments = EXCLUDED.segments, updated_at = EXCLUDED.updated_at), \
-         u AS (UPDATE mseg.memberships m SET segments = d.new, updated_at = pg_catalog.now() FROM d \
-               WHERE d.stored IS NOT NULL AND m.subject_key OPERATOR(pg_catalog.=) d.subject_key)"
-    } else {
-        "u AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) \
-               SELECT d.subject_key, d.new, pg_catalog.now() FROM d \
-               ON CONFLICT (subject_key) DO UPDATE SET segments = EXCLUDED.segments, updated_at = EXCLUDED.updated_at)"
-    };
+    // this statement's snapshot. Either way the stored rows seen here are all there are.
+    let write = write_sets_sql(if bulk { SetWrite::UpdateOrUpsert } else { SetWrite::Upsert });
     format!(
         "WITH n AS MATERIALIZED (SELECT mseg_k.k AS subject_key, m.segments AS stored, \
                 CASE WHEN s.{key} IS NULL THEN '{{}}'::pg_catalog.int4[] ELSE {set} END AS new \
@@ -325,6 +312,39 @@ fn apply_sql(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, bulk: bool
         rel = subject.name,
         key = quote_identifier(&subject.key),
     )
+}
+
+/// How the changed sets are written (see [`write_sets_sql`]).
+#[derive(Clone, Copy)]
+enum SetWrite {
+    /// every row by `INSERT … ON CONFLICT DO UPDATE`: right whatever other sessions do, and no join
+    /// whose generic plan could scan the whole table (statements over a few subjects)
+    Upsert,
+    /// stored rows by an `UPDATE` joined by key (cheaper than an ON CONFLICT insert), missing ones
+    /// by an upsert: for callers whose lock protocol makes the stored rows seen all there are
+    UpdateOrUpsert,
+    /// stored rows by an `UPDATE`, missing ones by a plain insert (half the cost of an upsert): for
+    /// callers holding the memberships table lock since before the statement's snapshot
+    UpdateOrInsert,
+}
+
+/// The CTEs writing the changed sets of CTE `d (subject_key, new, stored)`; `stored` is NULL where
+/// the subject has no membership row.
+fn write_sets_sql(how: SetWrite) -> String {
+    const UPSERT: &str = "ON CONFLICT (subject_key) DO UPDATE SET segments = EXCLUDED.segments, updated_at = EXCLUDED.updated_at";
+    const UPDATE: &str = "u AS (UPDATE mseg.memberships m SET segments = d.new, updated_at = pg_catalog.now() FROM d \
+                          WHERE d.stored IS NOT NULL AND m.subject_key OPERATOR(pg_catalog.=) d.subject_key)";
+    let insert = |filter: &str, conflict: &str| {
+        format!(
+            "i AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) \
+                   SELECT d.subject_key, d.new, pg_catalog.now() FROM d{filter} {conflict})"
+        )
+    };
+    match how {
+        SetWrite::Upsert => insert("", UPSERT),
+        SetWrite::UpdateOrUpsert => format!("{}, {UPDATE}", insert(" WHERE d.stored IS NULL", UPSERT)),
+        SetWrite::UpdateOrInsert => format!("{}, {UPDATE}", insert(" WHERE d.stored IS NULL", "")),
+    }
 }
 
 /// The row-lock protocol: create the membership rows of $1 where missing and write the others, in
@@ -351,19 +371,9 @@ const TABLE_LOCK_SQL: &str = "LOCK TABLE mseg.memberships IN SHARE ROW EXCLUSIVE
 /// be, and new rows are plainly inserted (half the cost of an ON CONFLICT insert).
 fn insert_sql(cat: &SegCatalog, subject: &SubjectTable, bulk: bool, locked: bool) -> String {
     let key = quote_identifier(&subject.key);
-    let new_keys = format!("SELECT mseg_k.{key}::pg_catalog.int8 FROM mseg_new mseg_k");
-    let reads = if bulk { Reads::Grouped(PassKeys::Query(&new_keys)) } else { Reads::PerSubject };
+    let reads = if bulk { Reads::Bulk } else { Reads::PerSubject };
     let (set, joins) = eval_parts(cat, subject, &Scope::All, false, reads);
-    let write = if locked {
-        "i AS (INSERT INTO mseg.memberships (subject_key, segments, updated_at) \
-               SELECT d.subject_key, d.new, pg_catalog.now() FROM d WHERE d.stored IS NULL), \
-         u AS (UPDATE mseg.memberships m SET segments = d.new, updated_at = pg_catalog.now() FROM d \
-               WHERE d.stored IS NOT NULL AND m.subject_key OPERATOR(pg_catalog.=) d.subject_key)"
-    } else {
-        "u AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) \
-               SELECT d.subject_key, d.new, pg_catalog.now() FROM d \
-               ON CONFLICT (subject_key) DO UPDATE SET segments = EXCLUDED.segments, updated_at = EXCLUDED.updated_at)"
-    };
+    let write = write_sets_sql(if locked { SetWrite::UpdateOrInsert } else { SetWrite::Upsert });
     format!(
         "WITH n AS MATERIALIZED (SELECT s.{key}::pg_catalog.int8 AS subject_key, {set} AS new, m.segments AS stored \
               FROM mseg_new s{joins} LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) s.{key}), \
@@ -994,13 +1004,10 @@ fn apply_locked(client: &mut SpiClient<'_>, cat: &SegCatalog, subject: &SubjectT
     }
 }
 
-/// Run a bulk statement's upkeep query `f` with a plan made for this execution (it is worth its
-/// few milliseconds: the generic plan assumes a handful of subjects) and without nested loops.
-/// A bulk statement is typically a load whose tables have no statistics for their new rows yet
-/// (the number of groups of a source key defaults to 200), and a nested loop planned on such an
-/// estimate rescans a million-row input a million times; hash and merge joins degrade gracefully.
+/// Run a bulk statement's upkeep query `f` with a plan made for this execution: it is worth its
+/// few milliseconds, the generic plan assumes a handful of subjects.
 fn as_bulk_plan<T>(f: impl FnOnce() -> MsegResult<T>) -> MsegResult<T> {
-    catalog::with_setting(c"plan_cache_mode", c"force_custom_plan", || catalog::with_setting(c"enable_nestloop", c"off", f))
+    catalog::with_setting(c"plan_cache_mode", c"force_custom_plan", f)
 }
 
 /// Statement-level AFTER trigger on the subject table and every registered source table.
