@@ -86,7 +86,7 @@ pub fn init() {
         c"mseg.bulk_statement_subjects",
         c"A statement whose segment upkeep touches at least this many subjects is maintained in bulk.",
         c"In bulk it takes the memberships table lock instead of a row lock per subject (READ COMMITTED) \
-          and reads each source in one grouped pass instead of once per subject. Only a superuser may change it.",
+          and reads each source with one aggregate query per subject instead of one subquery per predicate. Only a superuser may change it.",
         &BULK_STATEMENT_SUBJECTS,
         1,
         i32::MAX,

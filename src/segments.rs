@@ -234,7 +234,7 @@ fn eval_select(cat: &SegCatalog, subject: &SubjectTable, from: &str, scope: &Sco
 }
 
 /// The new set of the subject row s for the segments in `scope`, and the joins it needs (the
-/// subject's legal-basis state, the grouped passes over the sources). With `carry`, the set also
+/// subject's legal-basis state, the aggregate queries over the sources). With `carry`, the set also
 /// holds the stored ids of the segments outside `scope` (the caller joins the subject's membership
 /// row as m), so it is the subject's whole new set, in id order like every stored set; without it,
 /// only the ids in scope.
@@ -291,14 +291,11 @@ fn eval_parts(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, carry: bo
 /// Recompute the subjects in $1 for the segments in `scope`, write the sets that changed (creating
 /// rows where needed) and their events. With a partial scope the stored ids outside it are kept.
 /// A key without a subject row (deleted meanwhile) gets the empty set. `bulk`: the sources are
-/// read in grouped passes over the rows of $1.
+/// read in their bulk form.
 fn apply_sql(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, bulk: bool) -> String {
     let reads = if bulk { Reads::Bulk } else { Reads::PerSubject };
     let (set, joins) = eval_parts(cat, subject, scope, true, reads);
-    // In bulk, the caller holds the lock protocol for $1: either every key has a membership row
-    // locked by this transaction, or (READ COMMITTED) the memberships table lock, taken before
-    // this statement's snapshot. Either way the stored rows seen here are all there are.
-    let write = write_sets_sql(if bulk { SetWrite::UpdateOrUpsert } else { SetWrite::Upsert });
+    let write = write_sets_sql(SetWrite::Upsert);
     format!(
         "WITH n AS MATERIALIZED (SELECT mseg_k.k AS subject_key, m.segments AS stored, \
                 CASE WHEN s.{key} IS NULL THEN '{{}}'::pg_catalog.int4[] ELSE {set} END AS new \
@@ -317,33 +314,29 @@ fn apply_sql(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, bulk: bool
 /// How the changed sets are written (see [`write_sets_sql`]).
 #[derive(Clone, Copy)]
 enum SetWrite {
-    /// every row by `INSERT … ON CONFLICT DO UPDATE`: right whatever other sessions do, and no join
-    /// whose generic plan could scan the whole table (statements over a few subjects)
+    /// every row by `INSERT … ON CONFLICT DO UPDATE`: right whatever other sessions do, and no
+    /// join with the memberships table (whose plan could scan all of it for a batch of subjects)
     Upsert,
-    /// stored rows by an `UPDATE` joined by key (cheaper than an ON CONFLICT insert), missing ones
-    /// by an upsert: for callers whose lock protocol makes the stored rows seen all there are
-    UpdateOrUpsert,
-    /// stored rows by an `UPDATE`, missing ones by a plain insert (half the cost of an upsert): for
+    /// missing rows by a plain insert (half the cost of an upsert), stored ones by an upsert: for
     /// callers holding the memberships table lock since before the statement's snapshot
-    UpdateOrInsert,
+    InsertOrUpsert,
 }
 
 /// The CTEs writing the changed sets of CTE `d (subject_key, new, stored)`; `stored` is NULL where
 /// the subject has no membership row.
 fn write_sets_sql(how: SetWrite) -> String {
     const UPSERT: &str = "ON CONFLICT (subject_key) DO UPDATE SET segments = EXCLUDED.segments, updated_at = EXCLUDED.updated_at";
-    const UPDATE: &str = "u AS (UPDATE mseg.memberships m SET segments = d.new, updated_at = pg_catalog.now() FROM d \
-                          WHERE d.stored IS NOT NULL AND m.subject_key OPERATOR(pg_catalog.=) d.subject_key)";
-    let insert = |filter: &str, conflict: &str| {
+    let insert = |name: &str, filter: &str, conflict: &str| {
         format!(
-            "i AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) \
+            "{name} AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) \
                    SELECT d.subject_key, d.new, pg_catalog.now() FROM d{filter} {conflict})"
         )
     };
     match how {
-        SetWrite::Upsert => insert("", UPSERT),
-        SetWrite::UpdateOrUpsert => format!("{}, {UPDATE}", insert(" WHERE d.stored IS NULL", UPSERT)),
-        SetWrite::UpdateOrInsert => format!("{}, {UPDATE}", insert(" WHERE d.stored IS NULL", "")),
+        SetWrite::Upsert => insert("u", "", UPSERT),
+        SetWrite::InsertOrUpsert => {
+            format!("{}, {}", insert("i", " WHERE d.stored IS NULL", ""), insert("u", " WHERE d.stored IS NOT NULL", UPSERT))
+        }
     }
 }
 
@@ -357,7 +350,8 @@ const LOCK_SQL: &str = "INSERT INTO mseg.memberships AS m (subject_key) \
 
 /// A statement that touches at least this many subjects (`mseg.bulk_statement_subjects`) is
 /// maintained in bulk: in READ COMMITTED it takes the memberships table lock instead of one row lock
-/// per subject (no pass that writes every row first), and it reads the sources in grouped passes.
+/// per subject (no pass that writes every row first), and it reads the sources in the predicates'
+/// bulk form (bulk_predicates.rs).
 fn bulk_subjects() -> usize {
     crate::gucs::BULK_STATEMENT_SUBJECTS.get().max(1) as usize
 }
@@ -366,14 +360,14 @@ const TABLE_LOCK_SQL: &str = "LOCK TABLE mseg.memberships IN SHARE ROW EXCLUSIVE
 
 /// Evaluate the new subjects (transition table mseg_new), write the sets that differ from a stored
 /// one (normally none is stored: the subject is new) and their events. `bulk`: the sources are read
-/// in grouped passes over the rows of the new keys. `locked`: the caller holds the memberships
+/// in their bulk form. `locked`: the caller holds the memberships
 /// table lock in READ COMMITTED, so this statement's snapshot sees every membership row there will
 /// be, and new rows are plainly inserted (half the cost of an ON CONFLICT insert).
 fn insert_sql(cat: &SegCatalog, subject: &SubjectTable, bulk: bool, locked: bool) -> String {
     let key = quote_identifier(&subject.key);
     let reads = if bulk { Reads::Bulk } else { Reads::PerSubject };
     let (set, joins) = eval_parts(cat, subject, &Scope::All, false, reads);
-    let write = write_sets_sql(if locked { SetWrite::UpdateOrInsert } else { SetWrite::Upsert });
+    let write = write_sets_sql(if locked { SetWrite::InsertOrUpsert } else { SetWrite::Upsert });
     format!(
         "WITH n AS MATERIALIZED (SELECT s.{key}::pg_catalog.int8 AS subject_key, {set} AS new, m.segments AS stored \
               FROM mseg_new s{joins} LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) s.{key}), \

@@ -1,5 +1,5 @@
--- Segment upkeep in bulk: a statement over many subjects reads each source in one grouped pass
--- (the predicates' bulk form) instead of running each subquery once per subject. Here every
+-- Segment upkeep in bulk: a statement over many subjects reads each source with one aggregate
+-- query per subject (the predicates' bulk form) instead of one subquery per predicate. Here every
 -- statement counts as bulk, and after each one every maintained set is compared with a
 -- from-scratch evaluation of the original predicates (mseg.verify_segments).
 SET client_min_messages = notice;
@@ -21,7 +21,7 @@ INSERT INTO bulk_src (cust, kind, qty, note) VALUES
     (99999, 'a', 9, 'nobody');                        -- a key without a subject row
 INSERT INTO bulk_src_child (cust, kind, qty, note) VALUES (4, 'c', 7, 'child'), (3, 'x', 1, 'child');
 
--- shapes that are read in grouped passes, and one that stays correlated
+-- shapes that are read in the bulk form, and one that stays correlated
 SELECT mseg.define_segment('bulk_any', 'direct_marketing',
     $$EXISTS (SELECT 1 FROM bulk_src b WHERE b.cust = s.customer_id)$$);
 SELECT mseg.define_segment('bulk_no_x', 'direct_marketing',
@@ -43,7 +43,7 @@ SELECT mseg.define_segment('bulk_mixed', 'newsletter',
       OR (SELECT count(*) FROM bulk_src b WHERE b.cust = s.customer_id AND b.qty > s.customer_id) > 0)$$);
 SELECT count(*) AS differences FROM mseg.verify_segments();
 
--- what the grouped passes must give: no rows (false / the aggregate over nothing), NULL
+-- what the bulk form must give: no rows (false / the aggregate over nothing), NULL
 -- conditions (not true), an inheritance child (read unless ONLY)
 CREATE VIEW bulk_members AS
 SELECT s AS subject,
