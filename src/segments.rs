@@ -832,15 +832,10 @@ unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat: &SegCatal
                 client.update(TABLE_LOCK_SQL, None, &[])?;
             }
             let p = plan(client, &PlanKind::Insert { bulk, locked }, &[], || insert_sql(cat, subject, bulk, locked))?;
-            if bulk {
-                as_bulk_plan(|| {
-                    client.update(&*p, None, &[])?;
-                    Ok(())
-                })
-            } else {
+            planned_for(bulk, || {
                 client.update(&*p, None, &[])?;
                 Ok(())
-            }
+            })
         }),
         pg_sys::TRIGGER_EVENT_UPDATE => {
             let scanned = scan_subject_update(td, cat);
@@ -987,21 +982,20 @@ fn apply_locked(client: &mut SpiClient<'_>, cat: &SegCatalog, subject: &SubjectT
     let bulk = keys.len() >= bulk_subjects();
     let kind = PlanKind::Apply(scope.clone(), bulk);
     let apply = plan(client, &kind, &[int8_array()], || apply_sql(cat, subject, scope, bulk))?;
-    if bulk {
-        as_bulk_plan(|| {
-            client.update(&*apply, None, &[keys.to_vec().into()])?;
-            Ok(())
-        })
-    } else {
+    planned_for(bulk, || {
         client.update(&*apply, None, &[keys.to_vec().into()])?;
         Ok(())
-    }
+    })
 }
 
-/// Run a bulk statement's upkeep query `f` with a plan made for this execution: it is worth its
-/// few milliseconds, the generic plan assumes a handful of subjects.
-fn as_bulk_plan<T>(f: impl FnOnce() -> MsegResult<T>) -> MsegResult<T> {
-    catalog::with_setting(c"plan_cache_mode", c"force_custom_plan", f)
+/// Run an upkeep query `f`; for a bulk statement with a plan made for this execution (worth its few
+/// milliseconds: the generic plan assumes a handful of subjects).
+fn planned_for<T>(bulk: bool, f: impl FnOnce() -> MsegResult<T>) -> MsegResult<T> {
+    if bulk {
+        catalog::with_setting(c"plan_cache_mode", c"force_custom_plan", f)
+    } else {
+        f()
+    }
 }
 
 /// Statement-level AFTER trigger on the subject table and every registered source table.
