@@ -115,7 +115,7 @@ SELECT * FROM atk($$SELECT mseg.define_pool_segment('pp2', 'mkt', $p$
 SELECT * FROM atk_check();
 -- P19 (invented): a pool segment predicate with the cast to json.
 SELECT * FROM atk($$SELECT mseg.define_pool_segment('pp3', 'mkt', $p$
-    pg_catalog.to_jsonb((t.quasi OPERATOR(pg_catalog.->>) 'sex')::atk_admin.mood) IS NOT NULL $p$) IS NOT NULL$$);
+    pg_catalog.to_jsonb('f'::atk_admin.mood) IS NOT NULL $p$) IS NOT NULL$$);
 SELECT * FROM atk_check();
 -- P20 (invented): the next import re-evaluates every pool segment over the new twins.
 TRUNCATE atk_admin.staging;
