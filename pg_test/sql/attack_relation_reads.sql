@@ -49,7 +49,8 @@ SELECT * FROM atk_check();
 -- R5 (invented): a security_invoker view (PostgreSQL 15) over pg_authid: its table is then read
 -- with the reader's rights, which were a superuser's.
 CREATE TEMP VIEW authmap WITH (security_invoker = true) AS
-    SELECT 'leaf'::text AS child, 'pg_authid has ' || (SELECT count(*) FROM pg_authid WHERE rolname = 'postgres') || ' postgres' AS parent;
+    SELECT c.child, c.parent FROM (SELECT 'pg_authid has ' || count(*) || ' postgres' AS n FROM pg_authid WHERE rolname = 'postgres') a,
+           LATERAL (VALUES ('leaf', a.n), (a.n, 'root')) c(child, parent);
 SELECT * FROM atk($$SELECT mseg.generalize('leaf', 'category:pg_temp.authmap', 1)$$);
 SELECT * FROM atk_check();
 -- R6 (invented): SQL injection through the mapping name of a hierarchy specification.
@@ -103,12 +104,14 @@ BEGIN PERFORM atk_export.pwn('R13'); RETURN $1::name::text; END $$;
 CREATE CAST (atk_export.mood AS text) WITH FUNCTION atk_export.mood_text(atk_export.mood);
 CREATE TABLE atk_export.people (id bigint PRIMARY KEY, mood atk_export.mood);
 INSERT INTO atk_export.people VALUES (1, 'f'), (2, 'f');
-SELECT * FROM atk($$SELECT count(*) FROM mseg.anonymize('atk_export.people', 2, ARRAY['mood'])$$);
+SELECT * FROM atk($$SELECT count(*) FROM mseg.anonymize('atk_export.people', 2, ARRAY['mood'], key_column => 'id')$$);
 SELECT * FROM atk_check();
 -- R14 (invented): injection through sensitive_column and key_column.
-SELECT * FROM atk($$SELECT count(*) FROM mseg.anonymize('atk_export.people', 2, ARRAY['mood'], l => 1,
-    sensitive_column => 'mood::text || atk_export.pwn(''R14'')::text', key_column => 'id')$$);
-SELECT * FROM atk($$SELECT count(*) FROM mseg.anonymize('atk_export.people', 2, ARRAY['mood'],
+CREATE TABLE atk_export.plain (id bigint PRIMARY KEY, q text);
+INSERT INTO atk_export.plain VALUES (1, 'a'), (2, 'a');
+SELECT * FROM atk($$SELECT count(*) FROM mseg.anonymize('atk_export.plain', 2, ARRAY['q'], l => 1,
+    sensitive_column => 'q::text || atk_export.pwn(''R14'')::text', key_column => 'id')$$);
+SELECT * FROM atk($$SELECT count(*) FROM mseg.anonymize('atk_export.plain', 2, ARRAY['q'],
     key_column => 'id" FROM pg_authid r, LATERAL (SELECT atk_export.pwn(''R14'')) x --')$$);
 SELECT * FROM atk_check();
 
