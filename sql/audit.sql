@@ -102,8 +102,10 @@ CREATE TRIGGER mseg_append_only BEFORE UPDATE OR DELETE ON mseg.audit_log
 CREATE TRIGGER mseg_append_only_truncate BEFORE TRUNCATE ON mseg.audit_log
     FOR EACH STATEMENT EXECUTE FUNCTION mseg._refuse_change();
 
--- Check the whole chain; returns the first problem, or ok.
-CREATE FUNCTION mseg.verify_audit_log(
+-- Check the whole chain, the ledger and the current state; with an anchor (mseg.audit_anchor(),
+-- as a partner or auditor kept it), also that the log still holds the anchored entry unchanged.
+-- Returns the first problem, or ok. What this can and cannot detect: docs/security.md.
+CREATE FUNCTION mseg.verify_audit_log(anchor pg_catalog.jsonb DEFAULT NULL,
     OUT ok pg_catalog.bool, OUT entries pg_catalog.int8, OUT first_bad_seq pg_catalog.int8, OUT problem pg_catalog.text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -111,8 +113,11 @@ AS $$
 DECLARE
     v_head mseg.audit_head;
     v_last mseg.audit_log;
+    v_claim record;
+    v_hash pg_catalog.bytea;
 BEGIN
     SELECT pg_catalog.count(*) INTO entries FROM mseg.audit_log;
+    -- 1. the chain: no gaps, every link and every entry's content
     SELECT c.seq, c.problem INTO first_bad_seq, problem FROM (
         SELECT l.seq,
                CASE
@@ -128,6 +133,7 @@ BEGIN
         FROM mseg.audit_log l
         WINDOW w AS (ORDER BY l.seq)
     ) c WHERE c.problem IS NOT NULL ORDER BY c.seq LIMIT 1;
+    -- 2. the tail against the head
     IF first_bad_seq IS NULL THEN
         SELECT * INTO v_head FROM mseg.audit_head;
         v_head.seq := COALESCE(v_head.seq, 0);
@@ -140,7 +146,54 @@ BEGIN
                                          COALESCE(v_last.seq, 0), v_head.seq);
         END IF;
     END IF;
-    ok := first_bad_seq IS NULL;
+    -- 3. the anchor someone outside kept: its entry must still be there, unchanged
+    IF problem IS NULL AND anchor IS NOT NULL THEN
+        SELECT * INTO v_claim FROM mseg._anchor_claim(anchor);
+        IF v_claim.problem IS NOT NULL THEN
+            problem := v_claim.problem;
+        ELSIF v_claim.seq OPERATOR(pg_catalog.>) 0 THEN
+            SELECT l.hash INTO v_hash FROM mseg.audit_log l WHERE l.seq OPERATOR(pg_catalog.=) v_claim.seq;
+            IF v_hash IS NULL THEN
+                first_bad_seq := v_claim.seq;
+                problem := pg_catalog.format('the log no longer holds entry %s, which the anchor records (the log was wiped or truncated)', v_claim.seq);
+            ELSIF pg_catalog.encode(v_hash, 'hex') OPERATOR(pg_catalog.<>) v_claim.hash THEN
+                first_bad_seq := v_claim.seq;
+                problem := pg_catalog.format('entry %s differs from the anchor (the chain was rewritten up to it)', v_claim.seq);
+            END IF;
+        END IF;
+    END IF;
+    -- 4. the ledger inside the chain: every event has its audit entry, with the same content
+    IF problem IS NULL THEN
+        SELECT x.seq, x.problem INTO first_bad_seq, problem FROM (
+            SELECT l.seq, e.event_id,
+                   CASE WHEN l.seq IS NULL
+                          THEN pg_catalog.format('ledger event %s has no audit entry (inserted outside pg_mseg)', e.event_id)
+                        ELSE pg_catalog.format('ledger event %s differs from its audit entry (edited)', e.event_id) END AS problem
+            FROM mseg.consent_events e
+            LEFT JOIN mseg.audit_log l
+                   ON l.action OPERATOR(pg_catalog.~~) 'consent.%'
+                  AND (l.details OPERATOR(pg_catalog.->>) 'event_id')::pg_catalog.int8 OPERATOR(pg_catalog.=) e.event_id
+            WHERE l.seq IS NULL
+               OR l.action OPERATOR(pg_catalog.<>) ('consent.' OPERATOR(pg_catalog.||) e.event)
+               OR l.object IS DISTINCT FROM e.purpose
+               OR (l.details OPERATOR(pg_catalog.->>) 'subject_ref') IS DISTINCT FROM e.subject_ref
+               OR (l.details OPERATOR(pg_catalog.?) 'event_sha256'
+                   AND (l.details OPERATOR(pg_catalog.->>) 'event_sha256')
+                       OPERATOR(pg_catalog.<>) pg_catalog.encode(pg_catalog.sha256(mseg._event_content(e)), 'hex'))
+            UNION ALL
+            SELECT l.seq, (l.details OPERATOR(pg_catalog.->>) 'event_id')::pg_catalog.int8,
+                   pg_catalog.format('ledger event %s recorded by entry %s is missing (deleted)', l.details OPERATOR(pg_catalog.->>) 'event_id', l.seq)
+            FROM mseg.audit_log l
+            WHERE l.action OPERATOR(pg_catalog.~~) 'consent.%'
+              AND NOT EXISTS (SELECT 1 FROM mseg.consent_events e
+                              WHERE e.event_id OPERATOR(pg_catalog.=) (l.details OPERATOR(pg_catalog.->>) 'event_id')::pg_catalog.int8)
+        ) x ORDER BY x.event_id LIMIT 1;
+    END IF;
+    -- 5. the current state is what the ledger says
+    IF problem IS NULL THEN
+        problem := mseg._state_problem();
+    END IF;
+    ok := problem IS NULL;
     IF ok THEN problem := 'OK'; END IF;
 END
 $$;

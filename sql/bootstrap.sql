@@ -24,6 +24,23 @@ BEGIN
             EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', role_name);
         END IF;
     END LOOP;
+
+    -- mseg_upkeep reads the registered subject table and sources for upkeep and exports (see
+    -- src/catalog.rs): no superuser, no login, no members, ever; BYPASSRLS so row security
+    -- policies neither hide rows from the upkeep nor run their expressions as it.
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'mseg_upkeep') THEN
+        CREATE ROLE mseg_upkeep NOLOGIN NOINHERIT BYPASSRLS;
+    ELSIF EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) m.roleid
+                  WHERE r.rolname OPERATOR(pg_catalog.=) 'mseg_upkeep')
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) 'mseg_upkeep'
+                  AND (r.rolsuper OR r.rolcanlogin)) THEN
+        RAISE EXCEPTION USING ERRCODE = 'MS020',
+            MESSAGE = 'role mseg_upkeep exists with members, a login or superuser rights',
+            DETAIL = 'pg_mseg reads user tables as mseg_upkeep; nobody may act as it.',
+            HINT = 'Revoke mseg_upkeep from every role and make it NOLOGIN NOSUPERUSER (or drop it) before CREATE EXTENSION.';
+    ELSE
+        ALTER ROLE mseg_upkeep NOLOGIN NOINHERIT NOCREATEDB NOCREATEROLE NOREPLICATION BYPASSRLS;
+    END IF;
 END
 $bootstrap$;
 

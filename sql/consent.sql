@@ -139,20 +139,8 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION mseg._subject_exists(p_subject pg_catalog.int8)
-RETURNS pg_catalog.bool LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t record;
-    found_it pg_catalog.bool;
-BEGIN
-    t := mseg._subject_table();
-    EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM %s WHERE %I OPERATOR(pg_catalog.=) $1)', t.relid, t.key_column)
-        INTO found_it USING p_subject;
-    RETURN found_it;
-END
-$$;
+-- mseg._subject_exists(subject) is in Rust (src/consent.rs): it reads the subject table as
+-- mseg_upkeep, never as the owner of these SECURITY DEFINER functions.
 
 CREATE FUNCTION mseg._purpose(p_purpose pg_catalog.text)
 RETURNS mseg.purposes LANGUAGE plpgsql STABLE
@@ -202,6 +190,20 @@ BEGIN
 END
 $$;
 
+-- The canonical content of a ledger event, whose SHA-256 its audit entry carries: the ledger is
+-- inside the hash chain (verify_audit_log checks every event against its entry, and the current
+-- state against a replay of the ledger).
+CREATE FUNCTION mseg._event_content(e mseg.consent_events)
+RETURNS pg_catalog.bytea LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.convert_to(pg_catalog.jsonb_build_object(
+        'event_id', e.event_id, 'subject_ref', e.subject_ref, 'purpose', e.purpose, 'event', e.event,
+        'legal_basis', e.legal_basis, 'notice_version', e.notice_version, 'source', e.source,
+        'evidence', e.evidence, 'actor', e.actor,
+        'recorded_at_us', (EXTRACT(epoch FROM e.recorded_at) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8)::pg_catalog.text, 'UTF8')
+$$;
+
 CREATE FUNCTION mseg._record(p_ref pg_catalog.text, p_purpose pg_catalog.text, p_event pg_catalog.text,
                              p_basis pg_catalog.text, p_notice pg_catalog.text, p_source pg_catalog.text,
                              p_evidence pg_catalog.jsonb)
@@ -216,7 +218,8 @@ BEGIN
     RETURNING * INTO e;
     PERFORM mseg._audit('consent.' OPERATOR(pg_catalog.||) p_event, p_purpose,
         pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('subject_ref', p_ref, 'event_id', e.event_id,
-            'legal_basis', p_basis, 'notice_version', p_notice, 'source', p_source)));
+            'legal_basis', p_basis, 'notice_version', p_notice, 'source', p_source,
+            'event_sha256', pg_catalog.encode(pg_catalog.sha256(mseg._event_content(e)), 'hex'))));
     RETURN e;
 END
 $$;
@@ -284,75 +287,15 @@ BEGIN
             HINT = 'A database has one subject table.';
     END IF;
     INSERT INTO mseg.subject_tables (relid, key_column) VALUES (p_table, key_column);
+    -- upkeep and exports read it as mseg_upkeep (no superuser ever reads a user table)
+    EXECUTE pg_catalog.format('GRANT SELECT ON %s TO mseg_upkeep', p_table);
     PERFORM mseg._audit('subjects.register', p_table::pg_catalog.text, pg_catalog.jsonb_build_object('key_column', key_column));
     RETURN p_table;
 END
 $$;
 
-CREATE FUNCTION mseg.classify("table" pg_catalog.regclass, column_name pg_catalog.text, class pg_catalog.text,
-                              hierarchy pg_catalog.text DEFAULT NULL)
-RETURNS pg_catalog.text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    p_table ALIAS FOR $1;
-    v_type pg_catalog.regtype;
-    v_fits pg_catalog.bool;
-BEGIN
-    PERFORM mseg._require(p_table, 'table');
-    PERFORM mseg._require(column_name, 'column_name');
-    PERFORM mseg._require(class, 'class');
-    IF NOT pg_catalog.pg_has_role(SESSION_USER, (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) p_table), 'USAGE') THEN
-        RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = pg_catalog.format('must be owner of table %s', p_table);
-    END IF;
-    SELECT a.atttypid INTO v_type FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid OPERATOR(pg_catalog.=) p_table AND a.attname OPERATOR(pg_catalog.=) column_name
-      AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'MS022',
-            MESSAGE = pg_catalog.format('column "%s" of %s does not exist', column_name, p_table),
-            HINT = 'mseg.unclassified_columns(table) lists the columns still to classify.';
-    END IF;
-    IF class OPERATOR(pg_catalog.<>) ALL ('{direct,quasi,sensitive,attribute}'::pg_catalog.text[]) THEN
-        RAISE EXCEPTION USING ERRCODE = 'MS023',
-            MESSAGE = pg_catalog.format('unknown column class "%s"', class),
-            HINT = 'A column is direct, quasi, sensitive or attribute.';
-    END IF;
-    IF hierarchy IS NOT NULL THEN
-        IF class OPERATOR(pg_catalog.<>) 'quasi' THEN
-            RAISE EXCEPTION USING ERRCODE = 'MS023',
-                MESSAGE = pg_catalog.format('only quasi columns take a hierarchy, and %I is %s', column_name, class),
-                HINT = 'Classify it as quasi, or leave out hierarchy.';
-        END IF;
-        -- the kind before any ':' decides which column types fit; the whole specification
-        -- (widths, prefix length, mapping table) is checked by the Rust parser
-        v_fits := CASE pg_catalog.split_part(hierarchy, ':', 1)
-            WHEN 'date'     THEN v_type OPERATOR(pg_catalog.=) ANY ('{date,timestamp,timestamptz}'::pg_catalog.regtype[])
-            WHEN 'prefix'   THEN v_type OPERATOR(pg_catalog.=) ANY ('{text,varchar,bpchar}'::pg_catalog.regtype[])
-            WHEN 'category' THEN v_type OPERATOR(pg_catalog.=) ANY ('{text,varchar,bpchar}'::pg_catalog.regtype[])
-            WHEN 'integer'  THEN v_type OPERATOR(pg_catalog.=) ANY ('{int2,int4,int8}'::pg_catalog.regtype[])
-            WHEN 'numeric'  THEN v_type OPERATOR(pg_catalog.=) ANY ('{int2,int4,int8,numeric,float4,float8}'::pg_catalog.regtype[])
-            ELSE NULL END;
-        IF v_fits IS NULL THEN
-            RAISE EXCEPTION USING ERRCODE = 'MS023',
-                MESSAGE = pg_catalog.format('unknown hierarchy "%s"', hierarchy),
-                HINT = 'Hierarchies: date, integer[:w1,w2,…], numeric[:w1,…], prefix[:N], category:<mapping table>.';
-        ELSIF NOT v_fits THEN
-            RAISE EXCEPTION USING ERRCODE = 'MS023',
-                MESSAGE = pg_catalog.format('hierarchy "%s" does not fit column %I of type %s', hierarchy, column_name, v_type),
-                HINT = 'date fits date/timestamp columns, prefix and category text columns, integer and numeric number columns.';
-        END IF;
-        PERFORM mseg._check_hierarchy(hierarchy);
-    END IF;
-    INSERT INTO mseg.column_classes (relid, column_name, class, hierarchy) VALUES (p_table, column_name, class, hierarchy)
-    ON CONFLICT (relid, column_name) DO UPDATE
-        SET class = EXCLUDED.class, hierarchy = EXCLUDED.hierarchy, classified_at = pg_catalog.now();
-    PERFORM mseg._audit('column.classify', pg_catalog.format('%s.%I', p_table, column_name),
-        pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('class', class, 'hierarchy', hierarchy)));
-    RETURN class;
-END
-$$;
+-- mseg.classify(table, column, class, hierarchy) is in Rust (src/consent.rs): a category
+-- hierarchy's mapping table is read with the caller's own privileges.
 
 -- Columns of a table that have no class yet (pseudonym columns are derived and not listed).
 CREATE FUNCTION mseg.unclassified_columns("table" pg_catalog.regclass)
@@ -733,7 +676,7 @@ DECLARE
     v_ref pg_catalog.text;
     t record;
     e mseg.consent_events;
-    v_columns pg_catalog.text;
+    v_columns pg_catalog.text[];
     v_notnull pg_catalog.text;
     v_states pg_catalog.int8;
     v_rows pg_catalog.int8;
@@ -745,10 +688,11 @@ BEGIN
     END IF;
     v_ref := mseg._lock_subject(subject);
     t := mseg._subject_table();
+    -- the row is deleted or cleared by mseg._erase_subject_row as the table's owner, in a
+    -- security-restricted context: the table's triggers never run with this function's rights
     IF mode OPERATOR(pg_catalog.=) 'delete' THEN
         BEGIN
-            EXECUTE pg_catalog.format('DELETE FROM %s WHERE %I OPERATOR(pg_catalog.=) $1', t.relid, t.key_column) USING subject;
-            GET DIAGNOSTICS v_rows = ROW_COUNT;
+            v_rows := mseg._erase_subject_row(subject, 'delete');
         EXCEPTION WHEN foreign_key_violation THEN
             RAISE EXCEPTION USING ERRCODE = 'MS049',
                 MESSAGE = pg_catalog.format('subject %s cannot be deleted: other rows refer to it', subject),
@@ -756,7 +700,7 @@ BEGIN
                 HINT = 'Delete or anonymise the referring rows first, declare the foreign key ON DELETE CASCADE, or use mode => ''nullify''.';
         END;
     ELSE
-        SELECT pg_catalog.string_agg(pg_catalog.format('%I = NULL', c.column_name), ', ' ORDER BY c.column_name)
+        SELECT pg_catalog.array_agg(c.column_name::pg_catalog.text ORDER BY c.column_name)
         INTO v_columns FROM mseg.column_classes c
         WHERE c.relid OPERATOR(pg_catalog.=) t.relid AND c.class OPERATOR(pg_catalog.=) ANY ('{direct,sensitive}'::pg_catalog.text[]);
         IF v_columns IS NULL THEN
@@ -775,8 +719,7 @@ BEGIN
                 DETAIL = 'mode nullify sets every direct and sensitive column to NULL.',
                 HINT = 'Drop the NOT NULL constraints on those columns, or use mode => ''delete''.';
         END IF;
-        EXECUTE pg_catalog.format('UPDATE %s SET %s WHERE %I OPERATOR(pg_catalog.=) $1', t.relid, v_columns, t.key_column) USING subject;
-        GET DIAGNOSTICS v_rows = ROW_COUNT;
+        v_rows := mseg._erase_subject_row(subject, 'nullify', v_columns);
     END IF;
     e := mseg._record(v_ref, NULL, 'erase', NULL, NULL, source,
                       COALESCE(evidence, '{}'::pg_catalog.jsonb) OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('mode', mode));
@@ -816,8 +759,7 @@ BEGIN
     PERFORM mseg._require(subject, 'subject');
     t := mseg._subject_table();
     v_ref := mseg._subject_ref(subject);
-    EXECUTE pg_catalog.format('SELECT pg_catalog.to_jsonb(s) FROM %s s WHERE %I OPERATOR(pg_catalog.=) $1', t.relid, t.key_column)
-        INTO v_row USING subject;
+    v_row := mseg._subject_row(subject);   -- read as mseg_upkeep (src/consent.rs)
     IF v_row IS NULL AND NOT EXISTS (SELECT 1 FROM mseg.erasures e WHERE e.subject_ref OPERATOR(pg_catalog.=) v_ref) THEN
         RAISE EXCEPTION USING ERRCODE = 'MS040', MESSAGE = pg_catalog.format('subject %s does not exist', subject),
             HINT = pg_catalog.format('Subjects are the rows of %s.', t.relid);

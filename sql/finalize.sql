@@ -56,6 +56,24 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA mseg FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA mseg TO mseg_admin, mseg_app, mseg_export, mseg_reidentify;
 
+-- mseg_upkeep (no login, no members): what segment upkeep, refresh, verification and exports read
+-- and write, and nothing more. The registered subject table and sources are granted to it by
+-- register_subjects / register_source, a category mapping table by classify.
+GRANT USAGE ON SCHEMA mseg TO mseg_upkeep;
+GRANT SELECT ON mseg.subject_tables, mseg.sources, mseg.segments, mseg.column_classes, mseg.purposes,
+                mseg.legal_basis_state, mseg.subject_state
+TO mseg_upkeep;
+GRANT SELECT, INSERT, UPDATE, DELETE ON mseg.memberships TO mseg_upkeep;
+GRANT INSERT ON mseg.membership_events TO mseg_upkeep;
+GRANT USAGE ON SEQUENCE mseg.membership_event_seq TO mseg_upkeep;
+GRANT EXECUTE ON FUNCTION
+    mseg._segments_merge(pg_catalog.int4[], pg_catalog.int4[], pg_catalog.int4[]),
+    mseg._segments_minus(pg_catalog.int4[], pg_catalog.int4[]),
+    mseg.generalize(pg_catalog.text, pg_catalog.text, pg_catalog.int4),
+    mseg.generalize(pg_catalog.date, pg_catalog.text, pg_catalog.int4),
+    mseg.generalize(pg_catalog.int8, pg_catalog.text, pg_catalog.int4)
+TO mseg_upkeep;
+
 -- administration: domains, pseudonym columns, key checks; may compute pseudonyms and tokens
 GRANT SELECT ON mseg.domains, mseg.pseudonym_columns, mseg.progress TO mseg_admin;
 GRANT EXECUTE ON FUNCTION
@@ -98,9 +116,10 @@ GRANT EXECUTE ON FUNCTION
     mseg.drop_purpose(pg_catalog.text),
     mseg.forget(pg_catalog.int8, pg_catalog.text, pg_catalog.text, pg_catalog.jsonb),
     mseg.subject_report(pg_catalog.int8),
-    mseg.verify_audit_log(),
+    mseg.verify_audit_log(pg_catalog.jsonb),
     mseg.audit_head()
 TO mseg_admin;
+GRANT EXECUTE ON FUNCTION mseg.audit_anchor() TO mseg_admin, mseg_export;
 
 -- segments: the DBA defines; application roles read k-suppressed sizes; export reads members
 GRANT SELECT ON mseg.segment_sizes TO mseg_app, mseg_admin, mseg_export;
@@ -136,7 +155,7 @@ TO mseg_admin, mseg_export;
 
 -- Variant Twins: export and resolve at the controller, import and pooling at the trusted party
 GRANT SELECT ON mseg.partners, mseg.partner_exports TO mseg_admin, mseg_export;
-GRANT SELECT ON mseg.controllers, mseg.pool_twins, mseg.pool_segments TO mseg_admin;
+GRANT SELECT ON mseg.controllers, mseg.controller_anchors, mseg.pool_twins, mseg.pool_segments TO mseg_admin;
 GRANT SELECT ON mseg.pool_segment_sizes TO mseg_app, mseg_admin, mseg_export;
 GRANT EXECUTE ON FUNCTION
     mseg.add_partner(pg_catalog.text, pg_catalog.text[], pg_catalog.int4, pg_catalog.float8),

@@ -42,6 +42,18 @@ CREATE TABLE mseg.controllers (
     registered_at pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
+-- The audit anchors controllers' dumps carried (signed heads of their audit chains): kept here,
+-- outside the controller, so the controller's auditor can check its log against them
+-- (mseg.verify_audit_log(anchor) at the controller).
+CREATE TABLE mseg.controller_anchors (
+    controller    pg_catalog.text NOT NULL,
+    dump_sequence pg_catalog.int8 NOT NULL,
+    anchor        pg_catalog.jsonb NOT NULL,
+    received_at   pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (controller, dump_sequence)
+);
+SELECT pg_catalog.pg_extension_config_dump('mseg.controller_anchors', '');
+
 -- Keys in the "C" collation (pseudonyms are base64url, controller ids ASCII): byte comparisons in
 -- the primary key, not the database's locale. No foreign key to mseg.controllers: every import
 -- checks the controller before it writes, and a per-row check cost a third of an import.

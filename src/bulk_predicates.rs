@@ -122,7 +122,7 @@ impl SourceAggregates {
 /// The bulk forms of `predicates` over `relation` (alias s, oid `relid`, key column number
 /// `key_attnum`): None where a predicate is not given, has no subquery to rewrite, or does not analyse.
 pub fn compile(relation: &str, relid: pg_sys::Oid, key_attnum: i16, predicates: &[Option<&str>]) -> MsegResult<Vec<Option<BulkPredicate>>> {
-    catalog::as_owner(|| {
+    catalog::as_upkeep(|| {
         // printed like the canonical text: only pg_catalog on the path, every other name qualified
         catalog::with_search_path(c"pg_catalog", || unsafe {
             let context = catalog::memory_context(pg_sys::CurrentMemoryContext, c"mseg bulk predicates");
@@ -145,22 +145,18 @@ unsafe fn compile_one(relation: &str, relid: pg_sys::Oid, key_attnum: i16, predi
     if predicate.contains('$') {
         return None; // the placeholders must be the only `$` in the template
     }
-    let sql = std::ffi::CString::new(format!("SELECT ({predicate}) FROM {relation} s")).ok()?;
     let built: Result<Option<BulkPredicate>, ()> = PgTryBuilder::new(|| unsafe {
-        let raw = pg_sys::raw_parser(sql.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
-        if raw.is_null() || (*raw).length != 1 {
+        let Ok(parsed) = crate::predicate::parse(relation, "s", predicate) else { return Ok(None) };
+        if crate::predicate::check(&parsed).is_err() {
+            return Ok(None); // the SQL path refuses it with the reason
+        }
+        if !(*parsed.query).hasSubLinks {
             return Ok(None);
         }
-        let rawstmt = (*(*raw).elements).ptr_value as *mut pg_sys::RawStmt;
-        let query = pg_sys::parse_analyze_fixedparams(rawstmt, sql.as_ptr(), std::ptr::null(), 0, std::ptr::null_mut());
-        let q = &*query;
-        if !q.hasSubLinks || q.targetList.is_null() || (*q.targetList).length != 1 {
-            return Ok(None);
-        }
-        let tle = (*(*q.targetList).elements).ptr_value as *mut pg_sys::TargetEntry;
+        let tle_expr = parsed.expr;
         let mut rw = Rewrite { subject_key: key_attnum, values: Vec::new() };
         // the mutator on the whole expression (it may itself be one EXISTS)
-        let rewritten = rewrite_node((*tle).expr.cast(), (&mut rw as *mut Rewrite).cast());
+        let rewritten = rewrite_node(tle_expr.cast(), (&mut rw as *mut Rewrite).cast());
         if rw.values.is_empty() || rw.values.len() > MAX_VALUES {
             return Ok(None);
         }

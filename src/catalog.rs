@@ -1,10 +1,24 @@
-//! Reads and writes of pg_mseg's own configuration tables.
+//! Reads and writes of pg_mseg's own configuration tables, and the identities every other query
+//! of the extension runs as.
 //!
-//! Application roles have no privilege on these tables, yet the extension's triggers (which run
-//! as whichever role wrote the row) must read them. So every statement here runs through
-//! [`as_owner`]: the bootstrap superuser with `search_path` pinned to `pg_catalog, pg_temp` and a
-//! security-restricted context, with fixed SQL text whose every name and operator is qualified.
+//! The rule (docs/security.md, "Who runs what"): nothing the extension runs with elevated rights
+//! evaluates anything a non-superuser can define. So there are four identities, and each query
+//! picks the narrowest that can do its job:
+//! - [`as_owner`]: the bootstrap superuser, for fixed SQL text over the extension's own `mseg.*`
+//!   tables only (no user table, view, trigger or function is ever reached from there);
+//! - [`as_upkeep`]: the NOLOGIN role `mseg_upkeep` (no superuser, `BYPASSRLS`, no members), for
+//!   every query that reads the registered subject table and sources (segment upkeep, refresh,
+//!   verification, exports): it holds SELECT on exactly the registered tables and what upkeep writes
+//!   of `mseg.*`, so code a table owner planted in a table (an index expression, a CHECK used by
+//!   constraint exclusion) runs with those rights and no more;
+//! - [`as_table_owner`]: the owner of a user table, for DML and row locks on it (erasure), as
+//!   PostgreSQL's own maintenance commands do: the owner's triggers run as the owner;
+//! - the caller, unchanged, for relations the caller names (k-anonymity functions, category
+//!   mapping tables, import staging tables): PostgreSQL checks the caller's own privileges.
+//! Every switch pins `search_path` to `pg_catalog, pg_temp` and enters a security-restricted
+//! context (no SET ROLE, no temporary objects), restored when the closure returns or unwinds.
 
+use std::cell::Cell;
 use std::ffi::CStr;
 
 use pgrx::pg_sys;
@@ -13,16 +27,19 @@ use pgrx::spi::SpiClient;
 
 use crate::error::{Code, MsegError, Result};
 
+/// The role that reads registered user tables for upkeep and exports (created by bootstrap.sql).
+pub const UPKEEP_ROLE: &CStr = c"mseg_upkeep";
+
 /// Restores user id, security context and GUC nest level, also when an error unwinds.
-struct OwnerGuard {
+struct IdentityGuard {
     saved_user: pg_sys::Oid,
     saved_context: i32,
     guc_nest_level: i32,
 }
 
-impl Drop for OwnerGuard {
+impl Drop for IdentityGuard {
     fn drop(&mut self) {
-        // SAFETY: restores exactly what `as_owner` saved, in reverse order.
+        // SAFETY: restores exactly what `run_as` saved, in reverse order.
         unsafe {
             pg_sys::SetUserIdAndSecContext(self.saved_user, self.saved_context);
             pg_sys::AtEOXact_GUC(true, self.guc_nest_level);
@@ -30,14 +47,14 @@ impl Drop for OwnerGuard {
     }
 }
 
-/// Run `f` as the bootstrap superuser with a pinned, hijack-proof search_path.
-pub fn as_owner<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+/// Run `f` as `user` in a security-restricted context with `search_path = pg_catalog, pg_temp`.
+pub fn run_as<T>(user: pg_sys::Oid, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let guard = unsafe {
         let mut saved_user = pg_sys::InvalidOid;
         let mut saved_context = 0;
         pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
         let guc_nest_level = pg_sys::NewGUCNestLevel();
-        let guard = OwnerGuard { saved_user, saved_context, guc_nest_level };
+        let guard = IdentityGuard { saved_user, saved_context, guc_nest_level };
         pg_sys::set_config_option(
             c"search_path".as_ptr(),
             c"pg_catalog, pg_temp".as_ptr(),
@@ -49,7 +66,7 @@ pub fn as_owner<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
             false,
         );
         pg_sys::SetUserIdAndSecContext(
-            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
+            user,
             saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
         );
         guard
@@ -57,6 +74,110 @@ pub fn as_owner<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     let result = f();
     drop(guard);
     result
+}
+
+/// Run `f` as the bootstrap superuser with a pinned, hijack-proof search_path: only for fixed SQL
+/// over the extension's own tables (see the module comment).
+pub fn as_owner<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    run_as(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID), f)
+}
+
+thread_local! {
+    static UPKEEP_OID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
+}
+
+/// The OID of `mseg_upkeep` (looked up once per backend; roles are cluster-wide and stable).
+pub fn upkeep_role() -> Result<pg_sys::Oid> {
+    let cached = UPKEEP_OID.with(Cell::get);
+    if cached != pg_sys::InvalidOid {
+        return Ok(cached);
+    }
+    // SAFETY: a syscache lookup; missing_ok returns InvalidOid instead of raising.
+    let oid = unsafe { pg_sys::get_role_oid(UPKEEP_ROLE.as_ptr(), true) };
+    if oid == pg_sys::InvalidOid {
+        return Err(MsegError::new(Code::General, "role mseg_upkeep does not exist")
+            .detail("pg_mseg reads the registered tables as this role; CREATE EXTENSION creates it.")
+            .hint("Reinstall the extension (DROP EXTENSION pg_mseg; CREATE EXTENSION pg_mseg) as a superuser."));
+    }
+    UPKEEP_OID.with(|c| c.set(oid));
+    Ok(oid)
+}
+
+/// Run `f` as `mseg_upkeep` (see the module comment): every query that reads the registered
+/// subject table or sources goes through here. A data error PostgreSQL raises meanwhile (class 22,
+/// e.g. a predicate's cast failing on some row, or 23) is reported without its message, which
+/// could quote a value of the data (see [`without_values_in_errors`]).
+pub fn as_upkeep<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let upkeep = upkeep_role()?;
+    without_values_in_errors(|| run_as(upkeep, f))
+}
+
+/// The five characters of a packed SQLSTATE.
+fn sqlstate_text(code: i32) -> String {
+    (0..5).map(|i| char::from(b'0' + ((code >> (6 * i)) & 0x3F) as u8)).collect()
+}
+
+/// Run `f`; an ERROR of class 22 (data exception) or 23 (integrity constraint violation) that
+/// PostgreSQL raises meanwhile comes back as an MS000 error naming only its SQLSTATE: such
+/// messages quote the offending value, and this value was read from a user table on behalf of
+/// someone who may not read it (an application role whose write fired a trigger, a partner's
+/// export). Every other error (serialization failures, lock timeouts, cancellation, permissions)
+/// keeps its SQLSTATE and message, which name no data.
+pub fn without_values_in_errors<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let f = std::panic::AssertUnwindSafe(f);
+    pgrx::PgTryBuilder::new(move || {
+        let f = f;
+        (f.0)()
+    })
+    .catch_others(|e| match e {
+        pg_sys::panic::CaughtError::PostgresError(ref report) => {
+            let code = sqlstate_text(report.sql_error_code() as i32);
+            if code.starts_with("22") || code.starts_with("23") {
+                Err(MsegError::new(Code::General, format!("a query over the registered tables failed with SQLSTATE {code}"))
+                    .detail("PostgreSQL's message is not shown: it could quote a value of the data.")
+                    .hint("A segment predicate or a column value does not fit (a failing cast, a division by zero, …); the owner of the table can find the row by evaluating the predicates over it."))
+            } else {
+                e.rethrow()
+            }
+        }
+        other => other.rethrow(),
+    })
+    .execute()
+}
+
+/// The owner of relation `relid`.
+pub fn relation_owner(relid: pg_sys::Oid) -> Result<pg_sys::Oid> {
+    select(|c| {
+        let t = c.select("SELECT relowner FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1", None, &[relid.into()])?;
+        if t.is_empty() {
+            return Err(MsegError::new(Code::UndefinedObject, format!("relation with OID {} does not exist", u32::from(relid))));
+        }
+        Ok(t.first().get_one::<pg_sys::Oid>()?.unwrap_or(pg_sys::InvalidOid))
+    })
+}
+
+/// Run `f` as the owner of `relid` in a security-restricted context: DML and row locks on a user
+/// table, so that the table's triggers, defaults and index expressions run with its owner's rights
+/// and never with more.
+pub fn as_table_owner<T>(relid: pg_sys::Oid, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    run_as(relation_owner(relid)?, f)
+}
+
+/// Whether the current user has `privilege` (an `ACL_*` bit) on relation `relid`.
+pub fn current_user_may(relid: pg_sys::Oid, privilege: u32) -> bool {
+    // SAFETY: a plain ACL check on an existing relation.
+    unsafe { pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), privilege as pg_sys::AclMode) == pg_sys::AclResult::ACLCHECK_OK }
+}
+
+/// Refuse unless the caller may SELECT from `relid` (before reading a relation the caller named).
+pub fn require_select(relid: pg_sys::Oid) -> Result<()> {
+    if current_user_may(relid, pg_sys::ACL_SELECT) {
+        Ok(())
+    } else {
+        Err(MsegError::new(Code::InsufficientPrivilege, format!("permission denied for relation {}", relation_name(relid)))
+            .detail("pg_mseg reads a relation you name with your own privileges.")
+            .hint("Ask its owner for SELECT on it."))
+    }
 }
 
 /// Run `f` with the setting `name` = `value` (restored afterwards, also on error).
@@ -95,9 +216,29 @@ pub fn select<T>(f: impl FnOnce(&SpiClient<'_>) -> Result<T>) -> Result<T> {
     as_owner(|| Spi::connect(|client| f(&client)))
 }
 
-/// Stream the rows of a read-only query as owner, in batches, to `each` (constant memory).
-pub fn stream_as_owner(sql: &str, mut each: impl FnMut(&pgrx::spi::SpiHeapTupleData<'_>) -> Result<()>) -> Result<()> {
-    as_owner(|| {
+/// Who a query runs as (see the module comment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Who {
+    /// the bootstrap superuser: fixed SQL over `mseg.*` only
+    Owner,
+    /// `mseg_upkeep`: the registered subject table and sources
+    Upkeep,
+    /// the caller, unchanged (relations the caller named)
+    Caller,
+}
+
+/// Run `f` as `who`; `Who::Caller` pins the search path only.
+pub fn run<T>(who: Who, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match who {
+        Who::Owner => as_owner(f),
+        Who::Upkeep => as_upkeep(f),
+        Who::Caller => with_search_path(c"pg_catalog, pg_temp", f),
+    }
+}
+
+/// Stream the rows of a read-only query run as `who`, in batches, to `each` (constant memory).
+pub fn stream_rows(who: Who, sql: &str, mut each: impl FnMut(&pgrx::spi::SpiHeapTupleData<'_>) -> Result<()>) -> Result<()> {
+    run(who, || {
         Spi::connect(|client| {
             let mut cursor = client.open_cursor(sql, &[]);
             loop {
@@ -113,15 +254,15 @@ pub fn stream_as_owner(sql: &str, mut each: impl FnMut(&pgrx::spi::SpiHeapTupleD
     })
 }
 
-/// Run a read-only query as owner and hand each row to `each` as the executor produces it: the
+/// Run a read-only query as `who` and hand each row to `each` as the executor produces it: the
 /// row's datums and null flags, valid only during the call (copy what you keep). A custom
 /// `DestReceiver` (SPI_execute_extended with `dest`): no tuple table, no copy of any row, no
 /// cursor. The query runs read-only under the calling statement's snapshot, so several such
 /// reads of one caller are consistent with each other. The first error `each` returns stops the
 /// query and is returned; a panic in `each` is raised as an ERROR from the row receiver.
-pub fn for_each_row_as_owner(sql: &str, mut each: impl FnMut(&[pg_sys::Datum], &[bool]) -> Result<()>) -> Result<()> {
+pub fn for_each_row(who: Who, sql: &str, mut each: impl FnMut(&[pg_sys::Datum], &[bool]) -> Result<()>) -> Result<()> {
     let sql = std::ffi::CString::new(sql).map_err(|_| MsegError::new(Code::General, "query text contains a NUL byte"))?;
-    as_owner(|| {
+    run(who, || {
         Spi::connect(|_client| {
             let mut receiver = RowReceiver {
                 dest: pg_sys::DestReceiver {
@@ -157,7 +298,7 @@ pub fn for_each_row_as_owner(sql: &str, mut each: impl FnMut(&[pg_sys::Datum], &
     })
 }
 
-/// What [`for_each_row_as_owner`] calls per row: its datums and null flags.
+/// What [`for_each_row`] calls per row: its datums and null flags.
 type RowFn<'a> = dyn FnMut(&[pg_sys::Datum], &[bool]) -> Result<()> + 'a;
 
 #[repr(C)]
@@ -174,7 +315,7 @@ struct RowReceiver<'a> {
 /// state is never held while the executor goes on.
 #[pg_guard]
 unsafe extern "C-unwind" fn receive_row(slot: *mut pg_sys::TupleTableSlot, dest: *mut pg_sys::DestReceiver) -> bool {
-    // SAFETY: `dest` is the DestReceiver at the start of a live RowReceiver (for_each_row_as_owner).
+    // SAFETY: `dest` is the DestReceiver at the start of a live RowReceiver (for_each_row).
     let receiver = unsafe { &mut *dest.cast::<RowReceiver<'_>>() };
     // SAFETY: the executor hands a valid slot; after slot_getallattrs its first tts_nvalid values
     // and null flags are set.

@@ -69,3 +69,180 @@ pub fn basis_in_force(i: usize) -> String {
         legitimate_interest(i)
     )
 }
+
+// ---------------------------------------------------------------------------------------------
+// The subject table, read and written with the narrowest rights (see catalog.rs)
+// ---------------------------------------------------------------------------------------------
+
+use pgrx::prelude::*;
+use pgrx::spi::quote_identifier;
+
+use crate::catalog;
+use crate::error::{boundary, Code, MsegError, Result};
+use crate::segments;
+
+fn subject_table() -> Result<segments::SubjectTable> {
+    segments::subject_table()?.ok_or_else(|| {
+        MsegError::new(Code::SubjectTable, "no subject table is registered")
+            .hint("Register it first: SELECT mseg.register_subjects('public.customers', key_column => 'customer_id').")
+    })
+}
+
+/// Internal: whether subject `subject` has a row in the subject table (read as mseg_upkeep; the
+/// consent functions are SECURITY DEFINER and must not read a user table as their owner).
+#[pg_extern(stable, parallel_safe, name = "_subject_exists")]
+fn subject_exists(subject: Option<i64>) -> bool {
+    boundary(|| {
+        let subject = subject.ok_or_else(|| MsegError::null_argument("subject"))?;
+        let t = subject_table()?;
+        let sql = format!("SELECT EXISTS (SELECT 1 FROM {} s WHERE s.{} OPERATOR(pg_catalog.=) $1)", t.name, quote_identifier(&t.key));
+        catalog::as_upkeep(|| Ok(Spi::get_one_with_args::<bool>(&sql, &[subject.into()])?.unwrap_or(false)))
+    })
+}
+
+/// Internal: the subject's row as jsonb (for subject_report), read as mseg_upkeep.
+#[pg_extern(stable, parallel_safe, name = "_subject_row")]
+fn subject_row(subject: Option<i64>) -> Option<pgrx::JsonB> {
+    boundary(|| {
+        let subject = subject.ok_or_else(|| MsegError::null_argument("subject"))?;
+        let t = subject_table()?;
+        let sql = format!("SELECT pg_catalog.to_jsonb(s) FROM {} s WHERE s.{} OPERATOR(pg_catalog.=) $1", t.name, quote_identifier(&t.key));
+        catalog::as_upkeep(|| {
+            Spi::connect(|c| {
+                let t = c.select(&sql, Some(1), &[subject.into()])?;
+                if t.is_empty() {
+                    return Ok(None);
+                }
+                Ok(t.first().get_one::<pgrx::JsonB>()?)
+            })
+        })
+    })
+}
+
+/// Internal: erase the subject's row for `forget` — delete it, or set `columns` to NULL — as the
+/// subject table's owner in a security-restricted context, so the table's own triggers run with
+/// its owner's rights, never with the extension's. Returns the rows touched.
+#[pg_extern(volatile, parallel_unsafe, name = "_erase_subject_row")]
+fn erase_subject_row(subject: Option<i64>, mode: Option<&str>, columns: default!(Option<Vec<String>>, "NULL")) -> i64 {
+    boundary(|| {
+        let subject = subject.ok_or_else(|| MsegError::null_argument("subject"))?;
+        let t = subject_table()?;
+        let key = quote_identifier(&t.key);
+        let sql = match mode {
+            Some("delete") => format!("DELETE FROM {} WHERE {key} OPERATOR(pg_catalog.=) $1", t.name),
+            Some("nullify") => {
+                let columns = columns.unwrap_or_default();
+                if columns.is_empty() {
+                    return Err(MsegError::new(Code::InvalidArgument, "no column to clear"));
+                }
+                let set: Vec<String> = columns.iter().map(|c| format!("{} = NULL", quote_identifier(c))).collect();
+                format!("UPDATE {} SET {} WHERE {key} OPERATOR(pg_catalog.=) $1", t.name, set.join(", "))
+            }
+            _ => return Err(MsegError::new(Code::InvalidArgument, "unknown erasure mode")),
+        };
+        catalog::as_table_owner(t.relid, || Spi::connect_mut(|c| Ok(c.update(&sql, None, &[subject.into()])?.len() as i64)))
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Column classes
+// ---------------------------------------------------------------------------------------------
+
+const CLASSES: [&str; 4] = ["direct", "quasi", "sensitive", "attribute"];
+
+/// The column types a hierarchy kind (the part before any ':') fits; None for an unknown kind.
+fn hierarchy_fits(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "date" => &["date", "timestamp without time zone", "timestamp with time zone"],
+        "prefix" | "category" => &["text", "character varying", "character"],
+        "integer" => &["smallint", "integer", "bigint"],
+        "numeric" => &["smallint", "integer", "bigint", "numeric", "real", "double precision"],
+        _ => return None,
+    })
+}
+
+/// Classify a column of a table as direct, quasi (with an optional generalisation hierarchy),
+/// sensitive or attribute. A Rust function, not SECURITY DEFINER: a category hierarchy's mapping
+/// table is read with the caller's own privileges.
+#[pg_extern(volatile, parallel_unsafe)]
+fn classify(table: Option<pgrx::PgRelation>, column_name: Option<&str>, class: Option<&str>, hierarchy: default!(Option<&str>, "NULL")) -> String {
+    boundary(|| {
+        let relid = table.map(|t| t.oid()).ok_or_else(|| MsegError::null_argument("table"))?;
+        let column = column_name.ok_or_else(|| MsegError::null_argument("column_name"))?;
+        let class = class.ok_or_else(|| MsegError::null_argument("class"))?;
+        let name = catalog::relation_name(relid);
+        let owner = catalog::relation_owner(relid)?;
+        // SAFETY: a membership test of two existing roles.
+        if !unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), owner) } {
+            return Err(MsegError::new(Code::InsufficientPrivilege, format!("must be owner of table {name}")));
+        }
+        let typ = catalog::select(|c| {
+            let t = c.select(
+                "SELECT pg_catalog.format_type(a.atttypid, NULL) FROM pg_catalog.pg_attribute a \
+                 WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attname OPERATOR(pg_catalog.=) $2::pg_catalog.name \
+                   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
+                None,
+                &[relid.into(), column.into()],
+            )?;
+            if t.is_empty() {
+                return Ok(None);
+            }
+            Ok(t.first().get_one::<String>()?)
+        })?
+        .ok_or_else(|| {
+            MsegError::new(Code::UndefinedObject, format!("column \"{column}\" of {name} does not exist"))
+                .hint("mseg.unclassified_columns(table) lists the columns still to classify.")
+        })?;
+        if !CLASSES.contains(&class) {
+            return Err(MsegError::new(Code::InvalidArgument, format!("unknown column class \"{class}\""))
+                .hint("A column is direct, quasi, sensitive or attribute."));
+        }
+        if let Some(spec) = hierarchy {
+            if class != "quasi" {
+                return Err(MsegError::new(
+                    Code::InvalidArgument,
+                    format!("only quasi columns take a hierarchy, and {} is {class}", quote_identifier(column)),
+                )
+                .hint("Classify it as quasi, or leave out hierarchy."));
+            }
+            let kind = spec.split(':').next().unwrap_or("");
+            let fits = hierarchy_fits(kind).ok_or_else(|| {
+                MsegError::new(Code::InvalidArgument, format!("unknown hierarchy \"{spec}\"")).hint(
+                    "Hierarchies: date, integer[:w1,w2,…], numeric[:w1,…], prefix[:N], category:<mapping table>.",
+                )
+            })?;
+            if !fits.contains(&typ.as_str()) {
+                return Err(MsegError::new(
+                    Code::InvalidArgument,
+                    format!("hierarchy \"{spec}\" does not fit column {} of type {typ}", quote_identifier(column)),
+                )
+                .hint("date fits date/timestamp columns, prefix and category text columns, integer and numeric number columns."));
+            }
+            // the whole specification (widths, prefix length, the mapping and its shape), read as the caller
+            crate::kanon::hierarchy(spec)?;
+            if let Some(mapping) = crate::kanon::mapping_table(spec)? {
+                // exports read it as mseg_upkeep: the caller, who may read it, lets them
+                catalog::update(|c| {
+                    c.update(&format!("GRANT SELECT ON {} TO mseg_upkeep", catalog::relation_name(mapping)), None, &[])?;
+                    Ok(())
+                })?;
+            }
+        }
+        catalog::update(|c| {
+            c.update(
+                "INSERT INTO mseg.column_classes (relid, column_name, class, hierarchy) VALUES ($1::pg_catalog.oid::pg_catalog.regclass, $2, $3, $4) \
+                 ON CONFLICT (relid, column_name) DO UPDATE \
+                 SET class = EXCLUDED.class, hierarchy = EXCLUDED.hierarchy, classified_at = pg_catalog.now()",
+                None,
+                &[relid.into(), column.into(), class.into(), hierarchy.into()],
+            )?;
+            Ok(())
+        })?;
+        let mut details = serde_json::json!({ "class": class });
+        if let Some(h) = hierarchy {
+            details["hierarchy"] = serde_json::Value::from(h);
+        }
+        catalog::audit("column.classify", &format!("{name}.{}", quote_identifier(column)), details)?;
+        Ok(class.to_owned())
+    })
+}

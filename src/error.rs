@@ -57,6 +57,11 @@ pub enum Code {
     InvalidDump,
     /// MS072: a dump from a controller that is not registered here.
     UnknownController,
+    /// MS073: a dump (or one of its lines) beyond the import limits (size, line size, JSON depth).
+    ImportLimit,
+    /// MS074: the dump's source cannot be read (a server file without pg_read_server_files, an
+    /// unreadable file, a relation that is not a staging table).
+    ImportSource,
 }
 
 impl Code {
@@ -85,6 +90,8 @@ impl Code {
             Code::UnknownPartner => "MS070",
             Code::InvalidDump => "MS071",
             Code::UnknownController => "MS072",
+            Code::ImportLimit => "MS073",
+            Code::ImportSource => "MS074",
         }
     }
 }

@@ -252,7 +252,7 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         MsegError::new(Code::InvalidArgument, "mseg.controller_id is not set")
             .hint("Set mseg.controller_id in postgresql.conf to this controller's name, then reload.")
     })?;
-    let t = kanon_sql::target(subject.relid, None)?;
+    let t = kanon_sql::target(subject.relid, None, catalog::Who::Upkeep)?;
     let cols = kanon_sql::quasi_columns(&t, None)?;
     let key = format!("s.{}", quote_identifier(&subject.key));
     let quasi_exprs = cols.iter().map(|c| kanon_sql::generalized_expr("s", c, 0)).collect::<MsegResult<Vec<_>>>()?;
@@ -329,7 +329,7 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     // arrays are decoded once per distinct array, identified by their bytes
     let mut raw_sets: FxMap<Vec<u8>, u32> = FxMap::default();
     let mut member_rows: Vec<(i64, u32)> = Vec::new();
-    catalog::for_each_row_as_owner("SELECT subject_key, segments FROM mseg.memberships", |values, nulls| {
+    catalog::for_each_row(catalog::Who::Owner, "SELECT subject_key, segments FROM mseg.memberships", |values, nulls| {
         if values.len() != 2 || nulls.len() != 2 {
             return Err(MsegError::new(Code::General, "memberships: unexpected row shape"));
         }
@@ -362,7 +362,7 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     let mut memberships = ByKey::new(member_rows);
     let mut row_bases: Vec<Option<u8>> = Vec::with_capacity(np);
     let columns = 1 + nq + 2 * np;
-    catalog::for_each_row_as_owner(&sql, |values, nulls| {
+    catalog::for_each_row(catalog::Who::Upkeep, &sql, |values, nulls| {
         if values.len() != columns || nulls.len() != columns {
             return Err(MsegError::new(Code::General, format!("export input: {} columns, expected {columns}", values.len())));
         }
@@ -420,7 +420,7 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     for (c, flat) in cols.iter().zip(flat_values) {
         // `flat` holds the values read for every column without a hierarchy
         let h = match c.spec.as_deref() {
-            Some(spec) => (*kanon_sql::hierarchy(spec)?).clone(),
+            Some(spec) => (*catalog::as_upkeep(|| kanon_sql::hierarchy(spec))?).clone(),
             None => kanon_sql::flat_hierarchy_of(flat.unwrap_or_default())?,
         };
         hierarchies.push((c.name.clone(), h));
@@ -539,7 +539,8 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     // what the partner holds: subject and content hash only (40 bytes a twin); the pseudonyms of
     // the few that become tombstones are read afterwards
     let mut held_rows: Vec<(i64, [u8; 32])> = Vec::with_capacity(n);
-    catalog::for_each_row_as_owner(
+    catalog::for_each_row(
+        catalog::Who::Owner,
         &format!(
             "SELECT subject_key, content_hash FROM mseg.partner_twins WHERE partner OPERATOR(pg_catalog.=) {} AND tombstoned_at IS NULL",
             quote_literal(&p.name)
@@ -645,6 +646,9 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         "levels": report.levels_used.iter().map(|c| (c.column.clone(), json!({"min": c.min, "max": c.max, "top": c.top}))).collect::<BTreeMap<_, _>>(),
         "segments": shown_names,
         "public_key": b64(keys::signing_key()?.verifying_key().as_bytes()),
+        // the signed head of the audit chain: the partner keeps it (mseg.controller_anchors), so
+        // a later rewrite of this controller's audit log is detectable (mseg.verify_audit_log(anchor))
+        "audit_anchor": crate::audit::anchor()?,
     });
     let manifest_line = serde_json::to_string(&manifest).map_err(|e| MsegError::new(Code::General, e.to_string()))?;
     // remember what the partner now holds, and the export (its digest is recorded when the trailer is written)

@@ -18,6 +18,25 @@ pub static REFRESH_BATCH_SUBJECTS: GucSetting<i32> = GucSetting::<i32>::new(1000
 pub static MIN_GROUP_SIZE: GucSetting<i32> = GucSetting::<i32>::new(10);
 pub static BULK_STATEMENT_SUBJECTS: GucSetting<i32> = GucSetting::<i32>::new(10000);
 
+static IMPORT_MAX_LINE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1 << 20);
+static IMPORT_MAX_DUMP_SIZE: GucSetting<i32> = GucSetting::<i32>::new(2 << 20);
+static IMPORT_MAX_JSON_DEPTH: GucSetting<i32> = GucSetting::<i32>::new(16);
+
+/// Largest line of a Variant Twin dump the import reads, in bytes.
+pub fn import_max_line_bytes() -> usize {
+    IMPORT_MAX_LINE_SIZE.get().max(1024) as usize
+}
+
+/// Largest Variant Twin dump the import reads, in bytes.
+pub fn import_max_dump_bytes() -> u64 {
+    (IMPORT_MAX_DUMP_SIZE.get().max(1) as u64) * 1024
+}
+
+/// Deepest nesting of JSON objects and arrays in a dump line the import parses.
+pub fn import_max_json_depth() -> usize {
+    IMPORT_MAX_JSON_DEPTH.get().clamp(2, 64) as usize
+}
+
 /// Bumped whenever `mseg.key_file` is assigned (start-up, SIGHUP reload, `SET` by a superuser);
 /// the key cache compares it and zeroises itself when it moved.
 static KEY_FILE_GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -100,6 +119,36 @@ pub fn init() {
         &MIN_GROUP_SIZE,
         2,
         1_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"mseg.import_max_line_size",
+        c"Longest line of a Variant Twin dump mseg.import_variant_twins accepts.",
+        c"A dump with a longer line is refused whole, before anything is parsed. Only a superuser may change it.",
+        &IMPORT_MAX_LINE_SIZE,
+        1024,
+        1 << 30,
+        GucContext::Suset,
+        GucFlags::UNIT_BYTE,
+    );
+    GucRegistry::define_int_guc(
+        c"mseg.import_max_dump_size",
+        c"Largest Variant Twin dump mseg.import_variant_twins accepts.",
+        c"A bigger dump is refused whole, before it is read into memory. Only a superuser may change it.",
+        &IMPORT_MAX_DUMP_SIZE,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"mseg.import_max_json_depth",
+        c"Deepest nesting of JSON objects and arrays in a Variant Twin dump line.",
+        c"Twin lines nest three levels deep; deeper lines are refused before they are parsed. Only a superuser may change it.",
+        &IMPORT_MAX_JSON_DEPTH,
+        2,
+        64,
         GucContext::Suset,
         GucFlags::default(),
     );

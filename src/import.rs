@@ -16,6 +16,75 @@ fn invalid(message: impl Into<String>) -> MsegError {
     MsegError::new(Code::InvalidDump, message).hint("Nothing was imported. Ask the controller for a fresh, complete dump.")
 }
 
+/// At most 64 characters of a value from the dump, for messages: an error never echoes a whole
+/// field (a 200 MB manifest field would go to the client and the server log).
+fn short(text: &str) -> String {
+    crate::kanon::short(text)
+}
+
+fn over_limit(message: String, detail: String) -> MsegError {
+    MsegError::new(Code::ImportLimit, message)
+        .detail(detail)
+        .hint("Nothing was imported. A superuser may raise the limit (mseg.import_max_*) if the dump is genuine.")
+}
+
+/// The deepest nesting of objects and arrays in a JSON text (brackets inside strings do not count).
+fn json_depth(text: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Refuse a line beyond the line-size or depth limit (before it is parsed).
+fn check_line(n: usize, line: &str) -> MsegResult<()> {
+    let limit = crate::gucs::import_max_line_bytes();
+    if line.len() > limit {
+        return Err(over_limit(
+            format!("line {n} of the dump is longer than mseg.import_max_line_size"),
+            format!("It has {} bytes; the limit is {limit}.", line.len()),
+        ));
+    }
+    let max_depth = crate::gucs::import_max_json_depth();
+    if json_depth(line) > max_depth {
+        return Err(over_limit(
+            format!("line {n} of the dump nests deeper than mseg.import_max_json_depth"),
+            format!("The limit is {max_depth} levels of objects and arrays."),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuse a dump of `bytes` bytes beyond the size limit.
+fn check_dump_size(bytes: u64) -> MsegResult<()> {
+    let limit = crate::gucs::import_max_dump_bytes();
+    if bytes > limit {
+        return Err(over_limit(
+            "the dump is larger than mseg.import_max_dump_size".to_owned(),
+            format!("It has more than {limit} bytes."),
+        ));
+    }
+    Ok(())
+}
+
 fn decode_key(text: &str) -> Option<VerifyingKey> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim()).ok()?;
     let arr: [u8; 32] = bytes.try_into().ok()?;
@@ -60,6 +129,8 @@ struct Verified {
     /// million twins never holds a million parsed documents at once
     twins: Vec<usize>,
     tombstones: Vec<String>,
+    /// the controller's signed audit anchor the manifest carried (checked), kept for its auditors
+    anchor: Option<Json>,
 }
 
 fn field<'a>(v: &'a Json, name: &str, line: usize) -> MsegResult<&'a Json> {
@@ -92,6 +163,9 @@ fn verify(lines: &[&str]) -> MsegResult<Verified> {
     if lines.len() < 2 {
         return Err(invalid("the dump is empty or truncated").detail("A dump has at least a manifest and a trailer."));
     }
+    for (i, l) in lines.iter().enumerate() {
+        check_line(i + 1, l)?;
+    }
     let parse = |i: usize| -> MsegResult<Json> {
         serde_json::from_str::<Json>(lines[i]).map_err(|e| invalid(format!("line {} is not valid JSON", i + 1)).detail(e.to_string()))
     };
@@ -101,7 +175,7 @@ fn verify(lines: &[&str]) -> MsegResult<Verified> {
     }
     let format = manifest.get("format").and_then(Json::as_str).unwrap_or("");
     if format != FORMAT {
-        return Err(invalid(format!("unknown dump format \"{format}\"")).detail(format!("This pg_mseg reads {FORMAT}.")));
+        return Err(invalid(format!("unknown dump format \"{}\"", short(format))).detail(format!("This pg_mseg reads {FORMAT}.")));
     }
     let last = lines.len() - 1;
     let trailer = parse(last).map_err(|_| invalid("the dump is truncated: its last line is not a trailer"))?;
@@ -129,7 +203,7 @@ fn verify(lines: &[&str]) -> MsegResult<Verified> {
         Ok(Some((r.get::<String>(1)?.unwrap_or_default(), r.get::<i64>(2)?.unwrap_or(0))))
     })?;
     let Some((key, last_sequence)) = key else {
-        return Err(MsegError::new(Code::UnknownController, format!("controller \"{controller}\" is not registered"))
+        return Err(MsegError::new(Code::UnknownController, format!("controller \"{}\" is not registered", short(&controller)))
             .hint("Register it with mseg.register_controller(id, public_key). Nothing was imported."));
     };
     let vk = decode_key(&key).ok_or_else(|| invalid("the registered public key is unusable"))?;
@@ -142,16 +216,20 @@ fn verify(lines: &[&str]) -> MsegResult<Verified> {
         .ok_or_else(|| invalid("the trailer carries no valid signature"))?;
     if vk.verify(&digest, &sig).is_err() {
         return Err(invalid("the dump's signature does not verify")
-            .detail(format!("The lines were changed, removed or added after signing, or the dump was not signed by controller \"{controller}\"'s registered key.")));
+            .detail(format!("The lines were changed, removed or added after signing, or the dump was not signed by controller \"{}\"'s registered key.", short(&controller))));
     }
     if trailer.get("lines").and_then(Json::as_u64) != Some(last as u64) {
         return Err(invalid("the trailer's line count does not match the dump"));
+    }
+    let anchor = manifest.get("audit_anchor").cloned();
+    if let Some(a) = &anchor {
+        crate::audit::check_manifest_anchor(a, &vk, &controller)?;
     }
     // the manifest: for us, in sequence
     let me = crate::gucs::controller_id().unwrap_or_default();
     let partner = field(&manifest, "partner", 1)?.as_str().unwrap_or("");
     if partner != me {
-        return Err(invalid(format!("the dump is for partner \"{partner}\", not for this party (\"{me}\")"))
+        return Err(invalid(format!("the dump is for partner \"{}\", not for this party (\"{me}\")", short(partner)))
             .hint("Import only dumps made for this party; mseg.controller_id names it."));
     }
     let sequence = field(&manifest, "sequence", 1)?.as_i64().ok_or_else(|| invalid("the manifest's sequence is not a number"))?;
@@ -214,7 +292,7 @@ fn verify(lines: &[&str]) -> MsegResult<Verified> {
     {
         return Err(invalid("the manifest's counts do not match the lines"));
     }
-    Ok(Verified { controller, sequence, full, twins, tombstones })
+    Ok(Verified { controller, sequence, full, twins, tombstones, anchor })
 }
 
 const INSERT_TWINS: &str =
@@ -287,6 +365,14 @@ fn apply(lines: &[&str], v: Verified) -> MsegResult<i64> {
             None,
             &[v.controller.as_str().into(), v.sequence.into()],
         )?;
+        if let Some(anchor) = &v.anchor {
+            c.update(
+                "INSERT INTO mseg.controller_anchors (controller, dump_sequence, anchor) VALUES ($1, $2, $3) \
+                 ON CONFLICT (controller, dump_sequence) DO UPDATE SET anchor = EXCLUDED.anchor, received_at = pg_catalog.now()",
+                None,
+                &[v.controller.as_str().into(), v.sequence.into(), pgrx::JsonB(anchor.clone()).into()],
+            )?;
+        }
         Ok(())
     })?;
     crate::pool::recompute(Some(&v.controller))?;
@@ -308,15 +394,16 @@ fn import_variant_twins(path: Option<&str>) -> i64 {
         let allowed = Spi::get_one::<bool>("SELECT pg_catalog.pg_has_role(pg_catalog.current_user(), 'pg_read_server_files', 'USAGE')")?
             .unwrap_or(false);
         if !allowed {
-            return Err(MsegError::new(Code::InsufficientPrivilege, "reading a dump from a server file needs pg_read_server_files")
+            return Err(MsegError::new(Code::ImportSource, "reading a dump from a server file needs pg_read_server_files")
                 .detail("Like COPY FROM a file, this function can read any file the server can.")
                 .hint(
                     "Load the dump client-side into a staging table with psql's \\copy and call mseg.import_variant_twins_from(staging).",
                 ));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            MsegError::new(Code::InvalidArgument, "the dump file cannot be read").detail(format!("The operating system reported: {e}."))
-        })?;
+        let unreadable =
+            |e: std::io::Error| MsegError::new(Code::ImportSource, "the dump file cannot be read").detail(format!("The operating system reported: {e}."));
+        check_dump_size(std::fs::metadata(path).map_err(unreadable)?.len())?;
+        let text = std::fs::read_to_string(path).map_err(unreadable)?;
         let raw: Vec<&str> = text.split('\n').collect();
         let lines = dump_lines(&raw);
         let verified = verify(&lines)?;
@@ -331,14 +418,45 @@ fn import_variant_twins_from(staging: Option<PgRelation>) -> i64 {
     boundary(|| {
         let relid = staging.map(|r| r.oid()).ok_or_else(|| MsegError::null_argument("staging"))?;
         let name = catalog::relation_name(relid);
-        let lines: Vec<String> = Spi::connect(|c| -> MsegResult<Vec<String>> {
-            let mut out = Vec::new();
-            for row in c.select(&format!("SELECT line::pg_catalog.text FROM {name} ORDER BY n"), None, &[]).map_err(|e| {
-                MsegError::new(Code::InvalidArgument, format!("{name} is not a staging table (n, line)")).detail(e.to_string())
-            })? {
-                out.push(row.get::<String>(1)?.unwrap_or_default());
-            }
-            Ok(out)
+        // a relation the caller names is read with the caller's own privileges
+        catalog::require_select(relid).map_err(|e| MsegError { code: Code::ImportSource, ..e })?;
+        let not_staging = || {
+            MsegError::new(Code::ImportSource, format!("{name} is not a staging table (n, line)"))
+                .hint("Create it as CREATE TEMP TABLE staging (n bigserial, line text) and load it with \\copy staging(line) FROM 'dump.jsonl' …")
+        };
+        let shaped = catalog::select(|c| {
+            Ok(c.select(
+                "SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) $1 \
+                 AND attname OPERATOR(pg_catalog.=) ANY ('{n,line}'::pg_catalog.name[]) AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped",
+                None,
+                &[relid.into()],
+            )?
+            .first()
+            .get_one::<i64>()?
+                == Some(2))
+        })?;
+        if !shaped {
+            return Err(not_staging());
+        }
+        let lines: Vec<String> = catalog::with_search_path(c"pg_catalog, pg_temp", || {
+            Spi::connect(|c| -> MsegResult<Vec<String>> {
+                let mut out = Vec::new();
+                let mut total = 0u64;
+                let mut cursor = c.try_open_cursor(&format!("SELECT line::pg_catalog.text FROM {name} ORDER BY n"), &[]).map_err(|_| not_staging())?;
+                loop {
+                    let batch = cursor.fetch(10_000).map_err(|_| not_staging())?;
+                    if batch.is_empty() {
+                        return Ok(out);
+                    }
+                    for row in batch {
+                        let line = row.get::<String>(1)?.unwrap_or_default();
+                        total += line.len() as u64 + 1;
+                        check_dump_size(total)?;
+                        check_line(out.len() + 1, &line)?;
+                        out.push(line);
+                    }
+                }
+            })
         })?;
         let lines = dump_lines(&lines);
         let verified = verify(&lines)?;

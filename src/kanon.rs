@@ -22,9 +22,28 @@ use crate::error::{boundary, Code, MsegError, Result as MsegResult};
 use crate::keys;
 use crate::segments;
 
+/// The error of the anonymiser or a hierarchy, told without any data value: values come from
+/// relations, and messages go to clients and the server log (column names and record numbers stay).
 pub(crate) fn kanon_error(e: kanon::Error) -> MsegError {
-    MsegError::new(Code::KAnonymity, e.to_string())
+    MsegError::new(Code::KAnonymity, value_free(&e))
         .hint("Hierarchies: date, integer[:w1,w2,…], numeric[:w1,…], prefix[:N], category:<mapping table>.")
+}
+
+fn value_free(e: &kanon::Error) -> String {
+    use kanon::Error as E;
+    match e {
+        E::InColumn { column, record, source } => match record {
+            Some(r) => format!("column \"{column}\", record {r}: {}", value_free(source)),
+            None => format!("column \"{column}\": {}", value_free(source)),
+        },
+        E::InvalidValue { hierarchy, .. } => format!("a value does not fit the {hierarchy} hierarchy"),
+        E::UnknownValue { .. } => "a value is not in the categorical hierarchy (its mapping has no pair for it)".to_owned(),
+        E::NotALeaf { .. } => "a value is an inner node of the categorical hierarchy, not a leaf".to_owned(),
+        E::Cycle { .. } | E::MultipleRoots { .. } | E::ConflictingParent { .. } | E::ReservedName { .. } | E::EmptyMapping => {
+            format!("invalid categorical mapping: {}", mapping_problem(e))
+        }
+        other => other.to_string(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -32,7 +51,8 @@ pub(crate) fn kanon_error(e: kanon::Error) -> MsegError {
 // ---------------------------------------------------------------------------------------------
 
 thread_local! {
-    static HIERARCHIES: RefCell<(u64, HashMap<String, Rc<Hierarchy>>)> = RefCell::new((0, HashMap::new()));
+    /// spec -> (the mapping table it reads, if any; the hierarchy), until the catalog changes
+    static HIERARCHIES: RefCell<(u64, HashMap<String, (Option<pg_sys::Oid>, Rc<Hierarchy>)>)> = RefCell::new((0, HashMap::new()));
 }
 
 fn parse_widths<T: std::str::FromStr>(spec: &str, list: &str) -> MsegResult<Vec<T>> {
@@ -40,35 +60,73 @@ fn parse_widths<T: std::str::FromStr>(spec: &str, list: &str) -> MsegResult<Vec<
 }
 
 fn bad_spec(spec: &str, why: &str) -> MsegError {
-    MsegError::new(Code::KAnonymity, format!("invalid hierarchy \"{spec}\""))
+    MsegError::new(Code::KAnonymity, format!("invalid hierarchy \"{}\"", short(spec)))
         .detail(why.to_owned())
         .hint("Hierarchies: date, integer[:w1,w2,…], numeric[:w1,…], prefix[:N], category:<mapping table>.")
 }
 
-fn load_categorical(spec: &str, table: &str) -> MsegResult<Hierarchy> {
-    let relid = catalog::select(|c| {
-        Ok(c.select("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", None, &[table.into()])?.first().get_one::<pg_sys::Oid>()?)
-    })?
-    .unwrap_or(pg_sys::InvalidOid);
-    if relid == pg_sys::InvalidOid {
-        return Err(bad_spec(spec, &format!("the mapping table {table} does not exist")));
+/// At most 64 characters of an input, for messages (never a whole value read from a relation).
+pub(crate) fn short(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
     }
-    let name = catalog::relation_name(relid);
-    let pairs: Vec<(String, String)> = catalog::select(|c| {
-        let mut out = Vec::new();
-        for row in c.select(&format!("SELECT child::pg_catalog.text, parent::pg_catalog.text FROM {name}"), None, &[])? {
-            out.push((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()));
-        }
-        Ok(out)
-    })
-    .map_err(|e| bad_spec(spec, &format!("the mapping table must have text columns child and parent ({})", e.message)))?;
-    Hierarchy::categorical(pairs).map_err(kanon_error)
 }
 
-/// The hierarchy a specification names (cached per backend until the catalog changes).
+/// The mapping table a `category:<table>` specification names (resolved with the caller's
+/// search_path), or None for other kinds.
+pub(crate) fn mapping_table(spec: &str) -> MsegResult<Option<pg_sys::Oid>> {
+    let Some(table) = spec.strip_prefix("category:") else { return Ok(None) };
+    let relid = Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", &[table.trim().into()])?
+        .unwrap_or(pg_sys::InvalidOid);
+    if relid == pg_sys::InvalidOid {
+        return Err(bad_spec(spec, &format!("the mapping table {} does not exist", short(table.trim()))));
+    }
+    Ok(Some(relid))
+}
+
+/// A category mapping read with the privileges of the current user (the caller, or mseg_upkeep
+/// in an export): an ordinary table, never a view (whose functions would run as the reader).
+/// Messages never carry its values.
+fn load_categorical(spec: &str, relid: pg_sys::Oid) -> MsegResult<Hierarchy> {
+    let name = catalog::relation_name(relid);
+    // SAFETY: a syscache lookup; '\0' when the relation vanished.
+    let kind = unsafe { pg_sys::get_rel_relkind(relid) } as u8;
+    if kind != b'r' && kind != b'p' {
+        return Err(bad_spec(spec, &format!("the mapping {name} is not a table")));
+    }
+    catalog::require_select(relid)?;
+    let pairs: Vec<(String, String)> = catalog::with_search_path(c"pg_catalog, pg_temp", || {
+        Spi::connect(|c| {
+            let mut out = Vec::new();
+            for row in c.select(&format!("SELECT child::pg_catalog.text, parent::pg_catalog.text FROM {name}"), None, &[])? {
+                out.push((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()));
+            }
+            Ok(out)
+        })
+    })
+    .map_err(|_| bad_spec(spec, "the mapping table must have text columns child and parent"))?;
+    Hierarchy::categorical(pairs).map_err(|e| bad_spec(spec, &mapping_problem(&e)))
+}
+
+/// What is wrong with a category mapping, without any of its values.
+fn mapping_problem(e: &kanon::Error) -> String {
+    use kanon::Error as E;
+    match e.root_cause() {
+        E::EmptyMapping => "the mapping has no child -> parent pair".to_owned(),
+        E::Cycle { path } => format!("the mapping has a cycle of {} values", path.len().saturating_sub(1).max(1)),
+        E::MultipleRoots { roots } => format!("the mapping has {} roots; it needs exactly one", roots.len()),
+        E::ConflictingParent { .. } => "a child has more than one parent".to_owned(),
+        E::ReservedName { .. } => "a value uses a name reserved for the hierarchy's top".to_owned(),
+        _ => "the mapping does not form a hierarchy".to_owned(),
+    }
+}
+
+/// The hierarchy a specification names (cached per backend until the catalog changes; a mapping
+/// table is checked against the current user's privileges on every use, cached or not).
 pub(crate) fn hierarchy(spec: &str) -> MsegResult<Rc<Hierarchy>> {
     let generation = keys::cache_generation();
-    if let Some(h) = HIERARCHIES.with(|c| {
+    if let Some((mapping, h)) = HIERARCHIES.with(|c| {
         let c = c.borrow();
         if c.0 == generation {
             c.1.get(spec).cloned()
@@ -76,12 +134,16 @@ pub(crate) fn hierarchy(spec: &str) -> MsegResult<Rc<Hierarchy>> {
             None
         }
     }) {
+        if let Some(relid) = mapping {
+            catalog::require_select(relid)?;
+        }
         return Ok(h);
     }
     let (kind, arg) = match spec.split_once(':') {
         Some((k, a)) => (k, Some(a)),
         None => (spec, None),
     };
+    let mut mapping = None;
     let h = match (kind, arg) {
         ("date", None) => Hierarchy::date(),
         ("integer", None) => Hierarchy::integer_default(),
@@ -92,7 +154,11 @@ pub(crate) fn hierarchy(spec: &str) -> MsegResult<Rc<Hierarchy>> {
         ("prefix", Some(n)) => {
             Hierarchy::prefix(n.trim().parse().map_err(|_| bad_spec(spec, "prefix:N takes a length"))?).map_err(kanon_error)?
         }
-        ("category", Some(t)) => load_categorical(spec, t.trim())?,
+        ("category", Some(_)) => {
+            let relid = mapping_table(spec)?.unwrap_or(pg_sys::InvalidOid);
+            mapping = Some(relid);
+            load_categorical(spec, relid)?
+        }
         _ => return Err(bad_spec(spec, "unknown kind")),
     };
     let h = Rc::new(h);
@@ -102,7 +168,7 @@ pub(crate) fn hierarchy(spec: &str) -> MsegResult<Rc<Hierarchy>> {
             c.1.clear();
             c.0 = generation;
         }
-        c.1.insert(spec.to_owned(), h.clone());
+        c.1.insert(spec.to_owned(), (mapping, h.clone()));
     });
     Ok(h)
 }
@@ -111,16 +177,24 @@ fn generalize_value(value: &Value<'_>, spec: &str, level: i32) -> MsegResult<Str
     let h = hierarchy(spec)?;
     let level = usize::try_from(level)
         .map_err(|_| MsegError::new(Code::KAnonymity, format!("level {level} is negative")).hint("Levels start at 0 (the exact value)."))?;
-    h.generalize(value, level).map_err(kanon_error)
+    h.generalize(value, level).map_err(|e| if about_value(&e) { with_input(kanon_error(e), value) } else { kanon_error(e) })
 }
 
-/// Internal: raise the parser's error for an unusable hierarchy specification (used by classify).
-#[pg_extern(stable, parallel_safe, name = "_check_hierarchy")]
-fn check_hierarchy(spec: Option<&str>) -> bool {
-    boundary(|| {
-        let spec = spec.ok_or_else(|| MsegError::null_argument("hierarchy"))?;
-        hierarchy(spec).map(|_| true)
-    })
+/// Whether an error is about the value itself (not the level or the hierarchy).
+fn about_value(e: &kanon::Error) -> bool {
+    use kanon::Error as E;
+    matches!(e.root_cause(), E::InvalidValue { .. } | E::UnknownValue { .. } | E::NotALeaf { .. } | E::WrongType { .. })
+}
+
+/// An error about a value the caller passed to `generalize` names (a short prefix of) that value.
+fn with_input(e: MsegError, value: &Value<'_>) -> MsegError {
+    let shown = match value {
+        Value::Text(t) => short(t),
+        Value::Int(i) => i.to_string(),
+        Value::Num(n) => n.to_string(),
+        Value::Date(d) => d.to_string(),
+    };
+    MsegError { detail: Some(format!("The value given was \"{shown}\".")), ..e }
 }
 
 /// Generalise a text value (dates as YYYY-MM-DD) to `level` of `hierarchy`.
@@ -131,7 +205,7 @@ fn generalize_text(value: Option<&str>, hierarchy: Option<&str>, level: Option<i
         let level = level.ok_or_else(|| MsegError::null_argument("level"))?;
         let Some(value) = value else { return Ok(None) };
         let h = self::hierarchy(spec)?;
-        let v = h.parse(value).map_err(kanon_error)?;
+        let v = h.parse(value).map_err(|e| with_input(kanon_error(e), &Value::Text(value)))?;
         generalize_value(&v, spec, level).map(Some)
     })
 }
@@ -175,9 +249,23 @@ pub(crate) struct Target {
     pub(crate) name: String,
     pub(crate) key: String,
     pub(crate) key_unique: bool,
+    /// who reads its rows: the caller for a relation the caller named, mseg_upkeep for exports
+    pub(crate) who: catalog::Who,
 }
 
-pub(crate) fn target(relid: pg_sys::Oid, key_column: Option<&str>) -> MsegResult<Target> {
+impl Target {
+    /// Run a read-only query on the target's rows as the identity that may read them.
+    fn read<T>(&self, f: impl FnOnce(&pgrx::spi::SpiClient<'_>) -> MsegResult<T>) -> MsegResult<T> {
+        catalog::run(self.who, || Spi::connect(|c| f(&c)))
+    }
+}
+
+/// The relation a k-anonymity function is asked about, read as `who`; a caller must be allowed
+/// to read it (PostgreSQL checks again when the query runs).
+pub(crate) fn target(relid: pg_sys::Oid, key_column: Option<&str>, who: catalog::Who) -> MsegResult<Target> {
+    if who == catalog::Who::Caller {
+        catalog::require_select(relid)?;
+    }
     let name = catalog::relation_name(relid);
     let subject = segments::subject_table()?;
     let registered_key: Option<String> = if subject.as_ref().is_some_and(|s| s.relid == relid) {
@@ -217,7 +305,7 @@ pub(crate) fn target(relid: pg_sys::Oid, key_column: Option<&str>) -> MsegResult
         return Err(MsegError::new(Code::UndefinedObject, format!("column \"{key}\" of {name} does not exist"))
             .hint("key_column names the column holding the subject key."));
     }
-    Ok(Target { relid, name, key, key_unique: unique })
+    Ok(Target { relid, name, key, key_unique: unique, who })
 }
 
 /// (column, class, hierarchy, type) for every column of a relation.
@@ -369,11 +457,11 @@ fn k_anonymity(
 ) -> i64 {
     boundary(|| {
         let relid = relation.map(|r| r.oid()).ok_or_else(|| MsegError::null_argument("relation"))?;
-        let t = target(relid, key_column)?;
+        let t = target(relid, key_column, catalog::Who::Caller)?;
         let cols = quasi_columns(&t, columns)?;
         let levels = check_levels(&cols, levels)?;
         let q = class_query(&t, &cols, &levels, None)?;
-        catalog::select(|c| {
+        t.read(|c| {
             Ok(c.select(&format!("SELECT COALESCE(pg_catalog.min(subjects), 0)::pg_catalog.int8 FROM ({q}) x"), None, &[])?
                 .first()
                 .get_one::<i64>()?
@@ -392,11 +480,11 @@ fn equivalence_classes(
 ) -> TableIterator<'static, (name!(class, Vec<Option<String>>), name!(subjects, i64), name!(rows, i64))> {
     let rows = boundary(|| {
         let relid = relation.map(|r| r.oid()).ok_or_else(|| MsegError::null_argument("relation"))?;
-        let t = target(relid, key_column)?;
+        let t = target(relid, key_column, catalog::Who::Caller)?;
         let cols = quasi_columns(&t, columns)?;
         let levels = check_levels(&cols, levels)?;
         let q = class_query(&t, &cols, &levels, None)?;
-        catalog::select(|c| {
+        t.read(|c| {
             let mut out = Vec::new();
             for row in c.select(&format!("{q} ORDER BY 2, 1"), None, &[])? {
                 out.push((
@@ -423,14 +511,14 @@ fn l_diversity(
     boundary(|| {
         let relid = relation.map(|r| r.oid()).ok_or_else(|| MsegError::null_argument("relation"))?;
         let sensitive = sensitive_column.ok_or_else(|| MsegError::null_argument("sensitive_column"))?;
-        let t = target(relid, key_column)?;
+        let t = target(relid, key_column, catalog::Who::Caller)?;
         if !columns_of(relid)?.iter().any(|(n, ..)| n == sensitive) {
             return Err(MsegError::new(Code::UndefinedObject, format!("column \"{sensitive}\" of {} does not exist", t.name)));
         }
         let cols = quasi_columns(&t, columns)?;
         let levels = check_levels(&cols, levels)?;
         let q = class_query(&t, &cols, &levels, Some(sensitive))?;
-        catalog::select(|c| {
+        t.read(|c| {
             Ok(c.select(&format!("SELECT COALESCE(pg_catalog.min(x.count), 0)::pg_catalog.int8 FROM ({q}) x"), None, &[])?
                 .first()
                 .get_one::<i64>()?
@@ -479,7 +567,7 @@ fn run_anonymizer(
     if l.is_some() && sensitive.is_none() {
         return Err(MsegError::new(Code::KAnonymity, "l-diversity needs a sensitive column").hint("Pass sensitive_column => '…'."));
     }
-    let t = target(relid, key_column)?;
+    let t = target(relid, key_column, catalog::Who::Caller)?;
     let cols = quasi_columns(&t, columns)?;
     let mut spec_cols = Vec::new();
     for c in &cols {
@@ -502,7 +590,7 @@ fn run_anonymizer(
         rel = t.name
     );
     let mut subjects = Vec::new();
-    catalog::stream_as_owner(&sql, |row| {
+    catalog::stream_rows(t.who, &sql, |row| {
         let subject = row.get::<i64>(1)?.unwrap_or(0);
         let values = row.get::<Vec<Option<String>>>(2)?.unwrap_or_default();
         let sensitive = row.get::<String>(3)?;
@@ -520,7 +608,7 @@ fn run_anonymizer(
 /// A column without a hierarchy: every value directly under `*`.
 pub(crate) fn flat_hierarchy(t: &Target, c: &QuasiColumn) -> MsegResult<Hierarchy> {
     let expr = generalized_expr("r", c, 0)?;
-    let values: Vec<String> = catalog::select(|cl| {
+    let values: Vec<String> = t.read(|cl| {
         let mut v = Vec::new();
         for row in cl.select(&format!("SELECT DISTINCT {expr} FROM {} r WHERE {expr} IS NOT NULL", t.name), None, &[])? {
             v.push(row.get::<String>(1)?.unwrap_or_default());
@@ -657,7 +745,7 @@ fn create_kanon_view(
         let relid = source.map(|r| r.oid()).ok_or_else(|| MsegError::null_argument("source"))?;
         let k = k.ok_or_else(|| MsegError::null_argument("k"))?;
         check_k(k)?;
-        let t = target(relid, key_column)?;
+        let t = target(relid, key_column, catalog::Who::Caller)?;
         let cols = quasi_columns(&t, columns.clone())?;
         let levels = match levels {
             Some(l) => check_levels(&cols, Some(l))?,

@@ -355,8 +355,8 @@ fn create_domain(name: Option<&str>, description: default!(Option<&str>, "NULL")
 fn drop_domain(name: Option<&str>) -> bool {
     boundary(|| {
         let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
-        current_version(name)?;
         check_not_internal(name)?;
+        current_version(name)?;
         let users = catalog::columns_of_domain(name)?;
         if !users.is_empty() {
             return Err(MsegError::new(Code::InvalidArgument, format!("domain \"{name}\" is still used by pseudonym columns"))

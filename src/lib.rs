@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+pub mod audit;
 pub mod bulk_predicates;
 pub mod catalog;
 pub mod consent;
@@ -19,6 +20,7 @@ pub mod import;
 pub mod kanon;
 pub mod keys;
 pub mod pool;
+pub mod predicate;
 pub mod progress;
 pub mod pseudonym;
 pub mod row_predicates;

@@ -82,6 +82,8 @@ fn keys_for(domain: &str) -> MsegResult<Rc<DomainKeys>> {
 fn pseudonym_sql(value: Option<&str>, domain: Option<&str>) -> Option<String> {
     boundary(|| {
         let domain = domain.ok_or_else(|| MsegError::null_argument("domain"))?;
+        // the internal domains (subject references in the ledger, erasure proofs) are nobody's oracle
+        keys::check_not_internal(domain)?;
         let Some(value) = value else { return Ok(None) };
         let keys = keys_for(domain)?;
         Ok(Some(pseudonym_string(&keys, value)))
@@ -434,8 +436,8 @@ fn drop_pseudonym_column(table: Option<PgRelation>, column_name: Option<&str>) -
 fn rotate_domain(domain: Option<&str>) -> i32 {
     boundary(|| {
         let domain = domain.ok_or_else(|| MsegError::null_argument("domain"))?;
-        keys::current_version(domain)?;
         keys::check_not_internal(domain)?;
+        keys::current_version(domain)?;
         let columns = catalog::pseudonym_columns_in_domain(domain)?;
         for c in &columns {
             Spi::run(&format!("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", catalog::relation_name(c.relid)))?;

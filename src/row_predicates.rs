@@ -11,8 +11,6 @@
 //! not used once it differs; the relcache invalidation an ALTER TABLE sends also makes the
 //! trigger rebuild them with its catalog.
 
-use std::ffi::CString;
-
 use pgrx::pg_sys;
 use pgrx::PgTryBuilder;
 
@@ -36,36 +34,21 @@ impl Drop for RowPredicates {
 }
 
 /// The executor expression of one predicate over `relation s`, or None when it has subqueries (or
-/// anything else the in-process evaluation does not take) or does not analyse any more.
+/// anything else the in-process evaluation does not take), does not analyse any more, or no longer
+/// passes the predicate allowlist (the SQL path then refuses it with the reason).
 /// SAFETY: called with CurrentMemoryContext = the long-lived context of the result.
 unsafe fn compile_one(relation: &str, predicate: &str) -> Option<*mut pg_sys::ExprState> {
-    let sql = CString::new(format!("SELECT ({predicate}) FROM {relation} s")).ok()?;
     let built: Result<*mut pg_sys::ExprState, ()> = PgTryBuilder::new(|| unsafe {
-        let raw = pg_sys::raw_parser(sql.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
-        if raw.is_null() || (*raw).length != 1 {
-            return Err(());
-        }
-        let rawstmt = (*(*raw).elements).ptr_value as *mut pg_sys::RawStmt;
-        let query = pg_sys::parse_analyze_fixedparams(rawstmt, sql.as_ptr(), std::ptr::null(), 0, std::ptr::null_mut());
-        let q = &*query;
-        let simple = !q.hasSubLinks
-            && !q.hasAggs
-            && !q.hasWindowFuncs
-            && !q.hasTargetSRFs
-            && !q.rtable.is_null()
-            && (*q.rtable).length == 1
-            && !q.targetList.is_null()
-            && (*q.targetList).length == 1;
+        let parsed = crate::predicate::parse(relation, "s", predicate).map_err(|_| ())?;
+        crate::predicate::check(&parsed).map_err(|_| ())?;
+        let q = &*parsed.query;
+        let simple = !q.hasSubLinks && !q.rtable.is_null() && (*q.rtable).length == 1;
         if !simple {
-            return Err(());
-        }
-        let tle = (*(*q.targetList).elements).ptr_value as *mut pg_sys::TargetEntry;
-        if pg_sys::exprType((*tle).expr.cast()) != pg_sys::BOOLOID {
             return Err(());
         }
         // constant folding and operator function ids, as the planner does for the SQL path;
         // the Vars (varno 1) read the expression context's scan tuple
-        let planned = pg_sys::expression_planner((*tle).expr);
+        let planned = pg_sys::expression_planner(parsed.expr);
         Ok(pg_sys::ExecInitExpr(planned, std::ptr::null_mut()))
     })
     .catch_others(|_| Err(()))
@@ -76,9 +59,9 @@ unsafe fn compile_one(relation: &str, predicate: &str) -> Option<*mut pg_sys::Ex
 impl RowPredicates {
     /// Compile `predicates` (None: not to be compiled) over `relation` (alias s), whose current
     /// tuple descriptor is `desc`. Parsing and the permission checks of the functions called run
-    /// as the extension owner with a pinned search_path, as the SQL path's do.
+    /// as `mseg_upkeep` with a pinned search_path, as the SQL path's do.
     pub fn compile(relation: &str, desc: pg_sys::TupleDesc, predicates: &[Option<&str>]) -> MsegResult<RowPredicates> {
-        catalog::as_owner(|| unsafe {
+        catalog::as_upkeep(|| unsafe {
             let context = catalog::memory_context(pg_sys::TopMemoryContext, c"mseg row predicates");
             let previous = pg_sys::MemoryContextSwitchTo(context);
             let mut compiled = RowPredicates { context, econtext: std::ptr::null_mut(), desc: std::ptr::null_mut(), states: Vec::new() };

@@ -97,6 +97,7 @@ pub fn detoken_str(domain: &str, token: &str) -> Result<String> {
 fn token_sql(value: Option<&str>, domain: Option<&str>) -> Option<String> {
     boundary(|| {
         let domain = domain.ok_or_else(|| MsegError::null_argument("domain"))?;
+        keys::check_not_internal(domain)?;
         let Some(value) = value else { return Ok(None) };
         let keys = keys::domain_keys(domain)?;
         encrypt(&keys, value.as_bytes()).map(Some)
@@ -108,6 +109,7 @@ fn token_sql(value: Option<&str>, domain: Option<&str>) -> Option<String> {
 fn detoken_sql(token: Option<&str>, domain: Option<&str>) -> Option<String> {
     boundary(|| {
         let domain = domain.ok_or_else(|| MsegError::null_argument("domain"))?;
+        keys::check_not_internal(domain)?;
         let Some(token) = token else { return Ok(None) };
         detoken_str(domain, token).map(Some)
     })
