@@ -111,6 +111,23 @@ SELECT * FROM atk_check();
 \c - atk_admin
 SELECT * FROM atk($$SELECT mseg.k_anonymity('public.customers', ARRAY['mood']) > 0$$);
 SELECT * FROM atk_check();
+-- D16 (invented): D9-D11 again after the administrator lets everyone use its schema (which it
+-- may): whichever role pg_mseg reads or plans the subject table as now runs the owner's code.
+SELECT mseg.classify('public.customers', 'mood', 'quasi');
+GRANT USAGE ON SCHEMA atk_admin TO PUBLIC;
+CREATE INDEX d16 ON public.customers ((customer_id + atk_admin.imm('D16', 0::bigint)));
+\c - atk_app
+SELECT * FROM atk($$SELECT mseg.grant_consent(14, 'mkt') IS NOT NULL$$);
+SELECT * FROM atk_check();
+\c - atk_admin
+SELECT * FROM atk($$SELECT mseg.subject_report(14)->'data'->>'mood'$$);
+SELECT * FROM atk_check();
+\c - atk_export
+SELECT * FROM atk($$SELECT count(*) > 0 FROM mseg.export_variant_twins('p1')$$);
+SELECT * FROM atk_check();
+\c - atk_admin
+DROP INDEX public.d16;
+REVOKE USAGE ON SCHEMA atk_admin FROM PUBLIC;
 SELECT mseg.classify('public.customers', 'mood', 'attribute');
 -- D12 (control): a deferred constraint trigger fires at commit, outside forget, as the session's role.
 CREATE CONSTRAINT TRIGGER d12 AFTER DELETE ON public.customers DEFERRABLE INITIALLY DEFERRED

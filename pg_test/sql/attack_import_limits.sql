@@ -2,8 +2,8 @@
 -- The import reads a whole dump before it checks the signature, so its size must be bounded
 -- before anything else (a validly signed 200 MB twin line made a 2.5 GB backend), no part of the
 -- input may be echoed whole into an error (or the server log), and every refusal carries a
--- SQLSTATE of class MS07x. The limits are settings the fix adds; this file expects
--- mseg.import_max_line_bytes and mseg.import_max_dump_bytes (adapt if named otherwise).
+-- SQLSTATE of class MS07x. The limits are the superuser-only settings mseg.import_max_line_size,
+-- mseg.import_max_dump_size and mseg.import_max_json_depth.
 -- Every attempt (L1…) must fail with a short MS07x error; atk_check() must return no row.
 \getenv abs_srcdir PG_ABS_SRCDIR
 \set atkdb atk_import_limits
@@ -29,17 +29,17 @@ UPDATE public.customers SET sex = repeat(CASE WHEN customer_id % 2 = 0 THEN 'x' 
 INSERT INTO atk_admin.staging (line) SELECT * FROM mseg.export_variant_twins('acme-retail');
 SELECT count(*) AS lines, max(length(line)) > 2000000 AS has_2mb_lines FROM atk_admin.staging;
 \c - postgres
-SELECT * FROM atk($$SET mseg.import_max_line_bytes = '1MB'$$);
+SELECT * FROM atk($$SET mseg.import_max_line_size = '1MB'$$);
 SET ROLE atk_admin;
 SELECT * FROM atk($$SELECT mseg.import_variant_twins_from('atk_admin.staging')$$);
 SELECT count(*) AS twins_pooled FROM mseg.pool_twins;
 -- ... and the same dump under a limit it fits in is imported (the limit, not the dump, refused it)
 RESET ROLE;
-SELECT * FROM atk($$SET mseg.import_max_line_bytes = '8MB'$$);
+SELECT * FROM atk($$SET mseg.import_max_line_size = '8MB'$$);
 SET ROLE atk_admin;
 SELECT * FROM atk($$SELECT mseg.import_variant_twins_from('atk_admin.staging') > 0$$);
 RESET ROLE;
-SELECT * FROM atk($$RESET mseg.import_max_line_bytes$$);
+SELECT * FROM atk($$RESET mseg.import_max_line_size$$);
 SELECT * FROM atk_check();
 
 \c - atk_admin
@@ -56,14 +56,14 @@ SELECT * FROM atk($$SELECT mseg.import_variant_twins_from('atk_admin.staging')$$
 -- L5 (invented): an unsigned dump of 200,000 lines, refused by the dump size limit (set to 1 MB
 -- here) before any line is parsed.
 \c - postgres
-SELECT * FROM atk($$SET mseg.import_max_dump_bytes = '1MB'$$);
+SELECT * FROM atk($$SET mseg.import_max_dump_size = '1MB'$$);
 SET ROLE atk_admin;
 SELECT atk_admin.stage(ARRAY['{"type":"manifest","format":"mseg-vt/1","controller":"acme-retail"}']
     || array_fill('{"type":"twin","pseudonym":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}'::text, ARRAY[200000])
     || ARRAY['{"type":"trailer"}']);
 SELECT * FROM atk($$SELECT mseg.import_variant_twins_from('atk_admin.staging')$$);
 RESET ROLE;
-SELECT * FROM atk($$RESET mseg.import_max_dump_bytes$$);
+SELECT * FROM atk($$RESET mseg.import_max_dump_size$$);
 SELECT * FROM atk_check();
 
 -- L6 (issue): refusals with standard SQLSTATEs (or MS023) instead of MS07x: a staging table the

@@ -71,6 +71,11 @@ SELECT * FROM atk_check();
 -- to_jsonb calls the cast function itself.
 SELECT * FROM atk($$SELECT mseg.define_segment('p8', 'mkt', $p$ pg_catalog.to_jsonb(s.sex::atk_admin.mood) IS NOT NULL $p$) IS NOT NULL$$);
 SELECT * FROM atk_check();
+-- P8b (invented): P8 after the administrator lets everyone use its schema (which it may).
+GRANT USAGE ON SCHEMA atk_admin TO PUBLIC;
+SELECT * FROM atk($$SELECT mseg.define_segment('p8b', 'mkt', $p$ pg_catalog.to_jsonb(s.sex::atk_admin.mood) IS NOT NULL $p$) IS NOT NULL$$);
+SELECT * FROM atk_check();
+REVOKE USAGE ON SCHEMA atk_admin FROM PUBLIC;
 -- P9 (invented): the domain cast inside a subquery over the registered source.
 SELECT * FROM atk($$SELECT mseg.define_segment('p9', 'mkt', $p$
     EXISTS (SELECT 1 FROM public.orders o WHERE o.customer_id = s.customer_id AND o.note::atk_admin.code IS NOT NULL) $p$) IS NOT NULL$$);
