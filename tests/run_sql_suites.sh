@@ -16,6 +16,11 @@ work="$MSEG_DIR/suite"
 sudo -u postgres mkdir -p "$work/out" "$work/iso_out"
 cp -r "$MSEG_ROOT/pg_test/sql" "$MSEG_ROOT/pg_test/expected" "$MSEG_ROOT/pg_test/schedule" "$work/"
 [ -d "$MSEG_ROOT/pg_test/specs" ] && cp -r "$MSEG_ROOT/pg_test/specs" "$MSEG_ROOT/pg_test/isolation_schedule" "$work/"
+# MSEG_REGRESS_TESTS="attack_predicates attack_audit_tamper": only these pg_regress files, no isolation specs
+if [ -n "${MSEG_REGRESS_TESTS:-}" ]; then
+    printf 'test: %s\n' $MSEG_REGRESS_TESTS > "$work/schedule"
+    rm -f "$work/isolation_schedule"
+fi
 chown -R postgres:postgres "$work"
 
 status=0
@@ -47,6 +52,14 @@ if grep -qiF -e "$key_hex" -e "$key_b64" "$MSEG_DIR/server.log"; then
 else
     lines=$(wc -l < "$MSEG_DIR/server.log")
     note "ok: $lines log lines, none with the key in hex or base64"
+fi
+say "outputs: no key material in any pg_regress or isolation output"
+# (the attack_* files print <KEY…> where an attack got the key; this catches any output they miss)
+leaky=$(grep -rliF -e "$key_hex" -e "$key_b64" "$work/out/results" "$work/iso_out/results" 2>/dev/null || true)
+if [ -n "$leaky" ]; then
+    echo "FAIL: key material found in test output: $(echo $leaky)"; status=1
+else
+    note "ok: $(find "$work/out/results" "$work/iso_out/results" -type f 2>/dev/null | wc -l) output files, none with the key in hex or base64"
 fi
 if grep -q "SECRETSECRETSECRET" "$MSEG_DIR/server.log"; then
     echo "FAIL: bytes of a rejected key file reached the log"; status=1
