@@ -189,7 +189,25 @@ BEGIN
                               WHERE e.event_id OPERATOR(pg_catalog.=) (l.details OPERATOR(pg_catalog.->>) 'event_id')::pg_catalog.int8)
         ) x ORDER BY x.event_id LIMIT 1;
     END IF;
-    -- 5. the current state is what the ledger says
+    -- 5. every erasure proof belongs to its ledger event, and every erasure event has its proof
+    IF problem IS NULL THEN
+        SELECT x.problem INTO problem FROM (
+            SELECT e.event_id, pg_catalog.format('the erasure proof of ledger event %s is missing or altered', e.event_id) AS problem
+            FROM mseg.consent_events e
+            WHERE e.event OPERATOR(pg_catalog.=) 'erase'
+              AND NOT EXISTS (SELECT 1 FROM mseg.erasures r
+                              WHERE r.event_id OPERATOR(pg_catalog.=) e.event_id AND r.subject_ref OPERATOR(pg_catalog.=) e.subject_ref
+                                AND r.mode IS NOT DISTINCT FROM (e.evidence OPERATOR(pg_catalog.->>) 'mode')
+                                AND r.erased_at OPERATOR(pg_catalog.=) e.recorded_at)
+            UNION ALL
+            SELECT r.event_id, pg_catalog.format('the erasure proof citing ledger event %s has no such erasure in the ledger', r.event_id)
+            FROM mseg.erasures r
+            WHERE NOT EXISTS (SELECT 1 FROM mseg.consent_events e
+                              WHERE e.event_id OPERATOR(pg_catalog.=) r.event_id AND e.event OPERATOR(pg_catalog.=) 'erase'
+                                AND e.subject_ref OPERATOR(pg_catalog.=) r.subject_ref)
+        ) x ORDER BY x.event_id LIMIT 1;
+    END IF;
+    -- 6. the current state is what the ledger says
     IF problem IS NULL THEN
         problem := mseg._state_problem();
     END IF;

@@ -175,16 +175,19 @@ BEGIN
     -- below the latest committed one. One row lock, however many subjects a transaction touches.
     PERFORM mseg._lock_audit_head();
     v_ref := mseg._subject_ref(p_subject);
+    IF NOT mseg._subject_exists(p_subject) THEN
+        -- an erased (deleted) subject looks like one that never existed: the application must
+        -- not learn who asked for erasure from the error it gets
+        RAISE EXCEPTION USING ERRCODE = 'MS040',
+            MESSAGE = pg_catalog.format('subject %s does not exist', p_subject),
+            HINT = pg_catalog.format('Subjects are the rows of %s.', (mseg._subject_table()).relid);
+    END IF;
     IF EXISTS (SELECT 1 FROM mseg.erasures e WHERE e.subject_ref OPERATOR(pg_catalog.=) v_ref) THEN
+        -- (erased with mode nullify: the row is still there, its identifying columns empty)
         RAISE EXCEPTION USING ERRCODE = 'MS044',
             MESSAGE = pg_catalog.format('subject %s has been erased', p_subject),
             DETAIL = 'An erased subject has no choices left to record.',
             HINT = 'mseg.erasures holds the proof of erasure.';
-    END IF;
-    IF NOT mseg._subject_exists(p_subject) THEN
-        RAISE EXCEPTION USING ERRCODE = 'MS040',
-            MESSAGE = pg_catalog.format('subject %s does not exist', p_subject),
-            HINT = pg_catalog.format('Subjects are the rows of %s.', (mseg._subject_table()).relid);
     END IF;
     RETURN v_ref;
 END
@@ -452,9 +455,7 @@ BEGIN
     PERFORM mseg._require(sensitive, 'sensitive');
     p := mseg._purpose(purpose);
     IF NOT mseg._subject_exists(subject) THEN
-        IF EXISTS (SELECT 1 FROM mseg.erasures e WHERE e.subject_ref OPERATOR(pg_catalog.=) mseg._subject_ref(subject)) THEN
-            RETURN false;
-        END IF;
+        -- erased or never there: the same answer (no erasure oracle for the application)
         RAISE EXCEPTION USING ERRCODE = 'MS040', MESSAGE = pg_catalog.format('subject %s does not exist', subject),
             HINT = pg_catalog.format('Subjects are the rows of %s.', (mseg._subject_table()).relid);
     END IF;
@@ -791,11 +792,13 @@ BEGIN
                      FROM mseg.purposes p
                      LEFT JOIN mseg.legal_basis_state s ON s.purpose OPERATOR(pg_catalog.=) p.name
                           AND s.subject_key OPERATOR(pg_catalog.=) subject_report.subject),
-        'history', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+        -- an erased subject's ledger stays as pseudonymous evidence; it is not handed out by key
+        'history', CASE WHEN EXISTS (SELECT 1 FROM mseg.erasures e WHERE e.subject_ref OPERATOR(pg_catalog.=) v_ref) THEN NULL ELSE
+                   (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
                             'event_id', e.event_id, 'event', e.event, 'purpose', e.purpose,
                             'legal_basis', e.legal_basis, 'notice_version', e.notice_version, 'source', e.source,
                             'evidence', e.evidence, 'actor', e.actor, 'recorded_at', e.recorded_at)) ORDER BY e.event_id)
-                    FROM mseg.consent_events e WHERE e.subject_ref OPERATOR(pg_catalog.=) v_ref),
+                    FROM mseg.consent_events e WHERE e.subject_ref OPERATOR(pg_catalog.=) v_ref) END,
         'segments', COALESCE((SELECT pg_catalog.jsonb_agg(g.name ORDER BY g.name) FROM mseg.memberships m
                               JOIN mseg.segments g ON g.segment_id OPERATOR(pg_catalog.=) ANY (m.segments)
                               WHERE m.subject_key OPERATOR(pg_catalog.=) subject_report.subject), '[]'::pg_catalog.jsonb),

@@ -66,6 +66,9 @@ TO mseg_upkeep;
 GRANT SELECT, INSERT, UPDATE, DELETE ON mseg.memberships TO mseg_upkeep;
 GRANT INSERT ON mseg.membership_events TO mseg_upkeep;
 GRANT USAGE ON SEQUENCE mseg.membership_event_seq TO mseg_upkeep;
+-- (trusted party) pool-segment predicates are evaluated as mseg_upkeep too
+GRANT SELECT, UPDATE (pool_segments) ON mseg.pool_twins TO mseg_upkeep;
+GRANT SELECT ON mseg.pool_segments TO mseg_upkeep;
 GRANT EXECUTE ON FUNCTION
     mseg._segments_merge(pg_catalog.int4[], pg_catalog.int4[], pg_catalog.int4[]),
     mseg._segments_minus(pg_catalog.int4[], pg_catalog.int4[]),

@@ -109,7 +109,140 @@ pub fn upkeep_role() -> Result<pg_sys::Oid> {
 /// could quote a value of the data (see [`without_values_in_errors`]).
 pub fn as_upkeep<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     let upkeep = upkeep_role()?;
-    without_values_in_errors(|| run_as(upkeep, f))
+    check_registered_tables()?;
+    // the planner reads CHECK constraints (and may fold their calls) only for constraint exclusion
+    without_values_in_errors(|| run_as(upkeep, || with_setting(c"constraint_exclusion", c"off", f)))
+}
+
+thread_local! {
+    /// The catalog generation at which the registered tables last passed [`check_registered_tables`].
+    static TABLES_CHECKED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Refuse to read the registered tables (subject table, sources, category mappings, with their
+/// partitions and inheritance children) while one of their index expressions, partial-index
+/// predicates, partition keys or extended statistics calls a function no superuser wrote **on
+/// constant arguments only**: PostgreSQL evaluates such calls (constant folding) whenever it plans
+/// any query on the table, with the rights of whoever plans, and pg_mseg plans as `mseg_upkeep`.
+/// A call over a column (`my_normalize(email)`) runs only when rows are written, as the writer, and
+/// is fine. (CHECK constraints are only read by the planner for constraint exclusion, which the
+/// upkeep turns off.) Checked once per catalog generation (any DDL on those tables moves it).
+pub fn check_registered_tables() -> Result<()> {
+    let generation = crate::keys::cache_generation();
+    if TABLES_CHECKED.with(Cell::get) == generation {
+        return Ok(());
+    }
+    let expressions: Vec<(String, String, String)> = select(|c| {
+        let mut out = Vec::new();
+        for row in c.select(
+            "WITH RECURSIVE reg(relid) AS ( \
+                 SELECT relid::pg_catalog.oid FROM mseg.subject_tables \
+                 UNION SELECT relid::pg_catalog.oid FROM mseg.sources \
+                 UNION SELECT pg_catalog.to_regclass(pg_catalog.substr(hierarchy, 10))::pg_catalog.oid FROM mseg.column_classes \
+                       WHERE hierarchy OPERATOR(pg_catalog.~~) 'category:%'), \
+             tree(relid) AS (SELECT relid FROM reg WHERE relid IS NOT NULL \
+                 UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent OPERATOR(pg_catalog.=) tree.relid) \
+             SELECT x.indrelid::pg_catalog.regclass::pg_catalog.text, 'index ' OPERATOR(pg_catalog.||) x.indexrelid::pg_catalog.regclass::pg_catalog.text, e \
+               FROM pg_catalog.pg_index x JOIN tree ON x.indrelid OPERATOR(pg_catalog.=) tree.relid, \
+                    LATERAL (VALUES (x.indexprs::pg_catalog.text), (x.indpred::pg_catalog.text)) v(e) WHERE e IS NOT NULL \
+             UNION ALL SELECT p.partrelid::pg_catalog.regclass::pg_catalog.text, 'partition key', p.partexprs::pg_catalog.text \
+               FROM pg_catalog.pg_partitioned_table p JOIN tree ON p.partrelid OPERATOR(pg_catalog.=) tree.relid WHERE p.partexprs IS NOT NULL \
+             UNION ALL SELECT s.stxrelid::pg_catalog.regclass::pg_catalog.text, 'statistics ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(s.stxname), \
+                    s.stxexprs::pg_catalog.text \
+               FROM pg_catalog.pg_statistic_ext s JOIN tree ON s.stxrelid OPERATOR(pg_catalog.=) tree.relid WHERE s.stxexprs IS NOT NULL",
+            None,
+            &[],
+        )? {
+            out.push((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default(), row.get::<String>(3)?.unwrap_or_default()));
+        }
+        Ok(out)
+    })?;
+    for (table, what, tree) in expressions {
+        if let Some(function) = folded_user_call(&tree) {
+            return Err(MsegError::new(
+                Code::InvalidTable,
+                format!("pg_mseg will not read {table}: its {what} calls {function} on constants, and no superuser wrote that function"),
+            )
+            .detail("PostgreSQL evaluates such calls whenever it plans any query on the table, with the rights of whoever plans; pg_mseg reads registered tables as mseg_upkeep and will not run the table owner's code that way.")
+            .hint("Compute the constant part in the index definition itself, or use a built-in (or superuser-installed) function there."));
+        }
+    }
+    TABLES_CHECKED.with(|c| c.set(generation));
+    Ok(())
+}
+
+/// In a stored expression tree (`pg_node_tree` text): the first call of a function that no
+/// superuser owns whose arguments contain no column, i.e. one the planner would constant-fold.
+fn folded_user_call(tree: &str) -> Option<String> {
+    let text = std::ffi::CString::new(tree).ok()?;
+    struct Found(Option<String>);
+    #[pgrx::pg_guard]
+    unsafe extern "C-unwind" fn walk(node: *mut pg_sys::Node, ctx: *mut std::ffi::c_void) -> bool {
+        if node.is_null() {
+            return false;
+        }
+        let found = &mut *(ctx as *mut Found);
+        let (funcid, args) = match (*node).type_ {
+            pg_sys::NodeTag::T_FuncExpr => {
+                let f = node as *mut pg_sys::FuncExpr;
+                ((*f).funcid, (*f).args)
+            }
+            pg_sys::NodeTag::T_OpExpr | pg_sys::NodeTag::T_DistinctExpr | pg_sys::NodeTag::T_NullIfExpr => {
+                let op = node as *mut pg_sys::OpExpr;
+                pg_sys::set_opfuncid(op);
+                ((*op).opfuncid, (*op).args)
+            }
+            _ => (pg_sys::InvalidOid, std::ptr::null_mut()),
+        };
+        if funcid != pg_sys::InvalidOid && !pg_sys::contain_var_clause(args.cast()) && !superuser_owned(funcid) {
+            let name = pg_sys::format_procedure(funcid);
+            found.0 = Some(if name.is_null() { format!("function {}", u32::from(funcid)) } else { CStr::from_ptr(name).to_string_lossy().into_owned() });
+            return true;
+        }
+        pg_sys::expression_tree_walker(node, Some(walk), ctx)
+    }
+    let mut found = Found(None);
+    // SAFETY: a node tree PostgreSQL stored itself, read back in the current memory context.
+    unsafe {
+        let node = pg_sys::stringToNode(text.as_ptr()) as *mut pg_sys::Node;
+        walk(node, (&mut found as *mut Found).cast());
+    }
+    found.0
+}
+
+/// Whether function `funcid` is owned by a superuser (built-in, or installed by a superuser).
+unsafe fn superuser_owned(funcid: pg_sys::Oid) -> bool {
+    let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::PROCOID as i32, pg_sys::Datum::from(funcid));
+    if tuple.is_null() {
+        return false;
+    }
+    let owner = (*(pg_sys::GETSTRUCT(tuple) as *mut pg_sys::FormData_pg_proc)).proowner;
+    pg_sys::ReleaseSysCache(tuple);
+    pg_sys::superuser_arg(owner)
+}
+
+/// An SQL expression for the text of `expr`, a value of type `typid`, that never runs a
+/// user-defined cast: built-in types (and domains over them, whose casts are their base type's)
+/// use `::text`; others (enums, composites, ranges, arrays of them) go through their type's output
+/// function, which is always built-in (a user-defined base type needs a superuser).
+pub fn safe_text(expr: &str, typid: pg_sys::Oid) -> String {
+    // SAFETY: syscache lookups of an existing type.
+    unsafe {
+        let base = pg_sys::getBaseType(typid);
+        if u32::from(base) < pg_sys::FirstGenbkiObjectId {
+            return format!("({expr})::pg_catalog.text");
+        }
+        let mut output = pg_sys::InvalidOid;
+        let mut varlena = false;
+        pg_sys::getTypeOutputInfo(base, &mut output, &mut varlena);
+        let name = pg_sys::get_func_name(output);
+        let nsp = pg_sys::get_namespace_name(pg_sys::get_func_namespace(output));
+        if name.is_null() || nsp.is_null() {
+            return "NULL::pg_catalog.text".to_owned();
+        }
+        let f = spi::quote_qualified_identifier(CStr::from_ptr(nsp).to_string_lossy().as_ref(), CStr::from_ptr(name).to_string_lossy().as_ref());
+        format!("pg_catalog.textin({f}({expr}))")
+    }
 }
 
 /// The five characters of a packed SQLSTATE.

@@ -100,13 +100,43 @@ fn subject_exists(subject: Option<i64>) -> bool {
     })
 }
 
-/// Internal: the subject's row as jsonb (for subject_report), read as mseg_upkeep.
+/// Internal: the subject's row as jsonb (for subject_report), read as mseg_upkeep. Built column by
+/// column: `to_jsonb` of a whole row would call a user-defined cast to json of any column's type;
+/// here columns of non-built-in types (enums, composites…) come out as their text.
 #[pg_extern(stable, parallel_safe, name = "_subject_row")]
 fn subject_row(subject: Option<i64>) -> Option<pgrx::JsonB> {
     boundary(|| {
         let subject = subject.ok_or_else(|| MsegError::null_argument("subject"))?;
         let t = subject_table()?;
-        let sql = format!("SELECT pg_catalog.to_jsonb(s) FROM {} s WHERE s.{} OPERATOR(pg_catalog.=) $1", t.name, quote_identifier(&t.key));
+        let columns: Vec<(String, pg_sys::Oid)> = catalog::select(|c| {
+            let mut out = Vec::new();
+            for row in c.select(
+                "SELECT attname::pg_catalog.text, atttypid FROM pg_catalog.pg_attribute \
+                 WHERE attrelid OPERATOR(pg_catalog.=) $1 AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped ORDER BY attnum",
+                None,
+                &[t.relid.into()],
+            )? {
+                out.push((row.get::<String>(1)?.unwrap_or_default(), row.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid)));
+            }
+            Ok(out)
+        })?;
+        let pairs: Vec<String> = columns
+            .iter()
+            .map(|(name, typid)| {
+                let col = format!("s.{}", quote_identifier(name));
+                // SAFETY: a syscache lookup of an existing type.
+                let builtin = u32::from(unsafe { pg_sys::getBaseType(*typid) }) < pg_sys::FirstGenbkiObjectId;
+                let value = if builtin { col } else { catalog::safe_text(&col, *typid) };
+                format!("{}, pg_catalog.to_jsonb({value})", pgrx::spi::quote_literal(name))
+            })
+            .collect();
+        let object = pairs
+            .chunks(50)
+            .map(|c| format!("pg_catalog.jsonb_build_object({})", c.join(", ")))
+            .collect::<Vec<_>>()
+            .join(" OPERATOR(pg_catalog.||) ");
+        let object = if object.is_empty() { "'{}'::pg_catalog.jsonb".to_owned() } else { object };
+        let sql = format!("SELECT {object} FROM {} s WHERE s.{} OPERATOR(pg_catalog.=) $1", t.name, quote_identifier(&t.key));
         catalog::as_upkeep(|| {
             Spi::connect(|c| {
                 let t = c.select(&sql, Some(1), &[subject.into()])?;
@@ -140,8 +170,28 @@ fn erase_subject_row(subject: Option<i64>, mode: Option<&str>, columns: default!
             }
             _ => return Err(MsegError::new(Code::InvalidArgument, "unknown erasure mode")),
         };
-        catalog::as_table_owner(t.relid, || Spi::connect_mut(|c| Ok(c.update(&sql, None, &[subject.into()])?.len() as i64)))
+        catalog::as_table_owner(t.relid, || deferred_triggers_refused(|| Spi::connect_mut(|c| Ok(c.update(&sql, None, &[subject.into()])?.len() as i64))))
     })
+}
+
+/// The erasure runs in a security-restricted context (the table owner's triggers must not leave
+/// anything behind in the caller's session), where PostgreSQL refuses to queue a deferred trigger:
+/// say so clearly, with the way out.
+fn deferred_triggers_refused<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let f = std::panic::AssertUnwindSafe(f);
+    pgrx::PgTryBuilder::new(move || {
+        let f = f;
+        (f.0)()
+    })
+    .catch_others(|e| match e {
+        pg_sys::panic::CaughtError::PostgresError(ref r) if r.message().contains("deferred trigger") => {
+            Err(MsegError::new(Code::Erasure, "the subject row cannot be erased while a constraint on it is deferred")
+                .detail("forget runs the table's triggers as its owner in a security-restricted operation, where PostgreSQL refuses to defer a trigger.")
+                .hint("Run SET CONSTRAINTS ALL IMMEDIATE in the transaction before calling mseg.forget."))
+        }
+        other => other.rethrow(),
+    })
+    .execute()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -197,6 +247,7 @@ fn classify(table: Option<pgrx::PgRelation>, column_name: Option<&str>, class: O
             return Err(MsegError::new(Code::InvalidArgument, format!("unknown column class \"{class}\""))
                 .hint("A column is direct, quasi, sensitive or attribute."));
         }
+        let mut stored_spec = hierarchy.map(str::to_owned);
         if let Some(spec) = hierarchy {
             if class != "quasi" {
                 return Err(MsegError::new(
@@ -221,6 +272,8 @@ fn classify(table: Option<pgrx::PgRelation>, column_name: Option<&str>, class: O
             // the whole specification (widths, prefix length, the mapping and its shape), read as the caller
             crate::kanon::hierarchy(spec)?;
             if let Some(mapping) = crate::kanon::mapping_table(spec)? {
+                // stored schema-qualified: exports resolve it under a pinned search_path
+                stored_spec = Some(format!("category:{}", catalog::relation_name(mapping)));
                 // exports read it as mseg_upkeep: the caller, who may read it, lets them
                 catalog::update(|c| {
                     c.update(&format!("GRANT SELECT ON {} TO mseg_upkeep", catalog::relation_name(mapping)), None, &[])?;
@@ -234,13 +287,13 @@ fn classify(table: Option<pgrx::PgRelation>, column_name: Option<&str>, class: O
                  ON CONFLICT (relid, column_name) DO UPDATE \
                  SET class = EXCLUDED.class, hierarchy = EXCLUDED.hierarchy, classified_at = pg_catalog.now()",
                 None,
-                &[relid.into(), column.into(), class.into(), hierarchy.into()],
+                &[relid.into(), column.into(), class.into(), stored_spec.as_deref().into()],
             )?;
             Ok(())
         })?;
         let mut details = serde_json::json!({ "class": class });
-        if let Some(h) = hierarchy {
-            details["hierarchy"] = serde_json::Value::from(h);
+        if let Some(h) = &stored_spec {
+            details["hierarchy"] = serde_json::Value::from(h.as_str());
         }
         catalog::audit("column.classify", &format!("{name}.{}", quote_identifier(column)), details)?;
         Ok(class.to_owned())

@@ -43,6 +43,8 @@ pub enum Code {
     UnknownPurpose,
     /// MS045: no subject table registered, or an unsuitable one.
     SubjectTable,
+    /// MS049: an erasure that cannot be done as asked.
+    Erasure,
     /// MS050: a segment predicate that is not a safe, boolean, single expression.
     InvalidPredicate,
     /// MS051: no such segment.
@@ -83,6 +85,7 @@ impl Code {
             Code::InsufficientPrivilege => "MS030",
             Code::UnknownPurpose => "MS041",
             Code::SubjectTable => "MS045",
+            Code::Erasure => "MS049",
             Code::InvalidPredicate => "MS050",
             Code::UnknownSegment => "MS051",
             Code::SourceInUse => "MS052",

@@ -77,8 +77,15 @@ pub(crate) fn short(text: &str) -> String {
 /// search_path), or None for other kinds.
 pub(crate) fn mapping_table(spec: &str) -> MsegResult<Option<pg_sys::Oid>> {
     let Some(table) = spec.strip_prefix("category:") else { return Ok(None) };
-    let relid = Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", &[table.trim().into()])?
-        .unwrap_or(pg_sys::InvalidOid);
+    let name = table.trim().to_owned();
+    // an invalid name raises a syntax error in to_regclass: reported as the invalid specification it is
+    let relid = PgTryBuilder::new(|| {
+        Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", &[name.as_str().into()]).map_err(|_| ())
+    })
+    .catch_others(|_| Err(()))
+    .execute()
+    .map_err(|_| bad_spec(spec, "the mapping table's name is not a valid (schema-qualified) table name"))?
+    .unwrap_or(pg_sys::InvalidOid);
     if relid == pg_sys::InvalidOid {
         return Err(bad_spec(spec, &format!("the mapping table {} does not exist", short(table.trim()))));
     }
@@ -242,6 +249,8 @@ pub(crate) struct QuasiColumn {
     pub(crate) name: String,
     pub(crate) spec: Option<String>,
     pub(crate) typ: String,
+    /// the column's type (its values are turned into text without any user-defined cast)
+    pub(crate) typid: pg_sys::Oid,
 }
 
 pub(crate) struct Target {
@@ -308,12 +317,13 @@ pub(crate) fn target(relid: pg_sys::Oid, key_column: Option<&str>, who: catalog:
     Ok(Target { relid, name, key, key_unique: unique, who })
 }
 
-/// (column, class, hierarchy, type) for every column of a relation.
-fn columns_of(relid: pg_sys::Oid) -> MsegResult<Vec<(String, Option<String>, Option<String>, String)>> {
+/// (column, class, hierarchy, type, type oid) for every column of a relation.
+#[allow(clippy::type_complexity)]
+fn columns_of(relid: pg_sys::Oid) -> MsegResult<Vec<(String, Option<String>, Option<String>, String, pg_sys::Oid)>> {
     catalog::select(|c| {
         let mut out = Vec::new();
         for row in c.select(
-            "SELECT a.attname::pg_catalog.text, cc.class, cc.hierarchy, pg_catalog.format_type(a.atttypid, NULL) \
+            "SELECT a.attname::pg_catalog.text, cc.class, cc.hierarchy, pg_catalog.format_type(a.atttypid, NULL), a.atttypid \
              FROM pg_catalog.pg_attribute a LEFT JOIN mseg.column_classes cc \
                ON cc.relid OPERATOR(pg_catalog.=) a.attrelid AND cc.column_name OPERATOR(pg_catalog.=) a.attname \
              WHERE a.attrelid OPERATOR(pg_catalog.=) $1::pg_catalog.oid AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped \
@@ -326,6 +336,7 @@ fn columns_of(relid: pg_sys::Oid) -> MsegResult<Vec<(String, Option<String>, Opt
                 row.get::<String>(2)?,
                 row.get::<String>(3)?,
                 row.get::<String>(4)?.unwrap_or_default(),
+                row.get::<pg_sys::Oid>(5)?.unwrap_or(pg_sys::InvalidOid),
             ));
         }
         Ok(out)
@@ -336,7 +347,7 @@ fn columns_of(relid: pg_sys::Oid) -> MsegResult<Vec<(String, Option<String>, Opt
 pub(crate) fn quasi_columns(t: &Target, given: Option<Vec<String>>) -> MsegResult<Vec<QuasiColumn>> {
     let all = columns_of(t.relid)?;
     let pick = |name: &str| -> MsegResult<QuasiColumn> {
-        let (n, class, spec, typ) = all.iter().find(|(n, ..)| n == name).ok_or_else(|| {
+        let (n, class, spec, typ, typid) = all.iter().find(|(n, ..)| n == name).ok_or_else(|| {
             MsegError::new(Code::UndefinedObject, format!("column \"{name}\" of {} does not exist", t.name))
                 .hint("Name columns of the relation.")
         })?;
@@ -348,7 +359,7 @@ pub(crate) fn quasi_columns(t: &Target, given: Option<Vec<String>>) -> MsegResul
             }
             Some("sensitive") => Err(MsegError::new(Code::KAnonymity, format!("column \"{n}\" is sensitive, not a quasi identifier"))
                 .hint("Use it as the sensitive attribute of l-diversity instead.")),
-            _ => Ok(QuasiColumn { name: n.clone(), spec: spec.clone(), typ: typ.clone() }),
+            _ => Ok(QuasiColumn { name: n.clone(), spec: spec.clone(), typ: typ.clone(), typid: *typid }),
         }
     };
     let cols = match given {
@@ -356,7 +367,7 @@ pub(crate) fn quasi_columns(t: &Target, given: Option<Vec<String>>) -> MsegResul
         None => all
             .iter()
             .filter(|(_, class, ..)| class.as_deref() == Some("quasi"))
-            .map(|(n, _, spec, typ)| QuasiColumn { name: n.clone(), spec: spec.clone(), typ: typ.clone() })
+            .map(|(n, _, spec, typ, typid)| QuasiColumn { name: n.clone(), spec: spec.clone(), typ: typ.clone(), typid: *typid })
             .collect(),
     };
     if cols.is_empty() {
@@ -372,7 +383,7 @@ pub(crate) fn generalized_expr(alias: &str, col: &QuasiColumn, level: i32) -> Ms
     let text = if col.typ == "date" || col.typ.starts_with("timestamp") {
         format!("pg_catalog.to_char({c}, 'YYYY-MM-DD')")
     } else {
-        format!("{c}::pg_catalog.text")
+        catalog::safe_text(&c, col.typid)
     };
     if level == 0 {
         return Ok(text);
@@ -436,7 +447,12 @@ fn class_query(t: &Target, cols: &[QuasiColumn], levels: &[i32], sensitive: Opti
     Ok(format!(
         "SELECT ARRAY[{texts}]::pg_catalog.text[] AS class, {subjects} AS subjects, pg_catalog.count(*) AS rows{sens} \
          FROM {rel} r GROUP BY {list}",
-        texts = keys.iter().map(|k| format!("({k})::pg_catalog.text")).collect::<Vec<_>>().join(", "),
+        texts = keys
+            .iter()
+            .zip(cols.iter().zip(levels))
+            .map(|(k, (c, l))| if *l == 0 { catalog::safe_text(k, c.typid) } else { format!("({k})::pg_catalog.text") })
+            .collect::<Vec<_>>()
+            .join(", "),
         list = keys.join(", "),
         rel = t.name
     ))
@@ -581,7 +597,16 @@ fn run_anonymizer(
         if global { GlobalRecoding::new(spec_cols, k, l, suppression_limit) } else { Anonymizer::new(spec_cols, k, l, suppression_limit) }
             .map_err(kanon_error)?;
     let exprs: Vec<String> = cols.iter().map(|c| generalized_expr("r", c, 0)).collect::<MsegResult<Vec<_>>>()?;
-    let sens = sensitive.map(|s| format!("r.{}::pg_catalog.text", quote_identifier(s))).unwrap_or_else(|| "NULL::pg_catalog.text".into());
+    let sens = match sensitive {
+        Some(s) => {
+            let typid = columns_of(relid)?.into_iter().find(|c| c.0 == s).map(|c| c.4).ok_or_else(|| {
+                MsegError::new(Code::UndefinedObject, format!("column \"{}\" of {} does not exist", short(s), t.name))
+                    .hint("sensitive_column names a column of the relation.")
+            })?;
+            catalog::safe_text(&format!("r.{}", quote_identifier(s)), typid)
+        }
+        None => "NULL::pg_catalog.text".into(),
+    };
     // rows with a NULL quasi value cannot be placed in a class: they are suppressed
     let sql = format!(
         "SELECT r.{key}::pg_catalog.int8, ARRAY[{list}]::pg_catalog.text[], {sens} FROM {rel} r",

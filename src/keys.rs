@@ -286,12 +286,21 @@ pub const INTERNAL_DOMAIN_PREFIX: &str = "mseg.";
 /// The internal domain of subject references in the ledger and the audit log.
 pub const SUBJECT_DOMAIN: &str = "mseg.subjects";
 
-/// Refuse user operations on the extension's internal domains.
+/// Domains whose names start with this prefix are those of trusted partners (created by
+/// `add_partner`): their pseudonyms are what a partner holds, so only the export and `resolve` use them.
+pub const PARTNER_DOMAIN_PREFIX: &str = "partner.";
+
+/// Refuse user operations on the extension's internal domains and on partners' domains.
 pub fn check_not_internal(name: &str) -> Result<()> {
     if name.starts_with(INTERNAL_DOMAIN_PREFIX) {
         return Err(MsegError::new(Code::InvalidDomain, format!("domain \"{name}\" is internal to pg_mseg"))
             .detail("Names starting with \"mseg.\" are reserved for the extension's own pseudonyms.")
             .hint("Choose a name without the mseg. prefix."));
+    }
+    if name.starts_with(PARTNER_DOMAIN_PREFIX) {
+        return Err(MsegError::new(Code::InvalidDomain, format!("domain \"{name}\" belongs to a trusted partner"))
+            .detail("A partner's pseudonyms are made by the Variant Twin export and mapped back only by mseg.resolve, which checks the purpose and audits.")
+            .hint("Choose a name without the partner. prefix; partners' domains are created by mseg.add_partner."));
     }
     Ok(())
 }

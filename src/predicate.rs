@@ -30,7 +30,8 @@ use pgrx::PgTryBuilder;
 use crate::error::{Code, MsegError, Result};
 
 /// Stable built-in functions a predicate may call: they depend on the clock, the time zone, the
-/// date style or the output functions of their arguments' types, and read nothing else.
+/// date style or the output functions of their arguments' types, and read nothing else. (Not the
+/// JSON builders: `to_jsonb` & co. call a user-defined cast of their argument's type to json.)
 pub const STABLE_ALLOWED: &[&str] = &[
     "now",
     "statement_timestamp",
@@ -91,24 +92,16 @@ pub const STABLE_ALLOWED: &[&str] = &[
     "quote_literal",
     "quote_nullable",
     "length",
-    "to_json",
-    "to_jsonb",
-    "array_to_json",
-    "row_to_json",
-    "json_build_array",
-    "json_build_object",
-    "jsonb_build_array",
-    "jsonb_build_object",
-    "json_agg_transfn",
-    "jsonb_agg_transfn",
-    "jsonb_agg_finalfn",
-    "json_object_agg_transfn",
-    "jsonb_object_agg_transfn",
-    "jsonb_object_agg_finalfn",
     "jsonb_path_exists_tz",
     "jsonb_path_match_tz",
     "jsonb_path_query_first_tz",
 ];
+
+/// Built-in functions that look up and call a user-defined cast of their argument's type (to json):
+/// refused whatever their volatility (`jsonb_object_agg` is even immutable).
+const CALLS_USER_CASTS: &[&str] =
+    &["to_json", "to_jsonb", "array_to_json", "row_to_json", "json_build_array", "json_build_object", "jsonb_build_array", "jsonb_build_object"];
+const CALLS_USER_CASTS_PREFIXES: &[&str] = &["json_agg", "jsonb_agg", "json_object_agg", "jsonb_object_agg"];
 
 /// Functions that make a predicate's value change with time alone (refresh_segments catches up).
 const TIME_FUNCTIONS: &[&str] = &["now", "statement_timestamp", "transaction_timestamp", "age"];
@@ -397,6 +390,13 @@ fn check_function(w: &mut Walk, funcid: pg_sys::Oid) {
             w.refuse(
                 format!("function {name} is not a built-in function"),
                 "Predicates may call functions of pg_catalog only: a user function could read tables that no trigger watches, or run with the upkeep's rights.",
+            );
+            return;
+        }
+        if CALLS_USER_CASTS.contains(&name.as_str()) || CALLS_USER_CASTS_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            w.refuse(
+                format!("function {name} is not allowed in a predicate"),
+                "It converts its argument with that type's cast to json, which anybody who owns the type may have written.",
             );
             return;
         }

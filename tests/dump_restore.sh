@@ -11,8 +11,8 @@ CREATE EXTENSION pg_mseg;
 CREATE TABLE customers (customer_id int PRIMARY KEY, email text);
 INSERT INTO customers SELECT g, 'u' || g || '@example.com' FROM generate_series(1, 1000) g;
 SELECT mseg.add_pseudonym_column('customers', 'email', 'analytics');
-SELECT mseg.add_pseudonym_column('customers', 'customer_id', 'partner.trustco', column_name => 'cid_trustco');
-SELECT mseg.rotate_domain('partner.trustco');
+SELECT mseg.add_pseudonym_column('customers', 'customer_id', 'crm', column_name => 'cid_crm');
+SELECT mseg.rotate_domain('crm');
 SELECT mseg.register_subjects('customers', key_column => 'customer_id');
 SELECT mseg.classify('customers', 'email', 'direct');
 SELECT mseg.define_purpose('direct_marketing', '{consent,legitimate_interest}', '2 years');
@@ -36,7 +36,7 @@ INSERT INTO customers VALUES (5000, 'restored@example.com');
 UPDATE customers SET email = 'changed@example.com' WHERE customer_id = 1;
 SELECT count(*) FROM customers
 WHERE email_pseudonym IS DISTINCT FROM mseg.pseudonym(email, 'analytics')
-   OR cid_trustco IS DISTINCT FROM mseg.pseudonym(customer_id::text, 'partner.trustco');
+   OR cid_crm IS DISTINCT FROM mseg.pseudonym(customer_id::text, 'crm');
 SQL
 )
 [ "$wrong" = "0" ] || { echo "FAIL: $wrong rows with a wrong pseudonym in the restored database"; exit 1; }

@@ -46,7 +46,7 @@ SELECT * FROM atk_check();
 SELECT * FROM atk($$SELECT mseg.pseudonym('5', 'partner.p1') IS NOT NULL AS partner_pseudonym_computed$$);
 -- I9 (invented; not on the issue's list): subject_report of an erased key returns the subject's
 -- ledger history, re-linking the pseudonymous ledger to the key without any pseudonym function.
-SELECT * FROM atk($$SELECT jsonb_array_length(mseg.subject_report(5)->'history') AS history_events_of_erased_5$$);
+SELECT * FROM atk($$SELECT mseg.subject_report(5)->'history' AS history_of_erased_5$$);
 SELECT * FROM atk_check();
 
 -- I10 (invented; not on the issue's list): is_processable tells the application which keys were

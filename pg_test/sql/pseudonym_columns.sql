@@ -11,8 +11,8 @@ SELECT g, 'user' || g || '@example.com', '+49' || g, g % 100 FROM generate_serie
 
 SET mseg.backfill_batch_blocks = 10;
 SELECT mseg.add_pseudonym_column('public.customers', 'email', 'analytics');
-SELECT mseg.add_pseudonym_column('customers', 'phone', 'partner.trustco', column_name => 'phone_trustco');
-SELECT mseg.add_pseudonym_column('customers', 'customer_id', 'partner.trustco', column_name => 'id_trustco');
+SELECT mseg.add_pseudonym_column('customers', 'phone', 'crm', column_name => 'phone_crm');
+SELECT mseg.add_pseudonym_column('customers', 'customer_id', 'crm', column_name => 'id_crm');
 RESET mseg.backfill_batch_blocks;
 
 SELECT relid, source_column, target_column, domain FROM mseg.pseudonym_columns ORDER BY 1, 3;
@@ -21,8 +21,8 @@ SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = 'customers
 -- the backfill is complete and exact
 SELECT count(*) AS rows,
        count(*) FILTER (WHERE email_pseudonym = mseg.pseudonym(email, 'analytics')) AS email_ok,
-       count(*) FILTER (WHERE phone_trustco = mseg.pseudonym(phone, 'partner.trustco')) AS phone_ok,
-       count(*) FILTER (WHERE id_trustco = mseg.pseudonym(customer_id::text, 'partner.trustco')) AS id_ok
+       count(*) FILTER (WHERE phone_crm = mseg.pseudonym(phone, 'crm')) AS phone_ok,
+       count(*) FILTER (WHERE id_crm = mseg.pseudonym(customer_id::text, 'crm')) AS id_ok
 FROM customers;
 -- nothing left in progress once committed
 SELECT count(*) AS in_progress FROM mseg.progress;
@@ -32,7 +32,7 @@ INSERT INTO customers VALUES (30001, 'new@example.com', '+4930001', 1);
 INSERT INTO customers SELECT g, 'bulk' || g || '@example.com', NULL, 0 FROM generate_series(30002, 30100) g;
 UPDATE customers SET email = 'renamed@example.com' WHERE customer_id = 1;
 UPDATE customers SET email = NULL WHERE customer_id = 2;
-UPDATE customers SET email_pseudonym = 'forged', phone_trustco = 'forged' WHERE customer_id = 3;
+UPDATE customers SET email_pseudonym = 'forged', phone_crm = 'forged' WHERE customer_id = 3;
 INSERT INTO customers (customer_id, email, email_pseudonym) VALUES (30200, 'x@example.com', 'chosen');
 COPY customers (customer_id, email, phone) FROM stdin;
 40001	copy1@example.com	+4940001
@@ -41,8 +41,8 @@ COPY customers (customer_id, email, phone) FROM stdin;
 SELECT count(*) AS wrong
 FROM customers
 WHERE email_pseudonym IS DISTINCT FROM mseg.pseudonym(email, 'analytics')
-   OR phone_trustco IS DISTINCT FROM mseg.pseudonym(phone, 'partner.trustco')
-   OR id_trustco IS DISTINCT FROM mseg.pseudonym(customer_id::text, 'partner.trustco');
+   OR phone_crm IS DISTINCT FROM mseg.pseudonym(phone, 'crm')
+   OR id_crm IS DISTINCT FROM mseg.pseudonym(customer_id::text, 'crm');
 SELECT customer_id, email, email_pseudonym IS NULL AS pseudonym_null FROM customers WHERE customer_id = 2;
 
 -- an UPDATE that does not touch a watched column leaves the pseudonyms alone
@@ -80,20 +80,20 @@ SELECT count(*) AS columns_configured FROM mseg.pseudonym_columns;
 SELECT count(*) AS e2_columns FROM pg_attribute WHERE attrelid = 'customers'::regclass AND attname = 'e2';
 
 -- rotating a domain rewrites its columns (and only those)
-CREATE TEMP TABLE before AS SELECT customer_id, email_pseudonym, phone_trustco FROM customers;
-SELECT mseg.rotate_domain('partner.trustco');
-SELECT count(*) FILTER (WHERE c.phone_trustco = b.phone_trustco) AS phone_unchanged,
+CREATE TEMP TABLE before AS SELECT customer_id, email_pseudonym, phone_crm FROM customers;
+SELECT mseg.rotate_domain('crm');
+SELECT count(*) FILTER (WHERE c.phone_crm = b.phone_crm) AS phone_unchanged,
        count(*) FILTER (WHERE c.email_pseudonym = b.email_pseudonym) AS email_unchanged,
-       count(*) FILTER (WHERE c.phone_trustco IS DISTINCT FROM mseg.pseudonym(c.phone, 'partner.trustco')) AS phone_wrong
+       count(*) FILTER (WHERE c.phone_crm IS DISTINCT FROM mseg.pseudonym(c.phone, 'crm')) AS phone_wrong
 FROM customers c JOIN before b USING (customer_id);
 
 -- a drop that PostgreSQL refuses (a view depends on the column) changes nothing
-SELECT * FROM try($$SELECT mseg.drop_pseudonym_column('customers', 'id_trustco')$$);
+SELECT * FROM try($$SELECT mseg.drop_pseudonym_column('customers', 'id_crm')$$);
 SELECT count(*) AS columns_configured FROM mseg.pseudonym_columns;
 DROP VIEW customers_v;
 -- dropping a column removes it from the trigger; dropping the last removes the trigger
-SELECT mseg.drop_pseudonym_column('customers', 'id_trustco');
-SELECT mseg.drop_pseudonym_column('customers', 'phone_trustco');
+SELECT mseg.drop_pseudonym_column('customers', 'id_crm');
+SELECT mseg.drop_pseudonym_column('customers', 'phone_crm');
 SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = 'customers'::regclass AND NOT tgisinternal;
 SELECT mseg.drop_pseudonym_column('customers', 'email_pseudonym');
 SELECT count(*) AS triggers FROM pg_trigger WHERE tgrelid = 'customers'::regclass AND NOT tgisinternal;
