@@ -158,6 +158,8 @@ TO mseg_admin, mseg_export;
 
 -- Variant Twins: export and resolve at the controller, import and pooling at the trusted party
 GRANT SELECT ON mseg.partners, mseg.partner_exports TO mseg_admin, mseg_export;
+GRANT SELECT ON mseg.instance_identity TO mseg_admin;
+GRANT EXECUTE ON FUNCTION mseg.accept_copy() TO mseg_admin;
 GRANT SELECT ON mseg.controllers, mseg.controller_anchors, mseg.pool_twins, mseg.pool_segments TO mseg_admin;
 GRANT SELECT ON mseg.pool_segment_sizes TO mseg_app, mseg_admin, mseg_export;
 GRANT EXECUTE ON FUNCTION

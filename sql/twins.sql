@@ -34,6 +34,17 @@ CREATE TABLE mseg.partner_exports (
     PRIMARY KEY (partner, sequence)
 );
 
+-- Which copy of the database makes the exports (src/instance.rs): recorded by the first export,
+-- compared by every later one; kept by pg_dump so a restored copy is recognised as one.
+CREATE TABLE mseg.instance_identity (
+    only_row          pg_catalog.bool PRIMARY KEY DEFAULT true CHECK (only_row),
+    system_identifier pg_catalog.text NOT NULL,
+    timeline          pg_catalog.int4 NOT NULL,
+    database_oid      pg_catalog.oid NOT NULL,
+    recorded_at       pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+SELECT pg_catalog.pg_extension_config_dump('mseg.instance_identity', '');
+
 -- Trusted-party side.
 CREATE TABLE mseg.controllers (
     id            pg_catalog.text PRIMARY KEY,

@@ -344,6 +344,18 @@ pub fn with_search_path<T>(path: &CStr, f: impl FnOnce() -> Result<T>) -> Result
     with_setting(c"search_path", path, f)
 }
 
+/// The first column of the first row of a read-only query (run as the current identity); read-only
+/// so that it also works on a hot standby, where a read-write SPI call would need a transaction id.
+pub fn query_one<T: pgrx::FromDatum + pgrx::IntoDatum>(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Result<Option<T>> {
+    Spi::connect(|c| {
+        let t = c.select(sql, Some(1), args)?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        Ok(t.first().get_one::<T>()?)
+    })
+}
+
 /// Run a read-only query as owner and hand the client to `f`.
 pub fn select<T>(f: impl FnOnce(&SpiClient<'_>) -> Result<T>) -> Result<T> {
     as_owner(|| Spi::connect(|client| f(&client)))

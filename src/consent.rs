@@ -96,7 +96,7 @@ fn subject_exists(subject: Option<i64>) -> bool {
         let subject = subject.ok_or_else(|| MsegError::null_argument("subject"))?;
         let t = subject_table()?;
         let sql = format!("SELECT EXISTS (SELECT 1 FROM {} s WHERE s.{} OPERATOR(pg_catalog.=) $1)", t.name, quote_identifier(&t.key));
-        catalog::as_upkeep(|| Ok(Spi::get_one_with_args::<bool>(&sql, &[subject.into()])?.unwrap_or(false)))
+        catalog::as_upkeep(|| Ok(catalog::query_one::<bool>(&sql, &[subject.into()])?.unwrap_or(false)))
     })
 }
 

@@ -61,6 +61,9 @@ pub enum Code {
     UnknownController,
     /// MS073: a dump (or one of its lines) beyond the import limits (size, line size, JSON depth).
     ImportLimit,
+    /// MS075: an export from a restored, cloned or promoted copy of the database not yet accepted
+    /// with `mseg.accept_copy()`, or from a standby.
+    CopyNotAccepted,
     /// MS074: the dump's source cannot be read (a server file without pg_read_server_files, an
     /// unreadable file, a relation that is not a staging table).
     ImportSource,
@@ -95,6 +98,7 @@ impl Code {
             Code::UnknownController => "MS072",
             Code::ImportLimit => "MS073",
             Code::ImportSource => "MS074",
+            Code::CopyNotAccepted => "MS075",
         }
     }
 }

@@ -245,6 +245,8 @@ fn decimal(v: i64, buf: &mut [u8; 20]) -> &[u8] {
 
 /// Prepare the dump and record what the partner will hold; the lines stream from the result.
 fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
+    // a restored, cloned or promoted copy must not reuse the original's sequence numbers
+    crate::instance::check_before_export()?;
     let subject = segments::subject_table()?.ok_or_else(|| {
         MsegError::new(Code::SubjectTable, "no subject table is registered").hint("Register it first with mseg.register_subjects.")
     })?;

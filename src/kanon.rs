@@ -80,7 +80,7 @@ pub(crate) fn mapping_table(spec: &str) -> MsegResult<Option<pg_sys::Oid>> {
     let name = table.trim().to_owned();
     // an invalid name raises a syntax error in to_regclass: reported as the invalid specification it is
     let relid = PgTryBuilder::new(|| {
-        Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", &[name.as_str().into()]).map_err(|_| ())
+        catalog::query_one::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", &[name.as_str().into()]).map_err(|_| ())
     })
     .catch_others(|_| Err(()))
     .execute()
@@ -739,7 +739,7 @@ fn anonymize_report(
 /// A possibly qualified name, split by PostgreSQL's own identifier parser and quoted part by part.
 fn quoted_name(name: &str) -> MsegResult<String> {
     let parts = PgTryBuilder::new(|| {
-        Spi::get_one_with_args::<Vec<String>>("SELECT pg_catalog.parse_ident($1)", &[name.into()]).map_err(|e| e.to_string())
+        catalog::query_one::<Vec<String>>("SELECT pg_catalog.parse_ident($1)", &[name.into()]).map_err(|e| e.message)
     })
     .catch_others(|_| Err("not a valid name".to_owned()))
     .execute()

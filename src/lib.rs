@@ -17,6 +17,7 @@ pub mod error;
 pub mod export;
 pub mod gucs;
 pub mod import;
+pub mod instance;
 pub mod kanon;
 pub mod keys;
 pub mod pool;
