@@ -255,7 +255,7 @@ BEGIN
     IF NOT pg_catalog.pg_has_role(SESSION_USER, (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) p_table), 'USAGE') THEN
         RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = pg_catalog.format('must be owner of table %s', p_table);
     END IF;
-    IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) p_table) OPERATOR(pg_catalog.<>) 'r' THEN
+    IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) p_table) OPERATOR(pg_catalog.<>) ALL ('{r,p}'::pg_catalog."char"[]) THEN
         RAISE EXCEPTION USING ERRCODE = 'MS020', MESSAGE = pg_catalog.format('%s is not an ordinary table', p_table),
             HINT = 'The subject table must be an ordinary table with one row per person.';
     END IF;

@@ -34,6 +34,28 @@ CREATE TRIGGER mseg_config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE 
 CREATE TRIGGER mseg_config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON mseg.purposes
     FOR EACH STATEMENT EXECUTE FUNCTION mseg.config_changed();
 
+-- Partitions attached, detached, created or dropped under a maintained table (src/segments.rs,
+-- _partitions_changed). SECURITY DEFINER so any role's DDL can reach the internal function; it
+-- runs no user code with those rights (triggers are created by name, rows are read as mseg_upkeep
+-- or the partition's owner).
+CREATE FUNCTION mseg._on_partition_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM mseg.subject_tables) AND NOT EXISTS (SELECT 1 FROM mseg.pseudonym_columns) THEN
+        RETURN;
+    END IF;
+    PERFORM mseg._partitions_changed();
+END
+$$;
+CREATE EVENT TRIGGER mseg_partitions ON ddl_command_end
+    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE', 'CREATE TABLE AS', 'SELECT INTO')
+    EXECUTE FUNCTION mseg._on_partition_ddl();
+CREATE EVENT TRIGGER mseg_partitions_dropped ON sql_drop
+    WHEN TAG IN ('DROP TABLE', 'ALTER TABLE')
+    EXECUTE FUNCTION mseg._on_partition_ddl();
+
 -- Segment sizes for application roles: distinct subjects per segment, suppressed below
 -- mseg.min_group_size (k), so no exact small count leaves the privileged roles.
 CREATE VIEW mseg.segment_sizes AS

@@ -46,6 +46,17 @@ CREATE TABLE mseg.membership_events (
 CREATE INDEX membership_events_subject ON mseg.membership_events (subject_key, event_id);
 COMMENT ON TABLE mseg.membership_events IS 'pg_mseg: every change of a subject''s segment set (joined / left), with time and transaction';
 
+-- Partitions (and inheritance children) of maintained tables the extension has taken in: for
+-- kind 'segments' they carry the segment triggers and their rows are in the memberships; for
+-- 'pseudonyms' their pseudonym columns were computed. The event trigger mseg_partitions compares
+-- it with the catalog after DDL (attach, detach, create, drop). OIDs: not kept by pg_dump.
+CREATE TABLE mseg.known_partitions (
+    relid pg_catalog.oid NOT NULL,
+    kind  pg_catalog.text NOT NULL CHECK (kind OPERATOR(pg_catalog.=) ANY ('{segments,pseudonyms}'::pg_catalog.text[])),
+    root  pg_catalog.oid NOT NULL,
+    PRIMARY KEY (relid, kind)
+);
+
 SELECT pg_catalog.pg_extension_config_dump('mseg.sources', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.segments', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.segment_id_seq', '');

@@ -144,7 +144,18 @@ fn rules_for(rel: pg_sys::Relation) -> MsegResult<Rc<Vec<Rule>>> {
         return Ok(rules);
     }
     let mut rules = Vec::new();
-    for col in catalog::pseudonym_columns_of(relid)? {
+    // a partition follows the configuration of its nearest configured ancestor (the trigger on a
+    // partitioned table is cloned to its partitions; columns are matched by name)
+    let mut configured = catalog::pseudonym_columns_of(relid)?;
+    if configured.is_empty() {
+        for ancestor in ancestors(relid)? {
+            configured = catalog::pseudonym_columns_of(ancestor)?;
+            if !configured.is_empty() {
+                break;
+            }
+        }
+    }
+    for col in configured {
         let missing = |c: &str| {
             MsegError::new(
                 Code::InvalidTable,
@@ -176,6 +187,40 @@ fn rules_for(rel: pg_sys::Relation) -> MsegResult<Rc<Vec<Rule>>> {
         r.1.insert(relid, rules.clone());
     });
     Ok(rules)
+}
+
+/// The partition ancestors of `relid`, nearest first (none for a table that is not a partition).
+fn ancestors(relid: pg_sys::Oid) -> MsegResult<Vec<pg_sys::Oid>> {
+    catalog::select(|c| {
+        let mut out = Vec::new();
+        for row in c.select(
+            "SELECT a.relid FROM pg_catalog.pg_partition_ancestors($1) WITH ORDINALITY a(relid, n) \
+             WHERE a.relid OPERATOR(pg_catalog.<>) $1::pg_catalog.regclass ORDER BY a.n",
+            None,
+            &[relid.into()],
+        )? {
+            if let Some(r) = row.get::<pg_sys::Oid>(1)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// The leaf partitions of a partitioned table (the table itself when it is not partitioned).
+pub fn leaves(relid: pg_sys::Oid) -> MsegResult<Vec<pg_sys::Oid>> {
+    catalog::select(|c| {
+        let mut out = Vec::new();
+        for row in c.select("SELECT relid FROM pg_catalog.pg_partition_tree($1) WHERE isleaf ORDER BY level, relid", None, &[relid.into()])? {
+            if let Some(r) = row.get::<pg_sys::Oid>(1)? {
+                out.push(r);
+            }
+        }
+        if out.is_empty() {
+            out.push(relid);
+        }
+        Ok(out)
+    })
 }
 
 /// Compute every pseudonym column of the row being written; returns the modified tuple.
@@ -272,10 +317,9 @@ impl Drop for OpenRel {
 fn check_table(relid: pg_sys::Oid) -> MsegResult<OpenRel> {
     let rel = OpenRel::open(relid)?;
     match rel.relkind() {
-        b'r' => Ok(rel),
-        b'p' => Err(MsegError::new(Code::InvalidTable, format!("{} is a partitioned table", catalog::relation_name(relid)))
-            .detail("Pseudonym columns are added per partition in this version.")
-            .hint("Call mseg.add_pseudonym_column on each partition.")),
+        // a partitioned table: the column and the row trigger are declared once on it, and
+        // PostgreSQL carries both to every present and future partition
+        b'r' | b'p' => Ok(rel),
         _ => Err(MsegError::new(Code::InvalidTable, format!("{} is not a table", catalog::relation_name(relid)))
             .hint("Pseudonym columns can be added to ordinary tables only.")),
     }
@@ -320,15 +364,25 @@ fn install_trigger(relid: pg_sys::Oid, columns: &[PseudonymColumn]) -> MsegResul
 /// Rewrite `target` in batches of heap blocks so the trigger recomputes it; progress is
 /// published in `mseg.progress`. Returns the number of rows rewritten.
 fn rewrite_in_batches(col: &PseudonymColumn, operation: progress::Operation, only_missing: bool) -> MsegResult<i64> {
-    let table = catalog::relation_name(col.relid);
+    // a partitioned table is rewritten partition by partition (ctid ranges are per heap)
+    let mut rows = 0;
+    for leaf in leaves(col.relid)? {
+        rows += rewrite_relation_in_batches(col, leaf, operation, only_missing)?;
+    }
+    Ok(rows)
+}
+
+/// Rewrite the pseudonym column `col` of one heap (`relid`: the table or one of its partitions).
+pub fn rewrite_relation_in_batches(col: &PseudonymColumn, relid: pg_sys::Oid, operation: progress::Operation, only_missing: bool) -> MsegResult<i64> {
+    let table = catalog::relation_name(relid);
     let blocks: i64 = Spi::get_one_with_args::<i64>(
         "SELECT (pg_catalog.pg_relation_size($1::pg_catalog.oid::pg_catalog.regclass) \
          OPERATOR(pg_catalog./) pg_catalog.current_setting('block_size')::pg_catalog.int8)",
-        &[col.relid.into()],
+        &[relid.into()],
     )?
     .unwrap_or(0);
     let batch = i64::from(crate::gucs::BACKFILL_BATCH_BLOCKS.get().max(1));
-    let slot = progress::start(operation, col.relid, &col.target, blocks);
+    let slot = progress::start(operation, relid, &col.target, blocks);
     let filter = if only_missing { format!(" AND {} IS NULL", quote_identifier(&col.target)) } else { String::new() };
     let sql = format!(
         "UPDATE {table} SET {target} = NULL WHERE ctid OPERATOR(pg_catalog.>=) pg_catalog.tidin(pg_catalog.textout($1)) \
@@ -397,6 +451,10 @@ fn add_pseudonym_column(
         catalog::insert_pseudonym_column(&col)?;
         install_trigger(relid, &catalog::pseudonym_columns_of(relid)?)?;
         let rows = rewrite_in_batches(&col, progress::Operation::Backfill, true)?;
+        // the partitions now computed: a partition attached later is computed when it arrives
+        for leaf in leaves(relid)?.into_iter().filter(|l| *l != relid) {
+            crate::segments::remember_partition(leaf, relid, "pseudonyms")?;
+        }
         catalog::audit(
             "pseudonym_column.add",
             &format!("{table_name}.{}", quote_identifier(&target)),

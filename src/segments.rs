@@ -69,9 +69,30 @@ struct Source {
     key_attnum: i16,
 }
 
+/// What a table with the segment triggers is to the upkeep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// the registered subject table itself
+    Subject,
+    /// a partition (or inheritance child) of the subject table
+    SubjectPart,
+    /// a registered source (index into `sources`), or a partition or child of one
+    Source(usize),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Member {
+    role: Role,
+    /// the attribute number of the subject key (or the source's key column) in this table
+    key_attnum: i16,
+}
+
 #[derive(Default)]
 struct SegCatalog {
     subject: Option<SubjectTable>,
+    /// every table whose statements move memberships: the subject table, the sources, and their
+    /// partitions and inheritance children (their own statements fire their own triggers)
+    members: HashMap<pg_sys::Oid, Member>,
     segments: Vec<SegmentDef>,
     sources: Vec<Source>,
     subject_key_attnum: i16,
@@ -177,6 +198,25 @@ fn load_catalog() -> MsegResult<SegCatalog> {
             seg.subject_attnums = seg.subject_columns.iter().filter_map(|c| attnum(subject.relid, c)).collect();
         }
     }
+    let mut members = HashMap::new();
+    if let Some(subject) = &subject {
+        members.insert(subject.relid, Member { role: Role::Subject, key_attnum: subject_key_attnum });
+        for part in descendants(subject.relid)? {
+            if let Some(a) = attnum(part, &subject.key) {
+                members.insert(part, Member { role: Role::SubjectPart, key_attnum: a });
+            }
+        }
+    }
+    for (i, src) in sources.iter().enumerate() {
+        members.insert(src.relid, Member { role: Role::Source(i), key_attnum: src.key_attnum });
+    }
+    for (i, src) in sources.iter().enumerate() {
+        for part in descendants(src.relid)? {
+            if let (false, Some(a)) = (members.contains_key(&part), attnum(part, &src.key)) {
+                members.insert(part, Member { role: Role::Source(i), key_attnum: a });
+            }
+        }
+    }
     let mut read_columns: Vec<i16> = segments.iter().flat_map(|s| s.subject_attnums.iter().copied()).collect();
     read_columns.sort_unstable();
     read_columns.dedup();
@@ -184,6 +224,7 @@ fn load_catalog() -> MsegResult<SegCatalog> {
         segments.iter().map(|s| s.subject_attnums.iter().filter_map(|a| read_columns.binary_search(a).ok()).collect()).collect();
     Ok(SegCatalog {
         subject,
+        members,
         segments,
         sources,
         subject_key_attnum,
@@ -212,6 +253,25 @@ fn revalidate(subject: &SubjectTable, segments: &[SegmentDef]) -> MsegResult<()>
             })?;
         }
         Ok(())
+    })
+}
+
+/// The partitions and inheritance children of `relid`, at every level.
+fn descendants(relid: pg_sys::Oid) -> MsegResult<Vec<pg_sys::Oid>> {
+    catalog::select(|c| {
+        let mut out = Vec::new();
+        for row in c.select(
+            "WITH RECURSIVE t(relid) AS (SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent OPERATOR(pg_catalog.=) $1 \
+                 UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN t ON i.inhparent OPERATOR(pg_catalog.=) t.relid) \
+             SELECT relid FROM t",
+            None,
+            &[relid.into()],
+        )? {
+            if let Some(r) = row.get::<pg_sys::Oid>(1)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
     })
 }
 
@@ -810,15 +870,17 @@ unsafe fn on_statement(td: &pg_sys::TriggerData) -> MsegResult<()> {
         return Ok(());
     }
     let op = td.tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
-    if relid == subject.relid {
-        return on_subject_statement(td, op, &cat, &subject);
-    }
-    let Some(src) = cat.sources.iter().find(|s| s.relid == relid).cloned() else {
+    let Some(member) = cat.members.get(&relid).copied() else {
         return Err(MsegError::new(
             Code::InvalidTable,
             format!("{} is neither the subject table nor a registered source", catalog::relation_name(relid)),
         )
         .hint("Let mseg.register_source create the segment triggers."));
+    };
+    let src = match member.role {
+        Role::Subject => return on_subject_statement(td, op, &cat, &subject),
+        Role::SubjectPart => return on_subject_part_statement(td, op, &cat, &subject, member.key_attnum),
+        Role::Source(i) => cat.sources[i].clone(),
     };
     // only the segments that read this source can change
     let affected: Vec<i32> = cat.segments.iter().filter(|s| s.sources.contains(&relid)).map(|s| s.id).collect();
@@ -835,10 +897,48 @@ unsafe fn on_statement(td: &pg_sys::TriggerData) -> MsegResult<()> {
             let old = op != pg_sys::TRIGGER_EVENT_INSERT;
             let new = op != pg_sys::TRIGGER_EVENT_DELETE;
             // SAFETY: td is this trigger's data; the transition tables live until it returns.
-            unsafe { statement_keys(client, td, &src.key, src.key_attnum, old, new)? }
+            unsafe { statement_keys(client, td, &src.key, member.key_attnum, old, new)? }
         };
         apply_keys(client, &cat, &subject, &keys, &scope, LockMode::RowsOrTable)
     })
+}
+
+/// A statement on a partition (or inheritance child) of the subject table itself, not through the
+/// parent: its transition tables have the partition's row type, so the subjects are found by key
+/// and recomputed whole (the parent's fast paths read the parent's row type).
+unsafe fn on_subject_part_statement(
+    td: &pg_sys::TriggerData,
+    op: u32,
+    cat: &SegCatalog,
+    subject: &SubjectTable,
+    key_attnum: i16,
+) -> MsegResult<()> {
+    with_trigger_spi(td, |client| {
+        if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
+            // the partition's subjects are gone: every membership without a subject row goes too
+            let sql = orphans_sql(subject);
+            client.update(&sql, None, &[])?;
+            return Ok(());
+        }
+        let old = op != pg_sys::TRIGGER_EVENT_INSERT;
+        let new = op != pg_sys::TRIGGER_EVENT_DELETE;
+        // SAFETY: td is this trigger's data; the transition tables live until it returns.
+        let keys = unsafe { statement_keys(client, td, &subject.key, key_attnum, old, new)? };
+        apply_keys(client, cat, subject, &keys, &Scope::All, LockMode::RowsOrTable)
+    })
+}
+
+/// Remove the memberships of subjects that no longer have a row, recording what they left.
+fn orphans_sql(subject: &SubjectTable) -> String {
+    format!(
+        "WITH d AS (DELETE FROM mseg.memberships m WHERE NOT EXISTS \
+           (SELECT 1 FROM {} s WHERE s.{key} OPERATOR(pg_catalog.=) m.subject_key) \
+           RETURNING m.subject_key, m.segments) \
+         INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
+         SELECT subject_key, '{{}}', segments FROM d WHERE pg_catalog.cardinality(segments) OPERATOR(pg_catalog.>) 0",
+        subject.name,
+        key = quote_identifier(&subject.key)
+    )
 }
 
 unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat: &SegCatalog, subject: &SubjectTable) -> MsegResult<()> {
@@ -1206,11 +1306,68 @@ fn ensure_triggers(relid: pg_sys::Oid) -> MsegResult<()> {
     })
 }
 
+/// The segment triggers on `relid` and on all its partitions and inheritance children (a
+/// statement fires only the triggers of the table it names, the parent or a partition).
+fn ensure_triggers_tree(relid: pg_sys::Oid) -> MsegResult<()> {
+    ensure_triggers(relid)?;
+    for part in descendants(relid)? {
+        ensure_triggers(part)?;
+        remember_partition(part, relid, "segments")?;
+    }
+    Ok(())
+}
+
+fn drop_triggers_tree(relid: pg_sys::Oid) -> MsegResult<()> {
+    drop_triggers(relid)?;
+    // (a descendant registered as a source of its own keeps its triggers)
+    let registered: Vec<pg_sys::Oid> = catalog::select(|c| {
+        let mut v = Vec::new();
+        for row in c.select("SELECT relid::pg_catalog.oid FROM mseg.sources", None, &[])? {
+            v.extend(row.get::<pg_sys::Oid>(1)?);
+        }
+        Ok(v)
+    })?;
+    for part in descendants(relid)?.into_iter().filter(|p| !registered.contains(p)) {
+        drop_triggers(part)?;
+    }
+    catalog::update(|c| {
+        c.update(
+            "DELETE FROM mseg.known_partitions WHERE root OPERATOR(pg_catalog.=) $1 AND kind OPERATOR(pg_catalog.=) 'segments'",
+            None,
+            &[relid.into()],
+        )?;
+        Ok(())
+    })
+}
+
+/// Record that partition `part` of `root` is maintained (`kind`: segments or pseudonyms).
+pub fn remember_partition(part: pg_sys::Oid, root: pg_sys::Oid, kind: &str) -> MsegResult<()> {
+    catalog::update(|c| {
+        c.update(
+            "INSERT INTO mseg.known_partitions (relid, kind, root) VALUES ($1, $3, $2) \
+             ON CONFLICT (relid, kind) DO UPDATE SET root = EXCLUDED.root",
+            None,
+            &[part.into(), root.into(), kind.into()],
+        )?;
+        Ok(())
+    })
+}
+
 fn drop_triggers(relid: pg_sys::Oid) -> MsegResult<()> {
     let table = catalog::relation_name(relid);
     catalog::update(|c| {
         for (name, _, _) in TRIGGERS {
-            c.update(&format!("DROP TRIGGER IF EXISTS {name} ON {table}"), None, &[])?;
+            let exists = !c
+                .select(
+                    "SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) $1::pg_catalog.oid \
+                     AND tgname OPERATOR(pg_catalog.=) $2::pg_catalog.name",
+                    None,
+                    &[relid.into(), name.into()],
+                )?
+                .is_empty();
+            if exists {
+                c.update(&format!("DROP TRIGGER {name} ON {table}"), None, &[])?;
+            }
         }
         Ok(())
     })
@@ -1221,6 +1378,10 @@ fn drop_triggers(relid: pg_sys::Oid) -> MsegResult<()> {
 fn lock_maintained_tables(subject: &SubjectTable) -> MsegResult<()> {
     let mut tables = vec![subject.relid];
     tables.extend(load_catalog()?.sources.iter().map(|s| s.relid));
+    // a lock on a parent does not lock its partitions here: take them one by one
+    for t in tables.clone() {
+        tables.extend(descendants(t)?);
+    }
     // taken directly: LOCK TABLE would need a privilege on each table, and a lock runs no code
     for t in tables {
         // SAFETY: a heavyweight lock on an existing relation, held until the transaction ends.
@@ -1274,18 +1435,7 @@ fn refresh_all(label: &str, scope: &Scope, mode: LockMode) -> MsegResult<i64> {
                     pgrx::check_for_interrupts!();
                 }
                 // memberships of subjects that no longer exist
-                client.update(
-                    &format!(
-                        "WITH d AS (DELETE FROM mseg.memberships m WHERE NOT EXISTS \
-                       (SELECT 1 FROM {} s WHERE s.{key} OPERATOR(pg_catalog.=) m.subject_key) \
-                       RETURNING m.subject_key, m.segments) \
-                     INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
-                     SELECT subject_key, '{{}}', segments FROM d WHERE pg_catalog.cardinality(segments) OPERATOR(pg_catalog.>) 0",
-                        subject.name
-                    ),
-                    None,
-                    &[],
-                )?;
+                client.update(&orphans_sql(&subject), None, &[])?;
                 Ok(())
             })
         })
@@ -1413,7 +1563,7 @@ fn define_segment(name: Option<&str>, purpose: Option<&str>, predicate: Option<&
         )?;
         lock_maintained_tables(&subject)?;
         let id = store_segment(None, name, purpose, predicate, description, &a)?;
-        ensure_triggers(subject.relid)?;
+        ensure_triggers_tree(subject.relid)?;
         // the maintained tables are locked: only consent changes can run alongside
         refresh_all(name, &Scope::Only(vec![id]), LockMode::Table)?;
         let size = segment_size(id)?;
@@ -1507,9 +1657,9 @@ fn register_source(table: Option<PgRelation>, subject_key_column: Option<&str>) 
             let row = t.first();
             Ok((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?))
         })?;
-        if relkind != "r" {
-            return Err(MsegError::new(Code::InvalidTable, format!("{name} is not an ordinary table"))
-                .hint("Sources are ordinary tables; register a view's underlying tables instead."));
+        if relkind != "r" && relkind != "p" {
+            return Err(MsegError::new(Code::InvalidTable, format!("{name} is not an ordinary or partitioned table"))
+                .hint("Sources are tables; register a view's underlying tables instead."));
         }
         let Some(typ) = typ else {
             return Err(MsegError::new(Code::UndefinedObject, format!("column \"{column}\" of {name} does not exist"))
@@ -1542,7 +1692,7 @@ fn register_source(table: Option<PgRelation>, subject_key_column: Option<&str>) 
             return Err(MsegError::new(Code::DuplicateObject, format!("{name} is already a registered source"))
                 .hint("mseg.sources lists the sources."));
         }
-        ensure_triggers(relid)?;
+        ensure_triggers_tree(relid)?;
         // upkeep reads it as mseg_upkeep (a grant is a catalog change: it runs none of the table's code)
         catalog::update(|c| {
             c.update(&format!("GRANT SELECT ON {name} TO mseg_upkeep"), None, &[])?;
@@ -1588,7 +1738,7 @@ fn unregister_source(table: Option<PgRelation>) -> bool {
                 MsegError::new(Code::UndefinedObject, format!("{name} is not a registered source")).hint("mseg.sources lists the sources.")
             );
         }
-        drop_triggers(relid)?;
+        drop_triggers_tree(relid)?;
         catalog::update(|c| {
             c.update(&format!("REVOKE SELECT ON {name} FROM mseg_upkeep"), None, &[])?;
             Ok(())
@@ -1704,4 +1854,198 @@ fn segments_refresh_subject(subject: Option<i64>) -> bool {
         })?;
         Ok(true)
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Partitions attached, detached, created and dropped (the event trigger mseg_partitions)
+// ---------------------------------------------------------------------------------------------
+
+/// Internal: after DDL, bring the partitions of the subject table, of every source and of every
+/// table with pseudonym columns in line: a new partition gets the segment triggers and its rows
+/// are taken into the memberships (its subjects evaluated, or the subjects its source rows name
+/// recomputed) or its pseudonym columns computed; a detached partition's subjects (or those its
+/// rows named) are recomputed without it and it loses the triggers; a dropped one's are recomputed
+/// from what is left. Called by the event trigger `mseg_partitions` (sql/finalize.sql).
+#[pg_extern(volatile, parallel_unsafe, name = "_partitions_changed")]
+fn partitions_changed() -> bool {
+    boundary(|| {
+        unsafe { pg_sys::AcceptInvalidationMessages() };
+        keys::note_catalog_change();
+        let subject = subject_table()?;
+        let sources: Vec<(pg_sys::Oid, String)> = catalog::select(|c| {
+            let mut v = Vec::new();
+            for row in c.select("SELECT relid::pg_catalog.oid, key_column::pg_catalog.text FROM mseg.sources", None, &[])? {
+                v.push((row.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid), row.get::<String>(2)?.unwrap_or_default()));
+            }
+            Ok(v)
+        })?;
+        let pseudonym_roots: Vec<pg_sys::Oid> = catalog::select(|c| {
+            let mut v = Vec::new();
+            for row in c.select(
+                "SELECT DISTINCT p.relid::pg_catalog.oid FROM mseg.pseudonym_columns p JOIN pg_catalog.pg_class c \
+                 ON c.oid OPERATOR(pg_catalog.=) p.relid WHERE c.relkind OPERATOR(pg_catalog.=) 'p'",
+                None,
+                &[],
+            )? {
+                if let Some(r) = row.get::<pg_sys::Oid>(1)? {
+                    v.push(r);
+                }
+            }
+            Ok(v)
+        })?;
+        let mut changed = false;
+        if let Some(subject) = &subject {
+            changed |= sync_tree(subject.relid, &subject.key, Some(subject), None)?;
+        }
+        for (relid, key) in &sources {
+            changed |= sync_tree(*relid, key, subject.as_ref(), Some(*relid))?;
+        }
+        for relid in pseudonym_roots {
+            changed |= sync_pseudonym_tree(relid)?;
+        }
+        Ok(changed)
+    })
+}
+
+fn known_partitions(root: pg_sys::Oid, kind: &str) -> MsegResult<Vec<(pg_sys::Oid, bool)>> {
+    catalog::select(|c| {
+        let mut v = Vec::new();
+        for row in c.select(
+            "SELECT k.relid, EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) k.relid) \
+             FROM mseg.known_partitions k WHERE k.root OPERATOR(pg_catalog.=) $1 AND k.kind OPERATOR(pg_catalog.=) $2",
+            None,
+            &[root.into(), kind.into()],
+        )? {
+            v.push((row.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid), row.get::<bool>(2)?.unwrap_or(false)));
+        }
+        Ok(v)
+    })
+}
+
+fn forget_partition(part: pg_sys::Oid, kind: &str) -> MsegResult<()> {
+    catalog::update(|c| {
+        c.update(
+            "DELETE FROM mseg.known_partitions WHERE relid OPERATOR(pg_catalog.=) $1 AND kind OPERATOR(pg_catalog.=) $2",
+            None,
+            &[part.into(), kind.into()],
+        )?;
+        Ok(())
+    })
+}
+
+/// The distinct keys in column `key` of table `relid`, read as its owner (a detached partition is a
+/// table of its own, on which mseg_upkeep holds no privilege).
+fn keys_in(relid: pg_sys::Oid, key: &str) -> MsegResult<Vec<i64>> {
+    let sql = format!(
+        "SELECT DISTINCT t.{k}::pg_catalog.int8 FROM ONLY {rel} t WHERE t.{k} IS NOT NULL ORDER BY 1",
+        k = quote_identifier(key),
+        rel = catalog::relation_name(relid)
+    );
+    catalog::as_table_owner(relid, || {
+        Spi::connect(|c| {
+            let mut out = Vec::new();
+            for row in c.select(&sql, None, &[])? {
+                if let Some(k) = row.get::<i64>(1)? {
+                    out.push(k);
+                }
+            }
+            Ok(out)
+        })
+    })
+}
+
+/// Recompute `keys` for `scope` (subject partitions: all segments; source partitions: the segments
+/// over that source), taking part in the lock protocol.
+fn recompute(keys: &[i64], scope: &Scope) -> MsegResult<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let cat = cached_catalog()?;
+    let Some(subject) = cat.subject.clone() else { return Ok(()) };
+    if cat.segments.is_empty() {
+        return Ok(());
+    }
+    catalog::as_upkeep(|| {
+        without_jit(|| {
+            Spi::connect_mut(|client| {
+                for chunk in keys.chunks(crate::gucs::REFRESH_BATCH_SUBJECTS.get().max(1) as usize) {
+                    apply_keys(client, &cat, &subject, chunk, scope, LockMode::RowsOrTable)?;
+                }
+                Ok(())
+            })
+        })
+    })
+}
+
+/// One maintained tree (the subject table, or source `source`): new partitions in, gone ones out.
+fn sync_tree(root: pg_sys::Oid, key: &str, subject: Option<&SubjectTable>, source: Option<pg_sys::Oid>) -> MsegResult<bool> {
+    let tree = descendants(root)?;
+    let known = known_partitions(root, "segments")?;
+    let scope = match source {
+        None => Scope::All,
+        Some(src) => {
+            let cat = cached_catalog()?;
+            Scope::Only(cat.segments.iter().filter(|s| s.sources.contains(&src)).map(|s| s.id).collect())
+        }
+    };
+    let mut changed = false;
+    for &part in tree.iter().filter(|p| !known.iter().any(|(k, _)| k == *p)) {
+        ensure_triggers(part)?;
+        remember_partition(part, root, "segments")?;
+        // its rows (attached with the partition) enter the tree
+        let col = if source.is_none() { subject.map(|s| s.key.clone()).unwrap_or_default() } else { key.to_owned() };
+        recompute(&keys_in(part, &col)?, &scope)?;
+        changed = true;
+    }
+    for &(part, exists) in known.iter().filter(|(k, _)| !tree.contains(k)) {
+        if exists {
+            // detached: its rows left the tree
+            let col = if source.is_none() { subject.map(|s| s.key.clone()).unwrap_or_default() } else { key.to_owned() };
+            let keys = keys_in(part, &col)?;
+            drop_triggers(part)?;
+            forget_partition(part, "segments")?;
+            unsafe { pg_sys::AcceptInvalidationMessages() };
+            keys::note_catalog_change();
+            recompute(&keys, &scope)?;
+        } else {
+            // dropped: its rows are gone without a trace of which subjects they concerned
+            forget_partition(part, "segments")?;
+            match (source, subject) {
+                (None, Some(subject)) => {
+                    catalog::as_upkeep(|| Spi::connect_mut(|c| Ok(c.update(&orphans_sql(subject), None, &[]).map(|_| ())?)))?;
+                }
+                (Some(_), Some(_)) => {
+                    refresh_all("dropped partition", &scope, LockMode::Rows)?;
+                }
+                _ => {}
+            }
+        }
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// A table with pseudonym columns: a new partition's pseudonym columns are computed (its rows may
+/// hold anything: it was filled outside the trigger, or forged).
+fn sync_pseudonym_tree(root: pg_sys::Oid) -> MsegResult<bool> {
+    let tree = crate::pseudonym::leaves(root)?;
+    let known = known_partitions(root, "pseudonyms")?;
+    let columns = catalog::pseudonym_columns_of(root)?;
+    let mut changed = false;
+    for &part in tree.iter().filter(|p| **p != root && !known.iter().any(|(k, _)| k == *p)) {
+        // as the partition's owner: its triggers must not run with elevated rights
+        catalog::as_table_owner(part, || {
+            for col in &columns {
+                crate::pseudonym::rewrite_relation_in_batches(col, part, progress::Operation::Backfill, false)?;
+            }
+            Ok(())
+        })?;
+        remember_partition(part, root, "pseudonyms")?;
+        changed = true;
+    }
+    for &(part, _) in known.iter().filter(|(k, _)| !tree.contains(k)) {
+        forget_partition(part, "pseudonyms")?;
+        changed = true;
+    }
+    Ok(changed)
 }
