@@ -472,193 +472,171 @@ $$;
 -- Recording choices (application code)
 -- ---------------------------------------------------------------------------------------------
 
-CREATE FUNCTION mseg.grant_consent(subject pg_catalog.int8, purpose pg_catalog.text,
-                                   notice_version pg_catalog.text DEFAULT NULL, source pg_catalog.text DEFAULT NULL,
-                                   evidence pg_catalog.jsonb DEFAULT NULL, legal_basis pg_catalog.text DEFAULT 'consent')
-RETURNS pg_catalog.int8 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+-- The six choices share one skeleton: check the purpose (and basis), lock the subject and the
+-- audit chain, read the current state, refuse or do nothing if the choice changes nothing, append
+-- the ledger event, write the state it implies, recompute the subject's memberships. Only the
+-- state transition differs (the same transitions mseg._state_problem replays, src/audit.rs).
+CREATE FUNCTION mseg._choose(p_subject pg_catalog.int8, p_event pg_catalog.text, p_purpose pg_catalog.text,
+                             p_basis pg_catalog.text, p_notice pg_catalog.text, p_source pg_catalog.text,
+                             p_evidence pg_catalog.jsonb)
+RETURNS pg_catalog.int8 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
 DECLARE
     v_ref pg_catalog.text;
     p mseg.purposes;
     st mseg.legal_basis_state;
     e mseg.consent_events;
+    v_restricted pg_catalog.bool;
 BEGIN
-    PERFORM mseg._require(legal_basis, 'legal_basis');
-    p := mseg._purpose(purpose);
-    IF legal_basis OPERATOR(pg_catalog.<>) ALL ('{consent,contract}'::pg_catalog.text[]) THEN
-        RAISE EXCEPTION USING ERRCODE = 'MS042',
-            MESSAGE = pg_catalog.format('a grant records consent or contract, not %s', legal_basis),
-            HINT = 'Legitimate interest needs no grant: it applies until the subject objects (mseg.object).';
+    IF p_event OPERATOR(pg_catalog.=) 'grant' THEN
+        PERFORM mseg._require(p_basis, 'legal_basis');
     END IF;
-    IF legal_basis OPERATOR(pg_catalog.<>) ALL (p.legal_bases) THEN
-        RAISE EXCEPTION USING ERRCODE = 'MS042',
-            MESSAGE = pg_catalog.format('purpose "%s" does not accept legal basis %s', p.name, legal_basis),
-            DETAIL = pg_catalog.format('It accepts %s.', pg_catalog.array_to_string(p.legal_bases, ', ')),
-            HINT = 'Record the choice under a basis the purpose accepts, or change the purpose with mseg.alter_purpose.';
+    IF p_event OPERATOR(pg_catalog.<>) ALL ('{restrict,lift_restriction}'::pg_catalog.text[]) THEN
+        p := mseg._purpose(p_purpose);
     END IF;
-    v_ref := mseg._lock_subject(subject);
-    SELECT * INTO st FROM mseg.legal_basis_state s
-    WHERE s.subject_key OPERATOR(pg_catalog.=) grant_consent.subject AND s.purpose OPERATOR(pg_catalog.=) p.name;
-    IF st.consent_basis OPERATOR(pg_catalog.=) legal_basis AND st.objected_at IS NULL
-       AND st.notice_version IS NOT DISTINCT FROM grant_consent.notice_version
-       AND st.granted_at OPERATOR(pg_catalog.+) p.retention OPERATOR(pg_catalog.>) pg_catalog.now() THEN
-        RETURN mseg._noop(pg_catalog.format('subject %s already granted %s for purpose "%s" under this notice version',
-                                            subject, legal_basis, p.name));
+    IF p_event OPERATOR(pg_catalog.=) 'grant' THEN
+        IF p_basis OPERATOR(pg_catalog.<>) ALL ('{consent,contract}'::pg_catalog.text[]) THEN
+            RAISE EXCEPTION USING ERRCODE = 'MS042',
+                MESSAGE = pg_catalog.format('a grant records consent or contract, not %s', p_basis),
+                HINT = 'Legitimate interest needs no grant: it applies until the subject objects (mseg.object).';
+        END IF;
+        IF p_basis OPERATOR(pg_catalog.<>) ALL (p.legal_bases) THEN
+            RAISE EXCEPTION USING ERRCODE = 'MS042',
+                MESSAGE = pg_catalog.format('purpose "%s" does not accept legal basis %s', p.name, p_basis),
+                DETAIL = pg_catalog.format('It accepts %s.', pg_catalog.array_to_string(p.legal_bases, ', ')),
+                HINT = 'Record the choice under a basis the purpose accepts, or change the purpose with mseg.alter_purpose.';
+        END IF;
     END IF;
-    e := mseg._record(v_ref, p.name, 'grant', legal_basis, notice_version, source, evidence);
-    INSERT INTO mseg.legal_basis_state AS s (subject_key, purpose, consent_basis, granted_at, notice_version,
-                                             withdrawn_at, objected_at, last_event_id, updated_at)
-    VALUES (subject, p.name, legal_basis, e.recorded_at, notice_version, NULL, NULL, e.event_id, e.recorded_at)
-    ON CONFLICT (subject_key, purpose) DO UPDATE SET
-        consent_basis = EXCLUDED.consent_basis, granted_at = EXCLUDED.granted_at,
-        notice_version = EXCLUDED.notice_version, withdrawn_at = NULL, objected_at = NULL,
-        last_event_id = EXCLUDED.last_event_id, updated_at = EXCLUDED.updated_at;
-    PERFORM mseg._segments_refresh_subject(subject);   -- memberships follow at once
+    v_ref := mseg._lock_subject(p_subject);
+    -- the current state (read after the lock: the latest committed one)
+    IF p.name IS NOT NULL THEN
+        SELECT * INTO st FROM mseg.legal_basis_state s
+        WHERE s.subject_key OPERATOR(pg_catalog.=) p_subject AND s.purpose OPERATOR(pg_catalog.=) p.name;
+    ELSE
+        v_restricted := EXISTS (SELECT 1 FROM mseg.subject_state ss WHERE ss.subject_key OPERATOR(pg_catalog.=) p_subject
+                                AND ss.restricted_at IS NOT NULL);
+    END IF;
+    -- a choice that changes nothing: a notice, or an error where there is nothing to take back
+    CASE p_event
+    WHEN 'grant' THEN
+        IF st.consent_basis OPERATOR(pg_catalog.=) p_basis AND st.objected_at IS NULL
+           AND st.notice_version IS NOT DISTINCT FROM p_notice
+           AND st.granted_at OPERATOR(pg_catalog.+) p.retention OPERATOR(pg_catalog.>) pg_catalog.now() THEN
+            RETURN mseg._noop(pg_catalog.format('subject %s already granted %s for purpose "%s" under this notice version',
+                                                p_subject, p_basis, p.name));
+        END IF;
+    WHEN 'withdraw' THEN
+        IF st.consent_basis IS NULL THEN
+            IF st.withdrawn_at IS NOT NULL THEN
+                RETURN mseg._noop(pg_catalog.format('subject %s already withdrew consent for purpose "%s"', p_subject, p.name));
+            END IF;
+            RAISE EXCEPTION USING ERRCODE = 'MS043',
+                MESSAGE = pg_catalog.format('subject %s has no consent for purpose "%s" to withdraw', p_subject, p.name),
+                HINT = 'To stop legitimate-interest processing, record an objection with mseg.object(subject, purpose).';
+        END IF;
+    WHEN 'object' THEN
+        IF st.objected_at IS NOT NULL THEN
+            RETURN mseg._noop(pg_catalog.format('subject %s already objected to purpose "%s"', p_subject, p.name));
+        END IF;
+    WHEN 'lift_objection' THEN
+        IF st.objected_at IS NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'MS043',
+                MESSAGE = pg_catalog.format('subject %s has no objection to purpose "%s" to lift', p_subject, p.name),
+                HINT = 'mseg.subject_report(subject) shows the subject''s current choices.';
+        END IF;
+    WHEN 'restrict' THEN
+        IF v_restricted THEN
+            RETURN mseg._noop(pg_catalog.format('subject %s is already restricted', p_subject));
+        END IF;
+    WHEN 'lift_restriction' THEN
+        IF NOT v_restricted THEN
+            RAISE EXCEPTION USING ERRCODE = 'MS043',
+                MESSAGE = pg_catalog.format('subject %s is not restricted', p_subject),
+                HINT = 'mseg.subject_report(subject) shows the subject''s current choices.';
+        END IF;
+    END CASE;
+    -- the ledger event (withdrawals record the basis withdrawn, objections legitimate interest)
+    e := mseg._record(v_ref, p.name, p_event,
+                      CASE p_event WHEN 'grant' THEN p_basis WHEN 'withdraw' THEN st.consent_basis
+                                   WHEN 'object' THEN 'legitimate_interest' WHEN 'lift_objection' THEN 'legitimate_interest' END,
+                      CASE WHEN p_event OPERATOR(pg_catalog.=) 'grant' THEN p_notice END, p_source, p_evidence);
+    -- the state it implies
+    CASE p_event
+    WHEN 'grant' THEN
+        INSERT INTO mseg.legal_basis_state AS s (subject_key, purpose, consent_basis, granted_at, notice_version,
+                                                 withdrawn_at, objected_at, last_event_id, updated_at)
+        VALUES (p_subject, p.name, p_basis, e.recorded_at, p_notice, NULL, NULL, e.event_id, e.recorded_at)
+        ON CONFLICT (subject_key, purpose) DO UPDATE SET
+            consent_basis = EXCLUDED.consent_basis, granted_at = EXCLUDED.granted_at,
+            notice_version = EXCLUDED.notice_version, withdrawn_at = NULL, objected_at = NULL,
+            last_event_id = EXCLUDED.last_event_id, updated_at = EXCLUDED.updated_at;
+    WHEN 'withdraw' THEN
+        UPDATE mseg.legal_basis_state s SET consent_basis = NULL, withdrawn_at = e.recorded_at,
+            last_event_id = e.event_id, updated_at = e.recorded_at
+        WHERE s.subject_key OPERATOR(pg_catalog.=) p_subject AND s.purpose OPERATOR(pg_catalog.=) p.name;
+    WHEN 'object' THEN
+        INSERT INTO mseg.legal_basis_state AS s (subject_key, purpose, objected_at, last_event_id, updated_at)
+        VALUES (p_subject, p.name, e.recorded_at, e.event_id, e.recorded_at)
+        ON CONFLICT (subject_key, purpose) DO UPDATE SET
+            objected_at = EXCLUDED.objected_at, last_event_id = EXCLUDED.last_event_id, updated_at = EXCLUDED.updated_at;
+    WHEN 'lift_objection' THEN
+        UPDATE mseg.legal_basis_state s SET objected_at = NULL, last_event_id = e.event_id, updated_at = e.recorded_at
+        WHERE s.subject_key OPERATOR(pg_catalog.=) p_subject AND s.purpose OPERATOR(pg_catalog.=) p.name;
+    WHEN 'restrict' THEN
+        INSERT INTO mseg.subject_state AS ss (subject_key, restricted_at, last_event_id, updated_at)
+        VALUES (p_subject, e.recorded_at, e.event_id, e.recorded_at)
+        ON CONFLICT (subject_key) DO UPDATE SET restricted_at = EXCLUDED.restricted_at,
+            last_event_id = EXCLUDED.last_event_id, updated_at = EXCLUDED.updated_at;
+    WHEN 'lift_restriction' THEN
+        UPDATE mseg.subject_state ss SET restricted_at = NULL, last_event_id = e.event_id, updated_at = e.recorded_at
+        WHERE ss.subject_key OPERATOR(pg_catalog.=) p_subject;
+    END CASE;
+    PERFORM mseg._segments_refresh_subject(p_subject);   -- memberships follow at once
     RETURN e.event_id;
 END
 $$;
 
+-- The public choices: application code records them (EXECUTE granted in finalize.sql).
+CREATE FUNCTION mseg.grant_consent(subject pg_catalog.int8, purpose pg_catalog.text,
+                                   notice_version pg_catalog.text DEFAULT NULL, source pg_catalog.text DEFAULT NULL,
+                                   evidence pg_catalog.jsonb DEFAULT NULL, legal_basis pg_catalog.text DEFAULT 'consent')
+RETURNS pg_catalog.int8 LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT mseg._choose($1, 'grant', $2, $6, $3, $4, $5) $$;
+
 CREATE FUNCTION mseg.withdraw_consent(subject pg_catalog.int8, purpose pg_catalog.text,
                                       source pg_catalog.text DEFAULT NULL, evidence pg_catalog.jsonb DEFAULT NULL)
-RETURNS pg_catalog.int8 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+RETURNS pg_catalog.int8 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_ref pg_catalog.text;
-    p mseg.purposes;
-    st mseg.legal_basis_state;
-    e mseg.consent_events;
-BEGIN
-    p := mseg._purpose(purpose);
-    v_ref := mseg._lock_subject(subject);
-    SELECT * INTO st FROM mseg.legal_basis_state s
-    WHERE s.subject_key OPERATOR(pg_catalog.=) withdraw_consent.subject AND s.purpose OPERATOR(pg_catalog.=) p.name;
-    IF st.consent_basis IS NULL THEN
-        IF st.withdrawn_at IS NOT NULL THEN
-            RETURN mseg._noop(pg_catalog.format('subject %s already withdrew consent for purpose "%s"', subject, p.name));
-        END IF;
-        RAISE EXCEPTION USING ERRCODE = 'MS043',
-            MESSAGE = pg_catalog.format('subject %s has no consent for purpose "%s" to withdraw', subject, p.name),
-            HINT = 'To stop legitimate-interest processing, record an objection with mseg.object(subject, purpose).';
-    END IF;
-    e := mseg._record(v_ref, p.name, 'withdraw', st.consent_basis, NULL, source, evidence);
-    UPDATE mseg.legal_basis_state s SET consent_basis = NULL, withdrawn_at = e.recorded_at,
-        last_event_id = e.event_id, updated_at = e.recorded_at
-    WHERE s.subject_key OPERATOR(pg_catalog.=) withdraw_consent.subject AND s.purpose OPERATOR(pg_catalog.=) p.name;
-    PERFORM mseg._segments_refresh_subject(subject);   -- memberships follow at once
-    RETURN e.event_id;
-END
-$$;
+AS $$ SELECT mseg._choose($1, 'withdraw', $2, NULL, NULL, $3, $4) $$;
 
 -- Art. 21: objection. For direct marketing it is absolute: it stops processing for the purpose
 -- whatever the basis, until lifted or superseded by a new explicit grant.
 CREATE FUNCTION mseg.object(subject pg_catalog.int8, purpose pg_catalog.text,
                             source pg_catalog.text DEFAULT NULL, evidence pg_catalog.jsonb DEFAULT NULL)
-RETURNS pg_catalog.int8 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+RETURNS pg_catalog.int8 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    v_ref pg_catalog.text;
-    p mseg.purposes;
-    st mseg.legal_basis_state;
-    e mseg.consent_events;
-BEGIN
-    p := mseg._purpose(purpose);
-    v_ref := mseg._lock_subject(subject);
-    SELECT * INTO st FROM mseg.legal_basis_state s
-    WHERE s.subject_key OPERATOR(pg_catalog.=) object.subject AND s.purpose OPERATOR(pg_catalog.=) p.name;
-    IF st.objected_at IS NOT NULL THEN
-        RETURN mseg._noop(pg_catalog.format('subject %s already objected to purpose "%s"', subject, p.name));
-    END IF;
-    e := mseg._record(v_ref, p.name, 'object', 'legitimate_interest', NULL, source, evidence);
-    INSERT INTO mseg.legal_basis_state AS s (subject_key, purpose, objected_at, last_event_id, updated_at)
-    VALUES (subject, p.name, e.recorded_at, e.event_id, e.recorded_at)
-    ON CONFLICT (subject_key, purpose) DO UPDATE SET
-        objected_at = EXCLUDED.objected_at, last_event_id = EXCLUDED.last_event_id, updated_at = EXCLUDED.updated_at;
-    PERFORM mseg._segments_refresh_subject(subject);   -- memberships follow at once
-    RETURN e.event_id;
-END
-$$;
+AS $$ SELECT mseg._choose($1, 'object', $2, NULL, NULL, $3, $4) $$;
 
 CREATE FUNCTION mseg.lift_objection(subject pg_catalog.int8, purpose pg_catalog.text,
                                     source pg_catalog.text DEFAULT NULL, evidence pg_catalog.jsonb DEFAULT NULL)
-RETURNS pg_catalog.int8 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+RETURNS pg_catalog.int8 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_ref pg_catalog.text;
-    p mseg.purposes;
-    st mseg.legal_basis_state;
-    e mseg.consent_events;
-BEGIN
-    p := mseg._purpose(purpose);
-    v_ref := mseg._lock_subject(subject);
-    SELECT * INTO st FROM mseg.legal_basis_state s
-    WHERE s.subject_key OPERATOR(pg_catalog.=) lift_objection.subject AND s.purpose OPERATOR(pg_catalog.=) p.name;
-    IF st.objected_at IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = 'MS043',
-            MESSAGE = pg_catalog.format('subject %s has no objection to purpose "%s" to lift', subject, p.name),
-            HINT = 'mseg.subject_report(subject) shows the subject''s current choices.';
-    END IF;
-    e := mseg._record(v_ref, p.name, 'lift_objection', 'legitimate_interest', NULL, source, evidence);
-    UPDATE mseg.legal_basis_state s SET objected_at = NULL, last_event_id = e.event_id, updated_at = e.recorded_at
-    WHERE s.subject_key OPERATOR(pg_catalog.=) lift_objection.subject AND s.purpose OPERATOR(pg_catalog.=) p.name;
-    PERFORM mseg._segments_refresh_subject(subject);   -- memberships follow at once
-    RETURN e.event_id;
-END
-$$;
+AS $$ SELECT mseg._choose($1, 'lift_objection', $2, NULL, NULL, $3, $4) $$;
 
 -- Art. 18: restriction stops all processing of the subject, for every purpose.
 CREATE FUNCTION mseg.restrict(subject pg_catalog.int8, source pg_catalog.text DEFAULT NULL,
                               evidence pg_catalog.jsonb DEFAULT NULL)
-RETURNS pg_catalog.int8 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+RETURNS pg_catalog.int8 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_ref pg_catalog.text;
-    e mseg.consent_events;
-BEGIN
-    v_ref := mseg._lock_subject(subject);
-    IF EXISTS (SELECT 1 FROM mseg.subject_state ss WHERE ss.subject_key OPERATOR(pg_catalog.=) restrict.subject
-               AND ss.restricted_at IS NOT NULL) THEN
-        RETURN mseg._noop(pg_catalog.format('subject %s is already restricted', subject));
-    END IF;
-    e := mseg._record(v_ref, NULL, 'restrict', NULL, NULL, source, evidence);
-    INSERT INTO mseg.subject_state AS ss (subject_key, restricted_at, last_event_id, updated_at)
-    VALUES (subject, e.recorded_at, e.event_id, e.recorded_at)
-    ON CONFLICT (subject_key) DO UPDATE SET restricted_at = EXCLUDED.restricted_at,
-        last_event_id = EXCLUDED.last_event_id, updated_at = EXCLUDED.updated_at;
-    PERFORM mseg._segments_refresh_subject(subject);   -- memberships follow at once
-    RETURN e.event_id;
-END
-$$;
+AS $$ SELECT mseg._choose($1, 'restrict', NULL, NULL, NULL, $2, $3) $$;
 
 CREATE FUNCTION mseg.lift_restriction(subject pg_catalog.int8, source pg_catalog.text DEFAULT NULL,
                                       evidence pg_catalog.jsonb DEFAULT NULL)
-RETURNS pg_catalog.int8 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+RETURNS pg_catalog.int8 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_ref pg_catalog.text;
-    e mseg.consent_events;
-BEGIN
-    v_ref := mseg._lock_subject(subject);
-    IF NOT EXISTS (SELECT 1 FROM mseg.subject_state ss WHERE ss.subject_key OPERATOR(pg_catalog.=) lift_restriction.subject
-                   AND ss.restricted_at IS NOT NULL) THEN
-        RAISE EXCEPTION USING ERRCODE = 'MS043',
-            MESSAGE = pg_catalog.format('subject %s is not restricted', subject),
-            HINT = 'mseg.subject_report(subject) shows the subject''s current choices.';
-    END IF;
-    e := mseg._record(v_ref, NULL, 'lift_restriction', NULL, NULL, source, evidence);
-    UPDATE mseg.subject_state ss SET restricted_at = NULL, last_event_id = e.event_id, updated_at = e.recorded_at
-    WHERE ss.subject_key OPERATOR(pg_catalog.=) lift_restriction.subject;
-    PERFORM mseg._segments_refresh_subject(subject);   -- memberships follow at once
-    RETURN e.event_id;
-END
-$$;
+AS $$ SELECT mseg._choose($1, 'lift_restriction', NULL, NULL, NULL, $2, $3) $$;
 
 -- ---------------------------------------------------------------------------------------------
 -- Data-subject rights (DBA / DPO)
