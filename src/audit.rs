@@ -156,12 +156,30 @@ struct Replay {
 impl Replay {
     /// Apply one ledger event, exactly as the consent functions change the state (sql/consent.sql).
     #[allow(clippy::too_many_arguments)]
-    fn apply(&mut self, id: i64, subject: String, purpose: Option<String>, event: &str, basis: Option<String>, notice: Option<String>, mode: Option<String>, at: i64) {
+    fn apply(
+        &mut self,
+        id: i64,
+        subject: String,
+        purpose: Option<String>,
+        event: &str,
+        basis: Option<String>,
+        notice: Option<String>,
+        mode: Option<String>,
+        at: i64,
+    ) {
         let key = |p: &Option<String>| (subject.clone(), p.clone().unwrap_or_default());
         match event {
             "grant" => {
                 let s = self.bases.entry(key(&purpose)).or_default();
-                *s = BasisState { consent_basis: basis, granted_at: Some(at), notice_version: notice, withdrawn_at: None, objected_at: None, last_event_id: id, updated_at: at };
+                *s = BasisState {
+                    consent_basis: basis,
+                    granted_at: Some(at),
+                    notice_version: notice,
+                    withdrawn_at: None,
+                    objected_at: None,
+                    last_event_id: id,
+                    updated_at: at,
+                };
             }
             "withdraw" => {
                 let s = self.bases.entry(key(&purpose)).or_default();
@@ -191,7 +209,8 @@ impl Replay {
             "erase" => {
                 self.bases.retain(|(s, _), _| *s != subject);
                 if mode.as_deref() == Some("nullify") {
-                    self.subjects.insert(subject, SubjectState { restricted_at: None, erased_at: Some(at), last_event_id: id, updated_at: at });
+                    self.subjects
+                        .insert(subject, SubjectState { restricted_at: None, erased_at: Some(at), last_event_id: id, updated_at: at });
                 } else {
                     self.subjects.remove(&subject);
                 }
@@ -255,9 +274,15 @@ pub fn state_problem() -> Result<Option<String>> {
         };
         let subject = r.get::<i64>(10)?.unwrap_or(0);
         match replay.bases.remove(&key) {
-            None => problem = Some(format!("the legal-basis state of subject {subject} for purpose \"{}\" has no ledger events (inserted outside pg_mseg)", key.1)),
+            None => {
+                problem = Some(format!(
+                    "the legal-basis state of subject {subject} for purpose \"{}\" has no ledger events (inserted outside pg_mseg)",
+                    key.1
+                ))
+            }
             Some(expected) if expected != stored => {
-                problem = Some(format!("the legal-basis state of subject {subject} for purpose \"{}\" differs from its ledger (edited)", key.1))
+                problem =
+                    Some(format!("the legal-basis state of subject {subject} for purpose \"{}\" differs from its ledger (edited)", key.1))
             }
             _ => {}
         }

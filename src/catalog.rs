@@ -196,7 +196,11 @@ fn folded_user_call(tree: &str) -> Option<String> {
         };
         if funcid != pg_sys::InvalidOid && !pg_sys::contain_var_clause(args.cast()) && !superuser_owned(funcid) {
             let name = pg_sys::format_procedure(funcid);
-            found.0 = Some(if name.is_null() { format!("function {}", u32::from(funcid)) } else { CStr::from_ptr(name).to_string_lossy().into_owned() });
+            found.0 = Some(if name.is_null() {
+                format!("function {}", u32::from(funcid))
+            } else {
+                CStr::from_ptr(name).to_string_lossy().into_owned()
+            });
             return true;
         }
         pg_sys::expression_tree_walker(node, Some(walk), ctx)
@@ -240,7 +244,10 @@ pub fn safe_text(expr: &str, typid: pg_sys::Oid) -> String {
         if name.is_null() || nsp.is_null() {
             return "NULL::pg_catalog.text".to_owned();
         }
-        let f = spi::quote_qualified_identifier(CStr::from_ptr(nsp).to_string_lossy().as_ref(), CStr::from_ptr(name).to_string_lossy().as_ref());
+        let f = spi::quote_qualified_identifier(
+            CStr::from_ptr(nsp).to_string_lossy().as_ref(),
+            CStr::from_ptr(name).to_string_lossy().as_ref(),
+        );
         format!("pg_catalog.textin({f}({expr}))")
     }
 }
@@ -485,6 +492,59 @@ unsafe extern "C-unwind" fn receiver_noop(_: *mut pg_sys::DestReceiver) {}
 /// Run a writing statement (or several) as owner.
 pub fn update<T>(f: impl FnOnce(&mut SpiClient<'_>) -> Result<T>) -> Result<T> {
     as_owner(|| Spi::connect_mut(|client| f(client)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// mseg.subject_tables, mseg.purposes
+// ---------------------------------------------------------------------------------------------
+
+/// The registered subject table: its OID, key column and quoted, schema-qualified name.
+#[derive(Clone, Debug)]
+pub struct SubjectTable {
+    pub relid: pg_sys::Oid,
+    pub key: String,
+    pub name: String,
+}
+
+/// The registered subject table, if any.
+pub fn subject_table() -> Result<Option<SubjectTable>> {
+    select(|c| {
+        let t = c.select("SELECT relid::pg_catalog.oid, key_column::pg_catalog.text FROM mseg.subject_tables", None, &[])?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        let row = t.first();
+        let relid = row.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid);
+        let key = row.get::<String>(2)?.unwrap_or_default();
+        Ok(Some(SubjectTable { relid, name: relation_name(relid), key }))
+    })
+}
+
+/// The registered subject table, or the error that none is registered.
+pub fn require_subject_table() -> Result<SubjectTable> {
+    subject_table()?.ok_or_else(|| {
+        MsegError::new(Code::SubjectTable, "no subject table is registered")
+            .hint("Register it first: SELECT mseg.register_subjects('public.customers', key_column => 'customer_id').")
+    })
+}
+
+/// Refuse a purpose that is not defined.
+pub fn require_purpose(purpose: &str) -> Result<()> {
+    let exists =
+        select(|c| Ok(!c.select("SELECT 1 FROM mseg.purposes WHERE name OPERATOR(pg_catalog.=) $1", None, &[purpose.into()])?.is_empty()))?;
+    if exists {
+        Ok(())
+    } else {
+        Err(MsegError::new(Code::UnknownPurpose, format!("purpose \"{purpose}\" does not exist"))
+            .hint("Define it with mseg.define_purpose(name, legal_bases, retention); mseg.purposes lists the purposes."))
+    }
+}
+
+/// Names of segments, pool segments and purposes: a lower-case letter, then up to 62 of a-z 0-9 _.
+pub fn is_simple_name(name: &str) -> bool {
+    name.len() <= 63
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 // ---------------------------------------------------------------------------------------------

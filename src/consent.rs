@@ -79,10 +79,9 @@ use pgrx::spi::quote_identifier;
 
 use crate::catalog;
 use crate::error::{boundary, Code, MsegError, Result};
-use crate::segments;
 
-fn subject_table() -> Result<segments::SubjectTable> {
-    segments::subject_table()?.ok_or_else(|| {
+fn subject_table() -> Result<catalog::SubjectTable> {
+    catalog::subject_table()?.ok_or_else(|| {
         MsegError::new(Code::SubjectTable, "no subject table is registered")
             .hint("Register it first: SELECT mseg.register_subjects('public.customers', key_column => 'customer_id').")
     })
@@ -170,7 +169,9 @@ fn erase_subject_row(subject: Option<i64>, mode: Option<&str>, columns: default!
             }
             _ => return Err(MsegError::new(Code::InvalidArgument, "unknown erasure mode")),
         };
-        catalog::as_table_owner(t.relid, || deferred_triggers_refused(|| Spi::connect_mut(|c| Ok(c.update(&sql, None, &[subject.into()])?.len() as i64))))
+        catalog::as_table_owner(t.relid, || {
+            deferred_triggers_refused(|| Spi::connect_mut(|c| Ok(c.update(&sql, None, &[subject.into()])?.len() as i64)))
+        })
     })
 }
 
@@ -215,7 +216,12 @@ fn hierarchy_fits(kind: &str) -> Option<&'static [&'static str]> {
 /// sensitive or attribute. A Rust function, not SECURITY DEFINER: a category hierarchy's mapping
 /// table is read with the caller's own privileges.
 #[pg_extern(volatile, parallel_unsafe)]
-fn classify(table: Option<pgrx::PgRelation>, column_name: Option<&str>, class: Option<&str>, hierarchy: default!(Option<&str>, "NULL")) -> String {
+fn classify(
+    table: Option<pgrx::PgRelation>,
+    column_name: Option<&str>,
+    class: Option<&str>,
+    hierarchy: default!(Option<&str>, "NULL"),
+) -> String {
     boundary(|| {
         let relid = table.map(|t| t.oid()).ok_or_else(|| MsegError::null_argument("table"))?;
         let column = column_name.ok_or_else(|| MsegError::null_argument("column_name"))?;
@@ -258,9 +264,8 @@ fn classify(table: Option<pgrx::PgRelation>, column_name: Option<&str>, class: O
             }
             let kind = spec.split(':').next().unwrap_or("");
             let fits = hierarchy_fits(kind).ok_or_else(|| {
-                MsegError::new(Code::InvalidArgument, format!("unknown hierarchy \"{spec}\"")).hint(
-                    "Hierarchies: date, integer[:w1,w2,…], numeric[:w1,…], prefix[:N], category:<mapping table>.",
-                )
+                MsegError::new(Code::InvalidArgument, format!("unknown hierarchy \"{spec}\""))
+                    .hint("Hierarchies: date, integer[:w1,w2,…], numeric[:w1,…], prefix[:N], category:<mapping table>.")
             })?;
             if !fits.contains(&typ.as_str()) {
                 return Err(MsegError::new(

@@ -22,7 +22,6 @@ use crate::error::{boundary, Code, MsegError, Result as MsegResult};
 use crate::kanon as kanon_sql;
 use crate::keys;
 use crate::pseudonym;
-use crate::segments;
 
 pub const FORMAT: &str = "mseg-vt/1";
 
@@ -247,7 +246,7 @@ fn decimal(v: i64, buf: &mut [u8; 20]) -> &[u8] {
 fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     // a restored, cloned or promoted copy must not reuse the original's sequence numbers
     crate::instance::check_before_export()?;
-    let subject = segments::subject_table()?.ok_or_else(|| {
+    let subject = catalog::subject_table()?.ok_or_else(|| {
         MsegError::new(Code::SubjectTable, "no subject table is registered").hint("Register it first with mseg.register_subjects.")
     })?;
     let controller = crate::gucs::controller_id().ok_or_else(|| {

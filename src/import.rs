@@ -77,10 +77,7 @@ fn check_line(n: usize, line: &str) -> MsegResult<()> {
 fn check_dump_size(bytes: u64) -> MsegResult<()> {
     let limit = crate::gucs::import_max_dump_bytes();
     if bytes > limit {
-        return Err(over_limit(
-            "the dump is larger than mseg.import_max_dump_size".to_owned(),
-            format!("It has more than {limit} bytes."),
-        ));
+        return Err(over_limit("the dump is larger than mseg.import_max_dump_size".to_owned(), format!("It has more than {limit} bytes.")));
     }
     Ok(())
 }
@@ -215,8 +212,10 @@ fn verify(lines: &[&str]) -> MsegResult<Verified> {
         .map(|b| Signature::from_bytes(&b))
         .ok_or_else(|| invalid("the trailer carries no valid signature"))?;
     if vk.verify(&digest, &sig).is_err() {
-        return Err(invalid("the dump's signature does not verify")
-            .detail(format!("The lines were changed, removed or added after signing, or the dump was not signed by controller \"{}\"'s registered key.", short(&controller))));
+        return Err(invalid("the dump's signature does not verify").detail(format!(
+            "The lines were changed, removed or added after signing, or the dump was not signed by controller \"{}\"'s registered key.",
+            short(&controller)
+        )));
     }
     if trailer.get("lines").and_then(Json::as_u64) != Some(last as u64) {
         return Err(invalid("the trailer's line count does not match the dump"));
@@ -400,8 +399,9 @@ fn import_variant_twins(path: Option<&str>) -> i64 {
                     "Load the dump client-side into a staging table with psql's \\copy and call mseg.import_variant_twins_from(staging).",
                 ));
         }
-        let unreadable =
-            |e: std::io::Error| MsegError::new(Code::ImportSource, "the dump file cannot be read").detail(format!("The operating system reported: {e}."));
+        let unreadable = |e: std::io::Error| {
+            MsegError::new(Code::ImportSource, "the dump file cannot be read").detail(format!("The operating system reported: {e}."))
+        };
         check_dump_size(std::fs::metadata(path).map_err(unreadable)?.len())?;
         let text = std::fs::read_to_string(path).map_err(unreadable)?;
         let raw: Vec<&str> = text.split('\n').collect();
@@ -421,8 +421,9 @@ fn import_variant_twins_from(staging: Option<PgRelation>) -> i64 {
         // a relation the caller names is read with the caller's own privileges
         catalog::require_select(relid).map_err(|e| MsegError { code: Code::ImportSource, ..e })?;
         let not_staging = || {
-            MsegError::new(Code::ImportSource, format!("{name} is not a staging table (n, line)"))
-                .hint("Create it as CREATE TEMP TABLE staging (n bigserial, line text) and load it with \\copy staging(line) FROM 'dump.jsonl' …")
+            MsegError::new(Code::ImportSource, format!("{name} is not a staging table (n, line)")).hint(
+                "Create it as CREATE TEMP TABLE staging (n bigserial, line text) and load it with \\copy staging(line) FROM 'dump.jsonl' …",
+            )
         };
         let shaped = catalog::select(|c| {
             Ok(c.select(
@@ -442,7 +443,8 @@ fn import_variant_twins_from(staging: Option<PgRelation>) -> i64 {
             Spi::connect(|c| -> MsegResult<Vec<String>> {
                 let mut out = Vec::new();
                 let mut total = 0u64;
-                let mut cursor = c.try_open_cursor(&format!("SELECT line::pg_catalog.text FROM {name} ORDER BY n"), &[]).map_err(|_| not_staging())?;
+                let mut cursor =
+                    c.try_open_cursor(&format!("SELECT line::pg_catalog.text FROM {name} ORDER BY n"), &[]).map_err(|_| not_staging())?;
                 loop {
                     let batch = cursor.fetch(10_000).map_err(|_| not_staging())?;
                     if batch.is_empty() {

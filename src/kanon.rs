@@ -20,7 +20,6 @@ use pgrx::{PgRelation, PgTryBuilder};
 use crate::catalog;
 use crate::error::{boundary, Code, MsegError, Result as MsegResult};
 use crate::keys;
-use crate::segments;
 
 /// The error of the anonymiser or a hierarchy, told without any data value: values come from
 /// relations, and messages go to clients and the server log (column names and record numbers stay).
@@ -276,7 +275,7 @@ pub(crate) fn target(relid: pg_sys::Oid, key_column: Option<&str>, who: catalog:
         catalog::require_select(relid)?;
     }
     let name = catalog::relation_name(relid);
-    let subject = segments::subject_table()?;
+    let subject = catalog::subject_table()?;
     let registered_key: Option<String> = if subject.as_ref().is_some_and(|s| s.relid == relid) {
         subject.map(|s| s.key)
     } else {
@@ -738,13 +737,12 @@ fn anonymize_report(
 
 /// A possibly qualified name, split by PostgreSQL's own identifier parser and quoted part by part.
 fn quoted_name(name: &str) -> MsegResult<String> {
-    let parts = PgTryBuilder::new(|| {
-        catalog::query_one::<Vec<String>>("SELECT pg_catalog.parse_ident($1)", &[name.into()]).map_err(|e| e.message)
-    })
-    .catch_others(|_| Err("not a valid name".to_owned()))
-    .execute()
-    .map_err(|why| MsegError::new(Code::InvalidArgument, format!("invalid view name \"{name}\"")).detail(why))?
-    .unwrap_or_default();
+    let parts =
+        PgTryBuilder::new(|| catalog::query_one::<Vec<String>>("SELECT pg_catalog.parse_ident($1)", &[name.into()]).map_err(|e| e.message))
+            .catch_others(|_| Err("not a valid name".to_owned()))
+            .execute()
+            .map_err(|why| MsegError::new(Code::InvalidArgument, format!("invalid view name \"{name}\"")).detail(why))?
+            .unwrap_or_default();
     if parts.is_empty() || parts.len() > 2 {
         return Err(MsegError::new(Code::InvalidArgument, format!("invalid view name \"{name}\"")).hint("Give a name or schema.name."));
     }

@@ -99,8 +99,16 @@ pub const STABLE_ALLOWED: &[&str] = &[
 
 /// Built-in functions that look up and call a user-defined cast of their argument's type (to json):
 /// refused whatever their volatility (`jsonb_object_agg` is even immutable).
-const CALLS_USER_CASTS: &[&str] =
-    &["to_json", "to_jsonb", "array_to_json", "row_to_json", "json_build_array", "json_build_object", "jsonb_build_array", "jsonb_build_object"];
+const CALLS_USER_CASTS: &[&str] = &[
+    "to_json",
+    "to_jsonb",
+    "array_to_json",
+    "row_to_json",
+    "json_build_array",
+    "json_build_object",
+    "jsonb_build_array",
+    "jsonb_build_object",
+];
 const CALLS_USER_CASTS_PREFIXES: &[&str] = &["json_agg", "jsonb_agg", "json_object_agg", "jsonb_object_agg"];
 
 /// Functions that make a predicate's value change with time alone (refresh_segments catches up).
@@ -230,8 +238,9 @@ pub unsafe fn parse(relation: &str, alias: &str, predicate: &str) -> std::result
 pub fn parse_error(f: ParseFailure) -> MsegError {
     match f {
         ParseFailure::Syntax(m) => invalid("the predicate has a syntax error").detail(m),
-        ParseFailure::NotSingleExpression => invalid("the predicate is not a single expression")
-            .detail("It closes the expression's parentheses or adds clauses of its own."),
+        ParseFailure::NotSingleExpression => {
+            invalid("the predicate is not a single expression").detail("It closes the expression's parentheses or adds clauses of its own.")
+        }
         ParseFailure::Analysis(m) => invalid("the predicate does not analyse").detail(m),
     }
 }
@@ -555,7 +564,10 @@ unsafe extern "C-unwind" fn walk_node(node: *mut pg_sys::Node, ctx: *mut c_void)
             return true;
         }
         other => {
-            w.refuse(format!("the predicate uses {}", node_kind(other)), "Predicates are plain expressions: this construct is not allowed.");
+            w.refuse(
+                format!("the predicate uses {}", node_kind(other)),
+                "Predicates are plain expressions: this construct is not allowed.",
+            );
             return true;
         }
     }

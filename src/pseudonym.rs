@@ -211,7 +211,9 @@ fn ancestors(relid: pg_sys::Oid) -> MsegResult<Vec<pg_sys::Oid>> {
 pub fn leaves(relid: pg_sys::Oid) -> MsegResult<Vec<pg_sys::Oid>> {
     catalog::select(|c| {
         let mut out = Vec::new();
-        for row in c.select("SELECT relid FROM pg_catalog.pg_partition_tree($1) WHERE isleaf ORDER BY level, relid", None, &[relid.into()])? {
+        for row in
+            c.select("SELECT relid FROM pg_catalog.pg_partition_tree($1) WHERE isleaf ORDER BY level, relid", None, &[relid.into()])?
+        {
             if let Some(r) = row.get::<pg_sys::Oid>(1)? {
                 out.push(r);
             }
@@ -373,7 +375,12 @@ fn rewrite_in_batches(col: &PseudonymColumn, operation: progress::Operation, onl
 }
 
 /// Rewrite the pseudonym column `col` of one heap (`relid`: the table or one of its partitions).
-pub fn rewrite_relation_in_batches(col: &PseudonymColumn, relid: pg_sys::Oid, operation: progress::Operation, only_missing: bool) -> MsegResult<i64> {
+pub fn rewrite_relation_in_batches(
+    col: &PseudonymColumn,
+    relid: pg_sys::Oid,
+    operation: progress::Operation,
+    only_missing: bool,
+) -> MsegResult<i64> {
     let table = catalog::relation_name(relid);
     let blocks: i64 = Spi::get_one_with_args::<i64>(
         "SELECT (pg_catalog.pg_relation_size($1::pg_catalog.oid::pg_catalog.regclass) \

@@ -1,0 +1,193 @@
+//! The generated SQL of the upkeep: evaluation of the segments in a scope with their legal
+//! basis, and the statements that write changed sets and their events.
+
+use super::*;
+
+/// Which segments a recompute evaluates: all of them, or only those whose inputs changed (the
+/// stored set is kept for the others).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Scope {
+    All,
+    Only(Vec<i32>),
+}
+
+impl Scope {
+    pub(super) fn includes(&self, id: i32) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Only(ids) => ids.contains(&id),
+        }
+    }
+}
+
+/// How an evaluation reads the sources: through the predicates' subqueries, one subplan per
+/// subquery and subject, or (statements over many subjects) in the predicates' bulk form, one
+/// aggregate query per source and subject (see bulk_predicates.rs).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reads {
+    PerSubject,
+    Bulk,
+}
+
+/// `SELECT subject_key, segs FROM <from> s …`: the segments in `scope` evaluated for every row of
+/// `from`, each ANDed with the legal basis of the segment's purpose (see mseg._processable, the
+/// same rule).
+pub(super) fn eval_select(cat: &SegCatalog, subject: &SubjectTable, from: &str, scope: &Scope) -> String {
+    let (set, joins) = eval_parts(cat, subject, scope, false, Reads::PerSubject);
+    format!("SELECT s.{}::pg_catalog.int8 AS subject_key, {set} AS segs FROM {from} s{joins}", quote_identifier(&subject.key))
+}
+
+/// The new set of the subject row s for the segments in `scope`, and the joins it needs (the
+/// subject's legal-basis state, the aggregate queries over the sources). With `carry`, the set also
+/// holds the stored ids of the segments outside `scope` (the caller joins the subject's membership
+/// row as m), so it is the subject's whole new set, in id order like every stored set; without it,
+/// only the ids in scope.
+pub(super) fn eval_parts(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, carry: bool, reads: Reads) -> (String, String) {
+    let key = format!("s.{}", quote_identifier(&subject.key));
+    let in_scope: Vec<usize> = (0..cat.segments.len()).filter(|&i| scope.includes(cat.segments[i].id)).collect();
+    let segments: Vec<&SegmentDef> = in_scope.iter().map(|&i| &cat.segments[i]).collect();
+    let mut purposes: Vec<&str> = segments.iter().map(|s| s.purpose.as_str()).collect();
+    purposes.sort_unstable();
+    purposes.dedup();
+    let alias = |p: &str| purposes.iter().position(|x| *x == p).unwrap_or(0) + 1;
+    let carry = carry && *scope != Scope::All;
+    // segments grouped by their legal basis (purpose; explicit consent for sensitive data), so the
+    // basis is evaluated once per subject and group, not once per segment
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    let mut aggregates = SourceAggregates::default();
+    for (&n, seg) in in_scope.iter().zip(&segments) {
+        let i = alias(&seg.purpose);
+        let pred = match (reads, cat.bulk_predicate(n)) {
+            (Reads::Bulk, Some(b)) => {
+                let values: Vec<String> = b.values.iter().map(|v| aggregates.value(v)).collect();
+                b.render(|v| values[v].clone())
+            }
+            _ => seg.canonical.clone(),
+        };
+        // Art. 9: a predicate over sensitive data needs explicit consent
+        let basis = crate::consent::processable(i, seg.reads_sensitive);
+        let element = format!("CASE WHEN ({pred}) THEN {id} END", id = seg.id);
+        match groups.iter_mut().find(|(b, _)| *b == basis) {
+            Some((_, elements)) => elements.push(element),
+            None => groups.push((basis, vec![element])),
+        }
+    }
+    // NULL where the basis does not hold; NULL elements are dropped by _segments_merge
+    let evaluated = groups
+        .iter()
+        .map(|(basis, elements)| format!("(CASE WHEN {basis} THEN ARRAY[{}]::pg_catalog.int4[] END)", elements.join(", ")))
+        .collect::<Vec<_>>()
+        .join(" OPERATOR(pg_catalog.||) ");
+    let evaluated = if evaluated.is_empty() { "NULL::pg_catalog.int4[]".to_owned() } else { evaluated };
+    let set = if carry {
+        let ids: Vec<String> = segments.iter().map(|s| s.id.to_string()).collect();
+        format!("mseg._segments_merge(m.segments, '{{{}}}'::pg_catalog.int4[], {evaluated})", ids.join(","))
+    } else {
+        format!("mseg._segments_merge(NULL, NULL, {evaluated})")
+    };
+    let mut joins = crate::consent::joins(&purposes, &key);
+    if reads == Reads::Bulk {
+        joins.push_str(&aggregates.joins(&key));
+    }
+    (set, joins)
+}
+
+/// Recompute the subjects in $1 for the segments in `scope`, write the sets that changed (creating
+/// rows where needed) and their events. With a partial scope the stored ids outside it are kept.
+/// A key without a subject row (deleted meanwhile) gets the empty set. `bulk`: the sources are
+/// read in their bulk form.
+pub(super) fn apply_sql(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, bulk: bool) -> String {
+    let reads = if bulk { Reads::Bulk } else { Reads::PerSubject };
+    let (set, joins) = eval_parts(cat, subject, scope, true, reads);
+    let write = write_sets_sql(SetWrite::Upsert);
+    format!(
+        "WITH n AS MATERIALIZED (SELECT mseg_k.k AS subject_key, m.segments AS stored, \
+                CASE WHEN s.{key} IS NULL THEN '{{}}'::pg_catalog.int4[] ELSE {set} END AS new \
+              FROM pg_catalog.unnest($1::pg_catalog.int8[]) mseg_k(k) \
+              LEFT JOIN {rel} s ON s.{key} OPERATOR(pg_catalog.=) mseg_k.k{joins} \
+              LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) mseg_k.k), \
+         d AS MATERIALIZED (SELECT * FROM n WHERE COALESCE(n.stored, '{{}}'::pg_catalog.int4[]) IS DISTINCT FROM n.new), \
+         {write} \
+         INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
+         SELECT d.subject_key, mseg._segments_minus(d.new, d.stored), mseg._segments_minus(d.stored, d.new) FROM d",
+        rel = subject.name,
+        key = quote_identifier(&subject.key),
+    )
+}
+
+/// How the changed sets are written (see [`write_sets_sql`]).
+#[derive(Clone, Copy)]
+pub(super) enum SetWrite {
+    /// every row by `INSERT … ON CONFLICT DO UPDATE`: right whatever other sessions do, and no
+    /// join with the memberships table (whose plan could scan all of it for a batch of subjects)
+    Upsert,
+    /// missing rows by a plain insert (half the cost of an upsert), stored ones by an upsert: for
+    /// callers holding the memberships table lock since before the statement's snapshot
+    InsertOrUpsert,
+}
+
+/// The CTEs writing the changed sets of CTE `d (subject_key, new, stored)`; `stored` is NULL where
+/// the subject has no membership row.
+pub(super) fn write_sets_sql(how: SetWrite) -> String {
+    const UPSERT: &str = "ON CONFLICT (subject_key) DO UPDATE SET segments = EXCLUDED.segments, updated_at = EXCLUDED.updated_at";
+    let insert = |name: &str, filter: &str, conflict: &str| {
+        format!(
+            "{name} AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) \
+                   SELECT d.subject_key, d.new, pg_catalog.now() FROM d{filter} {conflict})"
+        )
+    };
+    match how {
+        SetWrite::Upsert => insert("u", "", UPSERT),
+        SetWrite::InsertOrUpsert => {
+            format!("{}, {}", insert("i", " WHERE d.stored IS NULL", ""), insert("u", " WHERE d.stored IS NOT NULL", UPSERT))
+        }
+    }
+}
+
+/// The row-lock protocol: create the membership rows of $1 where missing and write the others, in
+/// key order. A write, not only a lock: in REPEATABLE READ / SERIALIZABLE a concurrent writer of
+/// the same subject then gets a serialization failure instead of evaluating a stale snapshot; in
+/// READ COMMITTED the second writer waits, and its next statement sees the first one's commit.
+pub(super) const LOCK_SQL: &str = "INSERT INTO mseg.memberships AS m (subject_key) \
+     SELECT k FROM pg_catalog.unnest($1::pg_catalog.int8[]) k ORDER BY k \
+     ON CONFLICT (subject_key) DO UPDATE SET updated_at = pg_catalog.now()";
+
+/// A statement that touches at least this many subjects (`mseg.bulk_statement_subjects`) is
+/// maintained in bulk: in READ COMMITTED it takes the memberships table lock instead of one row lock
+/// per subject (no pass that writes every row first), and it reads the sources in the predicates'
+/// bulk form (bulk_predicates.rs).
+pub(super) fn bulk_subjects() -> usize {
+    crate::gucs::BULK_STATEMENT_SUBJECTS.get().max(1) as usize
+}
+/// Conflicts with every writer of memberships (ROW EXCLUSIVE) and with itself, not with readers.
+pub(super) const TABLE_LOCK_SQL: &str = "LOCK TABLE mseg.memberships IN SHARE ROW EXCLUSIVE MODE";
+
+/// Evaluate the new subjects (transition table mseg_new), write the sets that differ from a stored
+/// one (normally none is stored: the subject is new) and their events. `bulk`: the sources are read
+/// in their bulk form. `locked`: the caller holds the memberships
+/// table lock in READ COMMITTED, so this statement's snapshot sees every membership row there will
+/// be, and new rows are plainly inserted (half the cost of an ON CONFLICT insert).
+pub(super) fn insert_sql(cat: &SegCatalog, subject: &SubjectTable, bulk: bool, locked: bool) -> String {
+    let key = quote_identifier(&subject.key);
+    let reads = if bulk { Reads::Bulk } else { Reads::PerSubject };
+    let (set, joins) = eval_parts(cat, subject, &Scope::All, false, reads);
+    let write = write_sets_sql(if locked { SetWrite::InsertOrUpsert } else { SetWrite::Upsert });
+    format!(
+        "WITH n AS MATERIALIZED (SELECT s.{key}::pg_catalog.int8 AS subject_key, {set} AS new, m.segments AS stored \
+              FROM mseg_new s{joins} LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) s.{key}), \
+         d AS MATERIALIZED (SELECT * FROM n WHERE COALESCE(n.stored, '{{}}'::pg_catalog.int4[]) IS DISTINCT FROM n.new), \
+         {write} \
+         INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
+         SELECT d.subject_key, mseg._segments_minus(d.new, d.stored), mseg._segments_minus(d.stored, d.new) FROM d"
+    )
+}
+
+/// Remove the membership rows of deleted subjects ($1), recording what they left.
+pub(super) const DELETE_SQL: &str = "WITH d AS (DELETE FROM mseg.memberships m WHERE m.subject_key OPERATOR(pg_catalog.=) ANY ($1) \
+                RETURNING m.subject_key, m.segments) \
+     INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
+     SELECT subject_key, '{}', segments FROM d WHERE pg_catalog.cardinality(segments) OPERATOR(pg_catalog.>) 0";
+
+pub(super) const TRUNCATE_SQL: &str = "WITH d AS (DELETE FROM mseg.memberships RETURNING subject_key, segments) \
+     INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
+     SELECT subject_key, '{}', segments FROM d WHERE pg_catalog.cardinality(segments) OPERATOR(pg_catalog.>) 0";

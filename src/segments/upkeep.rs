@@ -1,0 +1,367 @@
+//! The statement trigger and the lock protocol: what each statement recomputes, and how.
+
+use super::*;
+
+/// Run `f` with SPI as `mseg_upkeep`, the statement's transition tables visible, and generic
+/// plans (the prepared statements are the same every time; custom plans would plan the whole
+/// evaluation again on every statement).
+pub(super) unsafe fn with_trigger_spi(td: &pg_sys::TriggerData, f: impl FnOnce(&mut SpiClient<'_>) -> MsegResult<()>) -> MsegResult<()> {
+    let tdp = td as *const pg_sys::TriggerData as *mut pg_sys::TriggerData;
+    catalog::as_upkeep(|| {
+        without_jit(|| {
+            catalog::with_setting(c"plan_cache_mode", c"force_generic_plan", || {
+                Spi::connect_mut(|client| {
+                    // SAFETY: makes this statement's transition tables visible to the queries below.
+                    unsafe { pg_sys::SPI_register_trigger_data(tdp) };
+                    f(client)
+                })
+            })
+        })
+    })
+}
+
+/// Run `f` with JIT compilation off: an evaluation of every segment is one expression per segment
+/// and per basis, and compiling them costs seconds on every bulk statement (its plan is costed
+/// high), more than the compiled code saves.
+pub(super) fn without_jit<T>(f: impl FnOnce() -> MsegResult<T>) -> MsegResult<T> {
+    catalog::with_setting(c"jit", c"off", f)
+}
+
+pub(super) unsafe fn on_statement(td: &pg_sys::TriggerData) -> MsegResult<()> {
+    let relid = (*td.tg_relation).rd_id;
+    let cat = cached_catalog()?;
+    let Some(subject) = cat.subject.clone() else {
+        return Ok(());
+    };
+    if cat.segments.is_empty() {
+        return Ok(());
+    }
+    let op = td.tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
+    let Some(member) = cat.members.get(&relid).copied() else {
+        return Err(MsegError::new(
+            Code::InvalidTable,
+            format!("{} is neither the subject table nor a registered source", catalog::relation_name(relid)),
+        )
+        .hint("Let mseg.register_source create the segment triggers."));
+    };
+    let src = match member.role {
+        Role::Subject => return on_subject_statement(td, op, &cat, &subject),
+        Role::SubjectPart => return on_subject_part_statement(td, op, &cat, &subject, member.key_attnum),
+        Role::Source(i) => cat.sources[i].clone(),
+    };
+    // only the segments that read this source can change
+    let affected: Vec<i32> = cat.segments.iter().filter(|s| s.sources.contains(&relid)).map(|s| s.id).collect();
+    if affected.is_empty() {
+        return Ok(());
+    }
+    let scope = Scope::Only(affected);
+    with_trigger_spi(td, |client| {
+        let keys = if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
+            // every subject may have lost its source rows: recompute all current members
+            let t = client.update("SELECT pg_catalog.array_agg(subject_key ORDER BY subject_key) FROM mseg.memberships", None, &[])?;
+            t.first().get_one::<Vec<i64>>()?.unwrap_or_default()
+        } else {
+            let old = op != pg_sys::TRIGGER_EVENT_INSERT;
+            let new = op != pg_sys::TRIGGER_EVENT_DELETE;
+            // SAFETY: td is this trigger's data; the transition tables live until it returns.
+            unsafe { statement_keys(client, td, &src.key, member.key_attnum, old, new)? }
+        };
+        apply_keys(client, &cat, &subject, &keys, &scope, LockMode::RowsOrTable)
+    })
+}
+
+/// A statement on a partition (or inheritance child) of the subject table itself, not through the
+/// parent: its transition tables have the partition's row type, so the subjects are found by key
+/// and recomputed whole (the parent's fast paths read the parent's row type).
+pub(super) unsafe fn on_subject_part_statement(
+    td: &pg_sys::TriggerData,
+    op: u32,
+    cat: &SegCatalog,
+    subject: &SubjectTable,
+    key_attnum: i16,
+) -> MsegResult<()> {
+    with_trigger_spi(td, |client| {
+        if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
+            // the partition's subjects are gone: every membership without a subject row goes too
+            let sql = orphans_sql(subject);
+            client.update(&sql, None, &[])?;
+            return Ok(());
+        }
+        let old = op != pg_sys::TRIGGER_EVENT_INSERT;
+        let new = op != pg_sys::TRIGGER_EVENT_DELETE;
+        // SAFETY: td is this trigger's data; the transition tables live until it returns.
+        let keys = unsafe { statement_keys(client, td, &subject.key, key_attnum, old, new)? };
+        apply_keys(client, cat, subject, &keys, &Scope::All, LockMode::RowsOrTable)
+    })
+}
+
+/// Remove the memberships of subjects that no longer have a row, recording what they left.
+pub(super) fn orphans_sql(subject: &SubjectTable) -> String {
+    format!(
+        "WITH d AS (DELETE FROM mseg.memberships m WHERE NOT EXISTS \
+           (SELECT 1 FROM {} s WHERE s.{key} OPERATOR(pg_catalog.=) m.subject_key) \
+           RETURNING m.subject_key, m.segments) \
+         INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
+         SELECT subject_key, '{{}}', segments FROM d WHERE pg_catalog.cardinality(segments) OPERATOR(pg_catalog.>) 0",
+        subject.name,
+        key = quote_identifier(&subject.key)
+    )
+}
+
+pub(super) unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat: &SegCatalog, subject: &SubjectTable) -> MsegResult<()> {
+    match op {
+        pg_sys::TRIGGER_EVENT_INSERT => with_trigger_spi(td, |client| {
+            // SAFETY: the new rows' transition table of this INSERT statement trigger.
+            let rows = unsafe {
+                if td.tg_newtable.is_null() {
+                    0
+                } else {
+                    pg_sys::tuplestore_tuple_count(td.tg_newtable)
+                }
+            };
+            let bulk = rows >= bulk_subjects() as i64;
+            let locked = bulk && read_committed();
+            if locked {
+                // waits for every writer of memberships; the next statement's snapshot sees them
+                client.update(TABLE_LOCK_SQL, None, &[])?;
+            }
+            let p = plan(client, &PlanKind::Insert { bulk, locked }, &[], || insert_sql(cat, subject, bulk, locked))?;
+            planned_for(bulk, || {
+                client.update(&*p, None, &[])?;
+                Ok(())
+            })
+        }),
+        pg_sys::TRIGGER_EVENT_UPDATE => {
+            let scanned = scan_subject_update(td, cat);
+            if let Some(u) = &scanned {
+                if u.rekeyed.is_empty() && (u.changed.is_empty() || u.affected.is_empty()) {
+                    return Ok(()); // no set can move (no column read changed, or no predicate changed its value): no query run
+                }
+            }
+            with_trigger_spi(td, |client| match scanned {
+                Some(u) if row_path_applies(cat, &u) => update_row_segments(client, cat, subject, &u.changed, &u.affected),
+                Some(u) => {
+                    let all: Vec<i64> = sort_dedup(u.changed.iter().chain(&u.rekeyed).copied().collect());
+                    lock_keys(client, &all, LockMode::RowsOrTable)?;
+                    if !u.changed.is_empty() && !u.affected.is_empty() {
+                        apply_locked(client, cat, subject, &u.changed, &Scope::Only(u.affected.clone()))?;
+                    }
+                    apply_locked(client, cat, subject, &u.rekeyed, &Scope::All)
+                }
+                None => {
+                    let keys = keys_by_sql(client, &subject.key, true, true)?;
+                    apply_keys(client, cat, subject, &keys, &Scope::All, LockMode::RowsOrTable)
+                }
+            })
+        }
+        pg_sys::TRIGGER_EVENT_DELETE => with_trigger_spi(td, |client| {
+            // lock first: a concurrent source change must not re-create a deleted subject's set
+            // SAFETY: td is this trigger's data.
+            let keys = unsafe { statement_keys(client, td, &subject.key, cat.subject_key_attnum, true, false)? };
+            if !keys.is_empty() {
+                lock_keys(client, &keys, LockMode::RowsOrTable)?;
+                let d = plan(client, &PlanKind::Delete, &[int8_array()], || DELETE_SQL.to_owned())?;
+                client.update(&*d, None, &[keys.into()])?;
+            }
+            Ok(())
+        }),
+        _ => with_trigger_spi(td, |client| {
+            let p = plan(client, &PlanKind::Truncate, &[], || TRUNCATE_SQL.to_owned())?;
+            client.update(&*p, None, &[])?;
+            Ok(())
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The row-only path: an UPDATE that changed only columns read by segments over the subject row
+// ---------------------------------------------------------------------------------------------
+//
+// In READ COMMITTED the UPDATE itself holds the subject row's lock until commit, and every other
+// maintainer of a row-only segment's bit takes that lock too (other UPDATEs and DELETEs of the
+// row; consent changes and refresh batches lock it FOR SHARE before evaluating; definitions lock
+// the table), while source triggers recompute only the segments that read their source. So the
+// affected bits can be evaluated from the new row with a fresh snapshot and no membership lock,
+// and written as a merge into the latest version of the membership row (ON CONFLICT DO UPDATE
+// evaluates its SET on that version): one query per statement, a second only if a set changed.
+
+pub(super) fn row_path_applies(cat: &SegCatalog, u: &SubjectUpdate) -> bool {
+    read_committed()
+        && u.rekeyed.is_empty()
+        && !u.affected.is_empty()
+        && u.changed.len() < bulk_subjects()
+        && cat.segments.iter().filter(|s| u.affected.contains(&s.id)).all(|s| s.sources.is_empty())
+}
+
+pub(super) fn row_eval_sql(cat: &SegCatalog, subject: &SubjectTable, affected: &[i32]) -> String {
+    format!(
+        "SELECT n.subject_key, n.segs, COALESCE(m.segments, '{{}}'::pg_catalog.int4[]) \
+         FROM ({eval} WHERE s.{key} OPERATOR(pg_catalog.=) ANY ($1)) n \
+         LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) n.subject_key",
+        eval = eval_select(cat, subject, "mseg_new", &Scope::Only(affected.to_vec())),
+        key = quote_identifier(&subject.key),
+    )
+}
+
+/// $1 subject, $2 its new bits among the affected ids, $3 joined, $4 left.
+pub(super) fn row_write_sql(affected: &[i32]) -> String {
+    let ids = affected.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    format!(
+        "WITH w AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) VALUES ($1, $2, pg_catalog.now()) \
+                    ON CONFLICT (subject_key) DO UPDATE SET updated_at = pg_catalog.now(), \
+                      segments = mseg._segments_merge(m.segments, '{{{ids}}}'::pg_catalog.int4[], $2::pg_catalog.int4[])) \
+         INSERT INTO mseg.membership_events (subject_key, joined, left_segments) VALUES ($1, $3, $4)"
+    )
+}
+
+pub(super) fn update_row_segments(
+    client: &mut SpiClient<'_>,
+    cat: &SegCatalog,
+    subject: &SubjectTable,
+    keys: &[i64],
+    affected: &[i32],
+) -> MsegResult<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let eval = plan(client, &PlanKind::RowEval(affected.to_vec()), &[int8_array()], || row_eval_sql(cat, subject, affected))?;
+    let mut changes = Vec::new();
+    for row in client.update(&*eval, None, &[keys.to_vec().into()])? {
+        let key = row.get::<i64>(1)?.unwrap_or(0);
+        let new = row.get::<Vec<i32>>(2)?.unwrap_or_default();
+        let stored = row.get::<Vec<i32>>(3)?.unwrap_or_default();
+        let old: Vec<i32> = stored.into_iter().filter(|id| affected.contains(id)).collect();
+        let joined: Vec<i32> = new.iter().copied().filter(|id| !old.contains(id)).collect();
+        let left: Vec<i32> = old.iter().copied().filter(|id| !new.contains(id)).collect();
+        if !joined.is_empty() || !left.is_empty() {
+            changes.push((key, new, joined, left));
+        }
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let int4_array = pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT4ARRAYOID);
+    let write = plan(
+        client,
+        &PlanKind::RowWrite(affected.to_vec()),
+        &[pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT8OID), int4_array, int4_array, int4_array],
+        || row_write_sql(affected),
+    )?;
+    for (key, new, joined, left) in changes {
+        client.update(&*write, None, &[key.into(), new.into(), joined.into(), left.into()])?;
+    }
+    Ok(())
+}
+
+/// Lock the subject rows of `keys` FOR SHARE (see the row-only path): consent changes and refresh
+/// batches, which recompute every segment, take them before evaluating.
+/// The lock needs a privilege `mseg_upkeep` does not have (UPDATE), so it is taken as the table's
+/// owner: a row lock runs no code of the table.
+pub(super) fn lock_subject_rows(client: &mut SpiClient<'_>, cat: &SegCatalog, subject: &SubjectTable, keys: &[i64]) -> MsegResult<()> {
+    let sql = || {
+        format!(
+            "SELECT 1 FROM {rel} s WHERE s.{key} OPERATOR(pg_catalog.=) ANY ($1) ORDER BY s.{key} FOR SHARE",
+            rel = subject.name,
+            key = quote_identifier(&subject.key)
+        )
+    };
+    let lock = plan(client, &PlanKind::SubjectLock, &[int8_array()], sql)?;
+    catalog::run_as(cat.subject_owner, || {
+        client.update(&*lock, None, &[keys.to_vec().into()])?;
+        Ok(())
+    })
+}
+
+/// Recompute `keys` (already locked) for `scope`.
+pub(super) fn apply_locked(
+    client: &mut SpiClient<'_>,
+    cat: &SegCatalog,
+    subject: &SubjectTable,
+    keys: &[i64],
+    scope: &Scope,
+) -> MsegResult<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let bulk = keys.len() >= bulk_subjects();
+    let kind = PlanKind::Apply(scope.clone(), bulk);
+    let apply = plan(client, &kind, &[int8_array()], || apply_sql(cat, subject, scope, bulk))?;
+    planned_for(bulk, || {
+        client.update(&*apply, None, &[keys.to_vec().into()])?;
+        Ok(())
+    })
+}
+
+/// Run an upkeep query `f`; for a bulk statement with a plan made for this execution (worth its few
+/// milliseconds: the generic plan assumes a handful of subjects).
+pub(super) fn planned_for<T>(bulk: bool, f: impl FnOnce() -> MsegResult<T>) -> MsegResult<T> {
+    if bulk {
+        catalog::with_setting(c"plan_cache_mode", c"force_custom_plan", f)
+    } else {
+        f()
+    }
+}
+
+/// Statement-level AFTER trigger on the subject table and every registered source table.
+#[pg_trigger]
+pub(super) fn segments_trigger<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, std::convert::Infallible> {
+    let td = trigger.trigger_data();
+    boundary(|| unsafe { on_statement(td) });
+    Ok(None)
+}
+
+/// Internal: a subject's whole new set after a recompute of the segments in `scope`: the stored
+/// ids outside the scope and the `evaluated` ids (NULL where the subject is not a member), in id
+/// order like every stored set. One call instead of one `= ANY` test per carried segment.
+#[pg_extern(immutable, parallel_safe, name = "_segments_merge")]
+pub(super) fn segments_merge(
+    stored: Option<pgrx::Array<i32>>,
+    scope: Option<pgrx::Array<i32>>,
+    evaluated: Option<pgrx::Array<i32>>,
+) -> Vec<i32> {
+    let scope: Vec<i32> = scope.map(|a| a.iter().flatten().collect()).unwrap_or_default();
+    let mut set: Vec<i32> = stored.map(|a| a.iter().flatten().filter(|id| !scope.contains(id)).collect()).unwrap_or_default();
+    if let Some(e) = evaluated {
+        set.extend(e.iter().flatten());
+    }
+    set.sort_unstable();
+    set.dedup();
+    set
+}
+
+/// Internal: the ids of set `a` that are not in set `b`, in id order (joined / left segments).
+#[pg_extern(immutable, parallel_safe, name = "_segments_minus")]
+pub(super) fn segments_minus(a: Option<pgrx::Array<i32>>, b: Option<pgrx::Array<i32>>) -> Vec<i32> {
+    let b: Vec<i32> = b.map(|b| b.iter().flatten().collect()).unwrap_or_default();
+    let mut out: Vec<i32> = a.map(|a| a.iter().flatten().filter(|id| !b.contains(id)).collect()).unwrap_or_default();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Internal: recompute one subject after a change of its legal basis (called by consent functions).
+#[pg_extern(volatile, parallel_unsafe, name = "_segments_refresh_subject")]
+pub(super) fn segments_refresh_subject(subject: Option<i64>) -> bool {
+    boundary(|| {
+        let Some(key) = subject else { return Ok(false) };
+        unsafe { pg_sys::AcceptInvalidationMessages() };
+        let cat = cached_catalog()?;
+        let Some(subject) = cat.subject.clone() else {
+            return Ok(false);
+        };
+        if cat.segments.is_empty() {
+            return Ok(false);
+        }
+        catalog::as_upkeep(|| {
+            catalog::with_setting(c"plan_cache_mode", c"force_generic_plan", || {
+                Spi::connect_mut(|client| {
+                    lock_subject_rows(client, &cat, &subject, &[key])?;
+                    apply_keys(client, &cat, &subject, &[key], &Scope::All, LockMode::Rows)
+                })
+            })
+        })?;
+        Ok(true)
+    })
+}
