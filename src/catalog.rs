@@ -27,6 +27,24 @@ use pgrx::spi::SpiClient;
 
 use crate::error::{Code, MsegError, Result};
 
+thread_local! {
+    /// Bumped by the relcache callback (see `lib.rs`) whenever a relation's definition may have
+    /// changed: the extension's configuration tables send one on every change (their trigger
+    /// `mseg_config_changed`), so every per-backend cache derived from them compares it. Never
+    /// borrowed, so invalidation processing may touch it at any moment.
+    static CATALOG_GENERATION: Cell<u64> = const { Cell::new(1) };
+}
+
+/// Called from the relcache invalidation callback, and after this backend changed the catalog.
+pub fn note_catalog_change() {
+    CATALOG_GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
+}
+
+/// The catalog generation: caches built from the catalog are valid while it stays the same.
+pub fn generation() -> u64 {
+    CATALOG_GENERATION.with(Cell::get)
+}
+
 /// The role that reads registered user tables for upkeep and exports (created by bootstrap.sql).
 pub const UPKEEP_ROLE: &CStr = c"mseg_upkeep";
 

@@ -210,7 +210,7 @@ fn raise(err: MsegError) -> ! {
 /// The closure has returned (and dropped its locals) before the error is raised.
 #[inline]
 pub fn boundary<T>(body: impl FnOnce() -> Result<T>) -> T {
-    match crate::ensure_preloaded().and_then(|()| body()) {
+    match crate::gucs::ensure_preloaded().and_then(|()| body()) {
         Ok(v) => v,
         Err(e) => raise(e),
     }

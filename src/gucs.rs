@@ -5,18 +5,40 @@
 //! it as an unprotected placeholder.
 
 use std::ffi::CString;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-pub static KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static CONTROLLER_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static BACKFILL_BATCH_BLOCKS: GucSetting<i32> = GucSetting::<i32>::new(1024);
-pub static REFRESH_BATCH_SUBJECTS: GucSetting<i32> = GucSetting::<i32>::new(10000);
-pub static MIN_GROUP_SIZE: GucSetting<i32> = GucSetting::<i32>::new(10);
-pub static BULK_STATEMENT_SUBJECTS: GucSetting<i32> = GucSetting::<i32>::new(10000);
+use crate::error::{Code, MsegError, Result};
+
+static KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static CONTROLLER_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static BACKFILL_BATCH_BLOCKS: GucSetting<i32> = GucSetting::<i32>::new(1024);
+static REFRESH_BATCH_SUBJECTS: GucSetting<i32> = GucSetting::<i32>::new(10000);
+static MIN_GROUP_SIZE: GucSetting<i32> = GucSetting::<i32>::new(10);
+static BULK_STATEMENT_SUBJECTS: GucSetting<i32> = GucSetting::<i32>::new(10000);
+
+/// Heap blocks per batch of a backfill or rotation (at least 1).
+pub fn backfill_batch_blocks() -> i64 {
+    i64::from(BACKFILL_BATCH_BLOCKS.get().max(1))
+}
+
+/// Subjects per batch of a refresh or a segment (re)definition (at least 1).
+pub fn refresh_batch_subjects() -> usize {
+    REFRESH_BATCH_SUBJECTS.get().max(1) as usize
+}
+
+/// k for sizes shown outside the privileged roles (at least 2).
+pub fn min_group_size() -> i64 {
+    i64::from(MIN_GROUP_SIZE.get().max(2))
+}
+
+/// Subjects from which a statement's upkeep runs in bulk (at least 1).
+pub fn bulk_statement_subjects() -> usize {
+    BULK_STATEMENT_SUBJECTS.get().max(1) as usize
+}
 
 static IMPORT_MAX_LINE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1 << 20);
 static IMPORT_MAX_DUMP_SIZE: GucSetting<i32> = GucSetting::<i32>::new(2 << 20);
@@ -58,6 +80,26 @@ pub fn controller_id() -> Option<String> {
     CONTROLLER_ID.get().and_then(|c| c.to_str().ok().map(str::to_owned)).filter(|s| !s.is_empty())
 }
 
+static PRELOADED: AtomicBool = AtomicBool::new(false);
+
+/// Every SQL entry point starts here (via `error::boundary`).
+pub fn ensure_preloaded() -> Result<()> {
+    if PRELOADED.load(Ordering::Relaxed) {
+        Ok(())
+    } else {
+        Err(not_preloaded())
+    }
+}
+
+/// Why the library must be preloaded.
+pub fn not_preloaded() -> MsegError {
+    MsegError::new(Code::NotPreloaded, "pg_mseg must be loaded through shared_preload_libraries")
+        .detail("Loaded on demand, its settings (mseg.key_file) would be visible to every role as placeholders.")
+        .hint("Add pg_mseg to shared_preload_libraries in postgresql.conf and restart the server.")
+}
+
+/// Defines the settings; called by `_PG_init` in the postmaster, which then marks the library
+/// preloaded ([`mark_preloaded`]).
 pub fn init() {
     // SAFETY: the assign hook only bumps an atomic counter and cannot raise.
     unsafe {
@@ -156,4 +198,9 @@ pub fn init() {
     unsafe {
         pg_sys::MarkGUCPrefixReserved(c"mseg".as_ptr());
     }
+}
+
+/// The library was loaded by the postmaster (`shared_preload_libraries`).
+pub fn mark_preloaded() {
+    PRELOADED.store(true, Ordering::Relaxed);
 }

@@ -6,7 +6,7 @@
 //! until the key file setting changes (SIGHUP) or `mseg.domains` changes (relcache invalidation
 //! sent by the extension's own trigger on that table). Every cached secret is zeroised on drop.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -129,9 +129,6 @@ struct KeyCache {
 
 thread_local! {
     static CACHE: RefCell<KeyCache> = RefCell::new(KeyCache::default());
-    /// Bumped by the relcache callback; never borrowed, so it is safe to touch from inside
-    /// invalidation processing that may run while the cache itself is borrowed.
-    static CATALOG_GENERATION: Cell<u64> = const { Cell::new(1) };
 }
 
 /// Forget every cached secret (zeroised by the values' Drop impls).
@@ -143,20 +140,15 @@ pub fn clear_cache() {
     });
 }
 
-/// Called from the relcache invalidation callback (see `lib.rs`).
-pub fn note_catalog_change() {
-    CATALOG_GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
-}
-
 /// Changes whenever cached keys or catalog-derived state may be stale.
 pub fn cache_generation() -> u64 {
-    (gucs::key_file_generation() << 40) ^ CATALOG_GENERATION.with(|g| g.get())
+    (gucs::key_file_generation() << 40) ^ catalog::generation()
 }
 
 /// Bring the cache in line with the current key file setting and catalog state.
 fn revalidate() {
     let key_gen = gucs::key_file_generation();
-    let cat_gen = CATALOG_GENERATION.with(|g| g.get());
+    let cat_gen = catalog::generation();
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if c.key_generation != key_gen {

@@ -4,8 +4,6 @@
 //! the module magic, `_PG_init`, the cache invalidation hooks and the SQL bootstrap/finalize
 //! scripts that surround the generated function definitions.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -33,43 +31,24 @@ mod tests;
 
 ::pgrx::pg_module_magic!(name, version);
 
-use error::{Code, MsegError};
-
-static PRELOADED: AtomicBool = AtomicBool::new(false);
-
-/// Every SQL entry point starts here (via `error::boundary`).
-pub fn ensure_preloaded() -> error::Result<()> {
-    if PRELOADED.load(Ordering::Relaxed) {
-        Ok(())
-    } else {
-        Err(not_preloaded())
-    }
-}
-
-fn not_preloaded() -> MsegError {
-    MsegError::new(Code::NotPreloaded, "pg_mseg must be loaded through shared_preload_libraries")
-        .detail("Loaded on demand, its settings (mseg.key_file) would be visible to every role as placeholders.")
-        .hint("Add pg_mseg to shared_preload_libraries in postgresql.conf and restart the server.")
-}
-
 /// Relcache invalidation: configuration or domain rows may have changed (see `config_changed`).
 #[pg_guard]
 unsafe extern "C-unwind" fn relcache_invalidated(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
-    keys::note_catalog_change();
+    catalog::note_catalog_change();
 }
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     // SAFETY: reading a PostgreSQL global set by the postmaster.
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
-        error::boundary::<()>(|| Err(not_preloaded()));
+        error::boundary::<()>(|| Err(gucs::not_preloaded()));
     }
     gucs::init();
     use progress::PROGRESS;
     pgrx::pg_shmem_init!(PROGRESS);
     // SAFETY: registers a callback that only bumps a counter.
     unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(relcache_invalidated), pg_sys::Datum::from(0)) };
-    PRELOADED.store(true, Ordering::Relaxed);
+    gucs::mark_preloaded();
 }
 
 /// Statement trigger on pg_mseg's configuration tables: sends a relcache invalidation for the

@@ -388,7 +388,7 @@ pub fn rewrite_relation_in_batches(
         &[relid.into()],
     )?
     .unwrap_or(0);
-    let batch = i64::from(crate::gucs::BACKFILL_BATCH_BLOCKS.get().max(1));
+    let batch = crate::gucs::backfill_batch_blocks();
     let slot = progress::start(operation, relid, &col.target, blocks);
     let filter = if only_missing { format!(" AND {} IS NULL", quote_identifier(&col.target)) } else { String::new() };
     let sql = format!(
@@ -509,7 +509,7 @@ fn rotate_domain(domain: Option<&str>) -> i32 {
         }
         let version = catalog::bump_domain_version(domain)?.ok_or_else(|| keys::unknown_domain(domain))?;
         // make our own backend see the new version before the rewrite
-        keys::note_catalog_change();
+        catalog::note_catalog_change();
         let mut rows = 0;
         for c in &columns {
             rows += rewrite_in_batches(c, progress::Operation::Rotate, false)?;

@@ -12,7 +12,7 @@ use super::*;
 pub(super) fn partitions_changed() -> bool {
     boundary(|| {
         unsafe { pg_sys::AcceptInvalidationMessages() };
-        keys::note_catalog_change();
+        catalog::note_catalog_change();
         let subject = subject_table()?;
         let sources: Vec<(pg_sys::Oid, String)> = catalog::select(|c| {
             let mut v = Vec::new();
@@ -110,7 +110,7 @@ pub(super) fn recompute(keys: &[i64], scope: &Scope) -> MsegResult<()> {
     catalog::as_upkeep(|| {
         without_jit(|| {
             Spi::connect_mut(|client| {
-                for chunk in keys.chunks(crate::gucs::REFRESH_BATCH_SUBJECTS.get().max(1) as usize) {
+                for chunk in keys.chunks(crate::gucs::refresh_batch_subjects()) {
                     apply_keys(client, &cat, &subject, chunk, scope, LockMode::RowsOrTable)?;
                 }
                 Ok(())
@@ -147,7 +147,7 @@ pub(super) fn sync_tree(root: pg_sys::Oid, key: &str, subject: Option<&SubjectTa
             drop_triggers(part)?;
             forget_partition(part, "segments")?;
             unsafe { pg_sys::AcceptInvalidationMessages() };
-            keys::note_catalog_change();
+            catalog::note_catalog_change();
             recompute(&keys, &scope)?;
         } else {
             // dropped: its rows are gone without a trace of which subjects they concerned

@@ -6,7 +6,7 @@ use super::*;
 pub(super) fn refresh_all(label: &str, scope: &Scope, mode: LockMode) -> MsegResult<i64> {
     // SAFETY: pick up definition changes committed by other sessions before using the cache.
     unsafe { pg_sys::AcceptInvalidationMessages() };
-    keys::note_catalog_change();
+    catalog::note_catalog_change();
     let cat = cached_catalog()?;
     let subject = require_subject_table()?;
     let total = catalog::as_upkeep(|| {
@@ -15,7 +15,7 @@ pub(super) fn refresh_all(label: &str, scope: &Scope, mode: LockMode) -> MsegRes
         })
     })?;
     let slot = progress::start(progress::Operation::Refresh, subject.relid, label, total);
-    let batch = i64::from(crate::gucs::REFRESH_BATCH_SUBJECTS.get().max(1));
+    let batch = crate::gucs::refresh_batch_subjects() as i64;
     let key = quote_identifier(&subject.key);
     let next_batch = format!(
         "SELECT pg_catalog.array_agg(k ORDER BY k) FROM (SELECT s.{key}::pg_catalog.int8 AS k FROM {} s \

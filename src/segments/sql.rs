@@ -157,7 +157,7 @@ pub(super) const LOCK_SQL: &str = "INSERT INTO mseg.memberships AS m (subject_ke
 /// per subject (no pass that writes every row first), and it reads the sources in the predicates'
 /// bulk form (bulk_predicates.rs).
 pub(super) fn bulk_subjects() -> usize {
-    crate::gucs::BULK_STATEMENT_SUBJECTS.get().max(1) as usize
+    crate::gucs::bulk_statement_subjects()
 }
 /// Conflicts with every writer of memberships (ROW EXCLUSIVE) and with itself, not with readers.
 pub(super) const TABLE_LOCK_SQL: &str = "LOCK TABLE mseg.memberships IN SHARE ROW EXCLUSIVE MODE";
