@@ -63,6 +63,7 @@ pub fn anchor() -> Result<Json> {
 }
 
 /// A checked anchor: what it claims, once its signature verified under `key`.
+#[derive(Debug)]
 pub struct Anchor {
     pub controller: String,
     pub seq: i64,
@@ -352,4 +353,55 @@ pub fn check_manifest_anchor(anchor: &Json, key: &VerifyingKey, controller: &str
             .hint("Nothing was imported. Ask the controller for a fresh, complete dump."));
     }
     Ok(())
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_follows_the_consent_transitions() {
+        let mut r = Replay::default();
+        let s = || "ref1".to_owned();
+        let p = || Some("dm".to_owned());
+        r.apply(1, s(), p(), "grant", Some("consent".into()), Some("v1".into()), None, 100);
+        r.apply(2, s(), p(), "object", Some("legitimate_interest".into()), None, None, 200);
+        r.apply(3, s(), p(), "withdraw", Some("consent".into()), None, None, 300);
+        let st = r.bases.get(&("ref1".to_owned(), "dm".to_owned())).cloned().unwrap();
+        assert_eq!(st.consent_basis, None);
+        assert_eq!((st.granted_at, st.withdrawn_at, st.objected_at), (Some(100), Some(300), Some(200)));
+        assert_eq!((st.last_event_id, st.updated_at, st.notice_version.as_deref()), (3, 300, Some("v1")));
+        // a new grant clears the withdrawal and the objection
+        r.apply(4, s(), p(), "grant", Some("contract".into()), None, None, 400);
+        let st = r.bases.get(&("ref1".to_owned(), "dm".to_owned())).cloned().unwrap();
+        assert_eq!((st.consent_basis.as_deref(), st.withdrawn_at, st.objected_at), (Some("contract"), None, None));
+        r.apply(5, s(), None, "restrict", None, None, None, 500);
+        assert_eq!(r.subjects.get("ref1").map(|x| x.restricted_at), Some(Some(500)));
+        // erasure: the bases go; nullify keeps an erased subject state, delete removes it
+        r.apply(6, s(), None, "erase", None, None, Some("nullify".into()), 600);
+        assert!(r.bases.is_empty());
+        assert_eq!(r.subjects.get("ref1").map(|x| (x.restricted_at, x.erased_at)), Some((None, Some(600))));
+        r.apply(7, "ref2".into(), p(), "object", None, None, None, 700);
+        r.apply(8, "ref2".into(), None, "erase", None, None, Some("delete".into()), 800);
+        assert!(!r.subjects.contains_key("ref2") && !r.bases.keys().any(|(s, _)| s == "ref2"));
+    }
+
+    #[pg_test]
+    fn anchors_verify_and_refuse_any_change() {
+        let key = keys::signing_key().unwrap();
+        let a = anchor().unwrap();
+        let good = check_anchor(&a, &key.verifying_key()).unwrap();
+        assert_eq!(good.seq, a["seq"].as_i64().unwrap());
+        for (field, value) in [("seq", json!(good.seq + 1)), ("hash", json!("00")), ("controller", json!("other")), ("at", json!("x"))] {
+            let mut t = a.clone();
+            t[field] = value;
+            assert!(check_anchor(&t, &key.verifying_key()).unwrap_err().contains("does not verify"), "{field}");
+        }
+        let other = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]).verifying_key();
+        assert!(check_anchor(&a, &other).is_err());
+        let mut t = a.clone();
+        t["format"] = json!("mseg-audit-anchor/0");
+        assert!(check_anchor(&t, &key.verifying_key()).unwrap_err().contains("format"));
+    }
 }

@@ -334,3 +334,60 @@ unsafe fn source_value(sublink: *mut pg_sys::SubLink, subject_key: i16) -> Optio
     }
     Some(SourceValue { relation, key, column: print(aggref.cast()), exists: false })
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn bulk_predicates_rewrite_key_correlated_subqueries_only() {
+        use crate::bulk_predicates::compile;
+        Spi::run("CREATE TABLE public.t_bs (id int8 PRIMARY KEY, n int4)").unwrap();
+        Spi::run("CREATE TABLE public.t_bo (id serial, sid int4, kind text, qty int4)").unwrap();
+        let relid = Spi::get_one::<pg_sys::Oid>("SELECT 'public.t_bs'::regclass::oid").unwrap().unwrap();
+        let exists_a = "EXISTS (SELECT 1 FROM public.t_bo o WHERE o.sid = s.id AND o.kind = 'a')";
+        let predicates = [
+            Some(exists_a.to_owned()),
+            Some("(SELECT count(*) FROM public.t_bo o WHERE o.sid = s.id) > 2".to_owned()),
+            Some("(SELECT sum(o.qty) FROM ONLY public.t_bo o WHERE s.id = o.sid AND o.qty > 1) > 5".to_owned()),
+            // not rewritten: another outer reference, no correlation, no aggregate, two tables,
+            // the key twice, a `$` in the text, no subquery at all
+            Some("EXISTS (SELECT 1 FROM public.t_bo o WHERE o.sid = s.id AND o.qty > s.n)".to_owned()),
+            Some("EXISTS (SELECT 1 FROM public.t_bo o WHERE o.kind = 'a')".to_owned()),
+            Some("(SELECT o.qty FROM public.t_bo o WHERE o.sid = s.id LIMIT 1) > 1".to_owned()),
+            Some("EXISTS (SELECT 1 FROM public.t_bo o, public.t_bo p WHERE o.sid = s.id)".to_owned()),
+            Some("EXISTS (SELECT 1 FROM public.t_bo o WHERE o.sid = s.id AND o.id = s.id)".to_owned()),
+            Some(format!("'$1000' = s.n::text OR {exists_a}")),
+            Some("s.n > 1".to_owned()),
+            None,
+            // one part rewritten, the other stays correlated
+            Some(format!("s.n > 1 AND {exists_a} AND (SELECT max(o.qty) FROM public.t_bo o WHERE o.sid = s.id AND o.qty > s.n) > 1")),
+        ];
+        let texts: Vec<Option<&str>> = predicates.iter().map(|p| p.as_deref()).collect();
+        let forms = compile("public.t_bs", relid, 1, &texts).unwrap();
+        let rewritten: Vec<bool> = forms.iter().map(|f| f.is_some()).collect();
+        assert_eq!(rewritten, vec![true, true, true, false, false, false, false, false, false, false, false, true]);
+
+        let exists = forms[0].as_ref().unwrap();
+        assert_eq!(exists.values.len(), 1);
+        assert_eq!((exists.values[0].relation.as_str(), exists.values[0].key.as_str()), ("public.t_bo", "sid"));
+        assert_eq!(exists.values[0].column, "pg_catalog.bool_or((mseg_src.kind = 'a'::text))");
+        assert!(exists.values[0].exists);
+        assert_eq!(exists.render(|_| "V".to_owned()), "(V)");
+
+        let count = forms[1].as_ref().unwrap();
+        assert_eq!(count.values[0].column, "count(*)");
+        assert!(!count.values[0].exists);
+        assert_eq!(count.render(|_| "V".to_owned()), "((V) > 2)");
+
+        let sum = forms[2].as_ref().unwrap();
+        assert_eq!(sum.values[0].relation, "ONLY public.t_bo");
+        assert_eq!(sum.values[0].column, "sum(mseg_src.qty) FILTER (WHERE (mseg_src.qty > 1))");
+
+        let mixed = forms[11].as_ref().unwrap();
+        assert_eq!(mixed.values.len(), 1);
+        let sql = mixed.render(|_| "V".to_owned());
+        assert!(sql.contains("(V)") && sql.contains("SELECT max(o.qty)"), "{sql}");
+    }
+}

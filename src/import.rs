@@ -477,3 +477,23 @@ mod tests {
         assert_eq!(array_literal([r#"x"y"#, r"back\slash", "{,}"].into_iter()), r#"{"x\"y","back\\slash","{,}"}"#);
     }
 }
+
+#[cfg(test)]
+mod limit_tests {
+    use super::{json_depth, short};
+
+    #[test]
+    fn json_depth_counts_brackets_outside_strings() {
+        assert_eq!(json_depth(r#"{"a": 1}"#), 1);
+        assert_eq!(json_depth(r#"{"a": {"b": [1, {"c": 2}]}}"#), 4);
+        assert_eq!(json_depth(r#"{"a": "[[[[{{{{", "b": "\"[["}"#), 1);
+        assert_eq!(json_depth(&"[".repeat(100)), 100);
+    }
+
+    #[test]
+    fn messages_echo_only_a_short_prefix() {
+        let long = "x".repeat(1_000_000);
+        assert_eq!(short(&long).chars().count(), 65);
+        assert_eq!(short("acme-retail"), "acme-retail");
+    }
+}

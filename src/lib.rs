@@ -27,7 +27,7 @@ pub mod segments;
 pub mod token;
 
 #[cfg(any(test, feature = "pg_test"))]
-mod tests;
+mod test_support;
 
 ::pgrx::pg_module_magic!(name, version);
 

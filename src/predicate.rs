@@ -601,3 +601,58 @@ unsafe fn selected_columns(q: *mut pg_sys::Query, rte: *mut pg_sys::RangeTblEntr
     }
     cols
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// Check `predicate` over public.t_pred (alias s) in a throwaway memory context.
+    fn check(predicate: &str) -> Result<bool, String> {
+        unsafe {
+            let context = crate::catalog::memory_context(pg_sys::CurrentMemoryContext, c"test predicate");
+            let previous = pg_sys::MemoryContextSwitchTo(context);
+            let r = super::parse_and_check("public.t_pred", "s", predicate).map(|(_, f)| f.time_dependent).map_err(|e| e.message);
+            pg_sys::MemoryContextSwitchTo(previous);
+            pg_sys::MemoryContextDelete(context);
+            r
+        }
+    }
+
+    #[pg_test]
+    fn allowlist_accepts_plain_expressions_and_marks_time() {
+        Spi::run("CREATE TABLE public.t_pred (id int8, n int4, city text, born date, at timestamptz)").unwrap();
+        assert_eq!(check("s.n > 1 AND s.city LIKE 'B%' AND lower(s.city) = 'bonn'"), Ok(false));
+        assert_eq!(check("s.born > current_date - 365 * 30"), Ok(true));
+        assert_eq!(check("s.at > now() - interval '90 days' AND to_char(s.born, 'YYYY') = '1990'"), Ok(true));
+        assert_eq!(check("coalesce(s.n, 0) IN (1, 2, 3) AND s.city IS NOT NULL"), Ok(false));
+        assert_eq!(check("EXISTS (SELECT 1 FROM public.t_pred o WHERE o.id = s.id AND o.n > 3)"), Ok(false));
+    }
+
+    #[pg_test]
+    fn allowlist_refuses_what_could_run_user_code_or_read_state() {
+        Spi::run("CREATE TABLE public.t_pred (id int8, n int4, city text)").unwrap();
+        Spi::run("CREATE DOMAIN public.t_dom AS text CHECK (VALUE <> '')").unwrap();
+        Spi::run("CREATE TYPE public.t_mood AS ENUM ('a', 'b')").unwrap();
+        Spi::run("CREATE FUNCTION public.t_f(int4) RETURNS bool LANGUAGE sql IMMUTABLE AS 'SELECT true'").unwrap();
+        Spi::run("CREATE VIEW public.t_view AS SELECT * FROM public.t_pred").unwrap();
+        let refused = |p: &str, why: &str| {
+            let e = check(p).expect_err(p);
+            assert!(e.contains(why), "{p}: {e}");
+        };
+        refused("current_setting('mseg.key_file') IS NOT NULL", "current_setting is not allowed");
+        refused("table_to_xml('public.t_pred'::regclass, true, true, '') IS NOT NULL", "table_to_xml is not allowed");
+        refused("'public.t_pred'::regclass::oid > 0", "regclass");
+        refused("s.city::public.t_dom = 'x'", "casts to a domain");
+        refused("public.t_f(s.n)", "not a built-in function");
+        refused("to_jsonb(s.n) IS NOT NULL", "to_jsonb is not allowed");
+        refused("jsonb_object_agg(s.city, s.n) IS NOT NULL", "aggregates");
+        refused("EXISTS (SELECT jsonb_object_agg(o.city, o.n) FROM public.t_pred o)", "jsonb_object_agg is not allowed");
+        refused("random() > 0.5", "volatile");
+        refused("current_user = 'x'", "session functions");
+        refused("EXISTS (SELECT 1 FROM public.t_view v)", "not a table");
+        refused("EXISTS (WITH x AS (SELECT 1) SELECT 1 FROM x)", "WITH");
+        refused("(s.city)::public.t_pred IS NOT NULL", "value of type");
+        refused("xmlelement(name x) IS NOT NULL", "XmlExpr");
+    }
+}

@@ -533,3 +533,134 @@ fn subject_ref(subject: Option<i64>) -> Option<String> {
 pub fn pseudonym_for_test(value: &str, domain: &str) -> MsegResult<String> {
     Ok(pseudonym_string(&*keys::domain_keys(domain)?, value))
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    use crate::pseudonym;
+    use crate::test_support::setup_domains;
+
+    #[pg_test]
+    fn pseudonym_is_deterministic_compact_and_domain_separated() {
+        setup_domains();
+        let a1 = pseudonym::pseudonym_for_test("alice@example.com", "t_one").unwrap();
+        let a2 = pseudonym::pseudonym_for_test("alice@example.com", "t_one").unwrap();
+        let b = pseudonym::pseudonym_for_test("alice@example.com", "t_two").unwrap();
+        let c = pseudonym::pseudonym_for_test("alice@example.co", "t_one").unwrap();
+        assert_eq!(a1, a2);
+        assert_ne!(a1, b);
+        assert_ne!(a1, c);
+        assert_eq!(a1.len(), pseudonym::PSEUDONYM_LEN);
+        assert!(a1.bytes().all(|ch| ch.is_ascii_alphanumeric() || ch == b'-' || ch == b'_'));
+        // SQL gives the same as Rust
+        let sql = Spi::get_one::<String>("SELECT mseg.pseudonym('alice@example.com', 't_one')").unwrap().unwrap();
+        assert_eq!(sql, a1);
+    }
+
+    #[pg_test]
+    fn pseudonym_is_not_an_unkeyed_hash() {
+        use sha2::{Digest, Sha256};
+        setup_domains();
+        let p = pseudonym::pseudonym_for_test("alice@example.com", "t_one").unwrap();
+        let mut plain = [0u8; 43];
+        let digest: [u8; 32] = Sha256::digest(b"alice@example.com").into();
+        pseudonym::encode_tag(&digest, &mut plain);
+        assert_ne!(p.as_bytes(), &plain[..]);
+    }
+
+    #[pg_test]
+    fn pseudonym_of_null_is_null() {
+        setup_domains();
+        assert_eq!(Spi::get_one::<String>("SELECT mseg.pseudonym(NULL, 't_one')").unwrap(), None);
+    }
+
+    #[pg_test(error = "pseudonymisation domain \"no_such\" does not exist")]
+    fn pseudonym_unknown_domain_errors() {
+        Spi::run("SELECT mseg.pseudonym('x', 'no_such')").unwrap();
+    }
+
+    #[pg_test(error = "argument \"domain\" must not be NULL")]
+    fn pseudonym_null_domain_errors() {
+        Spi::run("SELECT mseg.pseudonym('x', NULL)").unwrap();
+    }
+
+    #[pg_test]
+    fn rotation_changes_pseudonyms() {
+        setup_domains();
+        let before = Spi::get_one::<String>("SELECT mseg.pseudonym('v', 't_one')").unwrap().unwrap();
+        let v = Spi::get_one::<i32>("SELECT mseg.rotate_domain('t_one')").unwrap().unwrap();
+        assert_eq!(v, 2);
+        let after = Spi::get_one::<String>("SELECT mseg.pseudonym('v', 't_one')").unwrap().unwrap();
+        assert_ne!(before, after);
+    }
+
+    #[pg_test]
+    fn pseudonym_column_follows_insert_update_and_forgery() {
+        Spi::run(
+            "CREATE TABLE t_cust(id int primary key, email text, n int);
+             INSERT INTO t_cust SELECT g, 'u'||g||'@x.org', g FROM generate_series(1, 500) g;
+             SELECT mseg.add_pseudonym_column('t_cust', 'email', 't_col');
+             SELECT mseg.add_pseudonym_column('t_cust', 'n', 't_col', column_name => 'n_pn');
+             INSERT INTO t_cust VALUES (501, 'new@x.org', 501), (502, NULL, NULL);
+             UPDATE t_cust SET email = 'changed@x.org' WHERE id = 1;
+             UPDATE t_cust SET email_pseudonym = 'forged' WHERE id = 2;",
+        )
+        .unwrap();
+        let bad = Spi::get_one::<i64>(
+            "SELECT count(*) FROM t_cust WHERE email_pseudonym IS DISTINCT FROM mseg.pseudonym(email, 't_col')
+                OR n_pn IS DISTINCT FROM mseg.pseudonym(n::text, 't_col')",
+        )
+        .unwrap();
+        assert_eq!(bad, Some(0));
+        let nulls = Spi::get_one::<i64>("SELECT count(*) FROM t_cust WHERE email_pseudonym IS NULL").unwrap();
+        assert_eq!(nulls, Some(1));
+    }
+
+    #[pg_test]
+    fn rotation_rewrites_pseudonym_columns() {
+        Spi::run(
+            "CREATE TABLE t_rot(id int, email text);
+             INSERT INTO t_rot SELECT g, 'u'||g FROM generate_series(1, 300) g;
+             SELECT mseg.add_pseudonym_column('t_rot', 'email', 't_rot');
+             CREATE TEMP TABLE before AS SELECT id, email_pseudonym FROM t_rot;
+             SELECT mseg.rotate_domain('t_rot');",
+        )
+        .unwrap();
+        let same =
+            Spi::get_one::<i64>("SELECT count(*) FROM t_rot JOIN before USING (id) WHERE t_rot.email_pseudonym = before.email_pseudonym")
+                .unwrap();
+        assert_eq!(same, Some(0));
+        let bad = Spi::get_one::<i64>("SELECT count(*) FROM t_rot WHERE email_pseudonym IS DISTINCT FROM mseg.pseudonym(email, 't_rot')")
+            .unwrap();
+        assert_eq!(bad, Some(0));
+    }
+
+    #[pg_test]
+    fn drop_pseudonym_column_removes_column_and_trigger() {
+        Spi::run(
+            "CREATE TABLE t_drop(id int, email text);
+             SELECT mseg.add_pseudonym_column('t_drop', 'email', 't_drop');
+             SELECT mseg.drop_pseudonym_column('t_drop', 'email_pseudonym');",
+        )
+        .unwrap();
+        let triggers = Spi::get_one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 't_drop'::regclass").unwrap();
+        assert_eq!(triggers, Some(0));
+        let cols = Spi::get_one::<i64>("SELECT count(*) FROM mseg.pseudonym_columns WHERE relid = 't_drop'::regclass").unwrap();
+        assert_eq!(cols, Some(0));
+    }
+
+    #[pg_test]
+    fn trigger_refuses_unconfigured_table() {
+        Spi::run(
+            "CREATE TABLE t_rogue(email text, p text);
+                  CREATE TRIGGER rogue BEFORE INSERT ON t_rogue FOR EACH ROW EXECUTE FUNCTION mseg.pseudonym_trigger();",
+        )
+        .unwrap();
+        let r = PgTryBuilder::new(|| Spi::run("INSERT INTO t_rogue VALUES ('x', NULL)").map(|_| true).unwrap_or(false))
+            .catch_others(|_| false)
+            .execute();
+        assert!(!r, "the trigger must refuse a table it was not configured for");
+    }
+}

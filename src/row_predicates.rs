@@ -122,3 +122,68 @@ impl RowPredicates {
         unsafe { pg_sys::MemoryContextReset((*self.econtext).ecxt_per_tuple_memory) }
     }
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// Store (n, city) into the virtual slot `slot` of table t_rp (id int8, n int4, city text).
+    unsafe fn store_rp(slot: *mut pg_sys::TupleTableSlot, n: Option<i32>, city: Option<&str>) {
+        ((*(*slot).tts_ops).clear.unwrap())(slot);
+        let values = (*slot).tts_values;
+        let nulls = (*slot).tts_isnull;
+        *values.add(0) = 1i64.into_datum().unwrap();
+        *nulls.add(0) = false;
+        *nulls.add(1) = n.is_none();
+        if let Some(n) = n {
+            *values.add(1) = n.into_datum().unwrap();
+        }
+        *nulls.add(2) = city.is_none();
+        if let Some(c) = city {
+            *values.add(2) = c.into_datum().unwrap();
+        }
+        pg_sys::ExecStoreVirtualTuple(slot);
+    }
+
+    #[pg_test]
+    fn row_predicates_compile_evaluate_and_refuse() {
+        use crate::row_predicates::RowPredicates;
+        Spi::run("CREATE TABLE public.t_rp (id int8, n int4, city text)").unwrap();
+        let relid = Spi::get_one::<pg_sys::Oid>("SELECT 'public.t_rp'::regclass::oid").unwrap().unwrap();
+        unsafe {
+            let rel = pg_sys::relation_open(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            let desc = (*rel).rd_att;
+            let predicates = [
+                Some("(s.n >= 10)"),
+                Some("(s.city = ANY (ARRAY['Berlin'::text, 'Köln'::text]))"),
+                Some("(EXISTS (SELECT 1 FROM public.t_rp x WHERE x.id = s.id))"),
+                None,
+                Some("(s.n > 'not a number')"),
+                Some("(s.n)"),
+            ];
+            let rp = RowPredicates::compile("public.t_rp", desc, &predicates).unwrap();
+            // compiled: plain expressions; not: subqueries, nothing given, errors, non-boolean
+            let compiled: Vec<bool> = (0..predicates.len()).map(|i| rp.is_compiled(i)).collect();
+            assert_eq!(compiled, vec![true, true, false, false, false, false]);
+            assert!(rp.fits(desc));
+            let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsVirtual);
+            store_rp(slot, Some(12), Some("Köln"));
+            assert_eq!((rp.holds(0, slot), rp.holds(1, slot), rp.holds(2, slot)), (Some(true), Some(true), None));
+            rp.reset();
+            store_rp(slot, Some(9), Some("Hamburg"));
+            assert_eq!((rp.holds(0, slot), rp.holds(1, slot)), (Some(false), Some(false)));
+            // NULL is not true: not a member, as in the SQL evaluation
+            store_rp(slot, None, None);
+            assert_eq!((rp.holds(0, slot), rp.holds(1, slot)), (Some(false), Some(false)));
+            rp.reset();
+            pg_sys::ExecDropSingleTupleTableSlot(slot);
+            pg_sys::relation_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            // a changed column type: the compiled expressions no longer fit the descriptor
+            Spi::run("ALTER TABLE public.t_rp ALTER COLUMN n TYPE int8").unwrap();
+            let rel = pg_sys::relation_open(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            assert!(!rp.fits((*rel).rd_att));
+            pg_sys::relation_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        }
+    }
+}

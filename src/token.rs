@@ -114,3 +114,64 @@ fn detoken_sql(token: Option<&str>, domain: Option<&str>) -> Option<String> {
         detoken_str(domain, token).map(Some)
     })
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    use crate::keys;
+    use crate::test_support::{hex, setup_domains};
+    use crate::token;
+
+    #[pg_test]
+    fn aes256_gcm_mcgrew_viega_cases_13_and_14() {
+        use aes_gcm::aead::{Aead, KeyInit, Payload};
+        use aes_gcm::{Aes256Gcm, Nonce};
+        let cipher = Aes256Gcm::new_from_slice(&[0u8; 32]).unwrap();
+        let nonce = Nonce::from_slice(&[0u8; 12]);
+        let ct = cipher.encrypt(nonce, Payload { msg: &[], aad: &[] }).unwrap();
+        assert_eq!(ct, hex("530f8afbc74536b9a963b4f1c4cb738b"));
+        let ct = cipher.encrypt(nonce, Payload { msg: &[0u8; 16], aad: &[] }).unwrap();
+        assert_eq!(ct, hex("cea7403d4d606b6e074ec5d3baf39d18d0d1c8a799996bf0265b98b5d48ab919"));
+    }
+
+    #[pg_test]
+    fn token_roundtrip_is_deterministic() {
+        setup_domains();
+        let keys = keys::domain_keys("t_one").unwrap();
+        let t1 = token::encrypt(&keys, "bob@example.com".as_bytes()).unwrap();
+        let t2 = token::encrypt(&keys, "bob@example.com".as_bytes()).unwrap();
+        assert_eq!(t1, t2);
+        assert_ne!(t1, token::encrypt(&keys, "bob@example.org".as_bytes()).unwrap());
+        assert_eq!(token::detoken_str("t_one", &t1).unwrap(), "bob@example.com");
+    }
+
+    #[pg_test]
+    fn token_from_another_domain_or_tampered_is_refused() {
+        setup_domains();
+        let keys = keys::domain_keys("t_one").unwrap();
+        let t = token::encrypt(&keys, b"carol").unwrap();
+        let err = token::detoken_str("t_two", &t).unwrap_err();
+        assert_eq!(err.code.sqlstate(), "MS012");
+        // flip one character in the ciphertext part
+        let mut bytes = t.clone().into_bytes();
+        let i = bytes.len() - 5;
+        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(bytes).unwrap();
+        assert_eq!(token::detoken_str("t_one", &tampered).unwrap_err().code.sqlstate(), "MS012");
+        assert_eq!(token::detoken_str("t_one", "not*base64").unwrap_err().code.sqlstate(), "MS012");
+        assert_eq!(token::detoken_str("t_one", "AQAB").unwrap_err().code.sqlstate(), "MS012");
+    }
+
+    #[pg_test]
+    fn token_survives_rotation() {
+        setup_domains();
+        let old = Spi::get_one::<String>("SELECT mseg.token('dave', 't_one')").unwrap().unwrap();
+        Spi::run("SELECT mseg.rotate_domain('t_one')").unwrap();
+        let new = Spi::get_one::<String>("SELECT mseg.token('dave', 't_one')").unwrap().unwrap();
+        assert_ne!(old, new);
+        let back = Spi::get_one_with_args::<String>("SELECT mseg.detoken($1, 't_one')", &[old.as_str().into()]).unwrap();
+        assert_eq!(back.as_deref(), Some("dave"));
+    }
+}

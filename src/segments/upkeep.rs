@@ -365,3 +365,21 @@ pub(super) fn segments_refresh_subject(subject: Option<i64>) -> bool {
         Ok(true)
     })
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn segment_set_merge_and_difference() {
+        let merged = Spi::get_one::<Vec<i32>>("SELECT mseg._segments_merge('{1,5,9}', '{5,7}', '{7,NULL,2}')").unwrap();
+        assert_eq!(merged, Some(vec![1, 2, 7, 9]), "stored ids outside the scope kept, evaluated ids added, sorted");
+        let merged = Spi::get_one::<Vec<i32>>("SELECT mseg._segments_merge(NULL, '{5}', '{NULL}')").unwrap();
+        assert_eq!(merged, Some(vec![]));
+        let minus = Spi::get_one::<Vec<i32>>("SELECT mseg._segments_minus('{1,2,3}', '{2,4}')").unwrap();
+        assert_eq!(minus, Some(vec![1, 3]));
+        let minus = Spi::get_one::<Vec<i32>>("SELECT mseg._segments_minus('{}', NULL)").unwrap();
+        assert_eq!(minus, Some(vec![]));
+    }
+}
