@@ -93,13 +93,26 @@ CREATE TABLE mseg.subject_state (
 -- Minimal pseudonymous proof of each erasure (Art. 17).
 CREATE TABLE mseg.erasures (
     subject_ref pg_catalog.text PRIMARY KEY,
+    subject_id  pg_catalog.int8,                   -- non-integer keys only: the id the mapping gave it
     erased_at   pg_catalog.timestamptz NOT NULL,
     mode        pg_catalog.text NOT NULL,
     actor       pg_catalog.text NOT NULL,
     event_id    pg_catalog.int8 NOT NULL
 );
 
+-- Subject ids of a subject table whose key is not an integer (uuid, text…): the extension's own
+-- tables (memberships, consent state, events, partner state) key subjects by a compact integer id;
+-- an integer key is its own id and needs no row here. Erasure removes the row.
+CREATE SEQUENCE mseg.subject_id_seq;
+CREATE TABLE mseg.subject_ids (
+    subject_id  pg_catalog.int8 PRIMARY KEY DEFAULT pg_catalog.nextval('mseg.subject_id_seq'::pg_catalog.regclass),
+    subject_key pg_catalog.text COLLATE "C" NOT NULL UNIQUE
+);
+COMMENT ON TABLE mseg.subject_ids IS 'pg_mseg: subject ids of non-integer subject keys (the key''s text form)';
+
 SELECT pg_catalog.pg_extension_config_dump('mseg.subject_tables', '');
+SELECT pg_catalog.pg_extension_config_dump('mseg.subject_ids', '');
+SELECT pg_catalog.pg_extension_config_dump('mseg.subject_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.column_classes', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.purposes', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.consent_events', '');
@@ -162,30 +175,30 @@ $$;
 
 -- Lock one subject for the rest of the transaction, check it exists and is not erased; returns
 -- its ledger reference.
-CREATE FUNCTION mseg._lock_subject(p_subject pg_catalog.int8)
+CREATE FUNCTION mseg._lock_subject(p_id pg_catalog.int8, p_key pg_catalog.text)
 RETURNS pg_catalog.text LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_ref pg_catalog.text;
 BEGIN
-    PERFORM mseg._require(p_subject, 'subject');
+    PERFORM mseg._require(p_key, 'subject');
     -- Serialise with every other audited write: the audit chain head is locked anyway (it is
     -- appended at the end), so taking it first costs nothing more and makes the state we read
     -- below the latest committed one. One row lock, however many subjects a transaction touches.
     PERFORM mseg._lock_audit_head();
-    v_ref := mseg._subject_ref(p_subject);
-    IF NOT mseg._subject_exists(p_subject) THEN
+    v_ref := mseg._subject_ref(p_key);
+    IF p_id IS NULL OR NOT mseg._subject_exists(p_key) THEN
         -- an erased (deleted) subject looks like one that never existed: the application must
         -- not learn who asked for erasure from the error it gets
         RAISE EXCEPTION USING ERRCODE = 'MS040',
-            MESSAGE = pg_catalog.format('subject %s does not exist', p_subject),
+            MESSAGE = pg_catalog.format('subject %s does not exist', p_key),
             HINT = pg_catalog.format('Subjects are the rows of %s.', (mseg._subject_table()).relid);
     END IF;
     IF EXISTS (SELECT 1 FROM mseg.erasures e WHERE e.subject_ref OPERATOR(pg_catalog.=) v_ref) THEN
         -- (erased with mode nullify: the row is still there, its identifying columns empty)
         RAISE EXCEPTION USING ERRCODE = 'MS044',
-            MESSAGE = pg_catalog.format('subject %s has been erased', p_subject),
+            MESSAGE = pg_catalog.format('subject %s has been erased', p_key),
             DETAIL = 'An erased subject has no choices left to record.',
             HINT = 'mseg.erasures holds the proof of erasure.';
     END IF;
@@ -267,11 +280,11 @@ BEGIN
             MESSAGE = pg_catalog.format('column "%s" of %s does not exist', key_column, p_table),
             HINT = 'Name the column that identifies a subject, usually the primary key.';
     END IF;
-    IF v_att.atttypid OPERATOR(pg_catalog.<>) ALL ('{int2,int4,int8}'::pg_catalog.regtype[]) THEN
+    IF v_att.atttypid OPERATOR(pg_catalog.<>) ALL ('{int2,int4,int8,uuid,text,varchar}'::pg_catalog.regtype[]) THEN
         RAISE EXCEPTION USING ERRCODE = 'MS045',
             MESSAGE = pg_catalog.format('subject key %s.%I has type %s', p_table, key_column, v_att.atttypid::pg_catalog.regtype),
-            DETAIL = 'Subject keys are integers (smallint, integer or bigint) in this version.',
-            HINT = 'Add an integer surrogate key (e.g. bigint GENERATED ALWAYS AS IDENTITY) and register that.';
+            DETAIL = 'Subject keys are integers (smallint, integer, bigint), uuid, text or varchar.',
+            HINT = 'Register a key column of one of those types (a composite key: add a generated text column that joins its parts, with a unique index).';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
                    WHERE i.indrelid OPERATOR(pg_catalog.=) p_table AND i.indisunique AND i.indpred IS NULL
@@ -292,6 +305,7 @@ BEGIN
     INSERT INTO mseg.subject_tables (relid, key_column) VALUES (p_table, key_column);
     -- upkeep and exports read it as mseg_upkeep (no superuser ever reads a user table)
     EXECUTE pg_catalog.format('GRANT SELECT ON %s TO mseg_upkeep', p_table);
+    PERFORM mseg._map_subjects();   -- non-integer keys: every existing row gets its subject id
     PERFORM mseg._audit('subjects.register', p_table::pg_catalog.text, pg_catalog.jsonb_build_object('key_column', key_column));
     RETURN p_table;
 END
@@ -442,7 +456,7 @@ AS $$
        )
 $$;
 
-CREATE FUNCTION mseg.is_processable(subject pg_catalog.int8, purpose pg_catalog.text,
+CREATE FUNCTION mseg.is_processable(subject anycompatible, purpose pg_catalog.text,
                                     sensitive pg_catalog.bool DEFAULT false)
 RETURNS pg_catalog.bool LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -450,20 +464,23 @@ AS $$
 DECLARE
     p mseg.purposes;
     st mseg.legal_basis_state;
+    v_key pg_catalog.text := subject::pg_catalog.text;
+    v_id pg_catalog.int8;
 BEGIN
-    PERFORM mseg._require(subject, 'subject');
+    PERFORM mseg._require(v_key, 'subject');
     PERFORM mseg._require(sensitive, 'sensitive');
     p := mseg._purpose(purpose);
-    IF NOT mseg._subject_exists(subject) THEN
+    v_id := mseg._subject_id(v_key);
+    IF v_id IS NULL OR NOT mseg._subject_exists(v_key) THEN
         -- erased or never there: the same answer (no erasure oracle for the application)
-        RAISE EXCEPTION USING ERRCODE = 'MS040', MESSAGE = pg_catalog.format('subject %s does not exist', subject),
+        RAISE EXCEPTION USING ERRCODE = 'MS040', MESSAGE = pg_catalog.format('subject %s does not exist', v_key),
             HINT = pg_catalog.format('Subjects are the rows of %s.', (mseg._subject_table()).relid);
     END IF;
     SELECT * INTO st FROM mseg.legal_basis_state s
-    WHERE s.subject_key OPERATOR(pg_catalog.=) is_processable.subject AND s.purpose OPERATOR(pg_catalog.=) p.name;
+    WHERE s.subject_key OPERATOR(pg_catalog.=) v_id AND s.purpose OPERATOR(pg_catalog.=) p.name;
     RETURN mseg._processable(st,
         (SELECT ss.restricted_at IS NOT NULL OR ss.erased_at IS NOT NULL FROM mseg.subject_state ss
-         WHERE ss.subject_key OPERATOR(pg_catalog.=) is_processable.subject),
+         WHERE ss.subject_key OPERATOR(pg_catalog.=) v_id),
         p, sensitive, pg_catalog.now());
 END
 $$;
@@ -476,7 +493,7 @@ $$;
 -- audit chain, read the current state, refuse or do nothing if the choice changes nothing, append
 -- the ledger event, write the state it implies, recompute the subject's memberships. Only the
 -- state transition differs (the same transitions mseg._state_problem replays, src/audit.rs).
-CREATE FUNCTION mseg._choose(p_subject pg_catalog.int8, p_event pg_catalog.text, p_purpose pg_catalog.text,
+CREATE FUNCTION mseg._choose(p_subject pg_catalog.int8, p_key pg_catalog.text, p_event pg_catalog.text, p_purpose pg_catalog.text,
                              p_basis pg_catalog.text, p_notice pg_catalog.text, p_source pg_catalog.text,
                              p_evidence pg_catalog.jsonb)
 RETURNS pg_catalog.int8 LANGUAGE plpgsql VOLATILE
@@ -508,7 +525,7 @@ BEGIN
                 HINT = 'Record the choice under a basis the purpose accepts, or change the purpose with mseg.alter_purpose.';
         END IF;
     END IF;
-    v_ref := mseg._lock_subject(p_subject);
+    v_ref := mseg._lock_subject(p_subject, p_key);
     -- the current state (read after the lock: the latest committed one)
     IF p.name IS NOT NULL THEN
         SELECT * INTO st FROM mseg.legal_basis_state s
@@ -524,35 +541,35 @@ BEGIN
            AND st.notice_version IS NOT DISTINCT FROM p_notice
            AND st.granted_at OPERATOR(pg_catalog.+) p.retention OPERATOR(pg_catalog.>) pg_catalog.now() THEN
             RETURN mseg._noop(pg_catalog.format('subject %s already granted %s for purpose "%s" under this notice version',
-                                                p_subject, p_basis, p.name));
+                                                p_key, p_basis, p.name));
         END IF;
     WHEN 'withdraw' THEN
         IF st.consent_basis IS NULL THEN
             IF st.withdrawn_at IS NOT NULL THEN
-                RETURN mseg._noop(pg_catalog.format('subject %s already withdrew consent for purpose "%s"', p_subject, p.name));
+                RETURN mseg._noop(pg_catalog.format('subject %s already withdrew consent for purpose "%s"', p_key, p.name));
             END IF;
             RAISE EXCEPTION USING ERRCODE = 'MS043',
-                MESSAGE = pg_catalog.format('subject %s has no consent for purpose "%s" to withdraw', p_subject, p.name),
+                MESSAGE = pg_catalog.format('subject %s has no consent for purpose "%s" to withdraw', p_key, p.name),
                 HINT = 'To stop legitimate-interest processing, record an objection with mseg.object(subject, purpose).';
         END IF;
     WHEN 'object' THEN
         IF st.objected_at IS NOT NULL THEN
-            RETURN mseg._noop(pg_catalog.format('subject %s already objected to purpose "%s"', p_subject, p.name));
+            RETURN mseg._noop(pg_catalog.format('subject %s already objected to purpose "%s"', p_key, p.name));
         END IF;
     WHEN 'lift_objection' THEN
         IF st.objected_at IS NULL THEN
             RAISE EXCEPTION USING ERRCODE = 'MS043',
-                MESSAGE = pg_catalog.format('subject %s has no objection to purpose "%s" to lift', p_subject, p.name),
+                MESSAGE = pg_catalog.format('subject %s has no objection to purpose "%s" to lift', p_key, p.name),
                 HINT = 'mseg.subject_report(subject) shows the subject''s current choices.';
         END IF;
     WHEN 'restrict' THEN
         IF v_restricted THEN
-            RETURN mseg._noop(pg_catalog.format('subject %s is already restricted', p_subject));
+            RETURN mseg._noop(pg_catalog.format('subject %s is already restricted', p_key));
         END IF;
     WHEN 'lift_restriction' THEN
         IF NOT v_restricted THEN
             RAISE EXCEPTION USING ERRCODE = 'MS043',
-                MESSAGE = pg_catalog.format('subject %s is not restricted', p_subject),
+                MESSAGE = pg_catalog.format('subject %s is not restricted', p_key),
                 HINT = 'mseg.subject_report(subject) shows the subject''s current choices.';
         END IF;
     END CASE;
@@ -597,46 +614,47 @@ BEGIN
 END
 $$;
 
--- The public choices: application code records them (EXECUTE granted in finalize.sql).
-CREATE FUNCTION mseg.grant_consent(subject pg_catalog.int8, purpose pg_catalog.text,
+-- The public choices: application code records them (EXECUTE granted in finalize.sql). A subject
+-- is given by its key, of whatever type the subject table uses (integer, uuid, text…).
+CREATE FUNCTION mseg.grant_consent(subject anycompatible, purpose pg_catalog.text,
                                    notice_version pg_catalog.text DEFAULT NULL, source pg_catalog.text DEFAULT NULL,
                                    evidence pg_catalog.jsonb DEFAULT NULL, legal_basis pg_catalog.text DEFAULT 'consent')
 RETURNS pg_catalog.int8 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT mseg._choose($1, 'grant', $2, $6, $3, $4, $5) $$;
+AS $$ SELECT mseg._choose(mseg._subject_id($1::pg_catalog.text), $1::pg_catalog.text, 'grant', $2, $6, $3, $4, $5) $$;
 
-CREATE FUNCTION mseg.withdraw_consent(subject pg_catalog.int8, purpose pg_catalog.text,
+CREATE FUNCTION mseg.withdraw_consent(subject anycompatible, purpose pg_catalog.text,
                                       source pg_catalog.text DEFAULT NULL, evidence pg_catalog.jsonb DEFAULT NULL)
 RETURNS pg_catalog.int8 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT mseg._choose($1, 'withdraw', $2, NULL, NULL, $3, $4) $$;
+AS $$ SELECT mseg._choose(mseg._subject_id($1::pg_catalog.text), $1::pg_catalog.text, 'withdraw', $2, NULL, NULL, $3, $4) $$;
 
 -- Art. 21: objection. For direct marketing it is absolute: it stops processing for the purpose
 -- whatever the basis, until lifted or superseded by a new explicit grant.
-CREATE FUNCTION mseg.object(subject pg_catalog.int8, purpose pg_catalog.text,
+CREATE FUNCTION mseg.object(subject anycompatible, purpose pg_catalog.text,
                             source pg_catalog.text DEFAULT NULL, evidence pg_catalog.jsonb DEFAULT NULL)
 RETURNS pg_catalog.int8 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT mseg._choose($1, 'object', $2, NULL, NULL, $3, $4) $$;
+AS $$ SELECT mseg._choose(mseg._subject_id($1::pg_catalog.text), $1::pg_catalog.text, 'object', $2, NULL, NULL, $3, $4) $$;
 
-CREATE FUNCTION mseg.lift_objection(subject pg_catalog.int8, purpose pg_catalog.text,
+CREATE FUNCTION mseg.lift_objection(subject anycompatible, purpose pg_catalog.text,
                                     source pg_catalog.text DEFAULT NULL, evidence pg_catalog.jsonb DEFAULT NULL)
 RETURNS pg_catalog.int8 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT mseg._choose($1, 'lift_objection', $2, NULL, NULL, $3, $4) $$;
+AS $$ SELECT mseg._choose(mseg._subject_id($1::pg_catalog.text), $1::pg_catalog.text, 'lift_objection', $2, NULL, NULL, $3, $4) $$;
 
 -- Art. 18: restriction stops all processing of the subject, for every purpose.
-CREATE FUNCTION mseg.restrict(subject pg_catalog.int8, source pg_catalog.text DEFAULT NULL,
+CREATE FUNCTION mseg.restrict(subject anycompatible, source pg_catalog.text DEFAULT NULL,
                               evidence pg_catalog.jsonb DEFAULT NULL)
 RETURNS pg_catalog.int8 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT mseg._choose($1, 'restrict', NULL, NULL, NULL, $2, $3) $$;
+AS $$ SELECT mseg._choose(mseg._subject_id($1::pg_catalog.text), $1::pg_catalog.text, 'restrict', NULL, NULL, NULL, $2, $3) $$;
 
-CREATE FUNCTION mseg.lift_restriction(subject pg_catalog.int8, source pg_catalog.text DEFAULT NULL,
+CREATE FUNCTION mseg.lift_restriction(subject anycompatible, source pg_catalog.text DEFAULT NULL,
                                       evidence pg_catalog.jsonb DEFAULT NULL)
 RETURNS pg_catalog.int8 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT mseg._choose($1, 'lift_restriction', NULL, NULL, NULL, $2, $3) $$;
+AS $$ SELECT mseg._choose(mseg._subject_id($1::pg_catalog.text), $1::pg_catalog.text, 'lift_restriction', NULL, NULL, NULL, $2, $3) $$;
 
 -- ---------------------------------------------------------------------------------------------
 -- Data-subject rights (DBA / DPO)
@@ -646,7 +664,7 @@ AS $$ SELECT mseg._choose($1, 'lift_restriction', NULL, NULL, NULL, $2, $3) $$;
 -- classified direct or sensitive to NULL (its pseudonym columns follow through their trigger).
 -- Either way the subject's current legal-basis state goes, the ledger keeps its pseudonymous
 -- events, and mseg.erasures keeps a minimal proof. Later Variant Twin deltas send a tombstone.
-CREATE FUNCTION mseg.forget(subject pg_catalog.int8, mode pg_catalog.text DEFAULT 'delete',
+CREATE FUNCTION mseg.forget(subject anycompatible, mode pg_catalog.text DEFAULT 'delete',
                             source pg_catalog.text DEFAULT NULL, evidence pg_catalog.jsonb DEFAULT NULL)
 RETURNS pg_catalog.jsonb LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -659,22 +677,25 @@ DECLARE
     v_notnull pg_catalog.text;
     v_states pg_catalog.int8;
     v_rows pg_catalog.int8;
+    v_key pg_catalog.text := subject::pg_catalog.text;
+    v_id pg_catalog.int8 := mseg._subject_id(subject::pg_catalog.text);
+    v_mapped pg_catalog.bool := EXISTS (SELECT 1 FROM mseg.subject_ids i WHERE i.subject_key OPERATOR(pg_catalog.=) subject::pg_catalog.text);
 BEGIN
     PERFORM mseg._require(mode, 'mode');
     IF mode OPERATOR(pg_catalog.<>) ALL ('{delete,nullify}'::pg_catalog.text[]) THEN
         RAISE EXCEPTION USING ERRCODE = 'MS023', MESSAGE = pg_catalog.format('unknown erasure mode "%s"', mode),
             HINT = 'mode is delete (remove the subject row) or nullify (keep it, clear direct and sensitive columns).';
     END IF;
-    v_ref := mseg._lock_subject(subject);
+    v_ref := mseg._lock_subject(v_id, v_key);
     t := mseg._subject_table();
     -- the row is deleted or cleared by mseg._erase_subject_row as the table's owner, in a
     -- security-restricted context: the table's triggers never run with this function's rights
     IF mode OPERATOR(pg_catalog.=) 'delete' THEN
         BEGIN
-            v_rows := mseg._erase_subject_row(subject, 'delete');
+            v_rows := mseg._erase_subject_row(v_key, 'delete');
         EXCEPTION WHEN foreign_key_violation THEN
             RAISE EXCEPTION USING ERRCODE = 'MS049',
-                MESSAGE = pg_catalog.format('subject %s cannot be deleted: other rows refer to it', subject),
+                MESSAGE = pg_catalog.format('subject %s cannot be deleted: other rows refer to it', v_key),
                 DETAIL = SQLERRM,
                 HINT = 'Delete or anonymise the referring rows first, declare the foreign key ON DELETE CASCADE, or use mode => ''nullify''.';
         END;
@@ -694,36 +715,40 @@ BEGIN
           AND c.class OPERATOR(pg_catalog.=) ANY ('{direct,sensitive}'::pg_catalog.text[]);
         IF v_notnull IS NOT NULL THEN
             RAISE EXCEPTION USING ERRCODE = 'MS049',
-                MESSAGE = pg_catalog.format('subject %s cannot be nullified: %s of %s are NOT NULL', subject, v_notnull, t.relid),
+                MESSAGE = pg_catalog.format('subject %s cannot be nullified: %s of %s are NOT NULL', v_key, v_notnull, t.relid),
                 DETAIL = 'mode nullify sets every direct and sensitive column to NULL.',
                 HINT = 'Drop the NOT NULL constraints on those columns, or use mode => ''delete''.';
         END IF;
-        v_rows := mseg._erase_subject_row(subject, 'nullify', v_columns);
+        v_rows := mseg._erase_subject_row(v_key, 'nullify', v_columns);
     END IF;
     e := mseg._record(v_ref, NULL, 'erase', NULL, NULL, source,
                       COALESCE(evidence, '{}'::pg_catalog.jsonb) OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('mode', mode));
-    DELETE FROM mseg.legal_basis_state s WHERE s.subject_key OPERATOR(pg_catalog.=) forget.subject;
+    DELETE FROM mseg.legal_basis_state s WHERE s.subject_key OPERATOR(pg_catalog.=) v_id;
     GET DIAGNOSTICS v_states = ROW_COUNT;
     IF mode OPERATOR(pg_catalog.=) 'delete' THEN
         -- the row is gone, and its memberships with it (segment trigger)
-        DELETE FROM mseg.subject_state ss WHERE ss.subject_key OPERATOR(pg_catalog.=) forget.subject;
+        DELETE FROM mseg.subject_state ss WHERE ss.subject_key OPERATOR(pg_catalog.=) v_id;
     ELSE
         -- the row stays: mark it erased so no basis (legitimate interest included) applies again
         INSERT INTO mseg.subject_state AS ss (subject_key, restricted_at, erased_at, last_event_id, updated_at)
-        VALUES (subject, NULL, e.recorded_at, e.event_id, e.recorded_at)
+        VALUES (v_id, NULL, e.recorded_at, e.event_id, e.recorded_at)
         ON CONFLICT (subject_key) DO UPDATE SET restricted_at = NULL, erased_at = EXCLUDED.erased_at,
             last_event_id = EXCLUDED.last_event_id, updated_at = EXCLUDED.updated_at;
-        PERFORM mseg._segments_refresh_subject(subject);
+        PERFORM mseg._segments_refresh_subject(v_id);
     END IF;
-    INSERT INTO mseg.erasures (subject_ref, erased_at, mode, actor, event_id)
-    VALUES (v_ref, e.recorded_at, mode, SESSION_USER, e.event_id);
+    INSERT INTO mseg.erasures (subject_ref, subject_id, erased_at, mode, actor, event_id)
+    VALUES (v_ref, CASE WHEN v_mapped THEN v_id END, e.recorded_at, mode, SESSION_USER, e.event_id);
+    IF v_mapped AND mode OPERATOR(pg_catalog.=) 'delete' THEN
+        -- the key itself is identifying: its mapping goes (the id stays, meaning nobody)
+        DELETE FROM mseg.subject_ids i WHERE i.subject_id OPERATOR(pg_catalog.=) v_id;
+    END IF;
     RETURN pg_catalog.jsonb_build_object('subject_ref', v_ref, 'mode', mode, 'rows', v_rows,
                                          'legal_basis_states_removed', v_states, 'erased_at', e.recorded_at);
 END
 $$;
 
 -- Art. 15 / 20: everything held about one subject, as jsonb.
-CREATE FUNCTION mseg.subject_report(subject pg_catalog.int8)
+CREATE FUNCTION mseg.subject_report(subject anycompatible)
 RETURNS pg_catalog.jsonb LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -734,17 +759,20 @@ DECLARE
     v_report pg_catalog.jsonb;
     v_restricted pg_catalog.timestamptz;
     v_erased pg_catalog.bool;
+    v_key pg_catalog.text := subject::pg_catalog.text;
+    v_id pg_catalog.int8;
 BEGIN
-    PERFORM mseg._require(subject, 'subject');
+    PERFORM mseg._require(v_key, 'subject');
     t := mseg._subject_table();
-    v_ref := mseg._subject_ref(subject);
-    v_row := mseg._subject_row(subject);   -- read as mseg_upkeep (src/consent.rs)
+    v_ref := mseg._subject_ref(v_key);
+    v_id := mseg._subject_id(v_key);
+    v_row := mseg._subject_row(v_key);   -- read as mseg_upkeep (src/consent.rs)
     IF v_row IS NULL AND NOT EXISTS (SELECT 1 FROM mseg.erasures e WHERE e.subject_ref OPERATOR(pg_catalog.=) v_ref) THEN
-        RAISE EXCEPTION USING ERRCODE = 'MS040', MESSAGE = pg_catalog.format('subject %s does not exist', subject),
+        RAISE EXCEPTION USING ERRCODE = 'MS040', MESSAGE = pg_catalog.format('subject %s does not exist', v_key),
             HINT = pg_catalog.format('Subjects are the rows of %s.', t.relid);
     END IF;
     SELECT ss.restricted_at, ss.erased_at IS NOT NULL INTO v_restricted, v_erased
-    FROM mseg.subject_state ss WHERE ss.subject_key OPERATOR(pg_catalog.=) subject;
+    FROM mseg.subject_state ss WHERE ss.subject_key OPERATOR(pg_catalog.=) v_id;
     v_report := pg_catalog.jsonb_build_object(
         'subject', subject,
         'subject_table', t.relid::pg_catalog.text,
@@ -769,7 +797,7 @@ BEGIN
                             'objected_at', s.objected_at) ORDER BY p.name)
                      FROM mseg.purposes p
                      LEFT JOIN mseg.legal_basis_state s ON s.purpose OPERATOR(pg_catalog.=) p.name
-                          AND s.subject_key OPERATOR(pg_catalog.=) subject_report.subject),
+                          AND s.subject_key OPERATOR(pg_catalog.=) v_id),
         -- an erased subject's ledger stays as pseudonymous evidence; it is not handed out by key
         'history', CASE WHEN EXISTS (SELECT 1 FROM mseg.erasures e WHERE e.subject_ref OPERATOR(pg_catalog.=) v_ref) THEN NULL ELSE
                    (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
@@ -779,7 +807,7 @@ BEGIN
                     FROM mseg.consent_events e WHERE e.subject_ref OPERATOR(pg_catalog.=) v_ref) END,
         'segments', COALESCE((SELECT pg_catalog.jsonb_agg(g.name ORDER BY g.name) FROM mseg.memberships m
                               JOIN mseg.segments g ON g.segment_id OPERATOR(pg_catalog.=) ANY (m.segments)
-                              WHERE m.subject_key OPERATOR(pg_catalog.=) subject_report.subject), '[]'::pg_catalog.jsonb),
+                              WHERE m.subject_key OPERATOR(pg_catalog.=) v_id), '[]'::pg_catalog.jsonb),
         'disclosures', '[]'::pg_catalog.jsonb);
     PERFORM mseg._audit('subject.report', NULL, pg_catalog.jsonb_build_object('subject_ref', v_ref));
     RETURN v_report;

@@ -88,6 +88,8 @@ TO mseg_upkeep;
 GRANT SELECT, INSERT, UPDATE, DELETE ON mseg.memberships TO mseg_upkeep;
 GRANT INSERT ON mseg.membership_events TO mseg_upkeep;
 GRANT USAGE ON SEQUENCE mseg.membership_event_seq TO mseg_upkeep;
+GRANT SELECT, INSERT ON mseg.subject_ids TO mseg_upkeep;
+GRANT USAGE ON SEQUENCE mseg.subject_id_seq TO mseg_upkeep;
 -- (trusted party) pool-segment predicates are evaluated as mseg_upkeep too
 GRANT SELECT, UPDATE (pool_segments) ON mseg.pool_twins TO mseg_upkeep;
 GRANT SELECT ON mseg.pool_segments TO mseg_upkeep;
@@ -119,17 +121,17 @@ GRANT EXECUTE ON FUNCTION mseg.detoken(pg_catalog.text, pg_catalog.text) TO mseg
 -- consent: application code records choices and asks whether it may process
 GRANT SELECT ON mseg.purposes TO mseg_app, mseg_admin;
 GRANT EXECUTE ON FUNCTION
-    mseg.grant_consent(pg_catalog.int8, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.jsonb, pg_catalog.text),
-    mseg.withdraw_consent(pg_catalog.int8, pg_catalog.text, pg_catalog.text, pg_catalog.jsonb),
-    mseg.object(pg_catalog.int8, pg_catalog.text, pg_catalog.text, pg_catalog.jsonb),
-    mseg.lift_objection(pg_catalog.int8, pg_catalog.text, pg_catalog.text, pg_catalog.jsonb),
-    mseg.restrict(pg_catalog.int8, pg_catalog.text, pg_catalog.jsonb),
-    mseg.lift_restriction(pg_catalog.int8, pg_catalog.text, pg_catalog.jsonb),
-    mseg.is_processable(pg_catalog.int8, pg_catalog.text, pg_catalog.bool)
+    mseg.grant_consent(anycompatible, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.jsonb, pg_catalog.text),
+    mseg.withdraw_consent(anycompatible, pg_catalog.text, pg_catalog.text, pg_catalog.jsonb),
+    mseg.object(anycompatible, pg_catalog.text, pg_catalog.text, pg_catalog.jsonb),
+    mseg.lift_objection(anycompatible, pg_catalog.text, pg_catalog.text, pg_catalog.jsonb),
+    mseg.restrict(anycompatible, pg_catalog.text, pg_catalog.jsonb),
+    mseg.lift_restriction(anycompatible, pg_catalog.text, pg_catalog.jsonb),
+    mseg.is_processable(anycompatible, pg_catalog.text, pg_catalog.bool)
 TO mseg_app, mseg_admin;
 
 -- consent and audit: the DBA / DPO configures, erases, reports and verifies
-GRANT SELECT ON mseg.subject_tables, mseg.column_classes, mseg.consent_events, mseg.legal_basis_state,
+GRANT SELECT ON mseg.subject_tables, mseg.subject_ids, mseg.column_classes, mseg.consent_events, mseg.legal_basis_state,
                 mseg.subject_state, mseg.erasures, mseg.audit_log, mseg.audit_head
 TO mseg_admin;
 GRANT EXECUTE ON FUNCTION
@@ -139,8 +141,8 @@ GRANT EXECUTE ON FUNCTION
     mseg.define_purpose(pg_catalog.text, pg_catalog.text[], pg_catalog.interval, pg_catalog.text),
     mseg.alter_purpose(pg_catalog.text, pg_catalog.text[], pg_catalog.interval, pg_catalog.text),
     mseg.drop_purpose(pg_catalog.text),
-    mseg.forget(pg_catalog.int8, pg_catalog.text, pg_catalog.text, pg_catalog.jsonb),
-    mseg.subject_report(pg_catalog.int8),
+    mseg.forget(anycompatible, pg_catalog.text, pg_catalog.text, pg_catalog.jsonb),
+    mseg.subject_report(anycompatible),
     mseg.verify_audit_log(pg_catalog.jsonb),
     mseg.audit_head()
 TO mseg_admin;
@@ -160,6 +162,8 @@ GRANT EXECUTE ON FUNCTION
     mseg.verify_segments()
 TO mseg_admin;
 GRANT EXECUTE ON FUNCTION mseg.segment_members(pg_catalog.text) TO mseg_admin, mseg_export;
+-- the key behind a subject id (ids are keys for integer-keyed tables)
+GRANT EXECUTE ON FUNCTION mseg.subject_key(pg_catalog.int8) TO mseg_admin, mseg_export;
 
 -- k-anonymity: generalize is harmless (no key) and k-views call it for their readers
 GRANT EXECUTE ON FUNCTION

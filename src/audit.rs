@@ -252,7 +252,7 @@ pub fn state_problem() -> Result<Option<String>> {
     let mut problem = None;
     // every stored row must be the replayed one (the subject's reference is computed from its key)
     let sql = format!(
-        "SELECT mseg._subject_ref(subject_key), purpose, consent_basis, {}, notice_version, {}, {}, last_event_id, {}, subject_key \
+        "SELECT mseg._subject_ref(mseg.subject_key(subject_key)), purpose, consent_basis, {}, notice_version, {}, {}, last_event_id, {}, subject_key \
          FROM mseg.legal_basis_state ORDER BY subject_key, purpose",
         micros("granted_at"),
         micros("withdrawn_at"),
@@ -299,7 +299,7 @@ pub fn state_problem() -> Result<Option<String>> {
         )));
     }
     let sql = format!(
-        "SELECT mseg._subject_ref(subject_key), {}, {}, last_event_id, {}, subject_key FROM mseg.subject_state ORDER BY subject_key",
+        "SELECT mseg._subject_ref(mseg.subject_key(subject_key)), {}, {}, last_event_id, {}, subject_key FROM mseg.subject_state ORDER BY subject_key",
         micros("restricted_at"),
         micros("erased_at"),
         micros("updated_at")

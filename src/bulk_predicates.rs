@@ -212,7 +212,7 @@ fn is_integer(typ: pg_sys::Oid) -> bool {
 }
 
 /// The source column number if `qual` is `source.column = s.key` (either way round) with integer
-/// columns and the built-in equality.
+/// columns (or both uuid, text or varchar) and the built-in equality.
 unsafe fn correlation(qual: *mut pg_sys::Node, subject_key: i16) -> Option<i16> {
     if (*qual).type_ != pg_sys::NodeTag::T_OpExpr {
         return None;
@@ -237,8 +237,10 @@ unsafe fn correlation(qual: *mut pg_sys::Node, subject_key: i16) -> Option<i16> 
         && outer.varlevelsup == 1
         && outer.varno == 1
         && outer.varattno == subject_key
-        && is_integer(inner.vartype)
-        && is_integer(outer.vartype);
+        && ((is_integer(inner.vartype) && is_integer(outer.vartype))
+            // a uuid or text subject key: the same type on both sides
+            || (inner.vartype == outer.vartype
+                && [pg_sys::UUIDOID, pg_sys::TEXTOID, pg_sys::VARCHAROID].contains(&inner.vartype)));
     tied.then_some(inner.varattno)
 }
 

@@ -516,25 +516,86 @@ pub fn update<T>(f: impl FnOnce(&mut SpiClient<'_>) -> Result<T>) -> Result<T> {
 // mseg.subject_tables, mseg.purposes
 // ---------------------------------------------------------------------------------------------
 
-/// The registered subject table: its OID, key column and quoted, schema-qualified name.
+/// The registered subject table: its OID, key column, quoted schema-qualified name, and how its
+/// keys are identified inside the extension. Integer keys are their own subject ids; other keys
+/// (uuid, text…) are mapped to ids in `mseg.subject_ids` by their text, so memberships, consent
+/// state, events and partner state keep one compact integer key whatever the table uses.
 #[derive(Clone, Debug)]
 pub struct SubjectTable {
     pub relid: pg_sys::Oid,
     pub key: String,
     pub name: String,
+    /// the key column's type as SQL (`bigint`, `uuid`, `text`, `character varying(20)` …)
+    pub key_type: String,
+    /// keys are mapped to ids through mseg.subject_ids (anything but an integer key)
+    pub mapped: bool,
+}
+
+impl SubjectTable {
+    /// The key of row `alias` (`alias.key`).
+    pub fn row_key(&self, alias: &str) -> String {
+        format!("{alias}.{}", spi::quote_identifier(&self.key))
+    }
+    /// What a FROM clause joins after row `alias` so that [`Self::id_of_row`] can name its id.
+    pub fn id_join(&self, alias: &str) -> String {
+        if self.mapped {
+            format!(
+                " JOIN mseg.subject_ids mseg_id ON mseg_id.subject_key OPERATOR(pg_catalog.=) ({})::pg_catalog.text",
+                self.row_key(alias)
+            )
+        } else {
+            String::new()
+        }
+    }
+    /// The subject id of row `alias` (after [`Self::id_join`]).
+    pub fn id_of_row(&self, alias: &str) -> String {
+        if self.mapped {
+            "mseg_id.subject_id".to_owned()
+        } else {
+            format!("{}::pg_catalog.int8", self.row_key(alias))
+        }
+    }
+    /// LEFT JOINs from the subject id `id` to its row (as `alias`; no row when it is gone).
+    pub fn row_of_id(&self, id: &str, alias: &str) -> String {
+        if self.mapped {
+            format!(
+                " LEFT JOIN mseg.subject_ids mseg_id ON mseg_id.subject_id OPERATOR(pg_catalog.=) {id} \
+                  LEFT JOIN {rel} {alias} ON {k} OPERATOR(pg_catalog.=) (mseg_id.subject_key)::{typ}",
+                rel = self.name,
+                k = self.row_key(alias),
+                typ = self.key_type
+            )
+        } else {
+            format!(" LEFT JOIN {} {alias} ON {} OPERATOR(pg_catalog.=) {id}", self.name, self.row_key(alias))
+        }
+    }
+    /// A key value from the SQL text expression `text`.
+    pub fn key_of_text(&self, text: &str) -> String {
+        format!("({text})::{}", self.key_type)
+    }
 }
 
 /// The registered subject table, if any.
 pub fn subject_table() -> Result<Option<SubjectTable>> {
     select(|c| {
-        let t = c.select("SELECT relid::pg_catalog.oid, key_column::pg_catalog.text FROM mseg.subject_tables", None, &[])?;
+        let t = c.select(
+            "SELECT t.relid::pg_catalog.oid, t.key_column::pg_catalog.text, \
+                    pg_catalog.format_type(a.atttypid, a.atttypmod), a.atttypid \
+             FROM mseg.subject_tables t LEFT JOIN pg_catalog.pg_attribute a \
+               ON a.attrelid OPERATOR(pg_catalog.=) t.relid AND a.attname OPERATOR(pg_catalog.=) t.key_column",
+            None,
+            &[],
+        )?;
         if t.is_empty() {
             return Ok(None);
         }
         let row = t.first();
         let relid = row.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid);
         let key = row.get::<String>(2)?.unwrap_or_default();
-        Ok(Some(SubjectTable { relid, name: relation_name(relid), key }))
+        let key_type = row.get::<String>(3)?.unwrap_or_else(|| "bigint".to_owned());
+        let typid = row.get::<pg_sys::Oid>(4)?.unwrap_or(pg_sys::INT8OID);
+        let mapped = ![pg_sys::INT2OID, pg_sys::INT4OID, pg_sys::INT8OID].contains(&typid);
+        Ok(Some(SubjectTable { relid, name: relation_name(relid), key, key_type, mapped }))
     })
 }
 

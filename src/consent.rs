@@ -77,7 +77,7 @@ pub fn basis_in_force(i: usize) -> String {
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 
-use crate::catalog;
+use crate::catalog::{self, SubjectTable};
 use crate::error::{boundary, Code, MsegError, Result};
 
 fn subject_table() -> Result<catalog::SubjectTable> {
@@ -90,12 +90,75 @@ fn subject_table() -> Result<catalog::SubjectTable> {
 /// Internal: whether subject `subject` has a row in the subject table (read as mseg_upkeep; the
 /// consent functions are SECURITY DEFINER and must not read a user table as their owner).
 #[pg_extern(stable, parallel_safe, name = "_subject_exists")]
-fn subject_exists(subject: Option<i64>) -> bool {
+fn subject_exists(subject: Option<&str>) -> bool {
     boundary(|| {
         let subject = subject.ok_or_else(|| MsegError::null_argument("subject"))?;
         let t = subject_table()?;
-        let sql = format!("SELECT EXISTS (SELECT 1 FROM {} s WHERE s.{} OPERATOR(pg_catalog.=) $1)", t.name, quote_identifier(&t.key));
+        let sql = format!("SELECT EXISTS (SELECT 1 FROM {} s WHERE s.{} OPERATOR(pg_catalog.=) {})", t.name, quote_identifier(&t.key), t.key_of_text("$1"));
         catalog::as_upkeep(|| Ok(catalog::query_one::<bool>(&sql, &[subject.into()])?.unwrap_or(false)))
+    })
+}
+
+/// The subject id of a subject key given as text: an integer key is its own id; any other key
+/// (uuid, text…) is looked up in mseg.subject_ids. NULL when there is no such subject id.
+pub fn id_of_key(t: &SubjectTable, key: &str) -> Result<Option<i64>> {
+    if !t.mapped {
+        return Ok(key.trim().parse::<i64>().ok());
+    }
+    catalog::select(|c| {
+        let r = c.select("SELECT subject_id FROM mseg.subject_ids WHERE subject_key OPERATOR(pg_catalog.=) $1", None, &[key.into()])?;
+        if r.is_empty() {
+            return Ok(None);
+        }
+        Ok(r.first().get_one::<i64>()?)
+    })
+}
+
+/// Internal: the subject id of a key given as text (NULL when unknown).
+#[pg_extern(stable, parallel_safe, name = "_subject_id")]
+fn subject_id_sql(key: Option<&str>) -> Option<i64> {
+    boundary(|| {
+        let Some(key) = key else { return Ok(None) };
+        id_of_key(&subject_table()?, key)
+    })
+}
+
+/// The subject key (as text) behind a subject id, as the functions that return subjects give
+/// them (`segment_members`, `resolve`, `verify_segments`): for integer keys the id is the key
+/// itself; for other key types, `mseg.subject_key(id)::uuid` turns it back. NULL when unknown.
+#[pg_extern(stable, parallel_safe, name = "subject_key")]
+fn subject_key_sql(id: Option<i64>) -> Option<String> {
+    boundary(|| {
+        let Some(id) = id else { return Ok(None) };
+        let t = subject_table()?;
+        if !t.mapped {
+            return Ok(Some(id.to_string()));
+        }
+        catalog::select(|c| {
+            let r = c.select("SELECT subject_key FROM mseg.subject_ids WHERE subject_id OPERATOR(pg_catalog.=) $1", None, &[id.into()])?;
+            if r.is_empty() {
+                return Ok(None);
+            }
+            Ok(r.first().get_one::<String>()?)
+        })
+    })
+}
+
+/// Internal (register_subjects): give every row of a subject table with non-integer keys its id.
+#[pg_extern(volatile, parallel_unsafe, name = "_map_subjects")]
+fn map_subjects() -> i64 {
+    boundary(|| {
+        let t = subject_table()?;
+        if !t.mapped {
+            return Ok(0);
+        }
+        let sql = format!(
+            "INSERT INTO mseg.subject_ids (subject_key) SELECT ({k})::pg_catalog.text FROM {rel} s WHERE {k} IS NOT NULL \
+             ORDER BY {k} ON CONFLICT (subject_key) DO NOTHING",
+            k = t.row_key("s"),
+            rel = t.name
+        );
+        catalog::as_upkeep(|| Spi::connect_mut(|c| Ok(c.update(&sql, None, &[])?.len() as i64)))
     })
 }
 
@@ -103,7 +166,7 @@ fn subject_exists(subject: Option<i64>) -> bool {
 /// column: `to_jsonb` of a whole row would call a user-defined cast to json of any column's type;
 /// here columns of non-built-in types (enums, composites…) come out as their text.
 #[pg_extern(stable, parallel_safe, name = "_subject_row")]
-fn subject_row(subject: Option<i64>) -> Option<pgrx::JsonB> {
+fn subject_row(subject: Option<&str>) -> Option<pgrx::JsonB> {
     boundary(|| {
         let subject = subject.ok_or_else(|| MsegError::null_argument("subject"))?;
         let t = subject_table()?;
@@ -135,7 +198,7 @@ fn subject_row(subject: Option<i64>) -> Option<pgrx::JsonB> {
             .collect::<Vec<_>>()
             .join(" OPERATOR(pg_catalog.||) ");
         let object = if object.is_empty() { "'{}'::pg_catalog.jsonb".to_owned() } else { object };
-        let sql = format!("SELECT {object} FROM {} s WHERE s.{} OPERATOR(pg_catalog.=) $1", t.name, quote_identifier(&t.key));
+        let sql = format!("SELECT {object} FROM {} s WHERE s.{} OPERATOR(pg_catalog.=) {}", t.name, quote_identifier(&t.key), t.key_of_text("$1"));
         catalog::as_upkeep(|| {
             Spi::connect(|c| {
                 let t = c.select(&sql, Some(1), &[subject.into()])?;
@@ -152,20 +215,20 @@ fn subject_row(subject: Option<i64>) -> Option<pgrx::JsonB> {
 /// subject table's owner in a security-restricted context, so the table's own triggers run with
 /// its owner's rights, never with the extension's. Returns the rows touched.
 #[pg_extern(volatile, parallel_unsafe, name = "_erase_subject_row")]
-fn erase_subject_row(subject: Option<i64>, mode: Option<&str>, columns: default!(Option<Vec<String>>, "NULL")) -> i64 {
+fn erase_subject_row(subject: Option<&str>, mode: Option<&str>, columns: default!(Option<Vec<String>>, "NULL")) -> i64 {
     boundary(|| {
         let subject = subject.ok_or_else(|| MsegError::null_argument("subject"))?;
         let t = subject_table()?;
-        let key = quote_identifier(&t.key);
+        let key = format!("{} OPERATOR(pg_catalog.=) {}", quote_identifier(&t.key), t.key_of_text("$1"));
         let sql = match mode {
-            Some("delete") => format!("DELETE FROM {} WHERE {key} OPERATOR(pg_catalog.=) $1", t.name),
+            Some("delete") => format!("DELETE FROM {} WHERE {key}", t.name),
             Some("nullify") => {
                 let columns = columns.unwrap_or_default();
                 if columns.is_empty() {
                     return Err(MsegError::new(Code::InvalidArgument, "no column to clear"));
                 }
                 let set: Vec<String> = columns.iter().map(|c| format!("{} = NULL", quote_identifier(c))).collect();
-                format!("UPDATE {} SET {} WHERE {key} OPERATOR(pg_catalog.=) $1", t.name, set.join(", "))
+                format!("UPDATE {} SET {} WHERE {key}", t.name, set.join(", "))
             }
             _ => return Err(MsegError::new(Code::InvalidArgument, "unknown erasure mode")),
         };

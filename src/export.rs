@@ -1059,7 +1059,7 @@ fn tombstone_reasons(subjects: &[i64]) -> MsegResult<HashMap<i64, String>> {
                             ELSE 'out_of_scope' END \
              FROM pg_catalog.unnest($1::pg_catalog.int8[]) k \
              LEFT JOIN mseg.subject_state ss ON ss.subject_key OPERATOR(pg_catalog.=) k \
-             LEFT JOIN mseg.erasures e ON e.subject_ref OPERATOR(pg_catalog.=) mseg._subject_ref(k)",
+             LEFT JOIN mseg.erasures e ON e.subject_ref OPERATOR(pg_catalog.=) mseg._subject_ref(k::pg_catalog.text)",
             None,
             &[subjects.to_vec().into()],
         )? {

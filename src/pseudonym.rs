@@ -519,13 +519,14 @@ fn rotate_domain(domain: Option<&str>) -> i32 {
     })
 }
 
-/// Keyed reference to a subject in the ledger and audit log (internal; not granted to anyone).
+/// Keyed reference to a subject in the ledger and audit log (internal; not granted to anyone): the
+/// pseudonym of the subject key's text in the internal domain mseg.subjects.
 #[pg_extern(volatile, parallel_safe, name = "_subject_ref")]
-fn subject_ref(subject: Option<i64>) -> Option<String> {
+fn subject_ref(subject: Option<&str>) -> Option<String> {
     boundary(|| {
         let Some(subject) = subject else { return Ok(None) };
         let keys = keys_for(keys::SUBJECT_DOMAIN)?;
-        Ok(Some(pseudonym_string(&keys, &subject.to_string())))
+        Ok(Some(pseudonym_string(&keys, subject)))
     })
 }
 

@@ -39,7 +39,7 @@ SELECT * FROM atk($$SELECT mseg.drop_domain('mseg.subjects')$$);
 SELECT * FROM atk($$SELECT mseg.create_domain('mseg.subjects')$$);
 SELECT * FROM atk($$SELECT mseg.create_domain('mseg.other')$$);
 -- I7 (control): the internal pseudonym function is granted to nobody.
-SELECT * FROM atk($$SELECT mseg._subject_ref(5)$$);
+SELECT * FROM atk($$SELECT mseg._subject_ref('5')$$);
 SELECT * FROM atk_check();
 -- I8 (invented; not on the issue's list): a partner's domain. pseudonym(key, 'partner.p1') maps
 -- the partner's pseudonyms back to subject keys without resolve's purpose check and audit entry.

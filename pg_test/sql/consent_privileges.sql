@@ -20,7 +20,7 @@ SELECT * FROM try($$UPDATE mseg.consent_events SET event = 'grant'$$);
 SELECT * FROM try($$INSERT INTO mseg.legal_basis_state (subject_key, purpose, consent_basis, granted_at, last_event_id, updated_at)
                     VALUES (11, 'direct_marketing', 'consent', now(), 1, now())$$);
 SELECT * FROM try($$SELECT mseg._audit('consent.grant', 'x', '{}')$$);
-SELECT * FROM try($$SELECT mseg._subject_ref(1)$$);
+SELECT * FROM try($$SELECT mseg._subject_ref('1')$$);
 SELECT * FROM try($$SELECT mseg._record('x', 'newsletter', 'grant', 'consent', NULL, NULL, NULL)$$);
 \c - postgres
 -- the ledger names the application as actor, and the chain still verifies

@@ -198,9 +198,13 @@ pub(super) fn register_source(table: Option<PgRelation>, subject_key_column: Opt
             return Err(MsegError::new(Code::UndefinedObject, format!("column \"{column}\" of {name} does not exist"))
                 .hint("Name the column that holds the subject key."));
         };
-        if !["smallint", "integer", "bigint"].contains(&typ.as_str()) {
+        // the key column holds the subject key: an integer for an integer-keyed subject table, else
+        // the subject key's own type (uuid, text…)
+        let integer = |t: &str| ["smallint", "integer", "bigint"].contains(&t);
+        let fits = if subject.mapped { subject.key_type.split('(').next() == Some(typ.as_str()) } else { integer(&typ) };
+        if !fits {
             return Err(MsegError::new(Code::InvalidTable, format!("column \"{column}\" of {name} has type {typ}"))
-                .hint("The subject key column of a source must be an integer, like the subject key."));
+                .hint(format!("The subject key column of a source has the subject key's type ({}).", if subject.mapped { subject.key_type.as_str() } else { "an integer" })));
         }
         // DDL on the table: the caller must own it
         let owner_ok = Spi::get_one_with_args::<bool>(

@@ -78,20 +78,32 @@ pub(super) fn forget_partition(part: pg_sys::Oid, kind: &str) -> MsegResult<()> 
 /// The distinct keys in column `key` of table `relid`, read as its owner (a detached partition is a
 /// table of its own, on which mseg_upkeep holds no privilege).
 pub(super) fn keys_in(relid: pg_sys::Oid, key: &str) -> MsegResult<Vec<i64>> {
+    let subject = require_subject_table()?;
+    let value = if subject.mapped { "pg_catalog.text" } else { "pg_catalog.int8" };
     let sql = format!(
-        "SELECT DISTINCT t.{k}::pg_catalog.int8 FROM ONLY {rel} t WHERE t.{k} IS NOT NULL ORDER BY 1",
+        "SELECT pg_catalog.array_agg(DISTINCT t.{k}::{value}) FROM ONLY {rel} t WHERE t.{k} IS NOT NULL",
         k = quote_identifier(key),
         rel = catalog::relation_name(relid)
     );
-    catalog::as_table_owner(relid, || {
-        Spi::connect(|c| {
-            let mut out = Vec::new();
-            for row in c.select(&sql, None, &[])? {
-                if let Some(k) = row.get::<i64>(1)? {
-                    out.push(k);
-                }
-            }
-            Ok(out)
+    if !subject.mapped {
+        return catalog::as_table_owner(relid, || catalog::query_one::<Vec<i64>>(&sql, &[]).map(Option::unwrap_or_default));
+    }
+    // mapped keys: read as the owner, given their ids (new ones for a subject partition's rows) as mseg_upkeep
+    let texts = catalog::as_table_owner(relid, || catalog::query_one::<Vec<String>>(&sql, &[]).map(Option::unwrap_or_default))?;
+    catalog::as_upkeep(|| {
+        Spi::connect_mut(|c| {
+            c.update(
+                "INSERT INTO mseg.subject_ids (subject_key) SELECT pg_catalog.unnest($1::pg_catalog.text[]) ON CONFLICT (subject_key) DO NOTHING",
+                None,
+                &[texts.clone().into()],
+            )?;
+            let t = c.update(
+                "SELECT pg_catalog.array_agg(subject_id ORDER BY subject_id) FROM mseg.subject_ids \
+                 WHERE subject_key OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[])",
+                None,
+                &[texts.into()],
+            )?;
+            Ok(t.first().get_one::<Vec<i64>>()?.unwrap_or_default())
         })
     })
 }

@@ -10,6 +10,7 @@ pub(super) enum PlanKind {
     SubjectLock,
     Lock,
     Insert { bulk: bool, locked: bool },
+    NewIds,
     Delete,
     Truncate,
 }

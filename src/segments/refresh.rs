@@ -17,11 +17,18 @@ pub(super) fn refresh_all(label: &str, scope: &Scope, mode: LockMode) -> MsegRes
     let slot = progress::start(progress::Operation::Refresh, subject.relid, label, total);
     let batch = crate::gucs::refresh_batch_subjects() as i64;
     let key = quote_identifier(&subject.key);
-    let next_batch = format!(
-        "SELECT pg_catalog.array_agg(k ORDER BY k) FROM (SELECT s.{key}::pg_catalog.int8 AS k FROM {} s \
-         WHERE s.{key} OPERATOR(pg_catalog.>) $1 ORDER BY s.{key} LIMIT $2) x",
-        subject.name
-    );
+    let next_batch = if subject.mapped {
+        // every id (an id whose subject is gone gets the empty set)
+        "SELECT pg_catalog.array_agg(k ORDER BY k) FROM (SELECT i.subject_id AS k FROM mseg.subject_ids i \
+         WHERE i.subject_id OPERATOR(pg_catalog.>) $1 ORDER BY i.subject_id LIMIT $2) x"
+            .to_owned()
+    } else {
+        format!(
+            "SELECT pg_catalog.array_agg(k ORDER BY k) FROM (SELECT s.{key}::pg_catalog.int8 AS k FROM {} s \
+             WHERE s.{key} OPERATOR(pg_catalog.>) $1 ORDER BY s.{key} LIMIT $2) x",
+            subject.name
+        )
+    };
     let before = events_count()?;
     let mut done = 0i64;
     catalog::as_upkeep(|| {

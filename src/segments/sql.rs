@@ -33,17 +33,19 @@ pub(super) enum Reads {
 /// `from`, each ANDed with the legal basis of the segment's purpose (see mseg._processable, the
 /// same rule).
 pub(super) fn eval_select(cat: &SegCatalog, subject: &SubjectTable, from: &str, scope: &Scope) -> String {
-    let (set, joins) = eval_parts(cat, subject, scope, false, Reads::PerSubject);
-    format!("SELECT s.{}::pg_catalog.int8 AS subject_key, {set} AS segs FROM {from} s{joins}", quote_identifier(&subject.key))
+    let id = subject.id_of_row("s");
+    let (set, joins) = eval_parts(cat, subject, scope, false, Reads::PerSubject, &id);
+    format!("SELECT {id} AS subject_key, {set} AS segs FROM {from} s{}{joins}", subject.id_join("s"))
 }
 
 /// The new set of the subject row s for the segments in `scope`, and the joins it needs (the
 /// subject's legal-basis state, the aggregate queries over the sources). With `carry`, the set also
 /// holds the stored ids of the segments outside `scope` (the caller joins the subject's membership
 /// row as m), so it is the subject's whole new set, in id order like every stored set; without it,
-/// only the ids in scope.
-pub(super) fn eval_parts(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, carry: bool, reads: Reads) -> (String, String) {
-    let key = format!("s.{}", quote_identifier(&subject.key));
+/// only the ids in scope. `id` is the SQL expression of the subject's id (the consent state is
+/// keyed by it); the sources are joined by the row's own key.
+pub(super) fn eval_parts(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, carry: bool, reads: Reads, id: &str) -> (String, String) {
+    let key = subject.row_key("s");
     let in_scope: Vec<usize> = (0..cat.segments.len()).filter(|&i| scope.includes(cat.segments[i].id)).collect();
     let segments: Vec<&SegmentDef> = in_scope.iter().map(|&i| &cat.segments[i]).collect();
     let mut purposes: Vec<&str> = segments.iter().map(|s| s.purpose.as_str()).collect();
@@ -85,7 +87,7 @@ pub(super) fn eval_parts(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope
     } else {
         format!("mseg._segments_merge(NULL, NULL, {evaluated})")
     };
-    let mut joins = crate::consent::joins(&purposes, &key);
+    let mut joins = crate::consent::joins(&purposes, id);
     if reads == Reads::Bulk {
         joins.push_str(&aggregates.joins(&key));
     }
@@ -98,20 +100,19 @@ pub(super) fn eval_parts(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope
 /// read in their bulk form.
 pub(super) fn apply_sql(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, bulk: bool) -> String {
     let reads = if bulk { Reads::Bulk } else { Reads::PerSubject };
-    let (set, joins) = eval_parts(cat, subject, scope, true, reads);
+    let (set, joins) = eval_parts(cat, subject, scope, true, reads, "mseg_k.k");
     let write = write_sets_sql(SetWrite::Upsert);
     format!(
         "WITH n AS MATERIALIZED (SELECT mseg_k.k AS subject_key, m.segments AS stored, \
-                CASE WHEN s.{key} IS NULL THEN '{{}}'::pg_catalog.int4[] ELSE {set} END AS new \
-              FROM pg_catalog.unnest($1::pg_catalog.int8[]) mseg_k(k) \
-              LEFT JOIN {rel} s ON s.{key} OPERATOR(pg_catalog.=) mseg_k.k{joins} \
+                CASE WHEN {key} IS NULL THEN '{{}}'::pg_catalog.int4[] ELSE {set} END AS new \
+              FROM pg_catalog.unnest($1::pg_catalog.int8[]) mseg_k(k){row}{joins} \
               LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) mseg_k.k), \
          d AS MATERIALIZED (SELECT * FROM n WHERE COALESCE(n.stored, '{{}}'::pg_catalog.int4[]) IS DISTINCT FROM n.new), \
          {write} \
          INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
          SELECT d.subject_key, mseg._segments_minus(d.new, d.stored), mseg._segments_minus(d.stored, d.new) FROM d",
-        rel = subject.name,
-        key = quote_identifier(&subject.key),
+        key = subject.row_key("s"),
+        row = subject.row_of_id("mseg_k.k", "s"),
     )
 }
 
@@ -168,17 +169,28 @@ pub(super) const TABLE_LOCK_SQL: &str = "LOCK TABLE mseg.memberships IN SHARE RO
 /// table lock in READ COMMITTED, so this statement's snapshot sees every membership row there will
 /// be, and new rows are plainly inserted (half the cost of an ON CONFLICT insert).
 pub(super) fn insert_sql(cat: &SegCatalog, subject: &SubjectTable, bulk: bool, locked: bool) -> String {
-    let key = quote_identifier(&subject.key);
     let reads = if bulk { Reads::Bulk } else { Reads::PerSubject };
-    let (set, joins) = eval_parts(cat, subject, &Scope::All, false, reads);
+    let id = subject.id_of_row("s");
+    let (set, joins) = eval_parts(cat, subject, &Scope::All, false, reads, &id);
     let write = write_sets_sql(if locked { SetWrite::InsertOrUpsert } else { SetWrite::Upsert });
     format!(
-        "WITH n AS MATERIALIZED (SELECT s.{key}::pg_catalog.int8 AS subject_key, {set} AS new, m.segments AS stored \
-              FROM mseg_new s{joins} LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) s.{key}), \
+        "WITH n AS MATERIALIZED (SELECT {id} AS subject_key, {set} AS new, m.segments AS stored \
+              FROM mseg_new s{id_join}{joins} LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) {id}), \
          d AS MATERIALIZED (SELECT * FROM n WHERE COALESCE(n.stored, '{{}}'::pg_catalog.int4[]) IS DISTINCT FROM n.new), \
          {write} \
          INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
-         SELECT d.subject_key, mseg._segments_minus(d.new, d.stored), mseg._segments_minus(d.stored, d.new) FROM d"
+         SELECT d.subject_key, mseg._segments_minus(d.new, d.stored), mseg._segments_minus(d.stored, d.new) FROM d",
+        id_join = subject.id_join("s"),
+    )
+}
+
+/// Mapped keys: give the new subjects of the statement (transition table mseg_new) their ids.
+pub(super) fn new_ids_sql(subject: &SubjectTable) -> String {
+    format!(
+        "INSERT INTO mseg.subject_ids (subject_key) SELECT ({})::pg_catalog.text FROM mseg_new s \
+         WHERE {} IS NOT NULL ON CONFLICT (subject_key) DO NOTHING",
+        subject.row_key("s"),
+        subject.row_key("s")
     )
 }
 

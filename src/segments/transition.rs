@@ -43,14 +43,24 @@ impl TransitionScan {
         }
     }
 
-    /// The current row's integer key in attribute `attnum` of type `typid` (int2/int4/int8).
-    pub(super) unsafe fn key(&self, attnum: i16, typid: pg_sys::Oid) -> Option<i64> {
+    /// The current row's key in attribute `attnum` of type `typid`: an integer key itself, any
+    /// other key (uuid, text…) a stand-in from `texts` until the statement's keys are mapped to
+    /// subject ids ([`MappedKeys::ids`]).
+    pub(super) unsafe fn key(&self, attnum: i16, typid: pg_sys::Oid, texts: &mut MappedKeys) -> Option<i64> {
         let d = self.value(attnum)?;
         match typid {
             pg_sys::INT8OID => Some(d.value() as i64),
             pg_sys::INT4OID => Some(i64::from(d.value() as i32)),
             pg_sys::INT2OID => Some(i64::from(d.value() as i16)),
-            _ => None,
+            _ => {
+                let mut output = pg_sys::InvalidOid;
+                let mut varlena = false;
+                pg_sys::getTypeOutputInfo(typid, &mut output, &mut varlena);
+                let c = pg_sys::OidOutputFunctionCall(output, d);
+                let text = CStr::from_ptr(c).to_string_lossy().into_owned();
+                pg_sys::pfree(c.cast());
+                Some(texts.stand_in(text))
+            }
         }
     }
 
@@ -85,17 +95,65 @@ pub(super) unsafe fn attr(desc: pg_sys::TupleDesc, attnum: i16) -> Option<&'stat
     Some(&*(*desc).attrs.as_ptr().add((attnum - 1) as usize))
 }
 
-/// Every key of one transition table, sorted and distinct; None if the key cannot be read.
+/// The keys of a statement whose subject table has non-integer keys, before they are mapped to
+/// subject ids: each distinct key text stands in as a negative number (ids are positive).
+#[derive(Default)]
+pub(super) struct MappedKeys {
+    texts: Vec<String>,
+    index: HashMap<String, i64>,
+}
+
+impl MappedKeys {
+    pub(super) fn stand_in(&mut self, text: String) -> i64 {
+        if let Some(&k) = self.index.get(&text) {
+            return k;
+        }
+        let k = -(self.texts.len() as i64) - 1;
+        self.index.insert(text.clone(), k);
+        self.texts.push(text);
+        k
+    }
+
+    /// Replace the stand-ins in `keys` by subject ids (sorted, distinct); with `create`, keys
+    /// without an id get one (new subjects); others without one are dropped (no such subject).
+    pub(super) fn ids(&self, client: &mut SpiClient<'_>, keys: Vec<i64>, create: bool) -> MsegResult<Vec<i64>> {
+        if self.texts.is_empty() {
+            return Ok(keys);
+        }
+        let wanted: Vec<&str> = keys.iter().filter(|k| **k < 0).map(|k| self.texts[(-k - 1) as usize].as_str()).collect();
+        let mut out: Vec<i64> = keys.into_iter().filter(|k| *k >= 0).collect();
+        if !wanted.is_empty() {
+            if create {
+                client.update(
+                    "INSERT INTO mseg.subject_ids (subject_key) SELECT pg_catalog.unnest($1::pg_catalog.text[]) \
+                     ON CONFLICT (subject_key) DO NOTHING",
+                    None,
+                    &[wanted.clone().into()],
+                )?;
+            }
+            let t = client.update(
+                "SELECT pg_catalog.array_agg(subject_id) FROM mseg.subject_ids WHERE subject_key OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[])",
+                None,
+                &[wanted.into()],
+            )?;
+            out.extend(t.first().get_one::<Vec<i64>>()?.unwrap_or_default());
+        }
+        Ok(sort_dedup(out))
+    }
+}
+
+/// Every key of one transition table (stand-ins for mapped keys); None if the key cannot be read.
 pub(super) unsafe fn transition_keys(
     store: *mut pg_sys::Tuplestorestate,
     desc: pg_sys::TupleDesc,
     attnum: i16,
     out: &mut Vec<i64>,
+    texts: &mut MappedKeys,
 ) -> Option<()> {
     let typid = attr(desc, attnum)?.atttypid;
     let mut scan = TransitionScan::open(store, desc)?;
     while scan.next() {
-        if let Some(k) = scan.key(attnum, typid) {
+        if let Some(k) = scan.key(attnum, typid, texts) {
             out.push(k);
         }
     }
@@ -116,6 +174,21 @@ pub(super) struct SubjectUpdate {
     pub(super) changed: Vec<i64>,
     pub(super) rekeyed: Vec<i64>,
     pub(super) affected: Vec<i32>,
+    /// the texts behind the stand-ins of a non-integer key (see [`SubjectUpdate::resolve`])
+    pub(super) texts: MappedKeys,
+}
+
+impl SubjectUpdate {
+    /// Turn the stand-ins of non-integer keys into subject ids (a key that appeared gets one).
+    pub(super) fn resolve(&mut self, client: &mut SpiClient<'_>) -> MsegResult<()> {
+        if self.texts.texts.is_empty() {
+            return Ok(());
+        }
+        self.changed = self.texts.ids(client, std::mem::take(&mut self.changed), false)?;
+        self.rekeyed = self.texts.ids(client, std::mem::take(&mut self.rekeyed), true)?;
+        self.texts = MappedKeys::default();
+        Ok(())
+    }
 }
 
 /// Compare each row's old and new version: a segment can move only if the row changed a column
@@ -136,6 +209,7 @@ pub(super) unsafe fn scan_subject_update(td: &pg_sys::TriggerData, cat: &SegCata
     let mut row_changed = vec![false; columns.len()];
     let mut affected = vec![false; cat.segments.len()];
     let (mut changed, mut rekeyed) = (Vec::new(), Vec::new());
+    let mut texts = MappedKeys::default();
     let mut paired = true;
     loop {
         // an UPDATE appends each row's old and new versions together: the two tables pair up
@@ -147,7 +221,7 @@ pub(super) unsafe fn scan_subject_update(td: &pg_sys::TriggerData, cat: &SegCata
         if !a {
             break;
         }
-        let (ko, kn) = (old.key(cat.subject_key_attnum, key_typ), new.key(cat.subject_key_attnum, key_typ));
+        let (ko, kn) = (old.key(cat.subject_key_attnum, key_typ, &mut texts), new.key(cat.subject_key_attnum, key_typ, &mut texts));
         if ko != kn {
             rekeyed.extend(ko);
             rekeyed.extend(kn);
@@ -196,41 +270,62 @@ pub(super) unsafe fn scan_subject_update(td: &pg_sys::TriggerData, cat: &SegCata
     let affected = cat.segments.iter().zip(&affected).filter(|(_, a)| **a).map(|(s, _)| s.id).collect();
     let rekeyed = sort_dedup(rekeyed);
     let changed = sort_dedup(changed).into_iter().filter(|k| rekeyed.binary_search(k).is_err()).collect();
-    Some(SubjectUpdate { changed, rekeyed, affected })
+    Some(SubjectUpdate { changed, rekeyed, affected, texts })
 }
 
-/// Keys of every row of both transition tables through SQL: the fallback when a table cannot be
-/// read directly (it recomputes more than needed, never less).
-pub(super) fn keys_by_sql(client: &mut SpiClient<'_>, key: &str, old: bool, new: bool) -> MsegResult<Vec<i64>> {
+/// Subject ids of every row of both transition tables through SQL: the fallback when a table cannot
+/// be read directly (it recomputes more than needed, never less). With `create`, mapped keys without
+/// an id get one.
+pub(super) fn keys_by_sql(client: &mut SpiClient<'_>, subject: &SubjectTable, key: &str, old: bool, new: bool, create: bool) -> MsegResult<Vec<i64>> {
     let key = quote_identifier(key);
     let mut parts = Vec::new();
+    let value = if subject.mapped { format!("{key}::pg_catalog.text") } else { format!("{key}::pg_catalog.int8") };
     if new {
-        parts.push(format!("SELECT {key}::pg_catalog.int8 AS k FROM mseg_new"));
+        parts.push(format!("SELECT {value} AS k FROM mseg_new"));
     }
     if old {
-        parts.push(format!("SELECT {key}::pg_catalog.int8 AS k FROM mseg_old"));
+        parts.push(format!("SELECT {value} AS k FROM mseg_old"));
     }
-    let sql = format!("SELECT pg_catalog.array_agg(DISTINCT k ORDER BY k) FROM ({}) x WHERE k IS NOT NULL", parts.join(" UNION ALL "));
-    let t = client.update(sql.as_str(), None, &[])?;
+    let rows = format!("SELECT k FROM ({}) x WHERE k IS NOT NULL", parts.join(" UNION ALL "));
+    if !subject.mapped {
+        let t = client.update(&format!("SELECT pg_catalog.array_agg(DISTINCT k ORDER BY k) FROM ({rows}) y"), None, &[])?;
+        return Ok(t.first().get_one::<Vec<i64>>()?.unwrap_or_default());
+    }
+    if create {
+        client.update(&format!("INSERT INTO mseg.subject_ids (subject_key) {rows} ON CONFLICT (subject_key) DO NOTHING"), None, &[])?;
+    }
+    let t = client.update(
+        &format!(
+            "SELECT pg_catalog.array_agg(DISTINCT i.subject_id ORDER BY i.subject_id) FROM ({rows}) y \
+             JOIN mseg.subject_ids i ON i.subject_key OPERATOR(pg_catalog.=) y.k"
+        ),
+        None,
+        &[],
+    )?;
     Ok(t.first().get_one::<Vec<i64>>()?.unwrap_or_default())
 }
 
-/// Keys of the rows of the transition tables `old`/`new`, read directly, else through SQL.
+/// Subject ids of the rows of the transition tables `old`/`new`, read directly, else through SQL.
+/// With `create`, mapped keys without an id get one (rows of new subjects).
+#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn statement_keys(
     client: &mut SpiClient<'_>,
     td: &pg_sys::TriggerData,
+    subject: &SubjectTable,
     key: &str,
     attnum: i16,
     old: bool,
     new: bool,
+    create: bool,
 ) -> MsegResult<Vec<i64>> {
     let desc = (*td.tg_relation).rd_att;
     let mut keys = Vec::new();
-    let direct = (!old || transition_keys(td.tg_oldtable, desc, attnum, &mut keys).is_some())
-        && (!new || transition_keys(td.tg_newtable, desc, attnum, &mut keys).is_some());
+    let mut texts = MappedKeys::default();
+    let direct = (!old || transition_keys(td.tg_oldtable, desc, attnum, &mut keys, &mut texts).is_some())
+        && (!new || transition_keys(td.tg_newtable, desc, attnum, &mut keys, &mut texts).is_some());
     if direct {
-        Ok(sort_dedup(keys))
+        texts.ids(client, sort_dedup(keys), create)
     } else {
-        keys_by_sql(client, key, old, new)
+        keys_by_sql(client, subject, key, old, new, create)
     }
 }

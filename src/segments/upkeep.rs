@@ -64,7 +64,7 @@ pub(super) unsafe fn on_statement(td: &pg_sys::TriggerData) -> MsegResult<()> {
             let old = op != pg_sys::TRIGGER_EVENT_INSERT;
             let new = op != pg_sys::TRIGGER_EVENT_DELETE;
             // SAFETY: td is this trigger's data; the transition tables live until it returns.
-            unsafe { statement_keys(client, td, &src.key, member.key_attnum, old, new)? }
+            unsafe { statement_keys(client, td, &subject, &src.key, member.key_attnum, old, new, false)? }
         };
         apply_keys(client, &cat, &subject, &keys, &scope, LockMode::RowsOrTable)
     })
@@ -90,7 +90,7 @@ pub(super) unsafe fn on_subject_part_statement(
         let old = op != pg_sys::TRIGGER_EVENT_INSERT;
         let new = op != pg_sys::TRIGGER_EVENT_DELETE;
         // SAFETY: td is this trigger's data; the transition tables live until it returns.
-        let keys = unsafe { statement_keys(client, td, &subject.key, key_attnum, old, new)? };
+        let keys = unsafe { statement_keys(client, td, subject, &subject.key, key_attnum, old, new, new)? };
         apply_keys(client, cat, subject, &keys, &Scope::All, LockMode::RowsOrTable)
     })
 }
@@ -99,12 +99,12 @@ pub(super) unsafe fn on_subject_part_statement(
 pub(super) fn orphans_sql(subject: &SubjectTable) -> String {
     format!(
         "WITH d AS (DELETE FROM mseg.memberships m WHERE NOT EXISTS \
-           (SELECT 1 FROM {} s WHERE s.{key} OPERATOR(pg_catalog.=) m.subject_key) \
+           (SELECT 1 FROM (SELECT m.subject_key AS k) mseg_k{row} WHERE {key} IS NOT NULL) \
            RETURNING m.subject_key, m.segments) \
          INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
          SELECT subject_key, '{{}}', segments FROM d WHERE pg_catalog.cardinality(segments) OPERATOR(pg_catalog.>) 0",
-        subject.name,
-        key = quote_identifier(&subject.key)
+        row = subject.row_of_id("mseg_k.k", "s"),
+        key = subject.row_key("s"),
     )
 }
 
@@ -125,6 +125,11 @@ pub(super) unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat
                 // waits for every writer of memberships; the next statement's snapshot sees them
                 client.update(TABLE_LOCK_SQL, None, &[])?;
             }
+            if subject.mapped {
+                // the new subjects' ids, before the evaluation joins them
+                let ids = plan(client, &PlanKind::NewIds, &[], || new_ids_sql(subject))?;
+                client.update(&*ids, None, &[])?;
+            }
             let p = plan(client, &PlanKind::Insert { bulk, locked }, &[], || insert_sql(cat, subject, bulk, locked))?;
             planned_for(bulk, || {
                 client.update(&*p, None, &[])?;
@@ -132,13 +137,17 @@ pub(super) unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat
             })
         }),
         pg_sys::TRIGGER_EVENT_UPDATE => {
-            let scanned = scan_subject_update(td, cat);
+            let mut scanned = scan_subject_update(td, cat);
             if let Some(u) = &scanned {
                 if u.rekeyed.is_empty() && (u.changed.is_empty() || u.affected.is_empty()) {
                     return Ok(()); // no set can move (no column read changed, or no predicate changed its value): no query run
                 }
             }
-            with_trigger_spi(td, |client| match scanned {
+            with_trigger_spi(td, |client| {
+                if let Some(u) = scanned.as_mut() {
+                    u.resolve(client)?;
+                }
+                match scanned {
                 Some(u) if row_path_applies(cat, &u) => update_row_segments(client, cat, subject, &u.changed, &u.affected),
                 Some(u) => {
                     let all: Vec<i64> = sort_dedup(u.changed.iter().chain(&u.rekeyed).copied().collect());
@@ -149,15 +158,16 @@ pub(super) unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat
                     apply_locked(client, cat, subject, &u.rekeyed, &Scope::All)
                 }
                 None => {
-                    let keys = keys_by_sql(client, &subject.key, true, true)?;
+                    let keys = keys_by_sql(client, subject, &subject.key, true, true, true)?;
                     apply_keys(client, cat, subject, &keys, &Scope::All, LockMode::RowsOrTable)
+                }
                 }
             })
         }
         pg_sys::TRIGGER_EVENT_DELETE => with_trigger_spi(td, |client| {
             // lock first: a concurrent source change must not re-create a deleted subject's set
             // SAFETY: td is this trigger's data.
-            let keys = unsafe { statement_keys(client, td, &subject.key, cat.subject_key_attnum, true, false)? };
+            let keys = unsafe { statement_keys(client, td, subject, &subject.key, cat.subject_key_attnum, true, false, false)? };
             if !keys.is_empty() {
                 lock_keys(client, &keys, LockMode::RowsOrTable)?;
                 let d = plan(client, &PlanKind::Delete, &[int8_array()], || DELETE_SQL.to_owned())?;
@@ -196,10 +206,10 @@ pub(super) fn row_path_applies(cat: &SegCatalog, u: &SubjectUpdate) -> bool {
 pub(super) fn row_eval_sql(cat: &SegCatalog, subject: &SubjectTable, affected: &[i32]) -> String {
     format!(
         "SELECT n.subject_key, n.segs, COALESCE(m.segments, '{{}}'::pg_catalog.int4[]) \
-         FROM ({eval} WHERE s.{key} OPERATOR(pg_catalog.=) ANY ($1)) n \
+         FROM ({eval} WHERE {id} OPERATOR(pg_catalog.=) ANY ($1)) n \
          LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) n.subject_key",
         eval = eval_select(cat, subject, "mseg_new", &Scope::Only(affected.to_vec())),
-        key = quote_identifier(&subject.key),
+        id = subject.id_of_row("s"),
     )
 }
 
@@ -258,6 +268,28 @@ pub(super) fn update_row_segments(
 /// The lock needs a privilege `mseg_upkeep` does not have (UPDATE), so it is taken as the table's
 /// owner: a row lock runs no code of the table.
 pub(super) fn lock_subject_rows(client: &mut SpiClient<'_>, cat: &SegCatalog, subject: &SubjectTable, keys: &[i64]) -> MsegResult<()> {
+    if subject.mapped {
+        // the owner may not read mseg.subject_ids: the keys' texts are looked up here first
+        let t = client.update(
+            "SELECT pg_catalog.array_agg(subject_key) FROM mseg.subject_ids WHERE subject_id OPERATOR(pg_catalog.=) ANY ($1)",
+            None,
+            &[keys.to_vec().into()],
+        )?;
+        let texts = t.first().get_one::<Vec<String>>()?.unwrap_or_default();
+        let sql = || {
+            format!(
+                "SELECT 1 FROM {rel} s WHERE {key} OPERATOR(pg_catalog.=) ANY ({arr}) ORDER BY {key} FOR SHARE",
+                rel = subject.name,
+                key = subject.row_key("s"),
+                arr = format!("$1::pg_catalog.text[]::{}[]", subject.key_type),
+            )
+        };
+        let lock = plan(client, &PlanKind::SubjectLock, &[pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::TEXTARRAYOID)], sql)?;
+        return catalog::run_as(cat.subject_owner, || {
+            client.update(&*lock, None, &[texts.into()])?;
+            Ok(())
+        });
+    }
     let sql = || {
         format!(
             "SELECT 1 FROM {rel} s WHERE s.{key} OPERATOR(pg_catalog.=) ANY ($1) ORDER BY s.{key} FOR SHARE",
