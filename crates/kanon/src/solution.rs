@@ -38,10 +38,7 @@ pub(crate) struct Stamps {
 
 impl Stamps {
     pub(crate) fn new(n: usize) -> Stamps {
-        Stamps {
-            stamp: vec![0; n],
-            epoch: 0,
-        }
+        Stamps { stamp: vec![0; n], epoch: 0 }
     }
 
     /// Starts a new, empty set.
