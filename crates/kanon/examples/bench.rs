@@ -106,22 +106,37 @@ fn main() {
     let n: usize = arg(0, "1000000").parse().expect("N");
     let q: usize = arg(1, "8").parse().expect("Q");
     let k: usize = arg(2, "10").parse().expect("K");
-    let l: Option<usize> = args.get(3).map(|s| s.parse().expect("L")).filter(|&l| l > 0);
+    let l: Option<usize> = args
+        .get(3)
+        .map(|s| s.parse().expect("L"))
+        .filter(|&l| l > 0);
     let limit: f64 = arg(4, "0.01").parse().expect("SUPPRESSION_LIMIT");
     let which = arg(5, "both");
-    assert!(["both", "mondrian", "global"].contains(&which.as_str()), "ALGORITHMS: both, mondrian or global");
+    assert!(
+        ["both", "mondrian", "global"].contains(&which.as_str()),
+        "ALGORITHMS: both, mondrian or global"
+    );
     assert!((1..=8).contains(&q), "Q must be 1..=8");
 
     let (occ_h, occupations) = occupation_hierarchy();
     let all_columns: Vec<(&str, Hierarchy)> = vec![
         ("birth_date", Hierarchy::date()),
         ("postcode", Hierarchy::prefix(5).unwrap()),
-        ("sex", Hierarchy::categorical([("F", "*"), ("M", "*"), ("X", "*")]).unwrap()),
-        ("income", Hierarchy::integer(vec![1000, 5000, 10_000, 50_000, 100_000, 500_000]).unwrap()),
+        (
+            "sex",
+            Hierarchy::categorical([("F", "*"), ("M", "*"), ("X", "*")]).unwrap(),
+        ),
+        (
+            "income",
+            Hierarchy::integer(vec![1000, 5000, 10_000, 50_000, 100_000, 500_000]).unwrap(),
+        ),
         ("occupation", occ_h),
         ("customer_since", Hierarchy::date()),
         ("children", Hierarchy::integer(vec![2, 4]).unwrap()),
-        ("loyalty", Hierarchy::numeric(vec![0.5, 1.0, 5.0, 10.0, 50.0]).unwrap()),
+        (
+            "loyalty",
+            Hierarchy::numeric(vec![0.5, 1.0, 5.0, 10.0, 50.0]).unwrap(),
+        ),
     ];
     let columns: Vec<(&str, Hierarchy)> = all_columns.into_iter().take(q).collect();
     let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
@@ -141,8 +156,10 @@ fn main() {
     };
     let diseases: Vec<String> = (0..12).map(|i| format!("condition{i}")).collect();
     let disease_zipf = Zipf::new(diseases.len(), 1.0);
-    let reference = kanon::date_to_days(time::Date::from_calendar_date(2025, time::Month::January, 1).unwrap());
-    let since_lo = kanon::date_to_days(time::Date::from_calendar_date(2000, time::Month::January, 1).unwrap());
+    let reference =
+        kanon::date_to_days(time::Date::from_calendar_date(2025, time::Month::January, 1).unwrap());
+    let since_lo =
+        kanon::date_to_days(time::Date::from_calendar_date(2000, time::Month::January, 1).unwrap());
 
     // generate first, so that the ingest time below is the library's alone
     struct Person {
@@ -158,12 +175,22 @@ fn main() {
     }
     let mut people = Vec::with_capacity(n);
     for _ in 0..n {
-        let age = if r.unit() < 0.7 { (40.0 + 12.0 * r.normal()).clamp(18.0, 95.0) } else { 18.0 + 77.0 * r.unit() };
+        let age = if r.unit() < 0.7 {
+            (40.0 + 12.0 * r.normal()).clamp(18.0, 95.0)
+        } else {
+            18.0 + 77.0 * r.unit()
+        };
         let birth = reference - (age * 365.25) as i64 - r.below(365) as i64;
         let city = cities[city_zipf.sample(&mut r)];
         // district numbers are spread over the city's 100 codes
         let district = (district_zipf.sample(&mut r) as u32 * 37) % 100;
-        let digits = [city / 100, (city / 10) % 10, city % 10, district / 10, district % 10];
+        let digits = [
+            city / 100,
+            (city / 10) % 10,
+            city % 10,
+            district / 10,
+            district % 10,
+        ];
         let postcode = digits.map(|d| b'0' + d as u8);
         let sex = match r.below(1000) {
             0..=494 => "F",
@@ -179,7 +206,17 @@ fn main() {
         }
         let loyalty = ((100.0 * r.unit().powf(1.7)) * 10.0).round() / 10.0;
         let sensitive = disease_zipf.sample(&mut r) as u8;
-        people.push(Person { birth, postcode, sex, income, occupation, since, kids, loyalty, sensitive });
+        people.push(Person {
+            birth,
+            postcode,
+            sex,
+            income,
+            occupation,
+            since,
+            kids,
+            loyalty,
+            sensitive,
+        });
     }
 
     let mut mondrian = Anonymizer::new(columns.clone(), k, l, limit).unwrap();
@@ -197,7 +234,9 @@ fn main() {
             Value::Num(p.loyalty),
         ];
         let sensitive = l.map(|_| diseases[p.sensitive as usize].as_str());
-        mondrian.push(subject as i64, &values[..q], sensitive).unwrap();
+        mondrian
+            .push(subject as i64, &values[..q], sensitive)
+            .unwrap();
     }
     let ingest = t0.elapsed().as_secs_f64();
     let input_mib = mondrian.memory_bytes() as f64 / (1024.0 * 1024.0);
@@ -210,8 +249,15 @@ fn main() {
         runs.push(mondrian);
     }
 
-    println!("N={n} Q={q} ({}) K={k} L={} suppression limit {limit}", names.join(", "), l.map_or("-".to_string(), |l| l.to_string()));
-    println!("ingest (push) {ingest:.2} s, input store {input_mib:.1} MiB ({:.1} bytes/record)", input_mib * 1048576.0 / n as f64);
+    println!(
+        "N={n} Q={q} ({}) K={k} L={} suppression limit {limit}",
+        names.join(", "),
+        l.map_or("-".to_string(), |l| l.to_string())
+    );
+    println!(
+        "ingest (push) {ingest:.2} s, input store {input_mib:.1} MiB ({:.1} bytes/record)",
+        input_mib * 1048576.0 / n as f64
+    );
     println!(
         "{:<9} {:>8} {:>8} {:>10} {:>9} {:>7} {:>9} {:>16} {:>9}",
         "algorithm", "run s", "NCP", "suppressed", "k", "l", "classes", "DM", "peak MiB"

@@ -85,7 +85,8 @@ impl GlobalRecoding {
         l: Option<usize>,
         suppression_limit: f64,
     ) -> Result<Anonymizer, Error> {
-        Ok(Anonymizer::new(columns, k, l, suppression_limit)?.with_algorithm(Algorithm::GlobalRecoding))
+        Ok(Anonymizer::new(columns, k, l, suppression_limit)?
+            .with_algorithm(Algorithm::GlobalRecoding))
     }
 }
 
@@ -99,7 +100,8 @@ impl Anonymizer {
         l: Option<usize>,
         suppression_limit: f64,
     ) -> Result<Anonymizer, Error> {
-        let bad = |parameter: &'static str, reason: String| Error::InvalidParameter { parameter, reason };
+        let bad =
+            |parameter: &'static str, reason: String| Error::InvalidParameter { parameter, reason };
         if k == 0 {
             return Err(bad("k", "must be at least 1".into()));
         }
@@ -107,10 +109,19 @@ impl Anonymizer {
             return Err(bad("l", "must be at least 1 when given".into()));
         }
         if !(0.0..=1.0).contains(&suppression_limit) {
-            return Err(bad("suppression_limit", format!("{suppression_limit} is not a fraction in [0, 1]")));
+            return Err(bad(
+                "suppression_limit",
+                format!("{suppression_limit} is not a fraction in [0, 1]"),
+            ));
         }
         if columns.len() > MAX_COLUMNS {
-            return Err(bad("columns", format!("{} quasi columns, at most {MAX_COLUMNS} are supported", columns.len())));
+            return Err(bad(
+                "columns",
+                format!(
+                    "{} quasi columns, at most {MAX_COLUMNS} are supported",
+                    columns.len()
+                ),
+            ));
         }
         let mut names = Vec::with_capacity(columns.len());
         let mut hierarchies = Vec::with_capacity(columns.len());
@@ -186,14 +197,26 @@ impl Anonymizer {
 
     /// Adds one record. `values` holds one value per quasi column, in column order. A record
     /// with an error is not added (nothing of it is kept).
-    pub fn push(&mut self, subject: i64, values: &[Value<'_>], sensitive: Option<&str>) -> Result<(), Error> {
+    pub fn push(
+        &mut self,
+        subject: i64,
+        values: &[Value<'_>],
+        sensitive: Option<&str>,
+    ) -> Result<(), Error> {
         let record = self.subjects.len() as u64;
         let q = self.names.len();
         if values.len() != q {
-            return Err(Error::Arity { record, expected: q, found: values.len() });
+            return Err(Error::Arity {
+                record,
+                expected: q,
+                found: values.len(),
+            });
         }
         if record >= MAX_CODES {
-            return Err(Error::TooLarge { what: "records", limit: MAX_CODES });
+            return Err(Error::TooLarge {
+                what: "records",
+                limit: MAX_CODES,
+            });
         }
         if self.l.is_some() && sensitive.is_none() {
             return Err(Error::MissingSensitive { record });
@@ -201,17 +224,24 @@ impl Anonymizer {
         let mut leaves = [Leaf::Int(0); MAX_COLUMNS];
         for c in 0..q {
             let h = &self.hierarchies[c];
-            leaves[c] = h.leaf_planned(self.plans[c].as_ref(), &values[c]).map_err(|e| e.in_column(&self.names[c], Some(record)))?;
+            leaves[c] = h
+                .leaf_planned(self.plans[c].as_ref(), &values[c])
+                .map_err(|e| e.in_column(&self.names[c], Some(record)))?;
             if !self.dicts[c].has_room() {
-                return Err(
-                    Error::TooLarge { what: "distinct values in one column", limit: MAX_CODES }.in_column(&self.names[c], Some(record))
-                );
+                return Err(Error::TooLarge {
+                    what: "distinct values in one column",
+                    limit: MAX_CODES,
+                }
+                .in_column(&self.names[c], Some(record)));
             }
         }
         // from here on nothing fails except the sensitive dictionary, checked first
         match sensitive {
             Some(s) => {
-                let code = self.sens_dict.code(s).ok_or(Error::TooLarge { what: "distinct sensitive values", limit: MAX_CODES })?;
+                let code = self.sens_dict.code(s).ok_or(Error::TooLarge {
+                    what: "distinct sensitive values",
+                    limit: MAX_CODES,
+                })?;
                 if self.sens.len() < record as usize {
                     self.sens.resize(record as usize, NONE);
                 }
@@ -233,31 +263,53 @@ impl Anonymizer {
     }
 
     /// Adds one record given as text, parsed per column with [`Hierarchy::parse`].
-    pub fn push_text(&mut self, subject: i64, values: &[&str], sensitive: Option<&str>) -> Result<(), Error> {
+    pub fn push_text(
+        &mut self,
+        subject: i64,
+        values: &[&str],
+        sensitive: Option<&str>,
+    ) -> Result<(), Error> {
         let record = self.subjects.len() as u64;
         let q = self.names.len();
         if values.len() != q {
-            return Err(Error::Arity { record, expected: q, found: values.len() });
+            return Err(Error::Arity {
+                record,
+                expected: q,
+                found: values.len(),
+            });
         }
         let mut parsed = [Value::Int(0); MAX_COLUMNS];
         for c in 0..q {
-            parsed[c] = self.hierarchies[c].parse(values[c]).map_err(|e| e.in_column(&self.names[c], Some(record)))?;
+            parsed[c] = self.hierarchies[c]
+                .parse(values[c])
+                .map_err(|e| e.in_column(&self.names[c], Some(record)))?;
         }
         self.push(subject, &parsed[..q], sensitive)
     }
 
     /// Adds one record given as text where `None` is NULL (a value of every hierarchy, see
     /// [`Value::Null`]); the rest is parsed per column with [`Hierarchy::parse`].
-    pub fn push_text_nullable(&mut self, subject: i64, values: &[Option<&str>], sensitive: Option<&str>) -> Result<(), Error> {
+    pub fn push_text_nullable(
+        &mut self,
+        subject: i64,
+        values: &[Option<&str>],
+        sensitive: Option<&str>,
+    ) -> Result<(), Error> {
         let record = self.subjects.len() as u64;
         let q = self.names.len();
         if values.len() != q {
-            return Err(Error::Arity { record, expected: q, found: values.len() });
+            return Err(Error::Arity {
+                record,
+                expected: q,
+                found: values.len(),
+            });
         }
         let mut parsed = [Value::Null; MAX_COLUMNS];
         for c in 0..q {
             if let Some(text) = values[c] {
-                parsed[c] = self.hierarchies[c].parse(text).map_err(|e| e.in_column(&self.names[c], Some(record)))?;
+                parsed[c] = self.hierarchies[c]
+                    .parse(text)
+                    .map_err(|e| e.in_column(&self.names[c], Some(record)))?;
             }
         }
         self.push(subject, &parsed[..q], sensitive)
@@ -283,7 +335,12 @@ impl Anonymizer {
             + self.sens.capacity() * 4
             + self.dicts.iter().map(Dict::heap_bytes).sum::<usize>()
             + self.sens_dict.map.capacity() * 17
-            + self.sens_dict.map.keys().map(|s| s.len() + 16).sum::<usize>()
+            + self
+                .sens_dict
+                .map
+                .keys()
+                .map(|s| s.len() + 16)
+                .sum::<usize>()
     }
 
     /// Runs the anonymisation over everything pushed.
@@ -309,7 +366,10 @@ impl Anonymizer {
         let budget = (suppression_limit * records as f64).floor() as u64;
         let mut cols = Vec::with_capacity(q);
         for (c, dict) in dicts.into_iter().enumerate() {
-            cols.push(ColumnIndex::build(&hierarchies[c], dict, &mut codes[c]).map_err(|e| e.in_column(&names[c], None))?);
+            cols.push(
+                ColumnIndex::build(&hierarchies[c], dict, &mut codes[c])
+                    .map_err(|e| e.in_column(&names[c], None))?,
+            );
         }
         let has_sens = records > 0 && !sens_missing && sens.len() == records;
         let n_sens = sens_dict.map.len() as u32;
@@ -320,7 +380,21 @@ impl Anonymizer {
             Algorithm::Mondrian => mondrian(&cols, el, k, l, budget),
             Algorithm::GlobalRecoding => global(&cols, el, k, l, budget).0,
         };
-        Ok(build(&cols, names, subjects, row_elem, n_subjects, has_sens, sol, algorithm, k, l, suppression_limit, budget, started))
+        Ok(build(
+            &cols,
+            names,
+            subjects,
+            row_elem,
+            n_subjects,
+            has_sens,
+            sol,
+            algorithm,
+            k,
+            l,
+            suppression_limit,
+            budget,
+            started,
+        ))
     }
 }
 
@@ -494,8 +568,17 @@ fn build(
     let mut kept_ncp = 0.0;
     let mut dm: u64 = 0;
     let mut released_rows: u64 = 0;
-    let mut levels_used: Vec<ColumnLevels> =
-        names.iter().zip(cols).map(|(n, c)| ColumnLevels { column: n.clone(), min: usize::MAX, max: 0, top: c.top, ncp: 0.0 }).collect();
+    let mut levels_used: Vec<ColumnLevels> = names
+        .iter()
+        .zip(cols)
+        .map(|(n, c)| ColumnLevels {
+            column: n.clone(),
+            min: usize::MAX,
+            max: 0,
+            top: c.top,
+            ncp: 0.0,
+        })
+        .collect();
     for sc in &sol.classes {
         let mut key = Vec::with_capacity(q);
         let mut levels = Vec::with_capacity(q);
@@ -527,7 +610,11 @@ fn build(
             lu.min = lu.top;
             lu.max = lu.top;
         }
-        lu.ncp = if records == 0 { 0.0 } else { (lu.ncp + suppressed_records as f64) / records as f64 };
+        lu.ncp = if records == 0 {
+            0.0
+        } else {
+            (lu.ncp + suppressed_records as f64) / records as f64
+        };
     }
     let suppressed_subjects = sol.element_class.iter().filter(|&&c| c == NONE).count();
     dm = dm.saturating_add(suppressed_records.saturating_mul(records as u64));
@@ -549,7 +636,13 @@ fn build(
         suppression_limit,
         suppression_budget: budget as usize,
         k_reached: classes.iter().map(|c| c.subjects).min().unwrap_or(0),
-        l_reached: has_sens.then(|| classes.iter().map(|c| c.sensitive_values.unwrap_or(0)).min().unwrap_or(0)),
+        l_reached: has_sens.then(|| {
+            classes
+                .iter()
+                .map(|c| c.sensitive_values.unwrap_or(0))
+                .min()
+                .unwrap_or(0)
+        }),
         records,
         subjects: n_subjects,
         classes: classes.len(),
@@ -560,7 +653,13 @@ fn build(
         levels_used,
         elapsed: started.elapsed(),
     };
-    Anonymized { columns: names, classes, record_class, subjects, report }
+    Anonymized {
+        columns: names,
+        classes,
+        record_class,
+        subjects,
+        report,
+    }
 }
 
 #[cfg(test)]
@@ -568,18 +667,39 @@ mod tests {
     use super::*;
 
     fn cols() -> Vec<(&'static str, Hierarchy)> {
-        vec![("age", Hierarchy::integer_default()), ("zip", Hierarchy::prefix(5).unwrap())]
+        vec![
+            ("age", Hierarchy::integer_default()),
+            ("zip", Hierarchy::prefix(5).unwrap()),
+        ]
     }
 
     #[test]
     fn parameters_are_checked() {
-        assert!(matches!(Anonymizer::new(cols(), 0, None, 0.0), Err(Error::InvalidParameter { parameter: "k", .. })));
-        assert!(matches!(Anonymizer::new(cols(), 2, Some(0), 0.0), Err(Error::InvalidParameter { parameter: "l", .. })));
+        assert!(matches!(
+            Anonymizer::new(cols(), 0, None, 0.0),
+            Err(Error::InvalidParameter { parameter: "k", .. })
+        ));
+        assert!(matches!(
+            Anonymizer::new(cols(), 2, Some(0), 0.0),
+            Err(Error::InvalidParameter { parameter: "l", .. })
+        ));
         for lim in [-0.1, 1.5, f64::NAN] {
-            assert!(matches!(Anonymizer::new(cols(), 2, None, lim), Err(Error::InvalidParameter { parameter: "suppression_limit", .. })));
+            assert!(matches!(
+                Anonymizer::new(cols(), 2, None, lim),
+                Err(Error::InvalidParameter {
+                    parameter: "suppression_limit",
+                    ..
+                })
+            ));
         }
         let dup = vec![("a", Hierarchy::date()), ("a", Hierarchy::date())];
-        assert!(matches!(Anonymizer::new(dup, 2, None, 0.0), Err(Error::InvalidParameter { parameter: "columns", .. })));
+        assert!(matches!(
+            Anonymizer::new(dup, 2, None, 0.0),
+            Err(Error::InvalidParameter {
+                parameter: "columns",
+                ..
+            })
+        ));
         let bad = vec![("a", Hierarchy::Integer { widths: vec![3, 4] })];
         match Anonymizer::new(bad, 2, None, 0.0) {
             Err(e @ Error::InColumn { .. }) => {
@@ -587,16 +707,29 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let many: Vec<(String, Hierarchy)> = (0..65).map(|i| (format!("c{i}"), Hierarchy::date())).collect();
+        let many: Vec<(String, Hierarchy)> = (0..65)
+            .map(|i| (format!("c{i}"), Hierarchy::date()))
+            .collect();
         assert!(Anonymizer::new(many, 2, None, 0.0).is_err());
     }
 
     #[test]
     fn push_errors_leave_nothing_behind() {
         let mut a = Anonymizer::new(cols(), 2, None, 0.0).unwrap();
-        assert!(matches!(a.push(1, &[Value::Int(3)], None), Err(Error::Arity { record: 0, expected: 2, found: 1 })));
+        assert!(matches!(
+            a.push(1, &[Value::Int(3)], None),
+            Err(Error::Arity {
+                record: 0,
+                expected: 2,
+                found: 1
+            })
+        ));
         match a.push(1, &[Value::Int(3), Value::Text("123")], None) {
-            Err(Error::InColumn { column, record: Some(0), .. }) => assert_eq!(column, "zip"),
+            Err(Error::InColumn {
+                column,
+                record: Some(0),
+                ..
+            }) => assert_eq!(column, "zip"),
             other => panic!("{other:?}"),
         }
         assert_eq!(a.len(), 0);
@@ -604,31 +737,63 @@ mod tests {
         a.push_text(1, &["34", "10115"], None).unwrap();
         assert_eq!(a.len(), 1);
         let mut b = Anonymizer::new(cols(), 2, Some(2), 0.0).unwrap();
-        assert_eq!(b.push(1, &[Value::Int(3), Value::Text("10115")], None), Err(Error::MissingSensitive { record: 0 }));
+        assert_eq!(
+            b.push(1, &[Value::Int(3), Value::Text("10115")], None),
+            Err(Error::MissingSensitive { record: 0 })
+        );
     }
 
     #[test]
     fn empty_input() {
-        let out = Anonymizer::new(cols(), 2, None, 0.0).unwrap().run().unwrap();
+        let out = Anonymizer::new(cols(), 2, None, 0.0)
+            .unwrap()
+            .run()
+            .unwrap();
         let r = out.report();
-        assert_eq!((r.records, r.subjects, r.classes, r.k_reached, r.suppressed_records), (0, 0, 0, 0, 0));
+        assert_eq!(
+            (
+                r.records,
+                r.subjects,
+                r.classes,
+                r.k_reached,
+                r.suppressed_records
+            ),
+            (0, 0, 0, 0, 0)
+        );
         assert_eq!(r.ncp, 0.0);
         assert!(out.is_empty());
-        let out = GlobalRecoding::new(cols(), 2, None, 0.0).unwrap().run().unwrap();
+        let out = GlobalRecoding::new(cols(), 2, None, 0.0)
+            .unwrap()
+            .run()
+            .unwrap();
         assert_eq!(out.report().records, 0);
     }
 
     #[test]
     fn too_few_subjects_suppresses_everything() {
         for alg in [Algorithm::Mondrian, Algorithm::GlobalRecoding] {
-            let mut a = Anonymizer::new(cols(), 3, None, 0.0).unwrap().with_algorithm(alg);
+            let mut a = Anonymizer::new(cols(), 3, None, 0.0)
+                .unwrap()
+                .with_algorithm(alg);
             // three rows but only two subjects
-            a.push(1, &[Value::Int(30), Value::Text("10115")], None).unwrap();
-            a.push(1, &[Value::Int(30), Value::Text("10115")], None).unwrap();
-            a.push(2, &[Value::Int(31), Value::Text("10117")], None).unwrap();
+            a.push(1, &[Value::Int(30), Value::Text("10115")], None)
+                .unwrap();
+            a.push(1, &[Value::Int(30), Value::Text("10115")], None)
+                .unwrap();
+            a.push(2, &[Value::Int(31), Value::Text("10117")], None)
+                .unwrap();
             let out = a.run().unwrap();
             let r = out.report();
-            assert_eq!((r.k_reached, r.classes, r.suppressed_records, r.suppressed_subjects), (0, 0, 3, 2), "{alg}");
+            assert_eq!(
+                (
+                    r.k_reached,
+                    r.classes,
+                    r.suppressed_records,
+                    r.suppressed_subjects
+                ),
+                (0, 0, 3, 2),
+                "{alg}"
+            );
             assert_eq!(r.ncp, 1.0);
             assert_eq!(r.discernibility, 9);
             assert!(out.iter().all(|(_, v)| v.is_none()));
@@ -639,9 +804,16 @@ mod tests {
     #[test]
     fn small_example() {
         let mut a = Anonymizer::new(cols(), 2, None, 0.0).unwrap();
-        let rows = [(1, 34, "10115"), (2, 36, "10117"), (3, 52, "20095"), (4, 57, "20097"), (5, 58, "20099")];
+        let rows = [
+            (1, 34, "10115"),
+            (2, 36, "10117"),
+            (3, 52, "20095"),
+            (4, 57, "20097"),
+            (5, 58, "20099"),
+        ];
         for (s, age, zip) in rows {
-            a.push(s, &[Value::Int(age), Value::Text(zip)], None).unwrap();
+            a.push(s, &[Value::Int(age), Value::Text(zip)], None)
+                .unwrap();
         }
         let out = a.run().unwrap();
         let r = out.report().clone();
@@ -658,10 +830,14 @@ mod tests {
     #[test]
     fn subject_rows_share_one_class() {
         let mut a = Anonymizer::new(cols(), 2, None, 0.0).unwrap();
-        a.push(7, &[Value::Int(30), Value::Text("10115")], None).unwrap();
-        a.push(8, &[Value::Int(31), Value::Text("10119")], None).unwrap();
-        a.push(7, &[Value::Int(30), Value::Text("10117")], None).unwrap();
-        a.push(9, &[Value::Int(33), Value::Text("10111")], None).unwrap();
+        a.push(7, &[Value::Int(30), Value::Text("10115")], None)
+            .unwrap();
+        a.push(8, &[Value::Int(31), Value::Text("10119")], None)
+            .unwrap();
+        a.push(7, &[Value::Int(30), Value::Text("10117")], None)
+            .unwrap();
+        a.push(9, &[Value::Int(33), Value::Text("10111")], None)
+            .unwrap();
         let out = a.run().unwrap();
         assert_eq!(out.report().subjects, 3);
         assert_eq!(out.record(0), out.record(2));
@@ -671,18 +847,30 @@ mod tests {
     #[test]
     fn no_quasi_columns_and_constant_columns() {
         for alg in [Algorithm::Mondrian, Algorithm::GlobalRecoding] {
-            let mut a = Anonymizer::new(Vec::<(&str, Hierarchy)>::new(), 2, None, 0.0).unwrap().with_algorithm(alg);
+            let mut a = Anonymizer::new(Vec::<(&str, Hierarchy)>::new(), 2, None, 0.0)
+                .unwrap()
+                .with_algorithm(alg);
             a.push(1, &[], None).unwrap();
             a.push(2, &[], None).unwrap();
             let out = a.run().unwrap();
-            assert_eq!((out.report().k_reached, out.report().classes), (2, 1), "{alg}");
+            assert_eq!(
+                (out.report().k_reached, out.report().classes),
+                (2, 1),
+                "{alg}"
+            );
             assert_eq!(out.record(0), Some(&[][..]));
 
             // a column with one value costs nothing once it is out of `*`
-            let cols = vec![("d", Hierarchy::date()), ("x", Hierarchy::numeric(vec![0.5]).unwrap())];
-            let mut a = Anonymizer::new(cols, 2, None, 0.0).unwrap().with_algorithm(alg);
+            let cols = vec![
+                ("d", Hierarchy::date()),
+                ("x", Hierarchy::numeric(vec![0.5]).unwrap()),
+            ];
+            let mut a = Anonymizer::new(cols, 2, None, 0.0)
+                .unwrap()
+                .with_algorithm(alg);
             for s in 0..4 {
-                a.push(s, &[Value::Int(1000), Value::Num(2.5)], None).unwrap();
+                a.push(s, &[Value::Int(1000), Value::Num(2.5)], None)
+                    .unwrap();
             }
             let out = a.run().unwrap();
             if alg == Algorithm::Mondrian {
@@ -701,7 +889,8 @@ mod tests {
         let run = |limit: f64| {
             let mut a = Anonymizer::new(cols.clone(), 5, None, limit).unwrap();
             for s in 0..20 {
-                a.push(s, &[Value::Text(&format!("101{:02}", s % 4))], None).unwrap();
+                a.push(s, &[Value::Text(&format!("101{:02}", s % 4))], None)
+                    .unwrap();
             }
             a.push(99, &[Value::Text("99999")], None).unwrap();
             a.run().unwrap()
@@ -720,7 +909,16 @@ mod tests {
     fn null_is_a_value_not_a_reason_to_suppress() {
         let cols = vec![
             ("age", Hierarchy::integer(vec![10]).unwrap()),
-            ("job", Hierarchy::categorical([("nurse", "health"), ("surgeon", "health"), ("health", "*"), ("welder", "*")]).unwrap()),
+            (
+                "job",
+                Hierarchy::categorical([
+                    ("nurse", "health"),
+                    ("surgeon", "health"),
+                    ("health", "*"),
+                    ("welder", "*"),
+                ])
+                .unwrap(),
+            ),
         ];
         // 6 subjects without a job, 6 nurses, 1 without an age: nothing is suppressed, the
         // NULL job is a class of its own, the lone NULL age generalises to *
@@ -729,9 +927,11 @@ mod tests {
             a.push(s, &[Value::Int(30 + s), Value::Null], None).unwrap();
         }
         for s in 6..12 {
-            a.push(s, &[Value::Int(30 + s), Value::Text("nurse")], None).unwrap();
+            a.push(s, &[Value::Int(30 + s), Value::Text("nurse")], None)
+                .unwrap();
         }
-        a.push_text_nullable(12, &[None, Some("nurse")], None).unwrap();
+        a.push_text_nullable(12, &[None, Some("nurse")], None)
+            .unwrap();
         let out = a.run().unwrap();
         let r = out.report();
         assert_eq!(r.suppressed_records, 0);
@@ -753,10 +953,14 @@ mod tests {
     fn categorical_loss_counts_observed_values() {
         // 4 declared leaves, 2 observed: a class at * spans both observed values, NCP 1; a
         // leaf nobody holds does not dilute the loss
-        let cols = vec![("job", Hierarchy::categorical([("a", "*"), ("b", "*"), ("c", "*"), ("d", "*")]).unwrap())];
+        let cols = vec![(
+            "job",
+            Hierarchy::categorical([("a", "*"), ("b", "*"), ("c", "*"), ("d", "*")]).unwrap(),
+        )];
         let mut a = Anonymizer::new(cols, 4, None, 0.0).unwrap();
         for s in 0..4 {
-            a.push(s, &[Value::Text(if s % 2 == 0 { "a" } else { "b" })], None).unwrap();
+            a.push(s, &[Value::Text(if s % 2 == 0 { "a" } else { "b" })], None)
+                .unwrap();
         }
         let out = a.run().unwrap();
         assert_eq!(out.record(0).unwrap(), ["*"]);
@@ -766,10 +970,16 @@ mod tests {
     #[test]
     fn l_diversity_is_met() {
         let mut a = Anonymizer::new(cols(), 2, Some(2), 0.0).unwrap();
-        let rows =
-            [(1, 34, "10115", "flu"), (2, 36, "10117", "flu"), (3, 35, "10113", "cold"), (4, 52, "20095", "flu"), (5, 57, "20097", "cold")];
+        let rows = [
+            (1, 34, "10115", "flu"),
+            (2, 36, "10117", "flu"),
+            (3, 35, "10113", "cold"),
+            (4, 52, "20095", "flu"),
+            (5, 57, "20097", "cold"),
+        ];
         for (s, age, zip, d) in rows {
-            a.push(s, &[Value::Int(age), Value::Text(zip)], Some(d)).unwrap();
+            a.push(s, &[Value::Int(age), Value::Text(zip)], Some(d))
+                .unwrap();
         }
         let out = a.run().unwrap();
         assert!(out.report().l_reached.unwrap() >= 2);

@@ -129,11 +129,23 @@ pub(crate) fn group_keys(keys: &[u32], q: usize, n: usize) -> (Vec<u32>, usize) 
 #[derive(Clone, Debug)]
 pub(crate) enum Dict {
     /// Integers and dates (days since 1970-01-01).
-    Int { map: FxMap<i64, u32>, values: Vec<i64>, null: Option<u32> },
+    Int {
+        map: FxMap<i64, u32>,
+        values: Vec<i64>,
+        null: Option<u32>,
+    },
     /// Finite floats by bit pattern (-0 normalised to 0 before).
-    Num { map: FxMap<u64, u32>, values: Vec<f64>, null: Option<u32> },
+    Num {
+        map: FxMap<u64, u32>,
+        values: Vec<f64>,
+        null: Option<u32>,
+    },
     /// Prefix codes; the string is shared between the map and the list.
-    Text { map: FxMap<Arc<str>, u32>, values: Vec<Arc<str>>, null: Option<u32> },
+    Text {
+        map: FxMap<Arc<str>, u32>,
+        values: Vec<Arc<str>>,
+        null: Option<u32>,
+    },
     /// Categorical leaves are coded by their position in the mapping, no dictionary needed;
     /// NULL is the code after the last leaf.
     Cat { null: bool },
@@ -142,9 +154,21 @@ pub(crate) enum Dict {
 impl Dict {
     pub(crate) fn new(h: &Hierarchy) -> Dict {
         match h {
-            Hierarchy::Date | Hierarchy::Integer { .. } => Dict::Int { map: FxMap::default(), values: Vec::new(), null: None },
-            Hierarchy::Numeric { .. } => Dict::Num { map: FxMap::default(), values: Vec::new(), null: None },
-            Hierarchy::Prefix { .. } => Dict::Text { map: FxMap::default(), values: Vec::new(), null: None },
+            Hierarchy::Date | Hierarchy::Integer { .. } => Dict::Int {
+                map: FxMap::default(),
+                values: Vec::new(),
+                null: None,
+            },
+            Hierarchy::Numeric { .. } => Dict::Num {
+                map: FxMap::default(),
+                values: Vec::new(),
+                null: None,
+            },
+            Hierarchy::Prefix { .. } => Dict::Text {
+                map: FxMap::default(),
+                values: Vec::new(),
+                null: None,
+            },
             Hierarchy::Categorical(_) => Dict::Cat { null: false },
         }
     }
@@ -189,10 +213,12 @@ impl Dict {
                 values.push(*v);
                 (values.len() - 1) as u32
             }),
-            (Dict::Num { map, values, .. }, Leaf::Num(x)) => *map.entry(x.to_bits()).or_insert_with(|| {
-                values.push(*x);
-                (values.len() - 1) as u32
-            }),
+            (Dict::Num { map, values, .. }, Leaf::Num(x)) => {
+                *map.entry(x.to_bits()).or_insert_with(|| {
+                    values.push(*x);
+                    (values.len() - 1) as u32
+                })
+            }
             (Dict::Text { map, values, .. }, Leaf::Text(s)) => {
                 if let Some(&c) = map.get(*s) {
                     return c;
@@ -218,7 +244,9 @@ impl Dict {
             Dict::Int { map, values, .. } => map.capacity() * 13 + values.capacity() * 8,
             Dict::Num { map, values, .. } => map.capacity() * 13 + values.capacity() * 8,
             Dict::Text { map, values, .. } => {
-                map.capacity() * 21 + values.capacity() * 16 + values.iter().map(|s| s.len() + 16).sum::<usize>()
+                map.capacity() * 21
+                    + values.capacity() * 16
+                    + values.iter().map(|s| s.len() + 16).sum::<usize>()
             }
             Dict::Cat { .. } => 0,
         }
@@ -259,7 +287,11 @@ pub(crate) struct ColumnIndex {
 
 impl ColumnIndex {
     /// Sorts the dictionary, renumbers `codes` in place and builds the index.
-    pub(crate) fn build(h: &Hierarchy, dict: Dict, codes: &mut [u32]) -> Result<ColumnIndex, Error> {
+    pub(crate) fn build(
+        h: &Hierarchy,
+        dict: Dict,
+        codes: &mut [u32],
+    ) -> Result<ColumnIndex, Error> {
         let plan = h.plan()?;
         // the NULL leaf sorts first (its own node on every level below the top)
         let (leaves, n, null) = match dict {
@@ -366,7 +398,9 @@ impl ColumnIndex {
                     return 0.0;
                 }
                 let (dmin, dmax) = self.domain();
-                let (lo, hi) = self.hierarchy.interval(self.plan.as_ref(), &self.leaf(a), level);
+                let (lo, hi) = self
+                    .hierarchy
+                    .interval(self.plan.as_ref(), &self.leaf(a), level);
                 let cov = hi.min(dmax) - lo.max(dmin);
                 (cov / range).clamp(0.0, 1.0)
             }
@@ -511,21 +545,34 @@ impl ColumnIndex {
             return "*".to_string();
         }
         let leaf = self.leaf(self.start(level, node));
-        self.hierarchy.label(&leaf, level).expect("a checked leaf has a label at every level")
+        self.hierarchy
+            .label(&leaf, level)
+            .expect("a checked leaf has a label at every level")
     }
 }
 
 /// Sorts a dictionary (the NULL placeholder first); returns the sorted values and old → new.
-fn sort_dict<T>(values: Vec<T>, null: Option<u32>, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) -> (Vec<T>, Vec<u32>) {
+fn sort_dict<T>(
+    values: Vec<T>,
+    null: Option<u32>,
+    cmp: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> (Vec<T>, Vec<u32>) {
     let n = values.len();
     let mut order: Vec<u32> = (0..n as u32).collect();
-    order.sort_unstable_by(|&a, &b| (Some(a) != null).cmp(&(Some(b) != null)).then_with(|| cmp(&values[a as usize], &values[b as usize])));
+    order.sort_unstable_by(|&a, &b| {
+        (Some(a) != null)
+            .cmp(&(Some(b) != null))
+            .then_with(|| cmp(&values[a as usize], &values[b as usize]))
+    });
     let mut remap = vec![0u32; n];
     for (new, &old) in order.iter().enumerate() {
         remap[old as usize] = new as u32;
     }
     let mut slots: Vec<Option<T>> = values.into_iter().map(Some).collect();
-    let sorted = order.iter().map(|&old| slots[old as usize].take().unwrap()).collect();
+    let sorted = order
+        .iter()
+        .map(|&old| slots[old as usize].take().unwrap())
+        .collect();
     (sorted, remap)
 }
 
@@ -587,7 +634,12 @@ impl Elements {
 
 /// Collapses rows to elements (one per distinct subject). Returns the elements and, when
 /// some subject has several rows, the element of every row (`None`: row i is element i).
-pub(crate) fn collapse(subjects: &[i64], codes: Vec<Vec<u32>>, sens: Option<Vec<u32>>, n_sens: u32) -> (Elements, Option<Vec<u32>>) {
+pub(crate) fn collapse(
+    subjects: &[i64],
+    codes: Vec<Vec<u32>>,
+    sens: Option<Vec<u32>>,
+    n_sens: u32,
+) -> (Elements, Option<Vec<u32>>) {
     let n = subjects.len();
     let unique_sorted = subjects.windows(2).all(|w| w[0] < w[1]);
     let mut perm: Vec<u32> = Vec::new();
@@ -595,10 +647,23 @@ pub(crate) fn collapse(subjects: &[i64], codes: Vec<Vec<u32>>, sens: Option<Vec<
     if !unique_sorted {
         perm = (0..n as u32).collect();
         perm.sort_unstable_by_key(|&r| (subjects[r as usize], r));
-        unique = perm.windows(2).all(|w| subjects[w[0] as usize] != subjects[w[1] as usize]);
+        unique = perm
+            .windows(2)
+            .all(|w| subjects[w[0] as usize] != subjects[w[1] as usize]);
     }
     if unique {
-        return (Elements { n, codes, hi: Vec::new(), weight: Vec::new(), sens: sens.unwrap_or_default(), sets: Vec::new(), n_sens }, None);
+        return (
+            Elements {
+                n,
+                codes,
+                hi: Vec::new(),
+                weight: Vec::new(),
+                sens: sens.unwrap_or_default(),
+                sets: Vec::new(),
+                n_sens,
+            },
+            None,
+        );
     }
     let q = codes.len();
     let mut row_elem = vec![0u32; n];
@@ -650,7 +715,18 @@ pub(crate) fn collapse(subjects: &[i64], codes: Vec<Vec<u32>>, sens: Option<Vec<
     if !spread {
         hi.clear();
     }
-    (Elements { n: weight.len(), codes: lo, hi, weight, sens: esens, sets, n_sens }, Some(row_elem))
+    (
+        Elements {
+            n: weight.len(),
+            codes: lo,
+            hi,
+            weight,
+            sens: esens,
+            sets,
+            n_sens,
+        },
+        Some(row_elem),
+    )
 }
 
 #[cfg(test)]
@@ -688,11 +764,37 @@ mod tests {
         let cases: Vec<(Hierarchy, Vec<Value<'static>>)> = vec![
             (
                 Hierarchy::integer_default(),
-                vec![Value::Int(37), Value::Int(-3), Value::Int(12), Value::Int(99), Value::Int(37), Value::Int(140)],
+                vec![
+                    Value::Int(37),
+                    Value::Int(-3),
+                    Value::Int(12),
+                    Value::Int(99),
+                    Value::Int(37),
+                    Value::Int(140),
+                ],
             ),
-            (Hierarchy::date(), (0..40).map(|i| Value::Int(i * 97 - 2000)).collect()),
-            (Hierarchy::numeric(vec![0.5, 1.0, 5.0]).unwrap(), vec![Value::Num(0.3), Value::Num(7.9), Value::Num(-2.2), Value::Num(4.99)]),
-            (Hierarchy::prefix(3).unwrap(), vec![Value::Text("123"), Value::Text("129"), Value::Text("223"), Value::Text("121")]),
+            (
+                Hierarchy::date(),
+                (0..40).map(|i| Value::Int(i * 97 - 2000)).collect(),
+            ),
+            (
+                Hierarchy::numeric(vec![0.5, 1.0, 5.0]).unwrap(),
+                vec![
+                    Value::Num(0.3),
+                    Value::Num(7.9),
+                    Value::Num(-2.2),
+                    Value::Num(4.99),
+                ],
+            ),
+            (
+                Hierarchy::prefix(3).unwrap(),
+                vec![
+                    Value::Text("123"),
+                    Value::Text("129"),
+                    Value::Text("223"),
+                    Value::Text("121"),
+                ],
+            ),
             (cat, vec![Value::Text("welder"), Value::Text("nurse")]),
         ];
         for (h, values) in cases {
@@ -723,7 +825,16 @@ mod tests {
         assert_eq!(ix.ncp(0, codes[0]), 0.0);
         assert_eq!(ix.ncp(2, 0), 1.0);
         let h = Hierarchy::prefix(2).unwrap();
-        let (ix, codes) = index(&h, &[Value::Text("10"), Value::Text("11"), Value::Text("20"), Value::Text("30"), Value::Text("40")]);
+        let (ix, codes) = index(
+            &h,
+            &[
+                Value::Text("10"),
+                Value::Text("11"),
+                Value::Text("20"),
+                Value::Text("30"),
+                Value::Text("40"),
+            ],
+        );
         // 1* holds 2 of 5 observed codes: (2-1)/(5-1)
         assert!((ix.ncp(1, ix.node(1, codes[0])) - 0.25).abs() < 1e-12);
     }

@@ -11,12 +11,23 @@ use std::fmt;
 #[non_exhaustive]
 pub enum Error {
     /// A hierarchy definition is unusable (bad widths, zero prefix length, ...).
-    InvalidHierarchy { hierarchy: &'static str, reason: String },
+    InvalidHierarchy {
+        hierarchy: &'static str,
+        reason: String,
+    },
     /// The value has the wrong type for the hierarchy (e.g. text for a date hierarchy).
-    WrongType { hierarchy: &'static str, expected: &'static str, found: &'static str },
+    WrongType {
+        hierarchy: &'static str,
+        expected: &'static str,
+        found: &'static str,
+    },
     /// The value has the right type but does not fit the hierarchy (NaN, a postcode of the
     /// wrong length, a date outside years -9999..=9999, unparsable text, ...).
-    InvalidValue { hierarchy: &'static str, value: String, reason: String },
+    InvalidValue {
+        hierarchy: &'static str,
+        value: String,
+        reason: String,
+    },
     /// A categorical value that the mapping does not mention at all.
     UnknownValue { value: String },
     /// A categorical value that is an inner node (a parent) of the mapping, not a leaf.
@@ -37,13 +48,24 @@ pub enum Error {
     ReservedName { name: String },
     /// A parameter of the anonymiser is out of range (k = 0, a suppression limit outside
     /// [0, 1], duplicate column names, ...).
-    InvalidParameter { parameter: &'static str, reason: String },
+    InvalidParameter {
+        parameter: &'static str,
+        reason: String,
+    },
     /// A record with a different number of quasi values than there are quasi columns.
-    Arity { record: u64, expected: usize, found: usize },
+    Arity {
+        record: u64,
+        expected: usize,
+        found: usize,
+    },
     /// `l` was requested but a record carries no sensitive value.
     MissingSensitive { record: u64 },
     /// An error about one value, with its column and record.
-    InColumn { column: String, record: Option<u64>, source: Box<Error> },
+    InColumn {
+        column: String,
+        record: Option<u64>,
+        source: Box<Error>,
+    },
     /// More records, subjects or distinct values than the 32-bit encoding can hold.
     TooLarge { what: &'static str, limit: u64 },
 }
@@ -58,13 +80,22 @@ impl Error {
     }
 
     pub(crate) fn in_column(self, column: &str, record: Option<u64>) -> Error {
-        Error::InColumn { column: column.to_string(), record, source: Box::new(self) }
+        Error::InColumn {
+            column: column.to_string(),
+            record,
+            source: Box::new(self),
+        }
     }
 }
 
 fn list(names: &[String], sep: &str) -> String {
     const MAX: usize = 10;
-    let mut s = names.iter().take(MAX).map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(sep);
+    let mut s = names
+        .iter()
+        .take(MAX)
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(sep);
     if names.len() > MAX {
         s.push_str(&format!("{sep}... ({} in all)", names.len()));
     }

@@ -38,13 +38,31 @@ struct Global<'a> {
     l: Option<u64>,
 }
 
-pub(crate) fn global(cols: &[ColumnIndex], el: Elements, k: usize, l: Option<usize>, budget: u64) -> (Solution, Vec<usize>) {
+pub(crate) fn global(
+    cols: &[ColumnIndex],
+    el: Elements,
+    k: usize,
+    l: Option<usize>,
+    budget: u64,
+) -> (Solution, Vec<usize>) {
     let q = cols.len();
     let n = el.n;
-    let g = Global { cols, el: &el, q, k: k as u64, l: l.map(|l| l as u64) };
+    let g = Global {
+        cols,
+        el: &el,
+        q,
+        k: k as u64,
+        l: l.map(|l| l as u64),
+    };
     let mut levels = vec![0usize; q];
     if n == 0 {
-        return (Solution { classes: Vec::new(), element_class: Vec::new() }, levels);
+        return (
+            Solution {
+                classes: Vec::new(),
+                element_class: Vec::new(),
+            },
+            levels,
+        );
     }
 
     // initial classes: consistent elements grouped by their exact codes
@@ -57,7 +75,12 @@ pub(crate) fn global(cols: &[ColumnIndex], el: Elements, k: usize, l: Option<usi
             straddlers.push(e as u32);
         }
     }
-    let mut classes = Classes { rep: Vec::new(), subjects: Vec::new(), rows: Vec::new(), sens: Vec::new() };
+    let mut classes = Classes {
+        rep: Vec::new(),
+        subjects: Vec::new(),
+        rows: Vec::new(),
+        sens: Vec::new(),
+    };
     {
         let mut keys = Vec::with_capacity(units.len() * q);
         for &e in &units {
@@ -96,8 +119,12 @@ pub(crate) fn global(cols: &[ColumnIndex], el: Elements, k: usize, l: Option<usi
         // evaluate every possible raise, spread over the available cores; the pick is the
         // same whatever the spread: fewest outliers, then lowest NCP, then first column
         let cands: Vec<usize> = (0..q).filter(|&c| levels[c] < cols[c].top).collect();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, cands.len().max(1));
-        let better = |a: &(usize, Eval), b: &(usize, Eval)| (a.1.outliers, a.1.ncp, a.0) < (b.1.outliers, b.1.ncp, b.0);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, cands.len().max(1));
+        let better = |a: &(usize, Eval), b: &(usize, Eval)| {
+            (a.1.outliers, a.1.ncp, a.0) < (b.1.outliers, b.1.ncp, b.0)
+        };
         let best_of = |stripe: Vec<usize>| -> Option<(usize, Eval)> {
             let mut best: Option<(usize, Eval)> = None;
             for c in stripe {
@@ -110,13 +137,21 @@ pub(crate) fn global(cols: &[ColumnIndex], el: Elements, k: usize, l: Option<usi
             }
             best
         };
-        let stripes: Vec<Vec<usize>> = (0..threads).map(|t| cands.iter().copied().skip(t).step_by(threads).collect()).collect();
+        let stripes: Vec<Vec<usize>> = (0..threads)
+            .map(|t| cands.iter().copied().skip(t).step_by(threads).collect())
+            .collect();
         let results: Vec<Option<(usize, Eval)>> = if threads <= 1 {
             stripes.into_iter().map(best_of).collect()
         } else {
             std::thread::scope(|sc| {
-                let handles: Vec<_> = stripes.into_iter().map(|st| sc.spawn(|| best_of(st))).collect();
-                handles.into_iter().map(|h| h.join().expect("evaluation thread")).collect()
+                let handles: Vec<_> = stripes
+                    .into_iter()
+                    .map(|st| sc.spawn(|| best_of(st)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("evaluation thread"))
+                    .collect()
             })
         };
         let mut best: Option<(usize, Eval)> = None;
@@ -188,14 +223,34 @@ pub(crate) fn global(cols: &[ColumnIndex], el: Elements, k: usize, l: Option<usi
         }
         class_of_group[gi] = out.len() as u32;
         out.push(SolClass {
-            nodes: (0..q).map(|c| Node { level: levels[c] as u16, id: keys[first[gi] as usize * q + c] }).collect(),
+            gens: Vec::new(),
+            nodes: (0..q)
+                .map(|c| Node {
+                    level: levels[c] as u16,
+                    id: keys[first[gi] as usize * q + c],
+                })
+                .collect(),
             subjects: subjects[gi],
             rows: rows[gi],
             sensitive: sensitive[gi],
         });
     }
-    let element_class = (0..n).map(|e| if ok[e] { class_of_group[grp[e] as usize] } else { NONE }).collect();
-    (Solution { classes: out, element_class }, levels)
+    let element_class = (0..n)
+        .map(|e| {
+            if ok[e] {
+                class_of_group[grp[e] as usize]
+            } else {
+                NONE
+            }
+        })
+        .collect();
+    (
+        Solution {
+            classes: out,
+            element_class,
+        },
+        levels,
+    )
 }
 
 impl Global<'_> {
@@ -240,10 +295,16 @@ impl Global<'_> {
         let mut rows = vec![0u64; groups];
         let mut ncp = 0.0;
         for u in 0..nu {
-            let (s, r) = if u < nc { (cls.subjects[u], cls.rows[u]) } else { (1, self.el.weight(joined[u - nc] as usize)) };
+            let (s, r) = if u < nc {
+                (cls.subjects[u], cls.rows[u])
+            } else {
+                (1, self.el.weight(joined[u - nc] as usize))
+            };
             subj[group[u] as usize] += s;
             rows[group[u] as usize] += r;
-            let per: f64 = (0..q).map(|c| self.cols[c].ncp(levels[c], keys[u * q + c])).sum();
+            let per: f64 = (0..q)
+                .map(|c| self.cols[c].ncp(levels[c], keys[u * q + c]))
+                .sum();
             ncp += r as f64 * per;
         }
         let mut ok: Vec<bool> = subj.iter().map(|&s| s >= self.k).collect();
@@ -255,7 +316,9 @@ impl Global<'_> {
                     pairs.extend(cls.sens[u].iter().map(|&v| (gi << 32) | v as u64));
                 } else {
                     let e = joined[u - nc] as usize;
-                    for_each_sens(self.el, self.el.sens[e], |v| pairs.push((gi << 32) | v as u64));
+                    for_each_sens(self.el, self.el.sens[e], |v| {
+                        pairs.push((gi << 32) | v as u64)
+                    });
                 }
             }
             pairs.sort_unstable();
@@ -268,8 +331,18 @@ impl Global<'_> {
                 ok[gi] &= dist[gi] >= l;
             }
         }
-        let outliers: u64 = (0..groups).filter(|&gi| !ok[gi]).map(|gi| rows[gi]).sum::<u64>() + left_rows;
-        Eval { outliers, ncp, group, groups, joined }
+        let outliers: u64 = (0..groups)
+            .filter(|&gi| !ok[gi])
+            .map(|gi| rows[gi])
+            .sum::<u64>()
+            + left_rows;
+        Eval {
+            outliers,
+            ncp,
+            group,
+            groups,
+            joined,
+        }
     }
 
     /// The classes after the raise that `ev` evaluated.
@@ -280,12 +353,20 @@ impl Global<'_> {
             rep: vec![0; ev.groups * q],
             subjects: vec![0; ev.groups],
             rows: vec![0; ev.groups],
-            sens: if self.l.is_some() { vec![Vec::new(); ev.groups] } else { Vec::new() },
+            sens: if self.l.is_some() {
+                vec![Vec::new(); ev.groups]
+            } else {
+                Vec::new()
+            },
         };
         let mut seen = vec![false; ev.groups];
         for u in 0..nc + ev.joined.len() {
             let gi = ev.group[u] as usize;
-            let rep: &[u32] = if u < nc { &cls.rep[u * q..(u + 1) * q] } else { &[] };
+            let rep: &[u32] = if u < nc {
+                &cls.rep[u * q..(u + 1) * q]
+            } else {
+                &[]
+            };
             if !seen[gi] {
                 seen[gi] = true;
                 if u < nc {

@@ -152,7 +152,9 @@ impl Hierarchy {
 
     /// An integer hierarchy with [`DEFAULT_INTEGER_WIDTHS`].
     pub fn integer_default() -> Hierarchy {
-        Hierarchy::Integer { widths: DEFAULT_INTEGER_WIDTHS.to_vec() }
+        Hierarchy::Integer {
+            widths: DEFAULT_INTEGER_WIDTHS.to_vec(),
+        }
     }
 
     /// A numeric hierarchy with the given band widths (checked).
@@ -196,7 +198,10 @@ impl Hierarchy {
         match self {
             Hierarchy::Date | Hierarchy::Categorical(_) => Ok(()),
             Hierarchy::Integer { widths } => {
-                let bad = |reason: String| Error::InvalidHierarchy { hierarchy: "integer", reason };
+                let bad = |reason: String| Error::InvalidHierarchy {
+                    hierarchy: "integer",
+                    reason,
+                };
                 for (i, &w) in widths.iter().enumerate() {
                     if w <= 0 {
                         return Err(bad(format!("width {w} is not positive")));
@@ -204,7 +209,9 @@ impl Hierarchy {
                     if i > 0 {
                         let prev = widths[i - 1];
                         if w <= prev {
-                            return Err(bad(format!("widths must increase strictly ({prev} then {w})")));
+                            return Err(bad(format!(
+                                "widths must increase strictly ({prev} then {w})"
+                            )));
                         }
                         if w % prev != 0 {
                             return Err(bad(format!(
@@ -218,7 +225,10 @@ impl Hierarchy {
             Hierarchy::Numeric { widths } => numeric_plan(widths).map(|_| ()),
             Hierarchy::Prefix { len } => {
                 if *len == 0 {
-                    Err(Error::InvalidHierarchy { hierarchy: "prefix", reason: "the code length must be at least 1".into() })
+                    Err(Error::InvalidHierarchy {
+                        hierarchy: "prefix",
+                        reason: "the code length must be at least 1".into(),
+                    })
                 } else {
                     Ok(())
                 }
@@ -267,13 +277,23 @@ impl Hierarchy {
     /// Parses the text form of an input value into the type this hierarchy takes: a date
     /// `YYYY-MM-DD`, an integer, a finite decimal; text stays text (not trimmed).
     pub fn parse<'a>(&self, text: &'a str) -> Result<Value<'a>, Error> {
-        let bad = |reason: &str| Error::InvalidValue { hierarchy: self.kind(), value: format!("\"{text}\""), reason: reason.to_string() };
+        let bad = |reason: &str| Error::InvalidValue {
+            hierarchy: self.kind(),
+            value: format!("\"{text}\""),
+            reason: reason.to_string(),
+        };
         match self {
             Hierarchy::Date => {
-                let days = parse_date(text.trim()).ok_or_else(|| bad("not a date of the form YYYY-MM-DD with year -9999..=9999"))?;
+                let days = parse_date(text.trim()).ok_or_else(|| {
+                    bad("not a date of the form YYYY-MM-DD with year -9999..=9999")
+                })?;
                 Ok(Value::Date(days_to_date(days)))
             }
-            Hierarchy::Integer { .. } => text.trim().parse::<i64>().map(Value::Int).map_err(|_| bad("not a 64-bit integer")),
+            Hierarchy::Integer { .. } => text
+                .trim()
+                .parse::<i64>()
+                .map(Value::Int)
+                .map_err(|_| bad("not a 64-bit integer")),
             Hierarchy::Numeric { .. } => match text.trim().parse::<f64>() {
                 Ok(x) if x.is_finite() => Ok(Value::Num(x)),
                 _ => Err(bad("not a finite number")),
@@ -289,9 +309,17 @@ impl Hierarchy {
     }
 
     /// [`Hierarchy::leaf`] with the numeric plan computed once by the caller.
-    pub(crate) fn leaf_planned<'a>(&self, plan: Option<&NumPlan>, value: &Value<'a>) -> Result<Leaf<'a>, Error> {
+    pub(crate) fn leaf_planned<'a>(
+        &self,
+        plan: Option<&NumPlan>,
+        value: &Value<'a>,
+    ) -> Result<Leaf<'a>, Error> {
         let kind = self.kind();
-        let wrong = |expected: &'static str| Error::WrongType { hierarchy: kind, expected, found: value.type_name() };
+        let wrong = |expected: &'static str| Error::WrongType {
+            hierarchy: kind,
+            expected,
+            found: value.type_name(),
+        };
         match (self, value) {
             (_, Value::Null) => Ok(Leaf::Null),
             (Hierarchy::Date, Value::Date(d)) => Ok(Leaf::Int(date_to_days(*d))),
@@ -325,7 +353,11 @@ impl Hierarchy {
                     _ => unreachable!(),
                 };
                 if !x.is_finite() {
-                    return Err(Error::InvalidValue { hierarchy: kind, value: x.to_string(), reason: "not a finite number".into() });
+                    return Err(Error::InvalidValue {
+                        hierarchy: kind,
+                        value: x.to_string(),
+                        reason: "not a finite number".into(),
+                    });
                 }
                 let x = if x == 0.0 { 0.0 } else { x }; // -0 is 0
                 plan.expect("numeric plan").finest(x)?;
@@ -367,7 +399,10 @@ impl Hierarchy {
     pub(crate) fn label(&self, leaf: &Leaf<'_>, level: usize) -> Result<String, Error> {
         let top = self.top();
         if level > top {
-            return Err(Error::LevelOutOfRange { level, levels: top + 1 });
+            return Err(Error::LevelOutOfRange {
+                level,
+                levels: top + 1,
+            });
         }
         if level == top {
             return Ok("*".to_string());
@@ -405,7 +440,11 @@ impl Hierarchy {
                 } else {
                     let plan = numeric_plan(widths)?;
                     let (lo, hi) = plan.band_scaled(plan.finest(*x)?, level);
-                    format!("[{},{})", fmt_scaled(lo, plan.decimals), fmt_scaled(hi, plan.decimals))
+                    format!(
+                        "[{},{})",
+                        fmt_scaled(lo, plan.decimals),
+                        fmt_scaled(hi, plan.decimals)
+                    )
                 }
             }
             (Hierarchy::Prefix { len }, Leaf::Text(s)) => {
@@ -414,14 +453,21 @@ impl Hierarchy {
                 out.extend(std::iter::repeat_n('*', level));
                 out
             }
-            (Hierarchy::Categorical(c), Leaf::Cat(node)) => c.names[c.ancestor_at_level(*node, level) as usize].clone(),
+            (Hierarchy::Categorical(c), Leaf::Cat(node)) => {
+                c.names[c.ancestor_at_level(*node, level) as usize].clone()
+            }
             _ => unreachable!("leaf kind does not match hierarchy"),
         })
     }
 
     /// A key that identifies the node of `leaf` at `level` (0 < level < top), for grouping
     /// sorted leaves into nodes. Two leaves share a node iff their keys are equal.
-    pub(crate) fn node_key<'a>(&self, plan: Option<&NumPlan>, leaf: &Leaf<'a>, level: usize) -> NodeKey<'a> {
+    pub(crate) fn node_key<'a>(
+        &self,
+        plan: Option<&NumPlan>,
+        leaf: &Leaf<'a>,
+        level: usize,
+    ) -> NodeKey<'a> {
         match (self, leaf) {
             (_, Leaf::Null) => NodeKey::Null,
             (Hierarchy::Date, Leaf::Int(days)) => {
@@ -433,7 +479,9 @@ impl Hierarchy {
                     _ => y.div_euclid(10) as i128,
                 })
             }
-            (Hierarchy::Integer { widths }, Leaf::Int(v)) => NodeKey::Int((*v as i128).div_euclid(widths[level - 1] as i128)),
+            (Hierarchy::Integer { widths }, Leaf::Int(v)) => {
+                NodeKey::Int((*v as i128).div_euclid(widths[level - 1] as i128))
+            }
             (Hierarchy::Numeric { .. }, Leaf::Num(x)) => {
                 let plan = plan.expect("numeric plan");
                 let i0 = plan.finest(*x).expect("checked leaf");
@@ -441,10 +489,16 @@ impl Hierarchy {
             }
             (Hierarchy::Prefix { len }, Leaf::Text(s)) => {
                 let keep = len - level;
-                let end = s.char_indices().nth(keep).map(|(i, _)| i).unwrap_or(s.len());
+                let end = s
+                    .char_indices()
+                    .nth(keep)
+                    .map(|(i, _)| i)
+                    .unwrap_or(s.len());
                 NodeKey::Text(&s[..end])
             }
-            (Hierarchy::Categorical(c), Leaf::Cat(node)) => NodeKey::Int(c.ancestor_at_level(*node, level) as i128),
+            (Hierarchy::Categorical(c), Leaf::Cat(node)) => {
+                NodeKey::Int(c.ancestor_at_level(*node, level) as i128)
+            }
             _ => unreachable!("leaf kind does not match hierarchy"),
         }
     }
@@ -452,7 +506,12 @@ impl Hierarchy {
     /// The closed value interval covered by the node of `leaf` at `level` (0 ≤ level < top),
     /// for the ordered kinds (date in days, integer, numeric). Numeric bands are half-open;
     /// their interval is `[lo, hi]` with `hi - lo` the band width.
-    pub(crate) fn interval(&self, plan: Option<&NumPlan>, leaf: &Leaf<'_>, level: usize) -> (f64, f64) {
+    pub(crate) fn interval(
+        &self,
+        plan: Option<&NumPlan>,
+        leaf: &Leaf<'_>,
+        level: usize,
+    ) -> (f64, f64) {
         match (self, leaf) {
             (Hierarchy::Date, Leaf::Int(days)) => {
                 if level == 0 {
@@ -461,7 +520,11 @@ impl Hierarchy {
                 let (y, m, _) = civil_from_days(*days);
                 let (a, b) = match level {
                     1 => {
-                        let next = if m == 12 { days_from_civil(y + 1, 1, 1) } else { days_from_civil(y, m + 1, 1) };
+                        let next = if m == 12 {
+                            days_from_civil(y + 1, 1, 1)
+                        } else {
+                            days_from_civil(y, m + 1, 1)
+                        };
                         (days_from_civil(y, m, 1), next - 1)
                     }
                     2 => (days_from_civil(y, 1, 1), days_from_civil(y + 1, 1, 1) - 1),
@@ -543,7 +606,11 @@ impl NumPlan {
         let t = (x * self.scale) / self.w0 as f64;
         let i = (t + t.abs() * 8.0 * f64::EPSILON).floor();
         if !i.is_finite() || i.abs() >= (1u64 << 62) as f64 {
-            return Err(Error::InvalidValue { hierarchy: "numeric", value: x.to_string(), reason: "too large for the band widths".into() });
+            return Err(Error::InvalidValue {
+                hierarchy: "numeric",
+                value: x.to_string(),
+                reason: "too large for the band widths".into(),
+            });
         }
         Ok(i as i64)
     }
@@ -558,17 +625,28 @@ impl NumPlan {
 }
 
 pub(crate) fn numeric_plan(widths: &[f64]) -> Result<NumPlan, Error> {
-    let bad = |reason: String| Error::InvalidHierarchy { hierarchy: "numeric", reason };
+    let bad = |reason: String| Error::InvalidHierarchy {
+        hierarchy: "numeric",
+        reason,
+    };
     for (i, &w) in widths.iter().enumerate() {
         if !w.is_finite() || w <= 0.0 {
             return Err(bad(format!("width {w} is not a positive finite number")));
         }
         if i > 0 && w <= widths[i - 1] {
-            return Err(bad(format!("widths must increase strictly ({} then {w})", widths[i - 1])));
+            return Err(bad(format!(
+                "widths must increase strictly ({} then {w})",
+                widths[i - 1]
+            )));
         }
     }
     let Some(&first) = widths.first() else {
-        return Ok(NumPlan { decimals: 0, scale: 1.0, w0: 1, ratios: Vec::new() });
+        return Ok(NumPlan {
+            decimals: 0,
+            scale: 1.0,
+            w0: 1,
+            ratios: Vec::new(),
+        });
     };
     let mut decimals = None;
     for d in 0..=NUM_MAX_DECIMALS {
@@ -579,7 +657,9 @@ pub(crate) fn numeric_plan(widths: &[f64]) -> Result<NumPlan, Error> {
         }
     }
     let Some(decimals) = decimals else {
-        return Err(bad(format!("width {first} needs more than {NUM_MAX_DECIMALS} decimal places")));
+        return Err(bad(format!(
+            "width {first} needs more than {NUM_MAX_DECIMALS} decimal places"
+        )));
     };
     let scale = 10f64.powi(decimals as i32);
     let w0s = (first * scale).round();
@@ -608,7 +688,12 @@ pub(crate) fn numeric_plan(widths: &[f64]) -> Result<NumPlan, Error> {
         }
         ratios.push(rr);
     }
-    Ok(NumPlan { decimals, scale, w0, ratios })
+    Ok(NumPlan {
+        decimals,
+        scale,
+        w0,
+        ratios,
+    })
 }
 
 /// Prints a scaled integer as an exact decimal, trailing zeros trimmed.
@@ -672,7 +757,8 @@ pub fn date_to_days(d: time::Date) -> i64 {
 
 /// The `time::Date` of a day count (must lie in [`MIN_DATE_DAYS`]..=[`MAX_DATE_DAYS`]).
 pub fn days_to_date(days: i64) -> time::Date {
-    time::Date::from_julian_day((days + UNIX_EPOCH_JULIAN_DAY) as i32).expect("day count inside the supported range")
+    time::Date::from_julian_day((days + UNIX_EPOCH_JULIAN_DAY) as i32)
+        .expect("day count inside the supported range")
 }
 
 fn parse_date(s: &str) -> Option<i64> {
@@ -686,7 +772,11 @@ fn parse_date(s: &str) -> Option<i64> {
         || ys.len() < 4
         || ms.len() != 2
         || ds.len() != 2
-        || !ys.bytes().chain(ms.bytes()).chain(ds.bytes()).all(|b| b.is_ascii_digit())
+        || !ys
+            .bytes()
+            .chain(ms.bytes())
+            .chain(ds.bytes())
+            .all(|b| b.is_ascii_digit())
     {
         return None;
     }
@@ -766,7 +856,9 @@ impl Categorical {
                 return Err(Error::ReservedName { name: c });
             }
             if c == p {
-                return Err(Error::Cycle { path: vec![c.clone(), c] });
+                return Err(Error::Cycle {
+                    path: vec![c.clone(), c],
+                });
             }
             let ci = intern(c, &mut names, &mut parent);
             let pi = intern(p, &mut names, &mut parent);
@@ -798,7 +890,10 @@ impl Categorical {
             }
             if x != NONE && state[x as usize] == 1 {
                 let pos = path.iter().position(|&p| p == x).unwrap();
-                let mut cyc: Vec<String> = path[pos..].iter().map(|&i| names[i as usize].clone()).collect();
+                let mut cyc: Vec<String> = path[pos..]
+                    .iter()
+                    .map(|&i| names[i as usize].clone())
+                    .collect();
                 cyc.push(names[x as usize].clone());
                 return Err(Error::Cycle { path: cyc });
             }
@@ -807,13 +902,17 @@ impl Categorical {
             }
         }
 
-        let mut roots: Vec<u32> = (0..n as u32).filter(|&i| parent[i as usize] == NONE).collect();
+        let mut roots: Vec<u32> = (0..n as u32)
+            .filter(|&i| parent[i as usize] == NONE)
+            .collect();
         if roots.len() > 1 {
             let mut r: Vec<String> = roots.iter().map(|&i| names[i as usize].clone()).collect();
             r.sort();
             return Err(Error::MultipleRoots { roots: r });
         }
-        let root = roots.pop().expect("an acyclic non-empty mapping has a root");
+        let root = roots
+            .pop()
+            .expect("an acyclic non-empty mapping has a root");
 
         let mut children: Vec<Vec<u32>> = vec![Vec::new(); n];
         for (i, &p) in parent.iter().enumerate() {
@@ -841,7 +940,16 @@ impl Categorical {
                 stack.push(c);
             }
         }
-        Ok(Categorical { names, index, parent, depth, root, height, leaf_code, leaves })
+        Ok(Categorical {
+            names,
+            index,
+            parent,
+            depth,
+            root,
+            height,
+            leaf_code,
+            leaves,
+        })
     }
 
     /// Depth of the deepest leaf (the root has depth 0).
@@ -873,8 +981,12 @@ impl Categorical {
 
     pub(crate) fn leaf(&self, name: &str) -> Result<u32, Error> {
         match self.index.get(name) {
-            None => Err(Error::UnknownValue { value: name.to_string() }),
-            Some(&i) if self.leaf_code[i as usize] == NONE => Err(Error::NotALeaf { value: name.to_string() }),
+            None => Err(Error::UnknownValue {
+                value: name.to_string(),
+            }),
+            Some(&i) if self.leaf_code[i as usize] == NONE => Err(Error::NotALeaf {
+                value: name.to_string(),
+            }),
             Some(&i) => Ok(i),
         }
     }
@@ -908,14 +1020,26 @@ mod tests {
     }
 
     fn all(h: &Hierarchy, v: Value<'_>) -> Vec<String> {
-        (0..h.levels()).map(|l| h.generalize(&v, l).unwrap()).collect()
+        (0..h.levels())
+            .map(|l| h.generalize(&v, l).unwrap())
+            .collect()
     }
 
     #[test]
     fn date_levels() {
         let h = Hierarchy::date();
         assert_eq!(h.levels(), 6);
-        assert_eq!(all(&h, d(1987, 3, 14)), ["1987-03-14", "1987-03", "1987", "1985-1989", "1980-1989", "*"]);
+        assert_eq!(
+            all(&h, d(1987, 3, 14)),
+            [
+                "1987-03-14",
+                "1987-03",
+                "1987",
+                "1985-1989",
+                "1980-1989",
+                "*"
+            ]
+        );
         // days since the epoch give the same forms
         let days = date_to_days(time::Date::from_calendar_date(1987, Month::March, 14).unwrap());
         assert_eq!(all(&h, Value::Int(days)), all(&h, d(1987, 3, 14)));
@@ -924,10 +1048,36 @@ mod tests {
         assert_eq!(all(&h, d(2000, 2, 29))[0], "2000-02-29");
         assert_eq!(all(&h, d(1989, 12, 31))[3], "1985-1989");
         assert_eq!(all(&h, d(1990, 1, 1))[3], "1990-1994");
-        assert_eq!(all(&h, d(5, 6, 7)), ["0005-06-07", "0005-06", "0005", "0005-0009", "0000-0009", "*"]);
-        assert_eq!(all(&h, d(-44, 3, 15)), ["-0044-03-15", "-0044-03", "-0044", "-0045--0041", "-0050--0041", "*"]);
-        assert_eq!(h.generalize(&Value::Int(MIN_DATE_DAYS), 0).unwrap(), "-9999-01-01");
-        assert_eq!(h.generalize(&Value::Int(MAX_DATE_DAYS), 0).unwrap(), "9999-12-31");
+        assert_eq!(
+            all(&h, d(5, 6, 7)),
+            [
+                "0005-06-07",
+                "0005-06",
+                "0005",
+                "0005-0009",
+                "0000-0009",
+                "*"
+            ]
+        );
+        assert_eq!(
+            all(&h, d(-44, 3, 15)),
+            [
+                "-0044-03-15",
+                "-0044-03",
+                "-0044",
+                "-0045--0041",
+                "-0050--0041",
+                "*"
+            ]
+        );
+        assert_eq!(
+            h.generalize(&Value::Int(MIN_DATE_DAYS), 0).unwrap(),
+            "-9999-01-01"
+        );
+        assert_eq!(
+            h.generalize(&Value::Int(MAX_DATE_DAYS), 0).unwrap(),
+            "9999-12-31"
+        );
     }
 
     #[test]
@@ -944,21 +1094,54 @@ mod tests {
             let (y, m, dd) = civil_from_days(z);
             assert_eq!(days_from_civil(y, m, dd), z);
             let t = days_to_date(z);
-            assert_eq!((t.year() as i64, t.month() as u32, t.day() as u32), (y, m, dd));
+            assert_eq!(
+                (t.year() as i64, t.month() as u32, t.day() as u32),
+                (y, m, dd)
+            );
         }
     }
 
     #[test]
     fn date_errors_and_parse() {
         let h = Hierarchy::date();
-        assert!(matches!(h.generalize(&Value::Text("1987-03-14"), 0), Err(Error::WrongType { hierarchy: "date", found: "text", .. })));
-        assert!(matches!(h.generalize(&Value::Num(1.0), 0), Err(Error::WrongType { .. })));
-        assert!(matches!(h.generalize(&Value::Int(MAX_DATE_DAYS + 1), 0), Err(Error::InvalidValue { .. })));
-        assert!(matches!(h.generalize(&d(1987, 3, 14), 6), Err(Error::LevelOutOfRange { level: 6, levels: 6 })));
+        assert!(matches!(
+            h.generalize(&Value::Text("1987-03-14"), 0),
+            Err(Error::WrongType {
+                hierarchy: "date",
+                found: "text",
+                ..
+            })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Num(1.0), 0),
+            Err(Error::WrongType { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Int(MAX_DATE_DAYS + 1), 0),
+            Err(Error::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&d(1987, 3, 14), 6),
+            Err(Error::LevelOutOfRange {
+                level: 6,
+                levels: 6
+            })
+        ));
         assert_eq!(h.parse("1987-03-14").unwrap(), d(1987, 3, 14));
         assert_eq!(h.parse(" -0044-03-15 ").unwrap(), d(-44, 3, 15));
-        for bad in ["1987-02-30", "1987-13-01", "87-03-14", "1987/03/14", "", "10000-01-01", "1987-3-14"] {
-            assert!(matches!(h.parse(bad), Err(Error::InvalidValue { .. })), "{bad}");
+        for bad in [
+            "1987-02-30",
+            "1987-13-01",
+            "87-03-14",
+            "1987/03/14",
+            "",
+            "10000-01-01",
+            "1987-3-14",
+        ] {
+            assert!(
+                matches!(h.parse(bad), Err(Error::InvalidValue { .. })),
+                "{bad}"
+            );
         }
     }
 
@@ -966,16 +1149,34 @@ mod tests {
     fn integer_levels() {
         let h = Hierarchy::integer_default();
         assert_eq!(h.levels(), 6);
-        assert_eq!(all(&h, Value::Int(37)), ["37", "35-39", "30-39", "20-39", "0-99", "*"]);
-        assert_eq!(all(&h, Value::Int(-3)), ["-3", "-5--1", "-10--1", "-20--1", "-100--1", "*"]);
-        assert_eq!(all(&h, Value::Int(0)), ["0", "0-4", "0-9", "0-19", "0-99", "*"]);
+        assert_eq!(
+            all(&h, Value::Int(37)),
+            ["37", "35-39", "30-39", "20-39", "0-99", "*"]
+        );
+        assert_eq!(
+            all(&h, Value::Int(-3)),
+            ["-3", "-5--1", "-10--1", "-20--1", "-100--1", "*"]
+        );
+        assert_eq!(
+            all(&h, Value::Int(0)),
+            ["0", "0-4", "0-9", "0-19", "0-99", "*"]
+        );
         let h = Hierarchy::integer(vec![1000, 10_000]).unwrap();
-        assert_eq!(all(&h, Value::Int(123_456)), ["123456", "123000-123999", "120000-129999", "*"]);
+        assert_eq!(
+            all(&h, Value::Int(123_456)),
+            ["123456", "123000-123999", "120000-129999", "*"]
+        );
         let h = Hierarchy::integer(vec![]).unwrap();
         assert_eq!(all(&h, Value::Int(7)), ["7", "*"]);
         let h = Hierarchy::integer(vec![10]).unwrap();
-        assert_eq!(h.generalize(&Value::Int(i64::MAX), 1).unwrap(), "9223372036854775800-9223372036854775809");
-        assert_eq!(h.generalize(&Value::Int(i64::MIN), 1).unwrap(), "-9223372036854775810--9223372036854775801");
+        assert_eq!(
+            h.generalize(&Value::Int(i64::MAX), 1).unwrap(),
+            "9223372036854775800-9223372036854775809"
+        );
+        assert_eq!(
+            h.generalize(&Value::Int(i64::MIN), 1).unwrap(),
+            "-9223372036854775810--9223372036854775801"
+        );
     }
 
     #[test]
@@ -995,12 +1196,24 @@ mod tests {
             }
         }
         let h = Hierarchy::integer_default();
-        assert!(matches!(h.generalize(&Value::Num(1.5), 0), Err(Error::WrongType { .. })));
-        assert!(matches!(h.generalize(&Value::Text("1"), 0), Err(Error::WrongType { .. })));
-        assert!(matches!(h.generalize(&Value::Int(1), 9), Err(Error::LevelOutOfRange { .. })));
+        assert!(matches!(
+            h.generalize(&Value::Num(1.5), 0),
+            Err(Error::WrongType { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Text("1"), 0),
+            Err(Error::WrongType { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Int(1), 9),
+            Err(Error::LevelOutOfRange { .. })
+        ));
         // an invalid definition built by hand is refused on use
         let bad = Hierarchy::Integer { widths: vec![3, 4] };
-        assert!(matches!(bad.generalize(&Value::Int(1), 0), Err(Error::InvalidHierarchy { .. })));
+        assert!(matches!(
+            bad.generalize(&Value::Int(1), 0),
+            Err(Error::InvalidHierarchy { .. })
+        ));
         assert_eq!(h.parse(" 42 ").unwrap(), Value::Int(42));
         assert!(matches!(h.parse("4.2"), Err(Error::InvalidValue { .. })));
     }
@@ -1009,16 +1222,34 @@ mod tests {
     fn numeric_levels() {
         let h = Hierarchy::numeric(vec![0.5, 1.0, 5.0]).unwrap();
         assert_eq!(h.levels(), 5);
-        assert_eq!(all(&h, Value::Num(37.25)), ["37.25", "[37,37.5)", "[37,38)", "[35,40)", "*"]);
-        assert_eq!(all(&h, Value::Num(-0.25)), ["-0.25", "[-0.5,0)", "[-1,0)", "[-5,0)", "*"]);
-        assert_eq!(all(&h, Value::Int(3)), ["3", "[3,3.5)", "[3,4)", "[0,5)", "*"]);
+        assert_eq!(
+            all(&h, Value::Num(37.25)),
+            ["37.25", "[37,37.5)", "[37,38)", "[35,40)", "*"]
+        );
+        assert_eq!(
+            all(&h, Value::Num(-0.25)),
+            ["-0.25", "[-0.5,0)", "[-1,0)", "[-5,0)", "*"]
+        );
+        assert_eq!(
+            all(&h, Value::Int(3)),
+            ["3", "[3,3.5)", "[3,4)", "[0,5)", "*"]
+        );
         assert_eq!(h.generalize(&Value::Num(-0.0), 0).unwrap(), "0");
         let h = Hierarchy::numeric(vec![0.1, 0.2, 1.0]).unwrap();
         // no binary noise, and 0.3 falls in the band that prints as starting at 0.3
-        assert_eq!(all(&h, Value::Num(0.3)), ["0.3", "[0.3,0.4)", "[0.2,0.4)", "[0,1)", "*"]);
-        assert_eq!(all(&h, Value::Num(0.7)), ["0.7", "[0.7,0.8)", "[0.6,0.8)", "[0,1)", "*"]);
+        assert_eq!(
+            all(&h, Value::Num(0.3)),
+            ["0.3", "[0.3,0.4)", "[0.2,0.4)", "[0,1)", "*"]
+        );
+        assert_eq!(
+            all(&h, Value::Num(0.7)),
+            ["0.7", "[0.7,0.8)", "[0.6,0.8)", "[0,1)", "*"]
+        );
         let h = Hierarchy::numeric(vec![2500.0, 10_000.0]).unwrap();
-        assert_eq!(h.generalize(&Value::Num(12_345.678), 1).unwrap(), "[10000,12500)");
+        assert_eq!(
+            h.generalize(&Value::Num(12_345.678), 1).unwrap(),
+            "[10000,12500)"
+        );
     }
 
     #[test]
@@ -1040,12 +1271,30 @@ mod tests {
             }
         }
         let h = Hierarchy::numeric(vec![1.0]).unwrap();
-        assert!(matches!(h.generalize(&Value::Num(f64::NAN), 0), Err(Error::InvalidValue { .. })));
-        assert!(matches!(h.generalize(&Value::Num(f64::INFINITY), 0), Err(Error::InvalidValue { .. })));
-        assert!(matches!(h.generalize(&Value::Num(1e300), 1), Err(Error::InvalidValue { .. })));
-        assert!(matches!(h.generalize(&Value::Int(i64::MAX), 0), Err(Error::InvalidValue { .. })));
-        assert!(matches!(h.generalize(&Value::Text("1"), 0), Err(Error::WrongType { .. })));
-        assert!(matches!(h.generalize(&Value::Num(1.0), 3), Err(Error::LevelOutOfRange { .. })));
+        assert!(matches!(
+            h.generalize(&Value::Num(f64::NAN), 0),
+            Err(Error::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Num(f64::INFINITY), 0),
+            Err(Error::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Num(1e300), 1),
+            Err(Error::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Int(i64::MAX), 0),
+            Err(Error::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Text("1"), 0),
+            Err(Error::WrongType { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Num(1.0), 3),
+            Err(Error::LevelOutOfRange { .. })
+        ));
         assert_eq!(h.parse("2.5").unwrap(), Value::Num(2.5));
         assert!(matches!(h.parse("NaN"), Err(Error::InvalidValue { .. })));
         assert!(matches!(h.parse("x"), Err(Error::InvalidValue { .. })));
@@ -1055,17 +1304,38 @@ mod tests {
     fn prefix_levels_and_errors() {
         let h = Hierarchy::prefix(5).unwrap();
         assert_eq!(h.levels(), 6);
-        assert_eq!(all(&h, Value::Text("10115")), ["10115", "1011*", "101**", "10***", "1****", "*"]);
+        assert_eq!(
+            all(&h, Value::Text("10115")),
+            ["10115", "1011*", "101**", "10***", "1****", "*"]
+        );
         let h1 = Hierarchy::prefix(1).unwrap();
         assert_eq!(all(&h1, Value::Text("A")), ["A", "*"]);
         let h3 = Hierarchy::prefix(3).unwrap();
         assert_eq!(all(&h3, Value::Text("äöü")), ["äöü", "äö*", "ä**", "*"]);
-        assert!(matches!(Hierarchy::prefix(0), Err(Error::InvalidHierarchy { .. })));
-        assert!(matches!(h.generalize(&Value::Text("1011"), 0), Err(Error::InvalidValue { .. })));
-        assert!(matches!(h.generalize(&Value::Text("101155"), 0), Err(Error::InvalidValue { .. })));
-        assert!(matches!(h.generalize(&Value::Text("1011*"), 0), Err(Error::InvalidValue { .. })));
-        assert!(matches!(h.generalize(&Value::Int(10115), 0), Err(Error::WrongType { .. })));
-        assert!(matches!(h.generalize(&Value::Text("10115"), 6), Err(Error::LevelOutOfRange { .. })));
+        assert!(matches!(
+            Hierarchy::prefix(0),
+            Err(Error::InvalidHierarchy { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Text("1011"), 0),
+            Err(Error::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Text("101155"), 0),
+            Err(Error::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Text("1011*"), 0),
+            Err(Error::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Int(10115), 0),
+            Err(Error::WrongType { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Text("10115"), 6),
+            Err(Error::LevelOutOfRange { .. })
+        ));
         assert_eq!(h.parse(" 10115").unwrap(), Value::Text(" 10115"));
     }
 
@@ -1088,15 +1358,32 @@ mod tests {
     fn categorical_levels() {
         let h = occupations();
         assert_eq!(h.levels(), 4);
-        assert_eq!(all(&h, Value::Text("nurse")), ["nurse", "health", "services", "*"]);
-        assert_eq!(all(&h, Value::Text("teacher")), ["teacher", "education", "services", "*"]);
+        assert_eq!(
+            all(&h, Value::Text("nurse")),
+            ["nurse", "health", "services", "*"]
+        );
+        assert_eq!(
+            all(&h, Value::Text("teacher")),
+            ["teacher", "education", "services", "*"]
+        );
         // shallower leaves keep their own name on the lowest levels
-        assert_eq!(all(&h, Value::Text("welder")), ["welder", "welder", "industry", "*"]);
-        assert_eq!(all(&h, Value::Text("retired")), ["retired", "retired", "retired", "*"]);
-        let Hierarchy::Categorical(c) = &h else { unreachable!() };
+        assert_eq!(
+            all(&h, Value::Text("welder")),
+            ["welder", "welder", "industry", "*"]
+        );
+        assert_eq!(
+            all(&h, Value::Text("retired")),
+            ["retired", "retired", "retired", "*"]
+        );
+        let Hierarchy::Categorical(c) = &h else {
+            unreachable!()
+        };
         assert_eq!(c.height(), 3);
         assert_eq!(c.leaf_count(), 5);
-        assert_eq!(c.leaves().collect::<Vec<_>>(), ["welder", "retired", "teacher", "nurse", "surgeon"]);
+        assert_eq!(
+            c.leaves().collect::<Vec<_>>(),
+            ["welder", "retired", "teacher", "nurse", "surgeon"]
+        );
         assert_eq!(c.parent("nurse"), Some("health"));
         assert_eq!(c.parent("*"), None);
         assert_eq!(c.root(), "*");
@@ -1110,15 +1397,35 @@ mod tests {
     #[test]
     fn categorical_errors() {
         let h = occupations();
-        assert!(matches!(h.generalize(&Value::Text("pilot"), 0), Err(Error::UnknownValue { .. })));
-        assert!(matches!(h.generalize(&Value::Text("health"), 0), Err(Error::NotALeaf { .. })));
-        assert!(matches!(h.generalize(&Value::Text("*"), 0), Err(Error::NotALeaf { .. })));
-        assert!(matches!(h.generalize(&Value::Int(1), 0), Err(Error::WrongType { .. })));
-        assert!(matches!(h.generalize(&Value::Text("nurse"), 4), Err(Error::LevelOutOfRange { .. })));
+        assert!(matches!(
+            h.generalize(&Value::Text("pilot"), 0),
+            Err(Error::UnknownValue { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Text("health"), 0),
+            Err(Error::NotALeaf { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Text("*"), 0),
+            Err(Error::NotALeaf { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Int(1), 0),
+            Err(Error::WrongType { .. })
+        ));
+        assert!(matches!(
+            h.generalize(&Value::Text("nurse"), 4),
+            Err(Error::LevelOutOfRange { .. })
+        ));
 
         let none: [(&str, &str); 0] = [];
         assert_eq!(Categorical::new(none), Err(Error::EmptyMapping));
-        assert_eq!(Categorical::new([("a", "a")]), Err(Error::Cycle { path: vec!["a".into(), "a".into()] }));
+        assert_eq!(
+            Categorical::new([("a", "a")]),
+            Err(Error::Cycle {
+                path: vec!["a".into(), "a".into()]
+            })
+        );
         match Categorical::new([("a", "b"), ("b", "c"), ("c", "a"), ("x", "*")]) {
             Err(Error::Cycle { path }) => {
                 assert_eq!(path.len(), 4);
@@ -1132,29 +1439,64 @@ mod tests {
         }
         match Categorical::new([("nurse", "health"), ("welder", "industry")]) {
             Err(e @ Error::MultipleRoots { .. }) => {
-                assert_eq!(e, Error::MultipleRoots { roots: vec!["health".into(), "industry".into()] });
+                assert_eq!(
+                    e,
+                    Error::MultipleRoots {
+                        roots: vec!["health".into(), "industry".into()]
+                    }
+                );
                 assert!(e.to_string().contains("common root"));
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            Categorical::new([("nurse", "health"), ("nurse", "care"), ("health", "*"), ("care", "*")]),
-            Err(Error::ConflictingParent { child: "nurse".into(), parents: ["health".into(), "care".into()] })
+            Categorical::new([
+                ("nurse", "health"),
+                ("nurse", "care"),
+                ("health", "*"),
+                ("care", "*")
+            ]),
+            Err(Error::ConflictingParent {
+                child: "nurse".into(),
+                parents: ["health".into(), "care".into()]
+            })
         );
         // the same pair twice is fine
         assert!(Categorical::new([("nurse", "health"), ("nurse", "health")]).is_ok());
-        assert_eq!(Categorical::new([("*", "top"), ("a", "*")]), Err(Error::ReservedName { name: "*".into() }));
+        assert_eq!(
+            Categorical::new([("*", "top"), ("a", "*")]),
+            Err(Error::ReservedName { name: "*".into() })
+        );
     }
 
     #[test]
     fn error_messages_name_the_problem() {
-        let e = Hierarchy::prefix(5).unwrap().generalize(&Value::Text("123"), 0).unwrap_err();
+        let e = Hierarchy::prefix(5)
+            .unwrap()
+            .generalize(&Value::Text("123"), 0)
+            .unwrap_err();
         assert_eq!(e.to_string(), "value \"123\" does not fit the prefix hierarchy: has 3 characters, the hierarchy expects exactly 5");
-        let e = Error::LevelOutOfRange { level: 7, levels: 6 };
-        assert_eq!(e.to_string(), "generalisation level 7 is out of range: this hierarchy has levels 0..=5");
-        let e = Error::UnknownValue { value: "pilot".into() }.in_column("occupation", Some(3));
-        assert!(e.to_string().starts_with("column \"occupation\", record 3: value \"pilot\""));
-        assert_eq!(e.root_cause(), &Error::UnknownValue { value: "pilot".into() });
+        let e = Error::LevelOutOfRange {
+            level: 7,
+            levels: 6,
+        };
+        assert_eq!(
+            e.to_string(),
+            "generalisation level 7 is out of range: this hierarchy has levels 0..=5"
+        );
+        let e = Error::UnknownValue {
+            value: "pilot".into(),
+        }
+        .in_column("occupation", Some(3));
+        assert!(e
+            .to_string()
+            .starts_with("column \"occupation\", record 3: value \"pilot\""));
+        assert_eq!(
+            e.root_cause(),
+            &Error::UnknownValue {
+                value: "pilot".into()
+            }
+        );
     }
 
     #[test]
@@ -1188,13 +1530,21 @@ mod tests {
         assert_eq!(Value::Null.type_name(), "null");
         // the label is reserved: no category and no prefix code may be called so
         let e = Hierarchy::categorical([("NULL", "*")]).unwrap_err();
-        assert_eq!(e, Error::ReservedName { name: "NULL".into() });
+        assert_eq!(
+            e,
+            Error::ReservedName {
+                name: "NULL".into()
+            }
+        );
         assert!(e.to_string().contains("reserved for the NULL value"));
         assert!(Hierarchy::categorical([("a", "NULL"), ("NULL", "*")]).is_err());
         // ... except as the root, which prints as *
         let h = Hierarchy::categorical([("a", "NULL")]).unwrap();
         assert_eq!(all(&h, Value::Text("a")), ["a", "*"]);
         let h = Hierarchy::prefix(4).unwrap();
-        assert!(matches!(h.generalize(&Value::Text("NULL"), 0), Err(Error::InvalidValue { .. })));
+        assert!(matches!(
+            h.generalize(&Value::Text("NULL"), 0),
+            Err(Error::InvalidValue { .. })
+        ));
     }
 }

@@ -58,11 +58,16 @@ mod measure;
 mod mondrian;
 mod solution;
 
-pub use anonymizer::{Algorithm, Anonymized, Anonymizer, Class, ColumnLevels, GlobalRecoding, Report, MAX_COLUMNS};
+pub use anonymizer::{
+    Algorithm, Anonymized, Anonymizer, Class, ColumnLevels, GlobalRecoding, Report, MAX_COLUMNS,
+};
 /// A fast non-cryptographic hasher for in-process keys (integers, codes, short strings).
 pub use encode::{FxHasher, FxMap};
 pub use error::Error;
 pub use hierarchy::{
-    date_to_days, days_to_date, Categorical, Hierarchy, Value, DEFAULT_INTEGER_WIDTHS, MAX_DATE_DAYS, MIN_DATE_DAYS, NULL_LABEL,
+    date_to_days, days_to_date, Categorical, Hierarchy, Value, DEFAULT_INTEGER_WIDTHS,
+    MAX_DATE_DAYS, MIN_DATE_DAYS, NULL_LABEL,
 };
-pub use measure::{equivalence_classes, l_diversity, measure_k, ClassCounter, EquivalenceClass, KReport, LReport};
+pub use measure::{
+    equivalence_classes, l_diversity, measure_k, ClassCounter, EquivalenceClass, KReport, LReport,
+};

@@ -109,7 +109,12 @@ impl ClassCounter {
             .keys
             .into_iter()
             .enumerate()
-            .map(|(i, key)| EquivalenceClass { key, subjects: subjects[i], rows: self.rows[i], sensitive_values: sens[i] })
+            .map(|(i, key)| EquivalenceClass {
+                key,
+                subjects: subjects[i],
+                rows: self.rows[i],
+                sensitive_values: sens[i],
+            })
             .collect();
         classes.sort_by(|a, b| a.key.cmp(&b.key));
         (classes, all.len())
@@ -160,7 +165,11 @@ where
     }
     let (classes, _) = c.finish();
     LReport {
-        l: classes.iter().map(|c| c.sensitive_values).min().unwrap_or(0),
+        l: classes
+            .iter()
+            .map(|c| c.sensitive_values)
+            .min()
+            .unwrap_or(0),
         classes: classes.len(),
         rows: classes.iter().map(|c| c.rows).sum(),
     }
@@ -176,7 +185,15 @@ mod tests {
 
     #[test]
     fn empty() {
-        assert_eq!(measure_k(Vec::new()), KReport { k: 0, classes: 0, rows: 0, subjects: 0 });
+        assert_eq!(
+            measure_k(Vec::new()),
+            KReport {
+                k: 0,
+                classes: 0,
+                rows: 0,
+                subjects: 0
+            }
+        );
         assert_eq!(l_diversity(Vec::<(i64, Vec<String>, String)>::new()).l, 0);
     }
 
@@ -192,7 +209,15 @@ mod tests {
             row(5, &["1988", "10***"]),
         ];
         let r = measure_k(rows.clone());
-        assert_eq!(r, KReport { k: 2, classes: 2, rows: 7, subjects: 5 });
+        assert_eq!(
+            r,
+            KReport {
+                k: 2,
+                classes: 2,
+                rows: 7,
+                subjects: 5
+            }
+        );
         let classes = equivalence_classes(rows);
         assert_eq!(classes[0].key, ["1987", "10***"]);
         assert_eq!((classes[0].subjects, classes[0].rows), (2, 4));
@@ -219,6 +244,13 @@ mod tests {
             (4, vec!["y".to_string()], "flu"),
             (4, vec!["y".to_string()], "flu"),
         ];
-        assert_eq!(l_diversity(rows), LReport { l: 1, classes: 2, rows: 5 });
+        assert_eq!(
+            l_diversity(rows),
+            LReport {
+                l: 1,
+                classes: 2,
+                rows: 5
+            }
+        );
     }
 }

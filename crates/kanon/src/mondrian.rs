@@ -76,7 +76,13 @@ struct Mondrian<'a> {
     dist: Vec<u64>,
 }
 
-pub(crate) fn mondrian(cols: &[ColumnIndex], el: Elements, k: usize, l: Option<usize>, budget: u64) -> Solution {
+pub(crate) fn mondrian(
+    cols: &[ColumnIndex],
+    el: Elements,
+    k: usize,
+    l: Option<usize>,
+    budget: u64,
+) -> Solution {
     let n = el.n;
     let q = cols.len();
     assert!(q <= 64, "at most 64 quasi columns");
@@ -105,13 +111,30 @@ pub(crate) fn mondrian(cols: &[ColumnIndex], el: Elements, k: usize, l: Option<u
     };
     let mut element_class = vec![NONE; n];
     if n == 0 {
-        return Solution { classes: Vec::new(), element_class };
+        return Solution {
+            classes: Vec::new(),
+            element_class,
+        };
     }
     let root_ok = n as u64 >= m.k && m.l.is_none_or(|l| m.distinct(0, n) >= l);
     if !root_ok {
-        return Solution { classes: Vec::new(), element_class };
+        return Solution {
+            classes: Vec::new(),
+            element_class,
+        };
     }
-    let root = Part { s: 0, e: n, nodes: cols.iter().map(|c| Node { level: c.top as u16, id: 0 }).collect(), fin: 0 };
+    let root = Part {
+        s: 0,
+        e: n,
+        nodes: cols
+            .iter()
+            .map(|c| Node {
+                level: c.top as u16,
+                id: 0,
+            })
+            .collect(),
+        fin: 0,
+    };
     let mut stack = vec![root];
     let mut done: Vec<Part> = Vec::new();
     while let Some(mut p) = stack.pop() {
@@ -139,9 +162,18 @@ pub(crate) fn mondrian(cols: &[ColumnIndex], el: Elements, k: usize, l: Option<u
             rows += m.el.weight(i);
         }
         let sensitive = if has_sens { m.distinct(p.s, p.e) } else { 0 };
-        classes.push(SolClass { nodes: p.nodes, subjects: (p.e - p.s) as u64, rows, sensitive });
+        classes.push(SolClass {
+            nodes: p.nodes,
+            gens: Vec::new(),
+            subjects: (p.e - p.s) as u64,
+            rows,
+            sensitive,
+        });
     }
-    Solution { classes, element_class }
+    Solution {
+        classes,
+        element_class,
+    }
 }
 
 impl Mondrian<'_> {
@@ -191,7 +223,10 @@ impl Mondrian<'_> {
                     p.fin |= 1u64 << c;
                     return None;
                 }
-                p.nodes[c] = Node { level: lc as u16, id: first + only };
+                p.nodes[c] = Node {
+                    level: lc as u16,
+                    id: first + only,
+                };
                 continue;
             }
             break (lc, first, nch);
@@ -263,7 +298,10 @@ impl Mondrian<'_> {
                         if merged < order.len() {
                             // the merged children keep the parent node in this column for
                             // good: they forgo all of its remaining precision, rows × ncp(parent)
-                            let lost: f64 = order[..merged].iter().map(|&j| self.rows[j] as f64 * pn).sum();
+                            let lost: f64 = order[..merged]
+                                .iter()
+                                .map(|&j| self.rows[j] as f64 * pn)
+                                .sum();
                             merge_gain = Some(total - lost);
                         }
                         break;
@@ -272,7 +310,8 @@ impl Mondrian<'_> {
                 // option B: suppress the rest, if the budget covers it
                 // a suppressed row loses everything it could still gain: up to 1 per column
                 // (its current NCP would understate this near the root)
-                let suppress_gain = (rest_rows <= self.budget).then_some(total - rest_rows as f64 * cols.len() as f64);
+                let suppress_gain = (rest_rows <= self.budget)
+                    .then_some(total - rest_rows as f64 * cols.len() as f64);
                 match (merge_gain, suppress_gain) {
                     (Some(a), Some(b)) if b > a => {
                         gain = b;
@@ -317,7 +356,16 @@ impl Mondrian<'_> {
             entropy -= p * p.ln();
         }
         let score = gain / entropy.max(1e-12);
-        Some(Cand { col: c, score, lc, first, touched, own, rest, rest_rows: suppressed_rows })
+        Some(Cand {
+            col: c,
+            score,
+            lc,
+            first,
+            touched,
+            own,
+            rest,
+            rest_rows: suppressed_rows,
+        })
     }
 
     /// One pass over column `c` of positions `s..e`: the local child of every element into
@@ -327,7 +375,11 @@ impl Mondrian<'_> {
         let col = &self.cols[c];
         let map = col.node_map(lc);
         let codes = &self.el.codes[c][s..e];
-        let hi = if self.el.hi.is_empty() { None } else { Some(&self.el.hi[c][s..e]) };
+        let hi = if self.el.hi.is_empty() {
+            None
+        } else {
+            Some(&self.el.hi[c][s..e])
+        };
         let child = &mut self.child[..e - s];
         let slot = &mut self.slot;
         let touched = &mut self.touched;
@@ -478,8 +530,16 @@ impl Mondrian<'_> {
         for j in 0..t {
             if cand.own[j] {
                 let mut nodes = p.nodes.clone();
-                nodes[c] = Node { level: cand.lc as u16, id: cand.first + cand.touched[j] };
-                new_parts.push(Part { s: s + bounds[g], e: s + bounds[g + 1], nodes, fin: p.fin });
+                nodes[c] = Node {
+                    level: cand.lc as u16,
+                    id: cand.first + cand.touched[j],
+                };
+                new_parts.push(Part {
+                    s: s + bounds[g],
+                    e: s + bounds[g + 1],
+                    nodes,
+                    fin: p.fin,
+                });
                 g += 1;
             }
         }
@@ -487,7 +547,12 @@ impl Mondrian<'_> {
         let (rs, re) = (s + bounds[ng as usize], s + bounds[ng as usize + 1]);
         if rs < re {
             match cand.rest {
-                Rest::Keep => new_parts.push(Part { s: rs, e: re, nodes: p.nodes, fin: p.fin | (1u64 << c) }),
+                Rest::Keep => new_parts.push(Part {
+                    s: rs,
+                    e: re,
+                    nodes: p.nodes,
+                    fin: p.fin | (1u64 << c),
+                }),
                 Rest::Suppress => {
                     // positions rs..re are dropped: their elements keep class NONE
                     self.budget -= cand.rest_rows;

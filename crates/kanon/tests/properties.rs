@@ -1,6 +1,8 @@
 //! Property tests of the anonymisers on random tables, and determinism.
 
-use kanon::{l_diversity, measure_k, Algorithm, Anonymized, Anonymizer, ClassCounter, Hierarchy, Value};
+use kanon::{
+    l_diversity, measure_k, Algorithm, Anonymized, Anonymizer, ClassCounter, Hierarchy, Value,
+};
 use proptest::prelude::*;
 use std::collections::HashMap;
 
@@ -57,7 +59,13 @@ fn hierarchy(kind: Kind) -> Hierarchy {
 }
 
 fn kind() -> impl Strategy<Value = Kind> {
-    prop_oneof![Just(Kind::Date), Just(Kind::Integer), Just(Kind::Numeric), Just(Kind::Prefix), Just(Kind::Categorical),]
+    prop_oneof![
+        Just(Kind::Date),
+        Just(Kind::Integer),
+        Just(Kind::Numeric),
+        Just(Kind::Prefix),
+        Just(Kind::Categorical),
+    ]
 }
 
 /// A value of the kind, NULL about one time in ten.
@@ -70,13 +78,19 @@ fn non_null(kind: Kind) -> BoxedStrategy<Owned> {
         // 1975..2004, so months, years and bands all collide
         Kind::Date => (1826i64..12784).prop_map(Owned::Int).boxed(),
         Kind::Integer => (-30i64..160).prop_map(Owned::Int).boxed(),
-        Kind::Numeric => {
-            prop_oneof![(-40i64..200).prop_map(|i| Owned::Num(i as f64 / 4.0)), (-10.0f64..50.0).prop_map(Owned::Num),].boxed()
+        Kind::Numeric => prop_oneof![
+            (-40i64..200).prop_map(|i| Owned::Num(i as f64 / 4.0)),
+            (-10.0f64..50.0).prop_map(Owned::Num),
+        ]
+        .boxed(),
+        Kind::Prefix => {
+            proptest::collection::vec(prop_oneof![Just('0'), Just('1'), Just('2'), Just('9')], 3)
+                .prop_map(|c| Owned::Text(c.into_iter().collect()))
+                .boxed()
         }
-        Kind::Prefix => proptest::collection::vec(prop_oneof![Just('0'), Just('1'), Just('2'), Just('9')], 3)
-            .prop_map(|c| Owned::Text(c.into_iter().collect()))
+        Kind::Categorical => proptest::sample::select(LEAVES.to_vec())
+            .prop_map(|s| Owned::Text(s.to_string()))
             .boxed(),
-        Kind::Categorical => proptest::sample::select(LEAVES.to_vec()).prop_map(|s| Owned::Text(s.to_string())).boxed(),
     }
 }
 
@@ -98,15 +112,26 @@ struct Table {
 fn table() -> impl Strategy<Value = Table> {
     proptest::collection::vec(kind(), 1..=5).prop_flat_map(|kinds| {
         let row = kinds.iter().map(|&k| value(k)).collect::<Vec<_>>();
-        let subject = (row, 0usize..5, proptest::collection::vec((any::<bool>(), 0usize..5, 0usize..5), 0..=2));
+        let subject = (
+            row,
+            0usize..5,
+            proptest::collection::vec((any::<bool>(), 0usize..5, 0usize..5), 0..=2),
+        );
         let extra_values = kinds.iter().map(|&k| value(k)).collect::<Vec<_>>();
-        (Just(kinds), proptest::collection::vec((subject, extra_values), 1..120))
+        (
+            Just(kinds),
+            proptest::collection::vec((subject, extra_values), 1..120),
+        )
             .prop_flat_map(|(kinds, subjects)| {
                 let mut rows = Vec::new();
                 for (i, ((values, sens, dups), extra)) in subjects.into_iter().enumerate() {
                     let subject = 1000 + 7 * i as i64;
                     let sensitive = format!("s{sens}");
-                    rows.push(Row { subject, values: values.clone(), sensitive: sensitive.clone() });
+                    rows.push(Row {
+                        subject,
+                        values: values.clone(),
+                        sensitive: sensitive.clone(),
+                    });
                     for (differ, col, s2) in dups {
                         let mut v = values.clone();
                         let mut s = sensitive.clone();
@@ -115,7 +140,11 @@ fn table() -> impl Strategy<Value = Table> {
                             v[c] = extra[c].clone();
                             s = format!("s{s2}");
                         }
-                        rows.push(Row { subject, values: v, sensitive: s });
+                        rows.push(Row {
+                            subject,
+                            values: v,
+                            sensitive: s,
+                        });
                     }
                 }
                 (Just(kinds), Just(rows).prop_shuffle())
@@ -125,11 +154,17 @@ fn table() -> impl Strategy<Value = Table> {
 }
 
 fn columns(t: &Table) -> Vec<(String, Hierarchy)> {
-    t.kinds.iter().enumerate().map(|(i, &k)| (format!("c{i}"), hierarchy(k))).collect()
+    t.kinds
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| (format!("c{i}"), hierarchy(k)))
+        .collect()
 }
 
 fn run(t: &Table, alg: Algorithm, k: usize, l: Option<usize>, limit: f64) -> Anonymized {
-    let mut a = Anonymizer::new(columns(t), k, l, limit).unwrap().with_algorithm(alg);
+    let mut a = Anonymizer::new(columns(t), k, l, limit)
+        .unwrap()
+        .with_algorithm(alg);
     for r in &t.rows {
         let vals: Vec<Value<'_>> = r.values.iter().map(Owned::value).collect();
         a.push(r.subject, &vals, Some(&r.sensitive)).unwrap();
@@ -152,7 +187,14 @@ fn n_sensitive(t: &Table) -> usize {
 }
 
 /// Every property an anonymisation must have, checked against the input.
-fn check(t: &Table, out: &Anonymized, alg: Algorithm, k: usize, l: Option<usize>, limit: f64) -> Result<(), TestCaseError> {
+fn check(
+    t: &Table,
+    out: &Anonymized,
+    alg: Algorithm,
+    k: usize,
+    l: Option<usize>,
+    limit: f64,
+) -> Result<(), TestCaseError> {
     let r = out.report();
     let hs: Vec<Hierarchy> = t.kinds.iter().map(|&k| hierarchy(k)).collect();
     prop_assert_eq!(out.len(), t.rows.len());
@@ -166,11 +208,20 @@ fn check(t: &Table, out: &Anonymized, alg: Algorithm, k: usize, l: Option<usize>
             prop_assert_eq!(gen.len(), hs.len());
             for (c, h) in hs.iter().enumerate() {
                 let lv = h.level_of(&row.values[c].value(), &gen[c]).unwrap();
-                prop_assert!(lv.is_some(), "{} is not an ancestor of {:?}", gen[c], row.values[c]);
+                prop_assert!(
+                    lv.is_some(),
+                    "{} is not an ancestor of {:?}",
+                    gen[c],
+                    row.values[c]
+                );
                 let class = &out.classes()[out.class_of(i).unwrap()];
                 // the reported level prints the same (a padded categorical leaf prints
                 // its own name on several levels)
-                prop_assert_eq!(&h.generalize(&row.values[c].value(), class.levels[c]).unwrap(), &gen[c]);
+                prop_assert_eq!(
+                    &h.generalize(&row.values[c].value(), class.levels[c])
+                        .unwrap(),
+                    &gen[c]
+                );
             }
         }
     }
@@ -185,7 +236,10 @@ fn check(t: &Table, out: &Anonymized, alg: Algorithm, k: usize, l: Option<usize>
     }
 
     // every released class has ≥ k distinct subjects (and ≥ l values), measured on the output
-    let released: Vec<(i64, Vec<String>)> = out.iter().filter_map(|(s, v)| v.map(|v| (s, v.to_vec()))).collect();
+    let released: Vec<(i64, Vec<String>)> = out
+        .iter()
+        .filter_map(|(s, v)| v.map(|v| (s, v.to_vec())))
+        .collect();
     let kr = measure_k(released.clone());
     if !released.is_empty() {
         prop_assert!(kr.k >= k, "k {} < {}", kr.k, k);
@@ -200,9 +254,10 @@ fn check(t: &Table, out: &Anonymized, alg: Algorithm, k: usize, l: Option<usize>
     for c in &classes {
         prop_assert!(c.subjects >= k);
     }
-    let lr = l_diversity(
-        t.rows.iter().enumerate().filter_map(|(i, row)| out.record(i).map(|v| (row.subject, v.to_vec(), row.sensitive.clone()))),
-    );
+    let lr = l_diversity(t.rows.iter().enumerate().filter_map(|(i, row)| {
+        out.record(i)
+            .map(|v| (row.subject, v.to_vec(), row.sensitive.clone()))
+    }));
     prop_assert_eq!(r.l_reached, Some(lr.l));
     if let Some(l) = l {
         if !released.is_empty() {
@@ -218,7 +273,12 @@ fn check(t: &Table, out: &Anonymized, alg: Algorithm, k: usize, l: Option<usize>
         prop_assert_eq!(suppressed, t.rows.len());
         prop_assert_eq!(r.k_reached, 0);
     } else {
-        prop_assert!(suppressed as f64 <= limit * t.rows.len() as f64, "{} suppressed, limit {}", suppressed, limit);
+        prop_assert!(
+            suppressed as f64 <= limit * t.rows.len() as f64,
+            "{} suppressed, limit {}",
+            suppressed,
+            limit
+        );
         if alg == Algorithm::Mondrian {
             prop_assert!(r.classes > 0);
         }
@@ -290,10 +350,18 @@ fn fixed_table() -> Table {
     let mut rows = Vec::new();
     let mut x: u64 = 12345;
     let mut next = |n: u64| {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (x >> 33) % n
     };
-    let kinds = vec![Kind::Date, Kind::Prefix, Kind::Categorical, Kind::Integer, Kind::Numeric];
+    let kinds = vec![
+        Kind::Date,
+        Kind::Prefix,
+        Kind::Categorical,
+        Kind::Integer,
+        Kind::Numeric,
+    ];
     for s in 0..2000 {
         let row = Row {
             subject: s,
@@ -321,8 +389,14 @@ fn deterministic() {
         for (k, l) in [(5, None), (10, Some(2))] {
             let a = run(&t, alg, k, l, 0.02);
             let b = run(&t, alg, k, l, 0.02);
-            let out_a: Vec<_> = a.iter().map(|(s, v)| (s, v.map(<[String]>::to_vec))).collect();
-            let out_b: Vec<_> = b.iter().map(|(s, v)| (s, v.map(<[String]>::to_vec))).collect();
+            let out_a: Vec<_> = a
+                .iter()
+                .map(|(s, v)| (s, v.map(<[String]>::to_vec)))
+                .collect();
+            let out_b: Vec<_> = b
+                .iter()
+                .map(|(s, v)| (s, v.map(<[String]>::to_vec)))
+                .collect();
             assert_eq!(out_a, out_b);
             assert_eq!(a.classes(), b.classes());
             let (mut ra, mut rb) = (a.report().clone(), b.report().clone());
@@ -339,5 +413,10 @@ fn mondrian_beats_global_on_loss() {
     let t = fixed_table();
     let m = run(&t, Algorithm::Mondrian, 10, None, 0.02);
     let g = run(&t, Algorithm::GlobalRecoding, 10, None, 0.02);
-    assert!(m.report().ncp < g.report().ncp, "{} vs {}", m.report(), g.report());
+    assert!(
+        m.report().ncp < g.report().ncp,
+        "{} vs {}",
+        m.report(),
+        g.report()
+    );
 }
