@@ -5,7 +5,8 @@ use crate::error::Error;
 use crate::global::global;
 use crate::hierarchy::{Hierarchy, Leaf, NumPlan, Value};
 use crate::mondrian::mondrian;
-use crate::solution::Solution;
+use crate::ranges::{ranges, Segs};
+use crate::solution::{Gen, Solution};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,12 @@ pub enum Algorithm {
     Mondrian,
     /// One level per column for the whole table, raised greedily (the baseline).
     GlobalRecoding,
+    /// Mondrian with partition-local releases: binary cuts of each column's sorted values
+    /// (categories in hierarchy order), each class released as its own range of values
+    /// (`lo-hi`), its own set of categories, or the smallest hierarchy node covering its
+    /// prefix codes; segment memberships are attributes it can split on. Never suppresses
+    /// (except everything when the input has fewer than k subjects or l values).
+    Ranges,
 }
 
 impl fmt::Display for Algorithm {
@@ -26,6 +33,7 @@ impl fmt::Display for Algorithm {
         f.write_str(match self {
             Algorithm::Mondrian => "mondrian",
             Algorithm::GlobalRecoding => "global",
+            Algorithm::Ranges => "ranges",
         })
     }
 }
@@ -71,7 +79,16 @@ pub struct Anonymizer {
     sens: Vec<u32>,
     sens_dict: SensDict,
     sens_missing: bool,
+    segment_names: Vec<String>,
+    segment_weight: f64,
+    /// per record `seg_off[r]..seg_off[r+1]` in `seg_ids` (only when segments are declared)
+    seg_off: Vec<u32>,
+    seg_ids: Vec<u32>,
 }
+
+/// The default weight of a kept segment membership against information loss, see
+/// [`Anonymizer::with_segment_weight`].
+pub const DEFAULT_SEGMENT_WEIGHT: f64 = 2.0;
 
 /// Constructor of the full-domain baseline: an [`Anonymizer`] running
 /// [`Algorithm::GlobalRecoding`], with the same input, output and report.
@@ -159,7 +176,71 @@ impl Anonymizer {
             sens: Vec::new(),
             sens_dict: SensDict::default(),
             sens_missing: false,
+            segment_names: Vec::new(),
+            segment_weight: DEFAULT_SEGMENT_WEIGHT,
+            seg_off: Vec::new(),
+            seg_ids: Vec::new(),
         })
+    }
+
+    /// Declares segments (named sets of subjects, e.g. microsegments) whose memberships are
+    /// released with the records: each record then carries the indexes of the segments its
+    /// subject belongs to ([`Anonymizer::push_with`]), and every released class shows the
+    /// segments **all** of its subjects belong to (never one a member is not in), so the
+    /// released (quasi values, segments) of a class describe ≥ k subjects. With
+    /// [`Algorithm::Ranges`] the memberships are also attributes the partitioning splits on,
+    /// so subjects sharing segments end in the same classes; the other algorithms only
+    /// intersect. The report counts the memberships kept. Must be called before any push.
+    pub fn with_segments<S: Into<String>>(
+        mut self,
+        names: impl IntoIterator<Item = S>,
+    ) -> Result<Anonymizer, Error> {
+        let bad = |reason: String| Error::InvalidParameter {
+            parameter: "segments",
+            reason,
+        };
+        if !self.subjects.is_empty() {
+            return Err(bad(
+                "segments must be declared before the first record".into()
+            ));
+        }
+        let mut list: Vec<String> = Vec::new();
+        for n in names {
+            let n: String = n.into();
+            if list.contains(&n) {
+                return Err(bad(format!("segment \"{n}\" is given twice")));
+            }
+            list.push(n);
+        }
+        if list.len() as u64 >= MAX_CODES {
+            return Err(bad(format!("{} segments, at most {MAX_CODES}", list.len())));
+        }
+        self.seg_off = if list.is_empty() { Vec::new() } else { vec![0] };
+        self.segment_names = list;
+        Ok(self)
+    }
+
+    /// How much a kept segment membership is worth against information loss when the range
+    /// algorithm chooses its cuts, in NCP units of one record and one column (the default
+    /// [`DEFAULT_SEGMENT_WEIGHT`] = 2: keeping a membership is worth as much as releasing two
+    /// of the record's values exactly instead of as `*`). 0 ignores memberships while
+    /// partitioning (they are still intersected per class); larger values keep more
+    /// memberships at the price of coarser quasi values. On UCI Adult (k = 10, 20 segments)
+    /// weights 1, 2, 3 kept 81 %, 86 %, 88 % of the memberships at NCP 0.059, 0.066, 0.071.
+    pub fn with_segment_weight(mut self, weight: f64) -> Result<Anonymizer, Error> {
+        if !(weight.is_finite() && weight >= 0.0) {
+            return Err(Error::InvalidParameter {
+                parameter: "segment_weight",
+                reason: format!("{weight} is not a finite number ≥ 0"),
+            });
+        }
+        self.segment_weight = weight;
+        Ok(self)
+    }
+
+    /// The declared segments.
+    pub fn segments(&self) -> &[String] {
+        &self.segment_names
     }
 
     /// Chooses the algorithm ([`Algorithm::Mondrian`] by default).
@@ -203,7 +284,32 @@ impl Anonymizer {
         values: &[Value<'_>],
         sensitive: Option<&str>,
     ) -> Result<(), Error> {
+        self.push_with(subject, values, sensitive, &[])
+    }
+
+    /// Adds one record with the segments its subject belongs to (indexes into the names given
+    /// to [`Anonymizer::with_segments`], any order, repeats ignored). A subject with several
+    /// records belongs to the union of their segments.
+    pub fn push_with(
+        &mut self,
+        subject: i64,
+        values: &[Value<'_>],
+        sensitive: Option<&str>,
+        segments: &[u32],
+    ) -> Result<(), Error> {
         let record = self.subjects.len() as u64;
+        if let Some(&bad) = segments
+            .iter()
+            .find(|&&s| s as usize >= self.segment_names.len())
+        {
+            return Err(Error::InvalidParameter {
+                parameter: "segments",
+                reason: format!(
+                    "record {record} names segment {bad}, but {} segments are declared",
+                    self.segment_names.len()
+                ),
+            });
+        }
         let q = self.names.len();
         if values.len() != q {
             return Err(Error::Arity {
@@ -259,6 +365,20 @@ impl Anonymizer {
             self.codes[c].push(code);
         }
         self.subjects.push(subject);
+        if !self.segment_names.is_empty() {
+            let start = self.seg_ids.len();
+            self.seg_ids.extend_from_slice(segments);
+            self.seg_ids[start..].sort_unstable();
+            let mut w = start;
+            for r in start..self.seg_ids.len() {
+                if w == start || self.seg_ids[r] != self.seg_ids[w - 1] {
+                    self.seg_ids[w] = self.seg_ids[r];
+                    w += 1;
+                }
+            }
+            self.seg_ids.truncate(w);
+            self.seg_off.push(w as u32);
+        }
         Ok(())
     }
 
@@ -295,6 +415,18 @@ impl Anonymizer {
         values: &[Option<&str>],
         sensitive: Option<&str>,
     ) -> Result<(), Error> {
+        self.push_text_with(subject, values, sensitive, &[])
+    }
+
+    /// [`Anonymizer::push_text_nullable`] with the subject's segments, as
+    /// [`Anonymizer::push_with`].
+    pub fn push_text_with(
+        &mut self,
+        subject: i64,
+        values: &[Option<&str>],
+        sensitive: Option<&str>,
+        segments: &[u32],
+    ) -> Result<(), Error> {
         let record = self.subjects.len() as u64;
         let q = self.names.len();
         if values.len() != q {
@@ -312,7 +444,7 @@ impl Anonymizer {
                     .map_err(|e| e.in_column(&self.names[c], Some(record)))?;
             }
         }
-        self.push(subject, &parsed[..q], sensitive)
+        self.push_with(subject, &parsed[..q], sensitive, segments)
     }
 
     /// Adds every record of an iterator of `(subject, values, sensitive)`; stops at the first
@@ -333,6 +465,7 @@ impl Anonymizer {
         self.subjects.capacity() * 8
             + self.codes.iter().map(|c| c.capacity() * 4).sum::<usize>()
             + self.sens.capacity() * 4
+            + (self.seg_off.capacity() + self.seg_ids.capacity()) * 4
             + self.dicts.iter().map(Dict::heap_bytes).sum::<usize>()
             + self.sens_dict.map.capacity() * 17
             + self
@@ -359,6 +492,10 @@ impl Anonymizer {
             sens,
             sens_dict,
             sens_missing,
+            segment_names,
+            segment_weight,
+            seg_off,
+            seg_ids,
             ..
         } = self;
         let records = subjects.len();
@@ -376,9 +513,17 @@ impl Anonymizer {
         drop(sens_dict);
         let (el, row_elem) = collapse(&subjects, codes, has_sens.then_some(sens), n_sens);
         let n_subjects = el.n;
+        let segs = element_segments(
+            segment_names.len(),
+            seg_off,
+            seg_ids,
+            row_elem.as_deref(),
+            el.n,
+        );
         let sol = match algorithm {
             Algorithm::Mondrian => mondrian(&cols, el, k, l, budget),
             Algorithm::GlobalRecoding => global(&cols, el, k, l, budget).0,
+            Algorithm::Ranges => ranges(&cols, &el, &segs, segment_weight, k, l),
         };
         Ok(build(
             &cols,
@@ -388,6 +533,8 @@ impl Anonymizer {
             n_subjects,
             has_sens,
             sol,
+            segment_names,
+            &segs,
             algorithm,
             k,
             l,
@@ -438,11 +585,37 @@ pub struct Report {
     /// Discernibility: Σ (rows of a class)² + suppressed records × records.
     pub discernibility: u64,
     pub levels_used: Vec<ColumnLevels>,
+    /// Segment memberships of all subjects (a subject in three segments has three), counted
+    /// once per subject; 0 when no segments are declared.
+    pub memberships: usize,
+    /// Memberships a released class shows (suppressed subjects keep none).
+    pub memberships_kept: usize,
+    /// Per declared segment: its members and how many of them the release shows as members.
+    pub segments: Vec<SegmentKept>,
     /// Time of [`Anonymizer::run`] (dictionary sorting, search, output), not of the input.
     pub elapsed: Duration,
 }
 
+/// How many members of one segment a release still shows as members.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentKept {
+    pub segment: String,
+    /// Subjects in the segment.
+    pub members: usize,
+    /// Of them, those whose released class shows the segment.
+    pub kept: usize,
+}
+
 impl Report {
+    /// Fraction of the segment memberships the release keeps (1 when there are none).
+    pub fn memberships_kept_fraction(&self) -> f64 {
+        if self.memberships == 0 {
+            1.0
+        } else {
+            self.memberships_kept as f64 / self.memberships as f64
+        }
+    }
+
     /// Fraction of records suppressed (0 for no records).
     pub fn suppressed_fraction(&self) -> f64 {
         if self.records == 0 {
@@ -472,6 +645,15 @@ impl fmt::Display for Report {
         if let Some(l) = self.l_reached {
             write!(f, ", l {l}")?;
         }
+        if !self.segments.is_empty() {
+            write!(
+                f,
+                ", memberships kept {} of {} ({:.1}%)",
+                self.memberships_kept,
+                self.memberships,
+                100.0 * self.memberships_kept_fraction()
+            )?;
+        }
         Ok(())
     }
 }
@@ -487,6 +669,9 @@ pub struct Class {
     pub records: usize,
     /// Distinct sensitive values (`None` when not every record carried one).
     pub sensitive_values: Option<usize>,
+    /// The segments all of its subjects belong to (indexes into the declared segments,
+    /// ascending); empty when none are declared.
+    pub segments: Vec<usize>,
 }
 
 /// The result of [`Anonymizer::run`]: per input record (in push order) its class or
@@ -494,6 +679,7 @@ pub struct Class {
 #[derive(Clone, Debug)]
 pub struct Anonymized {
     columns: Vec<String>,
+    segment_names: Vec<String>,
     classes: Vec<Class>,
     record_class: Vec<u32>,
     subjects: Vec<i64>,
@@ -508,6 +694,18 @@ impl Anonymized {
     /// The quasi column names.
     pub fn columns(&self) -> &[String] {
         &self.columns
+    }
+
+    /// The declared segments (what [`Class::segments`] indexes).
+    pub fn segment_names(&self) -> &[String] {
+        &self.segment_names
+    }
+
+    /// The released segments of record `i` (those all of its class belong to), `None` if it
+    /// is suppressed.
+    pub fn segments(&self, i: usize) -> Option<&[usize]> {
+        self.class_of(i)
+            .map(|c| self.classes[c].segments.as_slice())
     }
 
     /// The released classes.
@@ -555,6 +753,8 @@ fn build(
     n_subjects: usize,
     has_sens: bool,
     sol: Solution,
+    segment_names: Vec<String>,
+    segs: &Segs,
     algorithm: Algorithm,
     k: usize,
     l: Option<usize>,
@@ -583,11 +783,20 @@ fn build(
         let mut key = Vec::with_capacity(q);
         let mut levels = Vec::with_capacity(q);
         let mut per = 0.0;
-        for (c, nd) in sc.nodes.iter().enumerate() {
-            let lv = nd.level as usize;
-            key.push(cols[c].label(lv, nd.id));
+        for c in 0..q {
+            let (text, x, lv) = match sc.gens.get(c) {
+                None => {
+                    let nd = sc.nodes[c];
+                    let lv = nd.level as usize;
+                    (cols[c].label(lv, nd.id), cols[c].ncp(lv, nd.id), lv)
+                }
+                Some(g) => {
+                    let (text, x) = cols[c].gen_label(g);
+                    (text, x, gen_level(&cols[c], g))
+                }
+            };
+            key.push(text);
             levels.push(lv);
-            let x = cols[c].ncp(lv, nd.id);
             per += x;
             levels_used[c].ncp += sc.rows as f64 * x;
             levels_used[c].min = levels_used[c].min.min(lv);
@@ -602,7 +811,40 @@ fn build(
             subjects: sc.subjects as usize,
             records: sc.rows as usize,
             sensitive_values: has_sens.then_some(sc.sensitive as usize),
+            segments: Vec::new(),
         });
+    }
+    // segments: a class shows those all of its subjects belong to
+    let n_segs = segment_names.len();
+    let mut per_segment = vec![(0usize, 0usize); n_segs];
+    let (mut memberships, mut kept) = (0usize, 0usize);
+    if n_segs > 0 {
+        let mut pairs: Vec<(u32, u32)> = Vec::new();
+        for (e, &c) in sol.element_class.iter().enumerate() {
+            for &sg in segs.of(e) {
+                per_segment[sg as usize].0 += 1;
+                if c != NONE {
+                    pairs.push((c, sg));
+                }
+            }
+        }
+        memberships = per_segment.iter().map(|p| p.0).sum();
+        pairs.sort_unstable();
+        let mut i = 0;
+        while i < pairs.len() {
+            let mut j = i;
+            while j < pairs.len() && pairs[j] == pairs[i] {
+                j += 1;
+            }
+            let (c, sg) = pairs[i];
+            let class = &mut classes[c as usize];
+            if (j - i) == class.subjects {
+                class.segments.push(sg as usize);
+                per_segment[sg as usize].1 += j - i;
+                kept += j - i;
+            }
+            i = j;
+        }
     }
     let suppressed_records = records as u64 - released_rows;
     for lu in &mut levels_used {
@@ -651,14 +893,77 @@ fn build(
         ncp,
         discernibility: dm,
         levels_used,
+        memberships,
+        memberships_kept: kept,
+        segments: segment_names
+            .iter()
+            .zip(&per_segment)
+            .map(|(name, &(members, kept))| SegmentKept {
+                segment: name.clone(),
+                members,
+                kept,
+            })
+            .collect(),
         elapsed: started.elapsed(),
     };
     Anonymized {
         columns: names,
+        segment_names,
         classes,
         record_class,
         subjects,
         report,
+    }
+}
+
+/// The level a partition-local release is reported at: the node's level, 0 for an exact
+/// value, else the level of the smallest hierarchy node covering it.
+fn gen_level(col: &ColumnIndex, g: &Gen) -> usize {
+    let (a, b) = match g {
+        Gen::Node(n) => return n.level as usize,
+        Gen::Range { lo, hi } => (*lo, *hi),
+        Gen::Set(codes) => (codes[0], codes[codes.len() - 1]),
+    };
+    crate::ranges::cover(col, a, b).0
+}
+
+/// The segments of every element (the union over a subject's rows).
+fn element_segments(
+    n_segs: usize,
+    seg_off: Vec<u32>,
+    seg_ids: Vec<u32>,
+    row_elem: Option<&[u32]>,
+    n_elements: usize,
+) -> Segs {
+    if n_segs == 0 {
+        return Segs::default();
+    }
+    let Some(re) = row_elem else {
+        return Segs {
+            n_segs,
+            off: seg_off,
+            ids: seg_ids,
+        };
+    };
+    let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(seg_ids.len());
+    for (r, &e) in re.iter().enumerate() {
+        for &sg in &seg_ids[seg_off[r] as usize..seg_off[r + 1] as usize] {
+            pairs.push((e, sg));
+        }
+    }
+    pairs.sort_unstable();
+    pairs.dedup();
+    let mut off = vec![0u32; n_elements + 1];
+    for &(e, _) in &pairs {
+        off[e as usize + 1] += 1;
+    }
+    for e in 0..n_elements {
+        off[e + 1] += off[e];
+    }
+    Segs {
+        n_segs,
+        off,
+        ids: pairs.into_iter().map(|(_, sg)| sg).collect(),
     }
 }
 

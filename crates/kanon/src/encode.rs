@@ -11,6 +11,7 @@
 
 use crate::error::Error;
 use crate::hierarchy::{Hierarchy, Leaf, NodeKey, NumPlan};
+use crate::solution::Gen;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -536,6 +537,71 @@ impl ColumnIndex {
             1.0
         } else {
             self.ncp[level][node as usize]
+        }
+    }
+
+    /// Textual form and NCP of a partition-local release.
+    pub(crate) fn gen_label(&self, g: &Gen) -> (String, f64) {
+        match g {
+            Gen::Node(n) => {
+                let lv = n.level as usize;
+                (self.label(lv, n.id), self.ncp(lv, n.id))
+            }
+            Gen::Range { lo, hi } => {
+                let (lo, hi) = (*lo, *hi);
+                if lo == hi {
+                    return (self.label(0, lo), 0.0);
+                }
+                if self.null == Some(lo) {
+                    return ("*".to_string(), 1.0); // NULL together with values
+                }
+                let w = self.domain_width();
+                let ncp = if w <= 0.0 {
+                    0.0
+                } else {
+                    ((self.value_f64(hi) - self.value_f64(lo)) / w).clamp(0.0, 1.0)
+                };
+                let text = match (&self.hierarchy, self.leaf(lo), self.leaf(hi)) {
+                    (Hierarchy::Date, _, _) => {
+                        format!("{}/{}", self.label(0, lo), self.label(0, hi))
+                    }
+                    (Hierarchy::Numeric { .. }, _, _) => {
+                        format!("[{},{}]", self.label(0, lo), self.label(0, hi))
+                    }
+                    _ => format!("{}-{}", self.label(0, lo), self.label(0, hi)),
+                };
+                (text, ncp)
+            }
+            Gen::Set(codes) => {
+                let d = codes.len() as u32;
+                let ncp = self.set_ncp(d);
+                if d == 1 {
+                    return (self.label(0, codes[0]), 0.0);
+                }
+                if d >= self.observed(0, self.n_codes) {
+                    return ("*".to_string(), 1.0);
+                }
+                // the largest nodes whose observed values are all in the set, in code order
+                let mut parts: Vec<String> = Vec::new();
+                let mut i = 0;
+                while i < codes.len() {
+                    let code = codes[i];
+                    let mut take = (0usize, code, 1usize);
+                    for level in 1..self.top {
+                        let n = self.node(level, code);
+                        let (a, b) = (self.start(level, n), self.end(level, n));
+                        let inside = codes[i..].partition_point(|&x| x < b);
+                        if inside as u32 == self.observed(a, b) {
+                            take = (level, n, inside);
+                        } else {
+                            break;
+                        }
+                    }
+                    parts.push(self.label(take.0, take.1));
+                    i += take.2;
+                }
+                (parts.join("|"), ncp)
+            }
         }
     }
 

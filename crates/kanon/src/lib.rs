@@ -56,10 +56,12 @@ mod global;
 mod hierarchy;
 mod measure;
 mod mondrian;
+mod ranges;
 mod solution;
 
 pub use anonymizer::{
-    Algorithm, Anonymized, Anonymizer, Class, ColumnLevels, GlobalRecoding, Report, MAX_COLUMNS,
+    Algorithm, Anonymized, Anonymizer, Class, ColumnLevels, GlobalRecoding, Report, SegmentKept,
+    DEFAULT_SEGMENT_WEIGHT, MAX_COLUMNS,
 };
 /// A fast non-cryptographic hasher for in-process keys (integers, codes, short strings).
 pub use encode::{FxHasher, FxMap};
