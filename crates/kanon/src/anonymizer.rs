@@ -1273,6 +1273,196 @@ mod tests {
     }
 
     #[test]
+    fn ranges_release_their_own_ranges_and_sets() {
+        let job = Hierarchy::categorical([
+            ("nurse", "health"),
+            ("surgeon", "health"),
+            ("paramedic", "health"),
+            ("teacher", "education"),
+            ("health", "*"),
+            ("education", "*"),
+        ])
+        .unwrap();
+        let cols = vec![
+            ("age", Hierarchy::integer_default()),
+            ("job", job.clone()),
+            ("score", Hierarchy::numeric(vec![1.0]).unwrap()),
+            ("born", Hierarchy::date()),
+            ("zip", Hierarchy::prefix(5).unwrap()),
+            ("other", job.clone()),
+        ];
+        let rows: [(i64, &str, f64, &str, &str, Option<&str>); 8] = [
+            (31, "nurse", 1.5, "1987-03-14", "10115", Some("nurse")),
+            (33, "surgeon", 2.25, "1987-05-01", "10117", None),
+            (35, "nurse", 2.0, "1987-04-01", "10119", Some("teacher")),
+            (37, "surgeon", 1.75, "1987-04-11", "10128", Some("teacher")),
+            (60, "teacher", 9.0, "1960-01-01", "20095", Some("paramedic")),
+            (61, "teacher", 9.5, "1961-01-01", "20095", Some("paramedic")),
+            (62, "teacher", 9.0, "1962-01-01", "20097", Some("paramedic")),
+            (63, "teacher", 9.5, "1963-01-01", "20099", Some("paramedic")),
+        ];
+        let mut a = Anonymizer::new(cols.clone(), 4, None, 0.0)
+            .unwrap()
+            .with_algorithm(Algorithm::Ranges);
+        for (s, (age, j, x, d, z, o)) in rows.iter().enumerate() {
+            let age = age.to_string();
+            let x = x.to_string();
+            a.push_text_nullable(
+                s as i64,
+                &[Some(&age), Some(j), Some(&x), Some(d), Some(z), *o],
+                None,
+            )
+            .unwrap();
+        }
+        let out = a.run().unwrap();
+        // two classes of four: each column released as the members' own span
+        let key = out.record(0).unwrap();
+        assert_eq!(
+            key,
+            [
+                "31-37",
+                "health", // nurse and surgeon: every observed leaf of health
+                "[1.5,2.25]",
+                "1987-03-14/1987-05-01",
+                "101**",
+                "education|nurse|NULL", // a set with NULL; teacher is all of education
+            ]
+        );
+        assert_eq!(
+            out.record(4).unwrap(),
+            [
+                "60-63",
+                "teacher",
+                "[9,9.5]",
+                "1960-01-01/1963-01-01",
+                "2009*",
+                "paramedic"
+            ]
+        );
+        let r = out.report();
+        assert_eq!((r.k_reached, r.classes, r.suppressed_records), (4, 2, 0));
+        // age: 6 and 3 of 32 years; job: 2 of 3 observed values, then 1
+        assert!((r.levels_used[0].ncp - 0.5 * (6.0 + 3.0) / 32.0).abs() < 1e-12);
+        assert!((r.levels_used[1].ncp - 0.5 * 0.5).abs() < 1e-12);
+        // a class holding every observed value prints *
+        assert!(cols[1].1.covers("*", &Value::Text("nurse")).unwrap());
+        for (c, (_, h)) in cols.iter().enumerate() {
+            for (i, (age, j, x, d, z, o)) in rows.into_iter().enumerate() {
+                let key = out.record(i).unwrap();
+                let v = match c {
+                    0 => Value::Int(age),
+                    1 => Value::Text(j),
+                    2 => Value::Num(x),
+                    3 => h.parse(d).unwrap(),
+                    4 => Value::Text(z),
+                    _ => o.map(Value::Text).unwrap_or(Value::Null),
+                };
+                assert!(h.covers(&key[c], &v).unwrap(), "{} {v}", key[c]);
+            }
+        }
+        let h = &cols[0].1;
+        assert!(!h.covers("31-37", &Value::Int(38)).unwrap());
+        assert!(h.covers("-5--1", &Value::Int(-3)).unwrap());
+        assert!(!cols[1].1.covers("health", &Value::Text("teacher")).unwrap());
+        assert!(!cols[2].1.covers("[1.5,2.25]", &Value::Num(2.5)).unwrap());
+        assert!(!cols[3]
+            .1
+            .covers("1987-03-14/1987-05-01", &h_date("1987-05-02"))
+            .unwrap());
+        assert!(!cols[5].1.covers("nurse|teacher", &Value::Null).unwrap());
+
+        // a class mixing NULL with values prints * in that column
+        let mut a = Anonymizer::new(vec![("age", Hierarchy::integer_default())], 2, None, 0.0)
+            .unwrap()
+            .with_algorithm(Algorithm::Ranges);
+        for (s, age) in [Value::Int(20), Value::Int(21), Value::Int(50), Value::Null]
+            .iter()
+            .enumerate()
+        {
+            a.push(s as i64, &[*age], None).unwrap();
+        }
+        let out = a.run().unwrap();
+        let labels: Vec<&str> = (0..4).map(|i| out.record(i).unwrap()[0].as_str()).collect();
+        // NULL sorts first: the only valid cut puts it with 20
+        assert_eq!(labels, ["*", "21-50", "21-50", "*"]);
+        assert_eq!(
+            out.report().levels_used[0].ncp,
+            0.5 * 1.0 + 0.5 * (29.0 / 30.0)
+        );
+    }
+
+    fn h_date(s: &str) -> Value<'static> {
+        Hierarchy::date()
+            .parse(s)
+            .map(|v| match v {
+                Value::Date(d) => Value::Date(d),
+                _ => unreachable!(),
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn segments_show_what_every_subject_of_a_class_holds() {
+        for alg in [
+            Algorithm::Ranges,
+            Algorithm::Mondrian,
+            Algorithm::GlobalRecoding,
+        ] {
+            let mut a = Anonymizer::new(vec![("age", Hierarchy::integer_default())], 3, None, 0.0)
+                .unwrap()
+                .with_algorithm(alg)
+                .with_segments(["buyers", "rare"])
+                .unwrap();
+            // ages 20..26; buyers: the first four, rare: one subject
+            for s in 0..7 {
+                let segs: &[u32] = match s {
+                    0 => &[0, 1, 0],
+                    1..=3 => &[0],
+                    _ => &[],
+                };
+                a.push_with(s, &[Value::Int(20 + s)], None, segs).unwrap();
+            }
+            let out = a.run().unwrap();
+            let r = out.report();
+            assert_eq!(r.memberships, 5, "{alg}");
+            assert_eq!(
+                r.segments[1],
+                SegmentKept {
+                    segment: "rare".into(),
+                    members: 1,
+                    kept: 0
+                }
+            );
+            for i in 0..7 {
+                for &sg in out.segments(i).unwrap() {
+                    assert!(sg == 0 && i < 4, "{alg}: record {i} shown in {sg}");
+                }
+            }
+            if alg == Algorithm::Ranges {
+                // the buyers are split off: all four memberships kept
+                assert_eq!(out.segments(0).unwrap(), [0]);
+                assert_eq!(r.memberships_kept, 4);
+                assert_eq!(r.memberships_kept_fraction(), 0.8);
+            }
+        }
+        let a = Anonymizer::new(vec![("age", Hierarchy::integer_default())], 3, None, 0.0).unwrap();
+        assert!(a.clone().with_segments(["x", "x"]).is_err());
+        assert!(a.clone().with_segment_weight(-1.0).is_err());
+        assert!(a.clone().with_segment_weight(f64::NAN).is_err());
+        let mut b = a.with_segments(["x"]).unwrap();
+        assert!(matches!(
+            b.push_with(1, &[Value::Int(3)], None, &[1]),
+            Err(Error::InvalidParameter {
+                parameter: "segments",
+                ..
+            })
+        ));
+        assert_eq!(b.len(), 0);
+        b.push(1, &[Value::Int(3)], None).unwrap();
+        assert!(b.with_segments(["y"]).is_err());
+    }
+
+    #[test]
     fn l_diversity_is_met() {
         let mut a = Anonymizer::new(cols(), 2, Some(2), 0.0).unwrap();
         let rows = [

@@ -274,6 +274,60 @@ impl Hierarchy {
         Ok(None)
     }
 
+    /// Whether a released value covers `value`: `*`; an ancestor-or-self node (see
+    /// [`Hierarchy::level_of`]); a range released by [`crate::Algorithm::Ranges`] holding it
+    /// (`lo-hi` for integers, `[lo,hi]` for numerics, `YYYY-MM-DD/YYYY-MM-DD` for dates, both
+    /// ends included); or, for a categorical hierarchy, a set `a|b|…` one of whose nodes is
+    /// an ancestor-or-self. NULL is covered by `*`, `NULL` and a set holding `NULL`.
+    pub fn covers(&self, released: &str, value: &Value<'_>) -> Result<bool, Error> {
+        if released == "*" || self.level_of(value, released)?.is_some() {
+            return Ok(true);
+        }
+        let leaf = self.leaf(value)?;
+        Ok(match (self, leaf) {
+            (Hierarchy::Categorical(_), _) if released.contains('|') => {
+                for part in released.split('|') {
+                    if self.level_of(value, part)?.is_some() {
+                        return Ok(true);
+                    }
+                }
+                false
+            }
+            (_, Leaf::Null) => false,
+            (Hierarchy::Integer { .. }, Leaf::Int(v)) => {
+                let b = released.as_bytes();
+                let cut = (1..b.len()).find(|&i| b[i] == b'-' && b[i - 1].is_ascii_digit());
+                match cut.map(|i| {
+                    (
+                        released[..i].parse::<i64>(),
+                        released[i + 1..].parse::<i64>(),
+                    )
+                }) {
+                    Some((Ok(lo), Ok(hi))) => lo <= v && v <= hi,
+                    _ => false,
+                }
+            }
+            (Hierarchy::Numeric { .. }, Leaf::Num(x)) => {
+                let inner = released.strip_prefix('[').and_then(|r| r.strip_suffix(']'));
+                match inner.and_then(|r| r.split_once(',')) {
+                    Some((a, b)) => match (a.parse::<f64>(), b.parse::<f64>()) {
+                        (Ok(lo), Ok(hi)) => lo <= x && x <= hi,
+                        _ => false,
+                    },
+                    None => false,
+                }
+            }
+            (Hierarchy::Date, Leaf::Int(days)) => match released.split_once('/') {
+                Some((a, b)) => match (parse_date(a), parse_date(b)) {
+                    (Some(lo), Some(hi)) => lo <= days && days <= hi,
+                    _ => false,
+                },
+                None => false,
+            },
+            _ => false,
+        })
+    }
+
     /// Parses the text form of an input value into the type this hierarchy takes: a date
     /// `YYYY-MM-DD`, an integer, a finite decimal; text stays text (not trimmed).
     pub fn parse<'a>(&self, text: &'a str) -> Result<Value<'a>, Error> {

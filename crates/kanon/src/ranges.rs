@@ -24,7 +24,7 @@
 //! codes; the segments every member holds are worked out with the output, as for the other
 //! algorithms.
 
-use crate::encode::{ColumnIndex, Elements, NONE};
+use crate::encode::{ColumnIndex, Elements, FxMap, NONE};
 use crate::solution::{for_each_sens, Gen, SolClass, Solution, Stamps};
 
 /// Segment memberships per element (sorted segment indexes), compressed rows.
@@ -196,12 +196,53 @@ pub(crate) fn ranges(
             }
         }
     }
-    let mut classes = Vec::with_capacity(done.len());
-    for (ci, (s, e)) in done.into_iter().enumerate() {
+    // Partitions whose releases print alike are one class to whoever reads them (e.g. two
+    // partitions that both mix NULL with values print * there): merge them.
+    let mut classes: Vec<SolClass> = Vec::with_capacity(done.len());
+    let mut by_key: FxMap<Vec<String>, u32> = FxMap::default();
+    let mut members: Vec<Vec<(usize, usize)>> = Vec::new();
+    for (s, e) in done {
+        let class = r.release(s, e);
+        let key: Vec<String> = class
+            .gens
+            .iter()
+            .zip(cols)
+            .map(|(g, col)| col.gen_label(g).0)
+            .collect();
+        let next = classes.len() as u32;
+        let ci = *by_key.entry(key).or_insert(next);
         for i in s..e {
-            element_class[r.eid[i] as usize] = ci as u32;
+            element_class[r.eid[i] as usize] = ci;
         }
-        classes.push(r.release(s, e));
+        if ci == next {
+            classes.push(class);
+            members.push(vec![(s, e)]);
+        } else {
+            let c = &mut classes[ci as usize];
+            c.subjects += class.subjects;
+            c.rows += class.rows;
+            members[ci as usize].push((s, e));
+        }
+    }
+    if !r.el.sens.is_empty() {
+        for (c, runs) in classes.iter_mut().zip(&members) {
+            if runs.len() > 1 {
+                r.stamps.next();
+                let mut d = 0;
+                for &(s, e) in runs {
+                    for i in s..e {
+                        let code = r.el.sens[r.eid[i] as usize];
+                        let st = &mut r.stamps;
+                        for_each_sens(r.el, code, |v| {
+                            if st.add(v) {
+                                d += 1
+                            }
+                        });
+                    }
+                }
+                c.sensitive = d;
+            }
+        }
     }
     Solution {
         classes,
