@@ -523,7 +523,7 @@ impl Anonymizer {
         let sol = match algorithm {
             Algorithm::Mondrian => mondrian(&cols, el, k, l, budget),
             Algorithm::GlobalRecoding => global(&cols, el, k, l, budget).0,
-            Algorithm::Ranges => ranges(&cols, &el, &segs, segment_weight, k, l),
+            Algorithm::Ranges => ranges(&cols, el, &segs, segment_weight, k, l),
         };
         Ok(build(
             &cols,

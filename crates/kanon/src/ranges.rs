@@ -114,7 +114,8 @@ struct Cand {
 struct Ranges<'a> {
     cols: &'a [ColumnIndex],
     kinds: Vec<Kind>,
-    el: &'a Elements,
+    /// the elements, permuted along with `eid` so every partition's data is contiguous
+    el: Elements,
     segs: &'a Segs,
     seg_weight: f64,
     k: u64,
@@ -123,47 +124,77 @@ struct Ranges<'a> {
     eid: Vec<u32>,
     stamps: Stamps,
     // scratch
-    slot: Vec<u32>,
     touched: Vec<u32>,
     cnt: Vec<u64>,
     rows: Vec<u64>,
-    order: Vec<u32>,
     seg_cnt: Vec<u64>,
     seg_rows: Vec<u64>,
     seg_touched: Vec<u32>,
     side: Vec<bool>,
+    dest: Vec<u32>,
+    tmp: Vec<u32>,
+    /// per column, the partition's low codes sorted (`sc`) and their elements (`se`), kept
+    /// partition-contiguous like the positions: a cut's histogram is one sequential scan
+    sc: Vec<Vec<u32>>,
+    se: Vec<Vec<u32>>,
+    /// rows per element, by element id (empty when every subject has one row)
+    w_el: Vec<u32>,
+    /// the side of the current split, by element id
+    side_el: Vec<bool>,
 }
 
 pub(crate) fn ranges(
     cols: &[ColumnIndex],
-    el: &Elements,
+    el: Elements,
     segs: &Segs,
     seg_weight: f64,
     k: usize,
     l: Option<usize>,
 ) -> Solution {
     let n = el.n;
-    let max_codes = cols.iter().map(|c| c.n_codes as usize).max().unwrap_or(0);
+    let n_sens = el.n_sens as usize;
     let mut r = Ranges {
         cols,
         kinds: cols.iter().map(kind).collect(),
-        el,
         segs,
         seg_weight,
         k: k as u64,
         l: l.map(|l| l as u64),
         eid: (0..n as u32).collect(),
-        stamps: Stamps::new(el.n_sens as usize),
-        slot: vec![NONE; max_codes + 1],
+        stamps: Stamps::new(n_sens),
+        dest: vec![0; n],
+        tmp: vec![0; n],
         touched: Vec::new(),
         cnt: Vec::new(),
         rows: Vec::new(),
-        order: Vec::new(),
         seg_cnt: vec![0; segs.n_segs],
         seg_rows: vec![0; segs.n_segs],
         seg_touched: Vec::new(),
         side: vec![false; n],
+        sc: Vec::new(),
+        se: Vec::new(),
+        w_el: el.weight.clone(),
+        side_el: vec![false; n],
+        el,
     };
+    // every column's elements sorted by low code (a counting sort)
+    for (c, col) in cols.iter().enumerate() {
+        let codes = &r.el.codes[c];
+        let mut start = vec![0u32; col.n_codes as usize + 1];
+        for &x in codes {
+            start[x as usize + 1] += 1;
+        }
+        for i in 0..col.n_codes as usize {
+            start[i + 1] += start[i];
+        }
+        let mut se = vec![0u32; n];
+        for (e, &x) in codes.iter().enumerate() {
+            se[start[x as usize] as usize] = e as u32;
+            start[x as usize] += 1;
+        }
+        r.sc.push(se.iter().map(|&e| codes[e as usize]).collect());
+        r.se.push(se);
+    }
     let mut element_class = vec![NONE; n];
     if n == 0 || (n as u64) < r.k || r.l.is_some_and(|l| r.distinct(0, n, None) < l) {
         return Solution {
@@ -233,7 +264,7 @@ pub(crate) fn ranges(
                     for i in s..e {
                         let code = r.el.sens[r.eid[i] as usize];
                         let st = &mut r.stamps;
-                        for_each_sens(r.el, code, |v| {
+                        for_each_sens(&r.el, code, |v| {
                             if st.add(v) {
                                 d += 1
                             }
@@ -258,17 +289,19 @@ fn entropy(a: u64, m: u64) -> f64 {
 }
 
 impl Ranges<'_> {
+    /// The low code of column `c` of the element at position `i`.
     #[inline]
-    fn lo(&self, c: usize, e: u32) -> u32 {
-        self.el.codes[c][e as usize]
+    fn lo(&self, c: usize, i: usize) -> u32 {
+        self.el.codes[c][self.eid[i] as usize]
     }
 
+    /// The high code of column `c` of the element at position `i`.
     #[inline]
-    fn hi(&self, c: usize, e: u32) -> u32 {
+    fn hi(&self, c: usize, i: usize) -> u32 {
         if self.el.hi.is_empty() {
-            self.el.codes[c][e as usize]
+            self.lo(c, i)
         } else {
-            self.el.hi[c][e as usize]
+            self.el.hi[c][self.eid[i] as usize]
         }
     }
 
@@ -282,7 +315,7 @@ impl Ranges<'_> {
             }
             let code = self.el.sens[self.eid[i] as usize];
             let st = &mut self.stamps;
-            for_each_sens(self.el, code, |v| {
+            for_each_sens(&self.el, code, |v| {
                 if st.add(v) {
                     d += 1
                 }
@@ -306,38 +339,40 @@ impl Ranges<'_> {
         let col = &self.cols[c];
         let kind = self.kinds[c];
         let m = (e - s) as u64;
-        // histogram of the low codes: distinct codes (sorted), subjects and rows per code
+        // histogram of the low codes: distinct codes (ascending), subjects and rows per code
         self.touched.clear();
         self.cnt.clear();
         self.rows.clear();
-        let mut max_hi = 0u32;
-        for i in s..e {
-            let el = self.eid[i];
-            let code = self.lo(c, el);
-            max_hi = max_hi.max(self.hi(c, el));
-            let mut local = self.slot[code as usize];
-            if local == NONE {
-                local = self.touched.len() as u32;
-                self.slot[code as usize] = local;
-                self.touched.push(code);
-                self.cnt.push(0);
-                self.rows.push(0);
+        let codes = &self.sc[c][s..e];
+        let elems = &self.se[c][s..e];
+        let mut i = 0;
+        while i < codes.len() {
+            let code = codes[i];
+            let mut j = i;
+            let mut rows = 0u64;
+            while j < codes.len() && codes[j] == code {
+                rows += if self.w_el.is_empty() {
+                    1
+                } else {
+                    self.w_el[elems[j] as usize] as u64
+                };
+                j += 1;
             }
-            self.cnt[local as usize] += 1;
-            self.rows[local as usize] += self.el.weight(el as usize);
+            self.touched.push(code);
+            self.cnt.push((j - i) as u64);
+            self.rows.push(rows);
+            i = j;
         }
         let t = self.touched.len();
-        for &code in &self.touched {
-            self.slot[code as usize] = NONE;
-        }
         if t < 2 {
             return None;
         }
-        self.order.clear();
-        self.order.extend(0..t as u32);
-        let touched = &self.touched;
-        self.order.sort_unstable_by_key(|&j| touched[j as usize]);
-        let code_at = |j: usize| self.touched[self.order[j] as usize];
+        let max_hi = if self.el.hi.is_empty() {
+            0
+        } else {
+            (s..e).map(|i| self.hi(c, i)).max().unwrap_or(0)
+        };
+        let code_at = |j: usize| self.touched[j];
         let first = code_at(0);
         let last = code_at(t - 1).max(max_hi);
         let total_rows: u64 = self.rows.iter().sum();
@@ -348,9 +383,8 @@ impl Ranges<'_> {
         let mut best: Option<(f64, u32, u64)> = None;
         let (mut left, mut left_rows) = (0u64, 0u64);
         for j in 0..t - 1 {
-            let o = self.order[j] as usize;
-            left += self.cnt[o];
-            left_rows += self.rows[o];
+            left += self.cnt[j];
+            left_rows += self.rows[j];
             let right = m - left;
             if left < self.k {
                 continue;
@@ -371,7 +405,7 @@ impl Ranges<'_> {
         let (score, cut, _) = best?;
         if self.l.is_some() {
             for i in s..e {
-                self.side[i] = self.lo(c, self.eid[i]) < cut;
+                self.side[i] = self.lo(c, i) < cut;
             }
             if !self.l_ok(s, e) {
                 return None;
@@ -392,9 +426,8 @@ impl Ranges<'_> {
         let m = (e - s) as u64;
         self.seg_touched.clear();
         for i in s..e {
-            let el = self.eid[i] as usize;
-            let w = self.el.weight(el);
-            for &sg in self.segs.of(el) {
+            let w = self.el.weight(self.eid[i] as usize);
+            for &sg in self.segs.of(self.eid[i] as usize) {
                 if self.seg_cnt[sg as usize] == 0 {
                     self.seg_touched.push(sg);
                 }
@@ -444,39 +477,65 @@ impl Ranges<'_> {
     /// Reorders positions `s..e` so the left side comes first; returns where the right starts.
     fn apply(&mut self, s: usize, e: usize, cand: &Cand) -> usize {
         let q = self.cols.len();
-        let goes_left = |r: &Ranges<'_>, el: u32| -> bool {
-            if cand.what < q {
-                r.lo(cand.what, el) < cand.cut
+        let m = e - s;
+        for i in s..e {
+            self.side[i] = if cand.what < q {
+                self.lo(cand.what, i) < cand.cut
             } else {
                 let sg = (cand.what - q) as u32;
-                r.segs.of(el as usize).binary_search(&sg).is_ok()
-            }
-        };
-        let mut left: Vec<u32> = Vec::with_capacity(e - s);
-        let mut right: Vec<u32> = Vec::new();
-        for i in s..e {
-            let el = self.eid[i];
-            if goes_left(self, el) {
-                left.push(el);
+                self.segs
+                    .of(self.eid[i] as usize)
+                    .binary_search(&sg)
+                    .is_ok()
+            };
+        }
+        let left = self.side[s..e].iter().filter(|&&x| x).count();
+        let (mut l, mut r) = (0u32, left as u32);
+        for i in 0..m {
+            if self.side[s + i] {
+                self.dest[i] = l;
+                l += 1;
             } else {
-                right.push(el);
+                self.dest[i] = r;
+                r += 1;
             }
         }
-        let mid = s + left.len();
-        self.eid[s..mid].copy_from_slice(&left);
-        self.eid[mid..e].copy_from_slice(&right);
-        mid
+        for i in s..e {
+            self.side_el[self.eid[i] as usize] = self.side[i];
+        }
+        let dest = &self.dest[..m];
+        let tmp = &mut self.tmp[..m];
+        permute(&mut self.eid[s..e], dest, tmp);
+        // the sorted columns: a stable partition keeps each side sorted
+        for c in 0..q {
+            let (mut l, mut r) = (0u32, left as u32);
+            for i in 0..m {
+                if self.side_el[self.se[c][s + i] as usize] {
+                    self.dest[i] = l;
+                    l += 1;
+                } else {
+                    self.dest[i] = r;
+                    r += 1;
+                }
+            }
+            let dest = &self.dest[..m];
+            let tmp = &mut self.tmp[..m];
+            permute(&mut self.sc[c][s..e], dest, tmp);
+            permute(&mut self.se[c][s..e], dest, tmp);
+        }
+        s + left
     }
 
     /// What the class of positions `s..e` releases.
     fn release(&mut self, s: usize, e: usize) -> SolClass {
         let mut gens = Vec::with_capacity(self.cols.len());
         for (c, col) in self.cols.iter().enumerate() {
-            let (mut a, mut b) = (u32::MAX, 0u32);
-            for i in s..e {
-                let el = self.eid[i];
-                a = a.min(self.lo(c, el));
-                b = b.max(self.hi(c, el));
+            // the low codes are sorted; only subjects whose rows differ reach higher
+            let (a, mut b) = (self.sc[c][s], self.sc[c][e - 1]);
+            if !self.el.hi.is_empty() {
+                for i in s..e {
+                    b = b.max(self.hi(c, i));
+                }
             }
             gens.push(match self.kinds[c] {
                 Kind::Range => Gen::Range { lo: a, hi: b },
@@ -489,15 +548,16 @@ impl Ranges<'_> {
                 }
                 Kind::Set => {
                     // the members' codes; a subject whose rows differ covers its whole run
-                    let mut codes: Vec<u32> = Vec::new();
-                    for i in s..e {
-                        let el = self.eid[i];
-                        let (x, y) = (self.lo(c, el), self.hi(c, el));
-                        codes.extend(
-                            (x..=y).filter(|&code| code == x || code == y || col.is_observed(code)),
-                        );
+                    let mut codes: Vec<u32> = self.sc[c][s..e].to_vec();
+                    if !self.el.hi.is_empty() {
+                        for i in s..e {
+                            let (x, y) = (self.lo(c, i), self.hi(c, i));
+                            codes.extend(
+                                (x + 1..=y).filter(|&code| code == y || col.is_observed(code)),
+                            );
+                        }
+                        codes.sort_unstable();
                     }
-                    codes.sort_unstable();
                     codes.dedup();
                     Gen::Set(codes)
                 }
@@ -520,4 +580,13 @@ impl Ranges<'_> {
             sensitive,
         }
     }
+}
+
+/// Moves `a[i]` to `a[dest[i]]` through `tmp`.
+#[inline]
+fn permute(a: &mut [u32], dest: &[u32], tmp: &mut [u32]) {
+    for (i, &d) in dest.iter().enumerate() {
+        tmp[d as usize] = a[i];
+    }
+    a.copy_from_slice(tmp);
 }
