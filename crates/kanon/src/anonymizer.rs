@@ -521,7 +521,16 @@ impl Anonymizer {
             el.n,
         );
         let sol = match algorithm {
-            Algorithm::Mondrian => mondrian(&cols, el, k, l, budget),
+            Algorithm::Mondrian if segs.n_segs > 0 && segment_weight > 0.0 => {
+                // the largest segments (as many as the column limit leaves room for) become
+                // two-leaf columns the partitioning can split on; the build below keeps only
+                // the quasi columns of every class
+                let (seg_cols, el) = segment_columns(&segs, el, MAX_COLUMNS - q)?;
+                let mut all: Vec<ColumnIndex> = cols.clone();
+                all.extend(seg_cols);
+                mondrian(&all, el, k, l, budget, q, segment_weight)
+            }
+            Algorithm::Mondrian => mondrian(&cols, el, k, l, budget, q, 0.0),
             Algorithm::GlobalRecoding => global(&cols, el, k, l, budget).0,
             Algorithm::Ranges => ranges(&cols, el, &segs, segment_weight, k, l),
         };
@@ -925,6 +934,39 @@ fn gen_level(col: &ColumnIndex, g: &Gen) -> usize {
         Gen::Set(codes) => (codes[0], codes[codes.len() - 1]),
     };
     crate::ranges::cover(col, a, b).0
+}
+
+/// Two-leaf categorical columns (`0`, `1` under `*`) for the `room` segments with the most
+/// members, appended to the elements' codes (code 1: member).
+fn segment_columns(
+    segs: &Segs,
+    mut el: crate::encode::Elements,
+    room: usize,
+) -> Result<(Vec<ColumnIndex>, crate::encode::Elements), Error> {
+    let mut members = vec![0usize; segs.n_segs];
+    for &sg in &segs.ids {
+        members[sg as usize] += 1;
+    }
+    let mut order: Vec<usize> = (0..segs.n_segs).filter(|&s| members[s] > 0).collect();
+    order.sort_by(|&a, &b| members[b].cmp(&members[a]).then(a.cmp(&b)));
+    order.truncate(room);
+    let h = Hierarchy::categorical([("0", "*"), ("1", "*")])?;
+    let mut cols = Vec::with_capacity(order.len());
+    for sg in order {
+        let mut codes: Vec<u32> = (0..el.n)
+            .map(|e| segs.of(e).binary_search(&(sg as u32)).is_ok() as u32)
+            .collect();
+        cols.push(ColumnIndex::build(
+            &h,
+            crate::encode::Dict::Cat { null: false },
+            &mut codes,
+        )?);
+        if !el.hi.is_empty() {
+            el.hi.push(codes.clone());
+        }
+        el.codes.push(codes);
+    }
+    Ok((cols, el))
 }
 
 /// The segments of every element (the union over a subject's rows).

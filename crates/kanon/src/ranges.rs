@@ -227,19 +227,28 @@ pub(crate) fn ranges(
             }
         }
     }
-    // Partitions whose releases print alike are one class to whoever reads them (e.g. two
-    // partitions that both mix NULL with values print * there): merge them.
+    // Partitions whose releases print alike and show the same segments are one class to
+    // whoever reads them (e.g. two partitions that both mix NULL with values print * there):
+    // merge them.
     let mut classes: Vec<SolClass> = Vec::with_capacity(done.len());
     let mut by_key: FxMap<Vec<String>, u32> = FxMap::default();
     let mut members: Vec<Vec<(usize, usize)>> = Vec::new();
     for (s, e) in done {
         let class = r.release(s, e);
-        let key: Vec<String> = class
+        let mut key: Vec<String> = class
             .gens
             .iter()
             .zip(cols)
             .map(|(g, col)| col.gen_label(g).0)
             .collect();
+        // ... and show the same segments (members split from non-members stay apart)
+        key.push(
+            r.common_segments(s, e)
+                .iter()
+                .map(|sg| sg.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         let next = classes.len() as u32;
         let ci = *by_key.entry(key).or_insert(next);
         for i in s..e {
@@ -524,6 +533,32 @@ impl Ranges<'_> {
             permute(&mut self.se[c][s..e], dest, tmp);
         }
         s + left
+    }
+
+    /// The segments every element of positions `s..e` holds, ascending.
+    fn common_segments(&mut self, s: usize, e: usize) -> Vec<u32> {
+        let mut out = Vec::new();
+        if self.segs.n_segs == 0 {
+            return out;
+        }
+        let m = (e - s) as u64;
+        self.seg_touched.clear();
+        for i in s..e {
+            for &sg in self.segs.of(self.eid[i] as usize) {
+                if self.seg_cnt[sg as usize] == 0 {
+                    self.seg_touched.push(sg);
+                }
+                self.seg_cnt[sg as usize] += 1;
+            }
+        }
+        for &sg in &self.seg_touched {
+            if self.seg_cnt[sg as usize] == m {
+                out.push(sg);
+            }
+            self.seg_cnt[sg as usize] = 0;
+        }
+        out.sort_unstable();
+        out
     }
 
     /// What the class of positions `s..e` releases.

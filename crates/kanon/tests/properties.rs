@@ -186,6 +186,18 @@ fn n_sensitive(t: &Table) -> usize {
     s.len()
 }
 
+/// What a recipient sees of record i: its quasi values and, when segments are declared, the
+/// segments it shows (two classes may share their values and differ in their segments).
+fn released_key(out: &Anonymized, i: usize) -> Option<Vec<String>> {
+    out.record(i).map(|v| {
+        let mut key = v.to_vec();
+        if !out.segment_names().is_empty() {
+            key.push(format!("{:?}", out.segments(i).unwrap()));
+        }
+        key
+    })
+}
+
 /// Every property an anonymisation must have, checked against the input.
 fn check(
     t: &Table,
@@ -246,9 +258,10 @@ fn check(
     }
 
     // every released class has ≥ k distinct subjects (and ≥ l values), measured on the output
-    let released: Vec<(i64, Vec<String>)> = out
-        .iter()
-        .filter_map(|(s, v)| v.map(|v| (s, v.to_vec())))
+    // (a released record is its quasi values and, when segments are declared, the segments
+    // it shows: two classes may share their values and differ in the segments)
+    let released: Vec<(i64, Vec<String>)> = (0..out.len())
+        .filter_map(|i| released_key(out, i).map(|key| (out.subject(i), key)))
         .collect();
     let kr = measure_k(released.clone());
     if !released.is_empty() {
@@ -265,8 +278,7 @@ fn check(
         prop_assert!(c.subjects >= k);
     }
     let lr = l_diversity(t.rows.iter().enumerate().filter_map(|(i, row)| {
-        out.record(i)
-            .map(|v| (row.subject, v.to_vec(), row.sensitive.clone()))
+        released_key(out, i).map(|v| (row.subject, v, row.sensitive.clone()))
     }));
     prop_assert_eq!(r.l_reached, Some(lr.l));
     if let Some(l) = l {
