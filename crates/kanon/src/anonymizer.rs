@@ -1333,7 +1333,8 @@ mod tests {
             ("zip", Hierarchy::prefix(5).unwrap()),
             ("other", job.clone()),
         ];
-        let rows: [(i64, &str, f64, &str, &str, Option<&str>); 8] = [
+        type Row<'a> = (i64, &'a str, f64, &'a str, &'a str, Option<&'a str>);
+        let rows: [Row<'_>; 8] = [
             (31, "nurse", 1.5, "1987-03-14", "10115", Some("nurse")),
             (33, "surgeon", 2.25, "1987-05-01", "10117", None),
             (35, "nurse", 2.0, "1987-04-01", "10119", Some("teacher")),
