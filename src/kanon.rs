@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use kanon::{Anonymizer, GlobalRecoding, Hierarchy, Value};
+use kanon::{Anonymizer, Hierarchy, Value};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
@@ -567,7 +567,7 @@ fn run_anonymizer(
     sensitive: Option<&str>,
     suppression_limit: f64,
     key_column: Option<&str>,
-    global: bool,
+    algorithm: kanon::Algorithm,
 ) -> MsegResult<Run> {
     let k = check_k(k)?;
     if !(0.0..=1.0).contains(&suppression_limit) {
@@ -592,9 +592,7 @@ fn run_anonymizer(
         };
         spec_cols.push((c.name.clone(), h));
     }
-    let mut a =
-        if global { GlobalRecoding::new(spec_cols, k, l, suppression_limit) } else { Anonymizer::new(spec_cols, k, l, suppression_limit) }
-            .map_err(kanon_error)?;
+    let mut a = Anonymizer::new(spec_cols, k, l, suppression_limit).map_err(kanon_error)?.with_algorithm(algorithm);
     let exprs: Vec<String> = cols.iter().map(|c| generalized_expr("r", c, 0)).collect::<MsegResult<Vec<_>>>()?;
     let sens = match sensitive {
         Some(s) => {
@@ -606,7 +604,7 @@ fn run_anonymizer(
         }
         None => "NULL::pg_catalog.text".into(),
     };
-    // rows with a NULL quasi value cannot be placed in a class: they are suppressed
+    // a NULL quasi value is a value of its column's hierarchy (a leaf under *), not a reason to suppress
     let sql = format!(
         "SELECT r.{key}::pg_catalog.int8, ARRAY[{list}]::pg_catalog.text[], {sens} FROM {rel} r",
         key = quote_identifier(&t.key),
@@ -619,11 +617,8 @@ fn run_anonymizer(
         let values = row.get::<Vec<Option<String>>>(2)?.unwrap_or_default();
         let sensitive = row.get::<String>(3)?;
         subjects.push(subject);
-        if values.iter().any(Option::is_none) {
-            return Ok(()); // a NULL quasi value cannot be placed in a class: suppressed
-        }
-        let texts: Vec<&str> = values.iter().map(|v| v.as_deref().unwrap_or("")).collect();
-        a.push_text(subject, &texts, sensitive.as_deref()).map_err(kanon_error)
+        let texts: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
+        a.push_text_nullable(subject, &texts, sensitive.as_deref()).map_err(kanon_error)
     })?;
     let out = a.run().map_err(kanon_error)?;
     Ok(Run { subjects, out })
@@ -673,8 +668,9 @@ fn report_json(r: &kanon::Report, records: usize) -> serde_json::Value {
     })
 }
 
-/// Anonymise a relation: per row, its subject and generalised quasi values (NULL: suppressed).
-/// Privileged: the output still carries subject keys.
+/// Anonymise a relation: per row, its subject and generalised quasi values (NULL: suppressed;
+/// a NULL element: the value was NULL and is released as such). Privileged: the output still
+/// carries subject keys.
 #[pg_extern(volatile, parallel_unsafe)]
 #[allow(clippy::too_many_arguments)]
 fn anonymize(
@@ -685,15 +681,16 @@ fn anonymize(
     sensitive_column: default!(Option<&str>, "NULL"),
     suppression_limit: default!(f64, 0.01),
     key_column: default!(Option<&str>, "NULL"),
-) -> TableIterator<'static, (name!(subject_key, i64), name!(quasi, Option<Vec<String>>))> {
+) -> TableIterator<'static, (name!(subject_key, i64), name!(quasi, Option<Vec<Option<String>>>))> {
     let rows = boundary(|| {
         let relid = relation.map(|r| r.oid()).ok_or_else(|| MsegError::null_argument("relation"))?;
         let k = k.ok_or_else(|| MsegError::null_argument("k"))?;
-        let run = run_anonymizer(relid, k, columns, l, sensitive_column, suppression_limit, key_column, false)?;
+        let run = run_anonymizer(relid, k, columns, l, sensitive_column, suppression_limit, key_column, kanon::Algorithm::Mondrian)?;
         let mut released = HashMap::new();
         for (subject, values) in run.out.iter() {
             if let Some(v) = values {
-                released.insert(subject, v.to_vec());
+                // the NULL leaf is released as SQL NULL
+                released.insert(subject, v.iter().map(|x| (x != kanon::NULL_LABEL).then(|| x.clone())).collect::<Vec<_>>());
             }
         }
         Ok(run.subjects.iter().map(|s| (*s, released.get(s).cloned())).collect::<Vec<_>>())
@@ -702,7 +699,8 @@ fn anonymize(
 }
 
 /// What the anonymiser reaches on a relation (k, l, suppression, information loss, levels),
-/// with `algorithm => 'global'` for the full-domain baseline.
+/// with `algorithm => 'global'` for the full-domain baseline and `'ranges'` for Mondrian with
+/// partition-local ranges and sets.
 #[pg_extern(volatile, parallel_unsafe)]
 #[allow(clippy::too_many_arguments)]
 fn anonymize_report(
@@ -718,15 +716,17 @@ fn anonymize_report(
     pgrx::JsonB(boundary(|| {
         let relid = relation.map(|r| r.oid()).ok_or_else(|| MsegError::null_argument("relation"))?;
         let k = k.ok_or_else(|| MsegError::null_argument("k"))?;
-        let global = match algorithm {
-            "mondrian" => false,
-            "global" => true,
+        let algorithm = match algorithm {
+            "mondrian" => kanon::Algorithm::Mondrian,
+            "global" => kanon::Algorithm::GlobalRecoding,
+            "ranges" => kanon::Algorithm::Ranges,
             other => {
-                return Err(MsegError::new(Code::KAnonymity, format!("unknown algorithm \"{other}\""))
-                    .hint("algorithm is mondrian (local recoding, the default) or global (one level per column)."))
+                return Err(MsegError::new(Code::KAnonymity, format!("unknown algorithm \"{other}\"")).hint(
+                    "algorithm is mondrian (along the hierarchies, the default), ranges (each class's own ranges and sets) or global.",
+                ))
             }
         };
-        let run = run_anonymizer(relid, k, columns, l, sensitive_column, suppression_limit, key_column, global)?;
+        let run = run_anonymizer(relid, k, columns, l, sensitive_column, suppression_limit, key_column, algorithm)?;
         Ok(report_json(run.out.report(), run.subjects.len()))
     }))
 }
@@ -774,7 +774,7 @@ fn create_kanon_view(
             Some(l) => check_levels(&cols, Some(l))?,
             None => {
                 // the full-domain baseline: one level per column that reaches k on today's data
-                let run = run_anonymizer(relid, k, columns, None, None, 0.05, key_column, true)?;
+                let run = run_anonymizer(relid, k, columns, None, None, 0.05, key_column, kanon::Algorithm::GlobalRecoding)?;
                 run.out.report().levels_used.iter().map(|c| c.max as i32).collect()
             }
         };

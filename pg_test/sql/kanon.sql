@@ -67,6 +67,21 @@ SELECT min(n) >= 10 AS every_class_has_k FROM (
     SELECT count(DISTINCT subject_key) n FROM mseg.anonymize('people', 10, key_column => 'id')
     WHERE quasi IS NOT NULL GROUP BY quasi) x;
 SELECT (r->>'l_reached')::int >= 3 AS l_met FROM mseg.anonymize_report('people', 10, l => 3, sensitive_column => 'diagnosis', key_column => 'id') r;
+-- the range algorithm: each class released as its own ranges and sets; it never suppresses
+SELECT r->>'algorithm' AS algorithm, (r->>'k_reached')::int >= 10 AS k_met, r->'suppressed_records' AS suppressed,
+       (r->>'ncp')::numeric <= (m->>'ncp')::numeric AS loses_no_more_than_mondrian
+FROM mseg.anonymize_report('people', 10, key_column => 'id', algorithm => 'ranges') r,
+     mseg.anonymize_report('people', 10, key_column => 'id') m;
+-- NULL is a value of its column's hierarchy (a leaf under *), not a reason to suppress: 10 of 30
+-- subjects have no job, 1 no age; nothing is suppressed, the NULL jobs are released as NULL
+CREATE TABLE nullish (id int PRIMARY KEY, age int, job text);
+INSERT INTO nullish SELECT g, CASE WHEN g = 7 THEN NULL ELSE 20 + g % 5 END, CASE WHEN g % 3 = 0 THEN NULL ELSE 'nurse' END
+FROM generate_series(1, 30) g;
+SELECT r->'suppressed_records' AS suppressed, (r->>'k_reached')::int >= 5 AS k_met
+FROM mseg.anonymize_report('nullish', 5, columns => ARRAY['age', 'job'], key_column => 'id') r;
+SELECT count(*) FILTER (WHERE quasi IS NULL) AS suppressed, count(*) FILTER (WHERE quasi[2] IS NULL) AS job_released_as_null,
+       count(*) FILTER (WHERE quasi[2] = 'nurse') AS nurses
+FROM mseg.anonymize('nullish', 5, columns => ARRAY['age', 'job'], key_column => 'id');
 
 -- k-checked views: quasi generalised, attributes shown, never direct or sensitive; small classes
 -- suppressed at query time

@@ -2,7 +2,7 @@
 //! baseline.
 //!
 //! ```text
-//! cargo run --release --example bench -- N Q K [L] [SUPPRESSION_LIMIT] [both|mondrian|global]
+//! cargo run --release --example bench -- N Q K [L] [SUPPRESSION_LIMIT] [both|mondrian|global|ranges|all]
 //! cargo run --release --example bench -- 1000000 8 10
 //! ```
 //!
@@ -113,8 +113,8 @@ fn main() {
     let limit: f64 = arg(4, "0.01").parse().expect("SUPPRESSION_LIMIT");
     let which = arg(5, "both");
     assert!(
-        ["both", "mondrian", "global"].contains(&which.as_str()),
-        "ALGORITHMS: both, mondrian or global"
+        ["both", "mondrian", "global", "ranges", "all"].contains(&which.as_str()),
+        "ALGORITHMS: both (mondrian and global), mondrian, global, ranges or all"
     );
     assert!((1..=8).contains(&q), "Q must be 1..=8");
 
@@ -242,10 +242,13 @@ fn main() {
     let input_mib = mondrian.memory_bytes() as f64 / (1024.0 * 1024.0);
     drop(people);
     let mut runs = Vec::new();
-    if which != "mondrian" {
+    if ["both", "global", "all"].contains(&which.as_str()) {
         runs.push(mondrian.clone().with_algorithm(Algorithm::GlobalRecoding));
     }
-    if which != "global" {
+    if ["ranges", "all"].contains(&which.as_str()) {
+        runs.push(mondrian.clone().with_algorithm(Algorithm::Ranges));
+    }
+    if ["both", "mondrian", "all"].contains(&which.as_str()) {
         runs.push(mondrian);
     }
 

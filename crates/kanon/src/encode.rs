@@ -11,6 +11,7 @@
 
 use crate::error::Error;
 use crate::hierarchy::{Hierarchy, Leaf, NodeKey, NumPlan};
+use crate::solution::Gen;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -124,26 +125,31 @@ pub(crate) fn group_keys(keys: &[u32], q: usize, n: usize) -> (Vec<u32>, usize) 
     (group, reps.len())
 }
 
-/// The dictionary of one quasi column while records stream in.
+/// The dictionary of one quasi column while records stream in. `null` is the code of the
+/// NULL leaf once one was seen (its slot in `values` holds a placeholder).
 #[derive(Clone, Debug)]
 pub(crate) enum Dict {
     /// Integers and dates (days since 1970-01-01).
     Int {
         map: FxMap<i64, u32>,
         values: Vec<i64>,
+        null: Option<u32>,
     },
     /// Finite floats by bit pattern (-0 normalised to 0 before).
     Num {
         map: FxMap<u64, u32>,
         values: Vec<f64>,
+        null: Option<u32>,
     },
     /// Prefix codes; the string is shared between the map and the list.
     Text {
         map: FxMap<Arc<str>, u32>,
         values: Vec<Arc<str>>,
+        null: Option<u32>,
     },
-    /// Categorical leaves are coded by their position in the mapping, no dictionary needed.
-    Cat,
+    /// Categorical leaves are coded by their position in the mapping, no dictionary needed;
+    /// NULL is the code after the last leaf.
+    Cat { null: bool },
 }
 
 impl Dict {
@@ -152,16 +158,19 @@ impl Dict {
             Hierarchy::Date | Hierarchy::Integer { .. } => Dict::Int {
                 map: FxMap::default(),
                 values: Vec::new(),
+                null: None,
             },
             Hierarchy::Numeric { .. } => Dict::Num {
                 map: FxMap::default(),
                 values: Vec::new(),
+                null: None,
             },
             Hierarchy::Prefix { .. } => Dict::Text {
                 map: FxMap::default(),
                 values: Vec::new(),
+                null: None,
             },
-            Hierarchy::Categorical(_) => Dict::Cat,
+            Hierarchy::Categorical(_) => Dict::Cat { null: false },
         }
     }
 
@@ -170,7 +179,7 @@ impl Dict {
             Dict::Int { values, .. } => values.len(),
             Dict::Num { values, .. } => values.len(),
             Dict::Text { values, .. } => values.len(),
-            Dict::Cat => 0,
+            Dict::Cat { .. } => 0,
         }
     }
 
@@ -182,17 +191,36 @@ impl Dict {
     /// The code of a checked leaf (first-seen order; categorical: the leaf's position).
     pub(crate) fn code(&mut self, h: &Hierarchy, leaf: &Leaf<'_>) -> u32 {
         match (self, leaf) {
-            (Dict::Int { map, values }, Leaf::Int(v)) => *map.entry(*v).or_insert_with(|| {
+            (Dict::Int { values, null, .. }, Leaf::Null) => *null.get_or_insert_with(|| {
+                values.push(0);
+                (values.len() - 1) as u32
+            }),
+            (Dict::Num { values, null, .. }, Leaf::Null) => *null.get_or_insert_with(|| {
+                values.push(0.0);
+                (values.len() - 1) as u32
+            }),
+            (Dict::Text { values, null, .. }, Leaf::Null) => *null.get_or_insert_with(|| {
+                values.push(Arc::from(""));
+                (values.len() - 1) as u32
+            }),
+            (Dict::Cat { null }, Leaf::Null) => {
+                *null = true;
+                match h {
+                    Hierarchy::Categorical(cat) => cat.leaf_count() as u32,
+                    _ => unreachable!(),
+                }
+            }
+            (Dict::Int { map, values, .. }, Leaf::Int(v)) => *map.entry(*v).or_insert_with(|| {
                 values.push(*v);
                 (values.len() - 1) as u32
             }),
-            (Dict::Num { map, values }, Leaf::Num(x)) => {
+            (Dict::Num { map, values, .. }, Leaf::Num(x)) => {
                 *map.entry(x.to_bits()).or_insert_with(|| {
                     values.push(*x);
                     (values.len() - 1) as u32
                 })
             }
-            (Dict::Text { map, values }, Leaf::Text(s)) => {
+            (Dict::Text { map, values, .. }, Leaf::Text(s)) => {
                 if let Some(&c) = map.get(*s) {
                     return c;
                 }
@@ -202,7 +230,7 @@ impl Dict {
                 map.insert(a, c);
                 c
             }
-            (Dict::Cat, Leaf::Cat(node)) => match h {
+            (Dict::Cat { .. }, Leaf::Cat(node)) => match h {
                 Hierarchy::Categorical(cat) => cat.leaf_code(*node),
                 _ => unreachable!(),
             },
@@ -214,14 +242,14 @@ impl Dict {
     pub(crate) fn heap_bytes(&self) -> usize {
         // a hashbrown slot is key + value + 1 control byte, at ≤ 7/8 load
         match self {
-            Dict::Int { map, values } => map.capacity() * 13 + values.capacity() * 8,
-            Dict::Num { map, values } => map.capacity() * 13 + values.capacity() * 8,
-            Dict::Text { map, values } => {
+            Dict::Int { map, values, .. } => map.capacity() * 13 + values.capacity() * 8,
+            Dict::Num { map, values, .. } => map.capacity() * 13 + values.capacity() * 8,
+            Dict::Text { map, values, .. } => {
                 map.capacity() * 21
                     + values.capacity() * 16
                     + values.iter().map(|s| s.len() + 16).sum::<usize>()
             }
-            Dict::Cat => 0,
+            Dict::Cat { .. } => 0,
         }
     }
 }
@@ -244,6 +272,12 @@ pub(crate) struct ColumnIndex {
     leaves: Leaves,
     pub top: usize,
     pub n_codes: u32,
+    /// The code of the NULL leaf when the column holds NULL: the first code of the sorted
+    /// kinds, the code after the last leaf of a categorical mapping.
+    pub null: Option<u32>,
+    /// Observed codes before each code (`n_codes + 1` entries): categorical mappings may
+    /// declare leaves nobody holds, the other kinds code observed values only.
+    obs: Vec<u32>,
     /// `node_of[level][code]` for 0 < level < top (level 0 is the code, the top is node 0).
     node_of: Vec<Vec<u32>>,
     /// `starts[level]`: first code of each node, plus `n_codes` at the end (0 < level < top).
@@ -260,30 +294,53 @@ impl ColumnIndex {
         codes: &mut [u32],
     ) -> Result<ColumnIndex, Error> {
         let plan = h.plan()?;
-        let (leaves, n) = match dict {
-            Dict::Int { values, .. } => {
-                let (sorted, remap) = sort_dict(values, |a, b| a.cmp(b));
+        // the NULL leaf sorts first (its own node on every level below the top)
+        let (leaves, n, null) = match dict {
+            Dict::Int { values, null, .. } => {
+                let (sorted, remap) = sort_dict(values, null, |a, b| a.cmp(b));
                 renumber(codes, &remap);
                 let n = sorted.len();
-                (Leaves::Int(sorted), n)
+                (Leaves::Int(sorted), n, null.map(|_| 0))
             }
-            Dict::Num { values, .. } => {
-                let (sorted, remap) = sort_dict(values, |a, b| a.total_cmp(b));
+            Dict::Num { values, null, .. } => {
+                let (sorted, remap) = sort_dict(values, null, |a, b| a.total_cmp(b));
                 renumber(codes, &remap);
                 let n = sorted.len();
-                (Leaves::Num(sorted), n)
+                (Leaves::Num(sorted), n, null.map(|_| 0))
             }
-            Dict::Text { map, values } => {
+            Dict::Text { map, values, null } => {
                 drop(map);
-                let (sorted, remap) = sort_dict(values, |a, b| a.cmp(b));
+                let (sorted, remap) = sort_dict(values, null, |a, b| a.cmp(b));
                 renumber(codes, &remap);
                 let n = sorted.len();
-                (Leaves::Text(sorted), n)
+                (Leaves::Text(sorted), n, null.map(|_| 0))
             }
-            Dict::Cat => match h {
-                Hierarchy::Categorical(c) => (Leaves::Cat, c.leaf_count()),
+            Dict::Cat { null } => match h {
+                Hierarchy::Categorical(c) => {
+                    let leaves = c.leaf_count();
+                    if null {
+                        (Leaves::Cat, leaves + 1, Some(leaves as u32))
+                    } else {
+                        (Leaves::Cat, leaves, None)
+                    }
+                }
                 _ => unreachable!(),
             },
+        };
+        let obs = match leaves {
+            Leaves::Cat => {
+                let mut seen = vec![false; n];
+                for &c in codes.iter() {
+                    seen[c as usize] = true;
+                }
+                let mut obs = Vec::with_capacity(n + 1);
+                obs.push(0u32);
+                for (i, s) in seen.iter().enumerate() {
+                    obs.push(obs[i] + *s as u32);
+                }
+                obs
+            }
+            _ => (0..=n as u32).collect(),
         };
         let top = h.top();
         let mut ix = ColumnIndex {
@@ -292,6 +349,8 @@ impl ColumnIndex {
             leaves,
             top,
             n_codes: n as u32,
+            null,
+            obs,
             node_of: vec![Vec::new(); top + 1],
             starts: vec![Vec::new(); top + 1],
             ncp: vec![Vec::new(); top + 1],
@@ -330,32 +389,76 @@ impl ColumnIndex {
 
     /// NCP of the node at `level` covering codes `a..b` (0 < level < top).
     fn node_ncp(&self, level: usize, a: u32, b: u32) -> f64 {
-        let n = self.n_codes;
+        if self.null == Some(a) && b == a + 1 {
+            return 0.0; // the NULL node holds one value
+        }
         match &self.leaves {
             Leaves::Int(_) | Leaves::Num(_) => {
-                let (dmin, dmax) = (self.value_f64(0), self.value_f64(n - 1));
-                let range = dmax - dmin;
+                let range = self.domain_width();
                 if range <= 0.0 {
                     return 0.0;
                 }
+                let (dmin, dmax) = self.domain();
                 let (lo, hi) = self
                     .hierarchy
                     .interval(self.plan.as_ref(), &self.leaf(a), level);
                 let cov = hi.min(dmax) - lo.max(dmin);
                 (cov / range).clamp(0.0, 1.0)
             }
-            // prefix: observed codes under the node; categorical: declared leaves under it
-            Leaves::Text(_) | Leaves::Cat => {
-                if n <= 1 {
-                    0.0
-                } else {
-                    (b - a - 1) as f64 / (n - 1) as f64
-                }
-            }
+            // prefix and categorical: observed values under the node
+            Leaves::Text(_) | Leaves::Cat => self.set_ncp(self.observed(a, b)),
         }
     }
 
-    fn value_f64(&self, code: u32) -> f64 {
+    /// Observed codes in `a..b`.
+    #[inline]
+    pub(crate) fn observed(&self, a: u32, b: u32) -> u32 {
+        self.obs[b as usize] - self.obs[a as usize]
+    }
+
+    /// Whether `code` occurs in the input.
+    #[inline]
+    pub(crate) fn is_observed(&self, code: u32) -> bool {
+        self.observed(code, code + 1) == 1
+    }
+
+    /// NCP of a set of `d` observed values: (d − 1) / (observed values − 1).
+    #[inline]
+    pub(crate) fn set_ncp(&self, d: u32) -> f64 {
+        let n = self.obs[self.n_codes as usize];
+        if n <= 1 || d <= 1 {
+            0.0
+        } else {
+            ((d - 1) as f64 / (n - 1) as f64).min(1.0)
+        }
+    }
+
+    /// Smallest and largest non-NULL value of an ordered column (integer, numeric, date).
+    pub(crate) fn domain(&self) -> (f64, f64) {
+        let first = if self.null == Some(0) { 1 } else { 0 };
+        if first >= self.n_codes {
+            return (0.0, 0.0);
+        }
+        (self.value_f64(first), self.value_f64(self.n_codes - 1))
+    }
+
+    /// `max − min` of the non-NULL values of an ordered column.
+    pub(crate) fn domain_width(&self) -> f64 {
+        let (a, b) = self.domain();
+        b - a
+    }
+
+    /// Whether the column is ordered by value (integer, numeric, date).
+    pub(crate) fn is_ordered(&self) -> bool {
+        matches!(self.leaves, Leaves::Int(_) | Leaves::Num(_))
+    }
+
+    /// Whether the column is a categorical mapping.
+    pub(crate) fn is_categorical(&self) -> bool {
+        matches!(self.leaves, Leaves::Cat)
+    }
+
+    pub(crate) fn value_f64(&self, code: u32) -> f64 {
         match &self.leaves {
             Leaves::Int(v) => v[code as usize] as f64,
             Leaves::Num(v) => v[code as usize],
@@ -363,7 +466,10 @@ impl ColumnIndex {
         }
     }
 
-    fn leaf(&self, code: u32) -> Leaf<'_> {
+    pub(crate) fn leaf(&self, code: u32) -> Leaf<'_> {
+        if self.null == Some(code) {
+            return Leaf::Null;
+        }
         match &self.leaves {
             Leaves::Int(v) => Leaf::Int(v[code as usize]),
             Leaves::Num(v) => Leaf::Num(v[code as usize]),
@@ -434,6 +540,71 @@ impl ColumnIndex {
         }
     }
 
+    /// Textual form and NCP of a partition-local release.
+    pub(crate) fn gen_label(&self, g: &Gen) -> (String, f64) {
+        match g {
+            Gen::Node(n) => {
+                let lv = n.level as usize;
+                (self.label(lv, n.id), self.ncp(lv, n.id))
+            }
+            Gen::Range { lo, hi } => {
+                let (lo, hi) = (*lo, *hi);
+                if lo == hi {
+                    return (self.label(0, lo), 0.0);
+                }
+                if self.null == Some(lo) {
+                    return ("*".to_string(), 1.0); // NULL together with values
+                }
+                let w = self.domain_width();
+                let ncp = if w <= 0.0 {
+                    0.0
+                } else {
+                    ((self.value_f64(hi) - self.value_f64(lo)) / w).clamp(0.0, 1.0)
+                };
+                let text = match (&self.hierarchy, self.leaf(lo), self.leaf(hi)) {
+                    (Hierarchy::Date, _, _) => {
+                        format!("{}/{}", self.label(0, lo), self.label(0, hi))
+                    }
+                    (Hierarchy::Numeric { .. }, _, _) => {
+                        format!("[{},{}]", self.label(0, lo), self.label(0, hi))
+                    }
+                    _ => format!("{}-{}", self.label(0, lo), self.label(0, hi)),
+                };
+                (text, ncp)
+            }
+            Gen::Set(codes) => {
+                let d = codes.len() as u32;
+                let ncp = self.set_ncp(d);
+                if d == 1 {
+                    return (self.label(0, codes[0]), 0.0);
+                }
+                if d >= self.observed(0, self.n_codes) {
+                    return ("*".to_string(), 1.0);
+                }
+                // the largest nodes whose observed values are all in the set, in code order
+                let mut parts: Vec<String> = Vec::new();
+                let mut i = 0;
+                while i < codes.len() {
+                    let code = codes[i];
+                    let mut take = (0usize, code, 1usize);
+                    for level in 1..self.top {
+                        let n = self.node(level, code);
+                        let (a, b) = (self.start(level, n), self.end(level, n));
+                        let inside = codes[i..].partition_point(|&x| x < b);
+                        if inside as u32 == self.observed(a, b) {
+                            take = (level, n, inside);
+                        } else {
+                            break;
+                        }
+                    }
+                    parts.push(self.label(take.0, take.1));
+                    i += take.2;
+                }
+                (parts.join("|"), ncp)
+            }
+        }
+    }
+
     /// Textual form of a node (through the hierarchy's own `generalize` of its first leaf).
     pub(crate) fn label(&self, level: usize, node: u32) -> String {
         if level >= self.top {
@@ -446,10 +617,19 @@ impl ColumnIndex {
     }
 }
 
-fn sort_dict<T>(values: Vec<T>, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) -> (Vec<T>, Vec<u32>) {
+/// Sorts a dictionary (the NULL placeholder first); returns the sorted values and old → new.
+fn sort_dict<T>(
+    values: Vec<T>,
+    null: Option<u32>,
+    cmp: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> (Vec<T>, Vec<u32>) {
     let n = values.len();
     let mut order: Vec<u32> = (0..n as u32).collect();
-    order.sort_unstable_by(|&a, &b| cmp(&values[a as usize], &values[b as usize]));
+    order.sort_unstable_by(|&a, &b| {
+        (Some(a) != null)
+            .cmp(&(Some(b) != null))
+            .then_with(|| cmp(&values[a as usize], &values[b as usize]))
+    });
     let mut remap = vec![0u32; n];
     for (new, &old) in order.iter().enumerate() {
         remap[old as usize] = new as u32;

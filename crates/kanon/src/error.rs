@@ -43,7 +43,8 @@ pub enum Error {
     MultipleRoots { roots: Vec<String> },
     /// A categorical child given two different parents.
     ConflictingParent { child: String, parents: [String; 2] },
-    /// `*` is reserved for the top of every hierarchy; it may only be the mapping's root.
+    /// `*` is reserved for the top of every hierarchy and `NULL` for the NULL leaf; either may
+    /// only be the mapping's root.
     ReservedName { name: String },
     /// A parameter of the anonymiser is out of range (k = 0, a suppression limit outside
     /// [0, 1], duplicate column names, ...).
@@ -147,6 +148,10 @@ impl fmt::Display for Error {
                 f,
                 "the categorical mapping gives \"{child}\" two parents, \"{}\" and \"{}\"",
                 parents[0], parents[1]
+            ),
+            Error::ReservedName { name } if name == crate::hierarchy::NULL_LABEL => write!(
+                f,
+                "\"{name}\" is reserved for the NULL value, which every hierarchy has as a leaf under the root; rename the category (it may only be the root of the mapping)"
             ),
             Error::ReservedName { name } => write!(
                 f,

@@ -223,6 +223,7 @@ pub(crate) fn global(
         }
         class_of_group[gi] = out.len() as u32;
         out.push(SolClass {
+            gens: Vec::new(),
             nodes: (0..q)
                 .map(|c| Node {
                     level: levels[c] as u16,

@@ -23,14 +23,22 @@ use std::fmt;
 /// | [`Hierarchy::Categorical`] | `Text` naming a leaf of the mapping |
 ///
 /// Anything else is [`Error::WrongType`] / [`Error::InvalidValue`] / [`Error::UnknownValue`].
-/// SQL NULL has no `Value`: the caller decides (map it to a category, or leave the record out).
+///
+/// `Null` (SQL NULL, a missing value) is accepted by every hierarchy: it is a leaf of its own
+/// directly under the root, so it prints as [`NULL_LABEL`] on every level below the top and as
+/// `*` at the top, like any other value generalised all the way.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Value<'a> {
     Int(i64),
     Num(f64),
     Date(time::Date),
     Text(&'a str),
+    Null,
 }
+
+/// The textual form of the NULL leaf (and of its node on every level below the top). It is
+/// reserved: no categorical node may be called so and no prefix code may be it.
+pub const NULL_LABEL: &str = "NULL";
 
 impl Value<'_> {
     /// The variant's name, for error messages.
@@ -40,6 +48,7 @@ impl Value<'_> {
             Value::Num(_) => "numeric",
             Value::Date(_) => "date",
             Value::Text(_) => "text",
+            Value::Null => "null",
         }
     }
 }
@@ -55,6 +64,7 @@ impl fmt::Display for Value<'_> {
                 write!(f, "{}-{m:02}-{dd:02}", fmt_year(y))
             }
             Value::Text(s) => write!(f, "\"{s}\""),
+            Value::Null => f.write_str(NULL_LABEL),
         }
     }
 }
@@ -264,6 +274,60 @@ impl Hierarchy {
         Ok(None)
     }
 
+    /// Whether a released value covers `value`: `*`; an ancestor-or-self node (see
+    /// [`Hierarchy::level_of`]); a range released by [`crate::Algorithm::Ranges`] holding it
+    /// (`lo-hi` for integers, `[lo,hi]` for numerics, `YYYY-MM-DD/YYYY-MM-DD` for dates, both
+    /// ends included); or, for a categorical hierarchy, a set `a|b|…` one of whose nodes is
+    /// an ancestor-or-self. NULL is covered by `*`, `NULL` and a set holding `NULL`.
+    pub fn covers(&self, released: &str, value: &Value<'_>) -> Result<bool, Error> {
+        if released == "*" || self.level_of(value, released)?.is_some() {
+            return Ok(true);
+        }
+        let leaf = self.leaf(value)?;
+        Ok(match (self, leaf) {
+            (Hierarchy::Categorical(_), _) if released.contains('|') => {
+                for part in released.split('|') {
+                    if self.level_of(value, part)?.is_some() {
+                        return Ok(true);
+                    }
+                }
+                false
+            }
+            (_, Leaf::Null) => false,
+            (Hierarchy::Integer { .. }, Leaf::Int(v)) => {
+                let b = released.as_bytes();
+                let cut = (1..b.len()).find(|&i| b[i] == b'-' && b[i - 1].is_ascii_digit());
+                match cut.map(|i| {
+                    (
+                        released[..i].parse::<i64>(),
+                        released[i + 1..].parse::<i64>(),
+                    )
+                }) {
+                    Some((Ok(lo), Ok(hi))) => lo <= v && v <= hi,
+                    _ => false,
+                }
+            }
+            (Hierarchy::Numeric { .. }, Leaf::Num(x)) => {
+                let inner = released.strip_prefix('[').and_then(|r| r.strip_suffix(']'));
+                match inner.and_then(|r| r.split_once(',')) {
+                    Some((a, b)) => match (a.parse::<f64>(), b.parse::<f64>()) {
+                        (Ok(lo), Ok(hi)) => lo <= x && x <= hi,
+                        _ => false,
+                    },
+                    None => false,
+                }
+            }
+            (Hierarchy::Date, Leaf::Int(days)) => match released.split_once('/') {
+                Some((a, b)) => match (parse_date(a), parse_date(b)) {
+                    (Some(lo), Some(hi)) => lo <= days && days <= hi,
+                    _ => false,
+                },
+                None => false,
+            },
+            _ => false,
+        })
+    }
+
     /// Parses the text form of an input value into the type this hierarchy takes: a date
     /// `YYYY-MM-DD`, an integer, a finite decimal; text stays text (not trimmed).
     pub fn parse<'a>(&self, text: &'a str) -> Result<Value<'a>, Error> {
@@ -311,6 +375,7 @@ impl Hierarchy {
             found: value.type_name(),
         };
         match (self, value) {
+            (_, Value::Null) => Ok(Leaf::Null),
             (Hierarchy::Date, Value::Date(d)) => Ok(Leaf::Int(date_to_days(*d))),
             (Hierarchy::Date, Value::Int(days)) => {
                 if (MIN_DATE_DAYS..=MAX_DATE_DAYS).contains(days) {
@@ -369,6 +434,13 @@ impl Hierarchy {
                         reason: "contains \"*\", which marks generalised characters".into(),
                     });
                 }
+                if *s == NULL_LABEL {
+                    return Err(Error::InvalidValue {
+                        hierarchy: kind,
+                        value: format!("\"{s}\""),
+                        reason: format!("\"{NULL_LABEL}\" is reserved for the NULL value (pass Value::Null for a missing value)"),
+                    });
+                }
                 Ok(Leaf::Text(s))
             }
             (Hierarchy::Prefix { .. }, _) => Err(wrong("text")),
@@ -390,6 +462,7 @@ impl Hierarchy {
             return Ok("*".to_string());
         }
         Ok(match (self, leaf) {
+            (_, Leaf::Null) => NULL_LABEL.to_string(),
             (Hierarchy::Date, Leaf::Int(days)) => {
                 let (y, m, d) = civil_from_days(*days);
                 match level {
@@ -450,6 +523,7 @@ impl Hierarchy {
         level: usize,
     ) -> NodeKey<'a> {
         match (self, leaf) {
+            (_, Leaf::Null) => NodeKey::Null,
             (Hierarchy::Date, Leaf::Int(days)) => {
                 let (y, m, _) = civil_from_days(*days);
                 NodeKey::Int(match level {
@@ -557,12 +631,15 @@ pub(crate) enum Leaf<'a> {
     Text(&'a str),
     /// A categorical leaf, by node id.
     Cat(u32),
+    /// The NULL leaf (every hierarchy has one, directly under the root).
+    Null,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum NodeKey<'a> {
     Int(i128),
     Text(&'a str),
+    Null,
 }
 
 /// Exact decimal arithmetic for numeric bands: values are scaled by `10^decimals`, the
@@ -782,8 +859,9 @@ const NONE: u32 = u32::MAX;
 /// - a child has one parent (repeating the same pair is fine) ([`Error::ConflictingParent`]);
 /// - no cycle, including `a → a` ([`Error::Cycle`]);
 /// - exactly one root, the one node that is nobody's child ([`Error::MultipleRoots`]);
-/// - `*` may only be the root ([`Error::ReservedName`]). The root prints as `*` whatever it
-///   is called in the mapping.
+/// - `*` and `NULL` ([`NULL_LABEL`]) may only be the root ([`Error::ReservedName`]). The root
+///   prints as `*` whatever it is called in the mapping; `NULL` is the NULL leaf every
+///   hierarchy has directly under the root (it is not part of the mapping).
 ///
 /// Leaves are the nodes without children; only leaves are input values. Leaves may sit at
 /// different depths: the hierarchy's height `H` is the deepest leaf's depth and level `L`
@@ -828,7 +906,7 @@ impl Categorical {
         for (c, p) in pairs {
             any = true;
             let (c, p): (String, String) = (c.into(), p.into());
-            if c == "*" {
+            if c == "*" || c == NULL_LABEL {
                 return Err(Error::ReservedName { name: c });
             }
             if c == p {
@@ -1451,10 +1529,7 @@ mod tests {
             .unwrap()
             .generalize(&Value::Text("123"), 0)
             .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "value \"123\" does not fit the prefix hierarchy: has 3 characters, the hierarchy expects exactly 5"
-        );
+        assert_eq!(e.to_string(), "value \"123\" does not fit the prefix hierarchy: has 3 characters, the hierarchy expects exactly 5");
         let e = Error::LevelOutOfRange {
             level: 7,
             levels: 6,
@@ -1484,5 +1559,46 @@ mod tests {
         let v = d(1987, 3, 14);
         assert_eq!(h.level_of(&v, "1985-1989").unwrap(), Some(3));
         assert_eq!(h.level_of(&v, "1988").unwrap(), None);
+    }
+
+    #[test]
+    fn null_is_a_leaf_under_the_root_of_every_hierarchy() {
+        let cat = Hierarchy::categorical([("nurse", "health"), ("health", "*")]).unwrap();
+        for h in [
+            Hierarchy::date(),
+            Hierarchy::integer_default(),
+            Hierarchy::numeric(vec![0.5, 1.0]).unwrap(),
+            Hierarchy::prefix(3).unwrap(),
+            cat,
+        ] {
+            let forms = all(&h, Value::Null);
+            assert_eq!(forms.len(), h.levels());
+            for (level, f) in forms.iter().enumerate() {
+                let want = if level == h.top() { "*" } else { NULL_LABEL };
+                assert_eq!(f, want, "{} level {level}", h.kind());
+            }
+            assert_eq!(h.level_of(&Value::Null, NULL_LABEL).unwrap(), Some(0));
+            assert_eq!(h.level_of(&Value::Null, "*").unwrap(), Some(h.top()));
+        }
+        assert_eq!(Value::Null.to_string(), "NULL");
+        assert_eq!(Value::Null.type_name(), "null");
+        // the label is reserved: no category and no prefix code may be called so
+        let e = Hierarchy::categorical([("NULL", "*")]).unwrap_err();
+        assert_eq!(
+            e,
+            Error::ReservedName {
+                name: "NULL".into()
+            }
+        );
+        assert!(e.to_string().contains("reserved for the NULL value"));
+        assert!(Hierarchy::categorical([("a", "NULL"), ("NULL", "*")]).is_err());
+        // ... except as the root, which prints as *
+        let h = Hierarchy::categorical([("a", "NULL")]).unwrap();
+        assert_eq!(all(&h, Value::Text("a")), ["a", "*"]);
+        let h = Hierarchy::prefix(4).unwrap();
+        assert!(matches!(
+            h.generalize(&Value::Text("NULL"), 0),
+            Err(Error::InvalidValue { .. })
+        ));
     }
 }

@@ -13,7 +13,14 @@
 //!   and a suppression limit, finds a generalisation along the hierarchies that meets k (and
 //!   l) with little information loss, suppresses what cannot be covered and reports k and l
 //!   reached, suppression, NCP and discernibility. [`GlobalRecoding`] is the full-domain
-//!   baseline with the same interface.
+//!   baseline with the same interface; [`Algorithm::Ranges`] is Mondrian with
+//!   partition-local releases (each class's own `lo-hi` ranges and sets of categories),
+//!   which loses least (UCI Adult, k = 10: NCP 0.044 against 0.050 for anonypy's Mondrian).
+//! - NULL ([`Value::Null`]) is a value of every hierarchy, a leaf under the root, never a
+//!   reason to suppress.
+//! - Segments ([`Anonymizer::with_segments`]): memberships released per class (those every
+//!   subject of the class holds), attributes the range algorithm can split on; the report
+//!   counts the memberships kept.
 //!
 //! ## Why Mondrian-style local recoding and not a full-domain lattice search (Flash)
 //!
@@ -56,17 +63,19 @@ mod global;
 mod hierarchy;
 mod measure;
 mod mondrian;
+mod ranges;
 mod solution;
 
 pub use anonymizer::{
-    Algorithm, Anonymized, Anonymizer, Class, ColumnLevels, GlobalRecoding, Report, MAX_COLUMNS,
+    Algorithm, Anonymized, Anonymizer, Class, ColumnLevels, GlobalRecoding, Report, SegmentKept,
+    DEFAULT_SEGMENT_WEIGHT, MAX_COLUMNS,
 };
 /// A fast non-cryptographic hasher for in-process keys (integers, codes, short strings).
 pub use encode::{FxHasher, FxMap};
 pub use error::Error;
 pub use hierarchy::{
     date_to_days, days_to_date, Categorical, Hierarchy, Value, DEFAULT_INTEGER_WIDTHS,
-    MAX_DATE_DAYS, MIN_DATE_DAYS,
+    MAX_DATE_DAYS, MIN_DATE_DAYS, NULL_LABEL,
 };
 pub use measure::{
     equivalence_classes, l_diversity, measure_k, ClassCounter, EquivalenceClass, KReport, LReport,

@@ -74,14 +74,23 @@ struct Mondrian<'a> {
     seg: Vec<usize>,
     sbuf: Vec<u32>,
     dist: Vec<u64>,
+    /// columns from here on are segment memberships (leaf 1: member), see [`mondrian`]
+    seg_from: usize,
+    seg_weight: f64,
 }
 
+/// The hierarchy algorithm. Columns `seg_from..` are segment memberships (a two-leaf
+/// categorical, code 1 for members): splitting one gains `seg_weight` per member row (those
+/// memberships can now be released), nothing for the non-members, and they count for nothing
+/// in the suppression cost.
 pub(crate) fn mondrian(
     cols: &[ColumnIndex],
     el: Elements,
     k: usize,
     l: Option<usize>,
     budget: u64,
+    seg_from: usize,
+    seg_weight: f64,
 ) -> Solution {
     let n = el.n;
     let q = cols.len();
@@ -107,6 +116,8 @@ pub(crate) fn mondrian(
         seg: Vec::new(),
         sbuf: Vec::new(),
         dist: Vec::new(),
+        seg_from,
+        seg_weight,
         el,
     };
     let mut element_class = vec![NONE; n];
@@ -164,6 +175,7 @@ pub(crate) fn mondrian(
         let sensitive = if has_sens { m.distinct(p.s, p.e) } else { 0 };
         classes.push(SolClass {
             nodes: p.nodes,
+            gens: Vec::new(),
             subjects: (p.e - p.s) as u64,
             rows,
             sensitive,
@@ -252,7 +264,16 @@ impl Mondrian<'_> {
             let ok = !is_stay && self.cnt[j] >= k && l.is_none_or(|l| self.dist[j] >= l);
             if ok {
                 own[j] = true;
-                let g = self.rows[j] as f64 * (pn - col.ncp(lc, first + touched[j]));
+                let g = if c >= self.seg_from {
+                    // a segment: only the members gain (their membership can be shown)
+                    if first + touched[j] == 1 {
+                        self.rows[j] as f64 * self.seg_weight
+                    } else {
+                        0.0
+                    }
+                } else {
+                    self.rows[j] as f64 * (pn - col.ncp(lc, first + touched[j]))
+                };
                 gains[j] = g;
                 total += g;
                 own_list.push(j);
@@ -310,7 +331,7 @@ impl Mondrian<'_> {
                 // a suppressed row loses everything it could still gain: up to 1 per column
                 // (its current NCP would understate this near the root)
                 let suppress_gain = (rest_rows <= self.budget)
-                    .then_some(total - rest_rows as f64 * cols.len() as f64);
+                    .then_some(total - rest_rows as f64 * self.seg_from as f64);
                 match (merge_gain, suppress_gain) {
                     (Some(a), Some(b)) if b > a => {
                         gain = b;

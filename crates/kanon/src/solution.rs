@@ -9,10 +9,24 @@ pub(crate) struct Node {
     pub id: u32,
 }
 
+/// What a class of the range algorithm releases in one column (codes of the column index).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Gen {
+    /// an ordered column: the members' values `lo..=hi`
+    Range { lo: u32, hi: u32 },
+    /// a categorical column: the members' leaves, sorted
+    Set(Vec<u32>),
+    /// a hierarchy node
+    Node(Node),
+}
+
 /// One released equivalence class.
 #[derive(Clone, Debug)]
 pub(crate) struct SolClass {
+    /// one hierarchy node per column (the hierarchy algorithms), or empty when `gens` is set
     pub nodes: Vec<Node>,
+    /// one release per column (the range algorithm), or empty
+    pub gens: Vec<Gen>,
     /// Distinct subjects (= elements).
     pub subjects: u64,
     pub rows: u64,

@@ -20,6 +20,7 @@ enum Owned {
     Int(i64),
     Num(f64),
     Text(String),
+    Null,
 }
 
 impl Owned {
@@ -28,6 +29,7 @@ impl Owned {
             Owned::Int(i) => Value::Int(*i),
             Owned::Num(x) => Value::Num(*x),
             Owned::Text(s) => Value::Text(s),
+            Owned::Null => Value::Null,
         }
     }
 }
@@ -66,7 +68,12 @@ fn kind() -> impl Strategy<Value = Kind> {
     ]
 }
 
+/// A value of the kind, NULL about one time in ten.
 fn value(kind: Kind) -> BoxedStrategy<Owned> {
+    prop_oneof![1 => Just(Owned::Null), 9 => non_null(kind)].boxed()
+}
+
+fn non_null(kind: Kind) -> BoxedStrategy<Owned> {
     match kind {
         // 1975..2004, so months, years and bands all collide
         Kind::Date => (1826i64..12784).prop_map(Owned::Int).boxed(),
@@ -179,6 +186,18 @@ fn n_sensitive(t: &Table) -> usize {
     s.len()
 }
 
+/// What a recipient sees of record i: its quasi values and, when segments are declared, the
+/// segments it shows (two classes may share their values and differ in their segments).
+fn released_key(out: &Anonymized, i: usize) -> Option<Vec<String>> {
+    out.record(i).map(|v| {
+        let mut key = v.to_vec();
+        if !out.segment_names().is_empty() {
+            key.push(format!("{:?}", out.segments(i).unwrap()));
+        }
+        key
+    })
+}
+
 /// Every property an anonymisation must have, checked against the input.
 fn check(
     t: &Table,
@@ -194,12 +213,22 @@ fn check(
     prop_assert_eq!(r.records, t.rows.len());
     prop_assert_eq!(r.subjects, n_subjects(t));
 
-    // each output value is an ancestor-or-self of the input value
+    // each output value is an ancestor-or-self of the input value (the range algorithm:
+    // a range, set or node that covers it)
     for (i, row) in t.rows.iter().enumerate() {
         prop_assert_eq!(out.subject(i), row.subject);
         if let Some(gen) = out.record(i) {
             prop_assert_eq!(gen.len(), hs.len());
             for (c, h) in hs.iter().enumerate() {
+                if alg == Algorithm::Ranges {
+                    prop_assert!(
+                        h.covers(&gen[c], &row.values[c].value()).unwrap(),
+                        "{} does not cover {:?}",
+                        gen[c],
+                        row.values[c]
+                    );
+                    continue;
+                }
                 let lv = h.level_of(&row.values[c].value(), &gen[c]).unwrap();
                 prop_assert!(
                     lv.is_some(),
@@ -229,9 +258,10 @@ fn check(
     }
 
     // every released class has ≥ k distinct subjects (and ≥ l values), measured on the output
-    let released: Vec<(i64, Vec<String>)> = out
-        .iter()
-        .filter_map(|(s, v)| v.map(|v| (s, v.to_vec())))
+    // (a released record is its quasi values and, when segments are declared, the segments
+    // it shows: two classes may share their values and differ in the segments)
+    let released: Vec<(i64, Vec<String>)> = (0..out.len())
+        .filter_map(|i| released_key(out, i).map(|key| (out.subject(i), key)))
         .collect();
     let kr = measure_k(released.clone());
     if !released.is_empty() {
@@ -248,8 +278,7 @@ fn check(
         prop_assert!(c.subjects >= k);
     }
     let lr = l_diversity(t.rows.iter().enumerate().filter_map(|(i, row)| {
-        out.record(i)
-            .map(|v| (row.subject, v.to_vec(), row.sensitive.clone()))
+        released_key(out, i).map(|v| (row.subject, v, row.sensitive.clone()))
     }));
     prop_assert_eq!(r.l_reached, Some(lr.l));
     if let Some(l) = l {
@@ -272,8 +301,11 @@ fn check(
             suppressed,
             limit
         );
-        if alg == Algorithm::Mondrian {
+        if alg != Algorithm::GlobalRecoding {
             prop_assert!(r.classes > 0);
+        }
+        if alg == Algorithm::Ranges {
+            prop_assert_eq!(suppressed, 0, "the range algorithm never needs to suppress");
         }
     }
     prop_assert!((0.0..=1.0).contains(&r.ncp));
@@ -291,7 +323,11 @@ fn check(
 }
 
 fn algorithms() -> impl Strategy<Value = Algorithm> {
-    prop_oneof![Just(Algorithm::Mondrian), Just(Algorithm::GlobalRecoding)]
+    prop_oneof![
+        Just(Algorithm::Mondrian),
+        Just(Algorithm::GlobalRecoding),
+        Just(Algorithm::Ranges)
+    ]
 }
 
 proptest! {
@@ -378,7 +414,11 @@ fn fixed_table() -> Table {
 #[test]
 fn deterministic() {
     let t = fixed_table();
-    for alg in [Algorithm::Mondrian, Algorithm::GlobalRecoding] {
+    for alg in [
+        Algorithm::Mondrian,
+        Algorithm::GlobalRecoding,
+        Algorithm::Ranges,
+    ] {
         for (k, l) in [(5, None), (10, Some(2))] {
             let a = run(&t, alg, k, l, 0.02);
             let b = run(&t, alg, k, l, 0.02);
@@ -398,6 +438,71 @@ fn deterministic() {
             assert_eq!(ra, rb);
             check(&t, &a, alg, k, l, 0.02).unwrap();
         }
+    }
+}
+
+/// Segment memberships of a table's subjects: 0–3 of 6 segments each, by subject id.
+fn memberships(t: &Table, seed: u64) -> HashMap<i64, Vec<u32>> {
+    let mut m = HashMap::new();
+    for r in &t.rows {
+        let mut x = (r.subject as u64 ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut set = Vec::new();
+        for _ in 0..(x % 4) {
+            x = x.rotate_left(17).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            set.push((x % 6) as u32);
+        }
+        set.sort_unstable();
+        set.dedup();
+        m.entry(r.subject).or_insert(set);
+    }
+    m
+}
+
+proptest! {
+    /// Released segments: a class shows only segments every one of its subjects holds, so a
+    /// (quasi values, segments) group has ≥ k subjects; the report counts what is kept.
+    #[test]
+    fn segments_are_released_per_class(t in table(), alg in algorithms(), k in 2usize..12, seed in any::<u64>(), weight in prop_oneof![Just(0.0), 0.0f64..5.0]) {
+        let names = ["a", "b", "c", "d", "e", "f"];
+        let segs = memberships(&t, seed);
+        let mut a = Anonymizer::new(columns(&t), k, None, 0.1)
+            .unwrap()
+            .with_algorithm(alg)
+            .with_segments(names)
+            .unwrap()
+            .with_segment_weight(weight)
+            .unwrap();
+        for r in &t.rows {
+            let vals: Vec<Value<'_>> = r.values.iter().map(Owned::value).collect();
+            a.push_with(r.subject, &vals, Some(&r.sensitive), &segs[&r.subject]).unwrap();
+        }
+        let out = a.run().unwrap();
+        check(&t, &out, alg, k, None, 0.1)?;
+        let mut grouped: Vec<(i64, Vec<String>)> = Vec::new();
+        let mut kept = 0;
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..out.len() {
+            let Some(shown) = out.segments(i) else { continue };
+            let subject = out.subject(i);
+            for s in shown {
+                prop_assert!(segs[&subject].contains(&(*s as u32)), "subject {} shown in segment {} it is not in", subject, s);
+            }
+            if seen.insert(subject) {
+                kept += shown.len();
+            }
+            let mut key = out.record(i).unwrap().to_vec();
+            key.push(shown.iter().map(|s| names[*s]).collect::<Vec<_>>().join(","));
+            grouped.push((subject, key));
+        }
+        if !grouped.is_empty() {
+            prop_assert!(measure_k(grouped).k >= k);
+        }
+        let r = out.report();
+        let total: usize = segs.values().map(Vec::len).sum();
+        prop_assert_eq!(r.memberships, total);
+        prop_assert_eq!(r.memberships_kept, kept);
+        prop_assert_eq!(r.segments.iter().map(|s| s.kept).sum::<usize>(), kept);
+        prop_assert_eq!(r.segments.iter().map(|s| s.members).sum::<usize>(), total);
     }
 }
 
