@@ -199,6 +199,7 @@ fn with_input(e: MsegError, value: &Value<'_>) -> MsegError {
         Value::Int(i) => i.to_string(),
         Value::Num(n) => n.to_string(),
         Value::Date(d) => d.to_string(),
+        Value::Null => "NULL".into(),
     };
     MsegError { detail: Some(format!("The value given was \"{shown}\".")), ..e }
 }
