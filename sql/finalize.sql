@@ -34,19 +34,7 @@ CREATE TRIGGER mseg_config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE 
 CREATE TRIGGER mseg_config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON mseg.purposes
     FOR EACH STATEMENT EXECUTE FUNCTION mseg.config_changed();
 
--- Segment sizes for application roles: distinct subjects per segment, suppressed below
--- mseg.min_group_size (k), so no exact small count leaves the privileged roles.
-CREATE VIEW mseg.segment_sizes AS
-SELECT s.name AS segment, s.purpose, s.description,
-       CASE WHEN COALESCE(c.subjects, 0) OPERATOR(pg_catalog.>=) k.k THEN c.subjects END AS subjects,
-       COALESCE(c.subjects, 0) OPERATOR(pg_catalog.<) k.k AS suppressed,
-       k.k AS min_group_size
-FROM mseg.segments s
-CROSS JOIN (SELECT pg_catalog.current_setting('mseg.min_group_size')::pg_catalog.int4 AS k) k
-LEFT JOIN (SELECT seg, pg_catalog.count(*) AS subjects
-           FROM mseg.memberships m, pg_catalog.unnest(m.segments) seg GROUP BY seg) c
-       ON c.seg OPERATOR(pg_catalog.=) s.segment_id;
-COMMENT ON VIEW mseg.segment_sizes IS 'pg_mseg: segment sizes in distinct subjects, NULL (suppressed) below mseg.min_group_size';
+-- mseg.segment_sizes and mseg.pool_segment_sizes: published sizes only, see sql/sizes.sql.
 
 -- Privileges: nothing for PUBLIC; each role gets exactly what its job needs.
 REVOKE ALL ON SCHEMA mseg FROM PUBLIC;
@@ -116,6 +104,9 @@ GRANT EXECUTE ON FUNCTION
     mseg.verify_segments()
 TO mseg_admin;
 GRANT EXECUTE ON FUNCTION mseg.segment_members(pg_catalog.text) TO mseg_admin, mseg_export;
+-- sizes reach application roles only as published (noisy, k-suppressed) by the administrator
+GRANT SELECT ON mseg.size_publications, mseg.published_sizes, mseg.published_pool_sizes TO mseg_admin;
+GRANT EXECUTE ON FUNCTION mseg.publish_segment_sizes() TO mseg_admin;
 
 -- k-anonymity: generalize is harmless (no key) and k-views call it for their readers
 GRANT EXECUTE ON FUNCTION

@@ -17,6 +17,7 @@ pub static BACKFILL_BATCH_BLOCKS: GucSetting<i32> = GucSetting::<i32>::new(1024)
 pub static REFRESH_BATCH_SUBJECTS: GucSetting<i32> = GucSetting::<i32>::new(10000);
 pub static MIN_GROUP_SIZE: GucSetting<i32> = GucSetting::<i32>::new(10);
 pub static BULK_STATEMENT_SUBJECTS: GucSetting<i32> = GucSetting::<i32>::new(10000);
+pub static SIZE_EPSILON: GucSetting<f64> = GucSetting::<f64>::new(0.5);
 
 /// Bumped whenever `mseg.key_file` is assigned (start-up, SIGHUP reload, `SET` by a superuser);
 /// the key cache compares it and zeroises itself when it moved.
@@ -96,10 +97,20 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"mseg.min_group_size",
         c"k: the fewest distinct subjects a group shown outside the privileged roles may describe.",
-        c"Segment sizes below it are suppressed in mseg.segment_sizes. Only a superuser may change it.",
+        c"Published segment sizes (mseg.segment_sizes, mseg.pool_segment_sizes) below it, after noise, are suppressed. Only a superuser may change it.",
         &MIN_GROUP_SIZE,
         2,
         1_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"mseg.size_epsilon",
+        c"Privacy parameter epsilon of each published segment size (two-sided geometric noise, scale 1/epsilon).",
+        c"Smaller is more private and noisier. Used by mseg.publish_segment_sizes(); only a superuser may change it.",
+        &SIZE_EPSILON,
+        0.01,
+        10.0,
         GucContext::Suset,
         GucFlags::default(),
     );

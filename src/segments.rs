@@ -1723,7 +1723,7 @@ fn unregister_source(table: Option<PgRelation>) -> bool {
 /// Recompute every subject's set (after time passes: time-dependent predicates and consent
 /// expiry); returns the number of membership events it wrote. Schedulable: it blocks no writer,
 /// taking part in the same row-lock protocol as the triggers. With `segment`, only that segment is
-/// recomputed.
+/// recomputed. Ends by publishing the segment sizes (`mseg.publish_segment_sizes()`).
 #[pg_extern(volatile, parallel_unsafe)]
 fn refresh_segments(segment: default!(Option<&str>, "NULL")) -> i64 {
     boundary(|| {
@@ -1735,6 +1735,8 @@ fn refresh_segments(segment: default!(Option<&str>, "NULL")) -> i64 {
         let label = segment.unwrap_or("*").to_owned();
         let changed = refresh_all(&label, &scope, LockMode::Rows)?;
         catalog::audit("segments.refresh", &label, serde_json::json!({"events": changed}))?;
+        // the sizes application roles see, from the refreshed sets (they show after commit)
+        crate::sizes::publish()?;
         Ok(changed)
     })
 }
