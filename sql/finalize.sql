@@ -114,6 +114,11 @@ GRANT EXECUTE ON FUNCTION
     mseg.generalize(pg_catalog.date, pg_catalog.text, pg_catalog.int4),
     mseg.generalize(pg_catalog.int8, pg_catalog.text, pg_catalog.int4)
 TO mseg_app, mseg_admin, mseg_export;
+-- k-views: their readers need EXECUTE on the function computing the rows (it checks SELECT on
+-- the view itself, so calling it directly yields no more than the view); the definitions are
+-- for administrators
+GRANT EXECUTE ON FUNCTION mseg.kanon_view_rows(pg_catalog.int4) TO mseg_app, mseg_admin, mseg_export;
+GRANT SELECT ON mseg.kanon_views TO mseg_admin;
 GRANT EXECUTE ON FUNCTION
     mseg.k_anonymity(pg_catalog.regclass, pg_catalog.text[], pg_catalog.int4[], pg_catalog.text),
     mseg.equivalence_classes(pg_catalog.regclass, pg_catalog.text[], pg_catalog.int4[], pg_catalog.text),

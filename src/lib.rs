@@ -18,6 +18,7 @@ pub mod gucs;
 pub mod import;
 pub mod kanon;
 pub mod keys;
+pub mod kview;
 pub mod pool;
 pub mod progress;
 pub mod pseudonym;
@@ -88,6 +89,7 @@ pgrx::extension_sql_file!("../sql/consent.sql", name = "consent", requires = ["a
 pgrx::extension_sql_file!("../sql/segments.sql", name = "segments", requires = ["consent"]);
 pgrx::extension_sql_file!("../sql/twins.sql", name = "twins", requires = ["segments"]);
 pgrx::extension_sql_file!("../sql/sizes.sql", name = "sizes", requires = ["twins"]);
+pgrx::extension_sql_file!("../sql/kviews.sql", name = "kviews", requires = ["sizes"]);
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 /// Required by `cargo pgrx test`.
