@@ -191,14 +191,6 @@ fn create_kanon_view(
         }
         check_source(relid, &t.name)?;
         let cols = kanon::quasi_columns(&t, columns.clone())?;
-        let levels = match levels {
-            Some(l) => kanon::check_levels(&cols, Some(l))?,
-            None => {
-                // the full-domain baseline: one level per column that reaches k on today's data
-                let run = kanon::run_anonymizer(relid, k, columns, None, None, 0.05, key_column, true)?;
-                run.out.report().levels_used.iter().map(|c| c.max as i32).collect()
-            }
-        };
         let all = kanon::columns_of(relid)?;
         let attributes: Vec<String> = match attributes {
             Some(list) => {
@@ -223,13 +215,26 @@ fn create_kanon_view(
             }
             None => all.iter().filter(|(_, c, ..)| c.as_deref() == Some("attribute")).map(|(n, ..)| n.clone()).collect(),
         };
-        let query = k_query(&t, &cols, &levels, &attributes, k)?;
-        // the caller must be able to read what the view will read: plan the query as the caller
-        // (privileges are checked when the executor starts; LIMIT 0 reads no row)
-        Spi::run(&format!("SELECT 1 FROM ({query}) x LIMIT 0")).map_err(|e| {
+        // the caller must be able to read every column the view will read, before anything reads
+        // the source for it: privileges are checked when the executor starts (LIMIT 0 reads no row)
+        let read: Vec<String> =
+            std::iter::once(&t.key).chain(cols.iter().map(|c| &c.name)).chain(&attributes).map(quote_identifier).collect();
+        Spi::run(&format!("SELECT {} FROM {} LIMIT 0", read.join(", "), t.name)).map_err(|e| {
             MsegError::new(Code::InsufficientPrivilege, format!("the source cannot be read: {e}"))
                 .hint("GRANT SELECT on the source to the creating role.")
         })?;
+        let levels = match levels {
+            Some(l) => kanon::check_levels(&cols, Some(l))?,
+            None => {
+                // the full-domain baseline: one level per column that reaches k on today's data
+                let run = kanon::run_anonymizer(relid, k, columns, None, None, 0.05, key_column, true)?;
+                run.out.report().levels_used.iter().map(|c| c.max as i32).collect()
+            }
+        };
+        // the view's query is built and planned now (as the caller), so a mistake shows here and
+        // not at its first read
+        let query = k_query(&t, &cols, &levels, &attributes, k)?;
+        Spi::run(&format!("SELECT 1 FROM ({query}) x LIMIT 0"))?;
 
         let types = column_types(relid)?;
         let type_of =
