@@ -320,7 +320,7 @@ pub(crate) fn check_levels(cols: &[QuasiColumn], levels: Option<Vec<i32>>) -> Ms
 
 /// Grouping expression: the raw column at level 0 (equal values, equal classes), the typed
 /// `generalize` overload above it (no round trip through text for dates and integers).
-fn grouping_expr(col: &QuasiColumn, level: i32) -> MsegResult<String> {
+pub(crate) fn grouping_expr(col: &QuasiColumn, level: i32) -> MsegResult<String> {
     let c = format!("r.{}", quote_identifier(&col.name));
     if level == 0 {
         return Ok(c);
