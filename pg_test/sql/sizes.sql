@@ -17,8 +17,9 @@ SELECT count(*) FILTER (WHERE mseg.define_segment('sz_bit' || j, 'direct_marketi
 FROM generate_series(0, 9) j;
 SELECT mseg.define_segment('sz_rare', 'direct_marketing', $$s.sz_bits = 5000$$) AS rare_members;
 CREATE VIEW exact_sizes AS
-SELECT s.name AS segment, count(m.subject_key) AS exact
-FROM mseg.segments s LEFT JOIN mseg.memberships m ON s.segment_id = ANY (m.segments) GROUP BY s.name;
+SELECT s.name AS segment, count(u.seg) AS exact
+FROM mseg.segments s LEFT JOIN (SELECT unnest(m.segments) AS seg FROM mseg.memberships m) u ON u.seg = s.segment_id
+GROUP BY s.name;
 
 -- a segment defined since the last publication shows no size yet
 SELECT segment, subjects, suppressed, published_at IS NULL AS unpublished FROM mseg.segment_sizes WHERE segment IN ('sz_bit0', 'sz_rare') ORDER BY 1;
