@@ -56,19 +56,7 @@ CREATE EVENT TRIGGER mseg_partitions_dropped ON sql_drop
     WHEN TAG IN ('DROP TABLE', 'ALTER TABLE')
     EXECUTE FUNCTION mseg._on_partition_ddl();
 
--- Segment sizes for application roles: distinct subjects per segment, suppressed below
--- mseg.min_group_size (k), so no exact small count leaves the privileged roles.
-CREATE VIEW mseg.segment_sizes AS
-SELECT s.name AS segment, s.purpose, s.description,
-       CASE WHEN COALESCE(c.subjects, 0) OPERATOR(pg_catalog.>=) k.k THEN c.subjects END AS subjects,
-       COALESCE(c.subjects, 0) OPERATOR(pg_catalog.<) k.k AS suppressed,
-       k.k AS min_group_size
-FROM mseg.segments s
-CROSS JOIN (SELECT pg_catalog.current_setting('mseg.min_group_size')::pg_catalog.int4 AS k) k
-LEFT JOIN (SELECT seg, pg_catalog.count(*) AS subjects
-           FROM mseg.memberships m, pg_catalog.unnest(m.segments) seg GROUP BY seg) c
-       ON c.seg OPERATOR(pg_catalog.=) s.segment_id;
-COMMENT ON VIEW mseg.segment_sizes IS 'pg_mseg: segment sizes in distinct subjects, NULL (suppressed) below mseg.min_group_size';
+-- mseg.segment_sizes and mseg.pool_segment_sizes: published sizes only, see sql/sizes.sql.
 
 -- Privileges: nothing for PUBLIC; each role gets exactly what its job needs.
 REVOKE ALL ON SCHEMA mseg FROM PUBLIC;
@@ -164,6 +152,9 @@ TO mseg_admin;
 GRANT EXECUTE ON FUNCTION mseg.segment_members(pg_catalog.text) TO mseg_admin, mseg_export;
 -- the key behind a subject id (ids are keys for integer-keyed tables)
 GRANT EXECUTE ON FUNCTION mseg.subject_key(pg_catalog.int8) TO mseg_admin, mseg_export;
+-- sizes reach application roles only as published (noisy, k-suppressed) by the administrator
+GRANT SELECT ON mseg.size_publications, mseg.published_sizes, mseg.published_pool_sizes TO mseg_admin;
+GRANT EXECUTE ON FUNCTION mseg.publish_segment_sizes() TO mseg_admin;
 
 -- k-anonymity: generalize is harmless (no key) and k-views call it for their readers
 GRANT EXECUTE ON FUNCTION
@@ -171,6 +162,11 @@ GRANT EXECUTE ON FUNCTION
     mseg.generalize(pg_catalog.date, pg_catalog.text, pg_catalog.int4),
     mseg.generalize(pg_catalog.int8, pg_catalog.text, pg_catalog.int4)
 TO mseg_app, mseg_admin, mseg_export;
+-- k-views: their readers need EXECUTE on the function computing the rows (it checks SELECT on
+-- the view itself, so calling it directly yields no more than the view); the definitions are
+-- for administrators
+GRANT EXECUTE ON FUNCTION mseg.kanon_view_rows(pg_catalog.int4) TO mseg_app, mseg_admin, mseg_export;
+GRANT SELECT ON mseg.kanon_views TO mseg_admin;
 GRANT EXECUTE ON FUNCTION
     mseg.k_anonymity(pg_catalog.regclass, pg_catalog.text[], pg_catalog.int4[], pg_catalog.text),
     mseg.equivalence_classes(pg_catalog.regclass, pg_catalog.text[], pg_catalog.int4[], pg_catalog.text),

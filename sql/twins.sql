@@ -101,24 +101,7 @@ SELECT pg_catalog.pg_extension_config_dump('mseg.partner_exports', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.controllers', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.pool_twins', '');
 
--- Pool segment sizes: twins per (controller, segment) and per segment across controllers
--- (controller NULL), for the controllers' exported segments (kind 'controller') and the trusted
--- party's own pool segments (kind 'pool'); expired twins never count; suppressed below
--- mseg.min_group_size.
-CREATE VIEW mseg.pool_segment_sizes AS
-SELECT x.controller, x.segment,
-       CASE WHEN x.twins OPERATOR(pg_catalog.>=) k.k THEN x.twins END AS twins,
-       x.twins OPERATOR(pg_catalog.<) k.k AS suppressed,
-       x.kind
-FROM (SELECT t.controller, s.kind, s.segment, pg_catalog.count(*) AS twins
-      FROM mseg.pool_twins t
-      CROSS JOIN LATERAL (SELECT 'controller'::pg_catalog.text AS kind, c AS segment FROM pg_catalog.unnest(t.segments) c
-                          UNION ALL
-                          SELECT 'pool'::pg_catalog.text, p FROM pg_catalog.unnest(t.pool_segments) p) s
-      WHERE t.expires_at IS NULL OR t.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
-      GROUP BY GROUPING SETS ((t.controller, s.kind, s.segment), (s.kind, s.segment))) x
-CROSS JOIN (SELECT pg_catalog.current_setting('mseg.min_group_size')::pg_catalog.int4 AS k) k;
-COMMENT ON VIEW mseg.pool_segment_sizes IS 'pg_mseg: pooled segment sizes (controller NULL = across controllers; kind controller or pool), k-suppressed';
+-- mseg.pool_segment_sizes shows published sizes only: see sql/sizes.sql.
 
 -- Members of a pool segment now (privileged: whoever prepares an offer at the trusted party).
 CREATE FUNCTION mseg.pool_segment_members(segment pg_catalog.text)
@@ -147,6 +130,7 @@ DECLARE n pg_catalog.int8;
 BEGIN
     DELETE FROM mseg.pool_twins WHERE expires_at OPERATOR(pg_catalog.<=) pg_catalog.now();
     GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM mseg.publish_segment_sizes();
     PERFORM mseg._audit('pool.purge', NULL, pg_catalog.jsonb_build_object('twins', n));
     RETURN n;
 END $$;

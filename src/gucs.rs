@@ -19,6 +19,7 @@ static BACKFILL_BATCH_BLOCKS: GucSetting<i32> = GucSetting::<i32>::new(1024);
 static REFRESH_BATCH_SUBJECTS: GucSetting<i32> = GucSetting::<i32>::new(10000);
 static MIN_GROUP_SIZE: GucSetting<i32> = GucSetting::<i32>::new(10);
 static BULK_STATEMENT_SUBJECTS: GucSetting<i32> = GucSetting::<i32>::new(10000);
+static SIZE_EPSILON: GucSetting<f64> = GucSetting::<f64>::new(0.5);
 
 /// Heap blocks per batch of a backfill or rotation (at least 1).
 pub fn backfill_batch_blocks() -> i64 {
@@ -33,6 +34,11 @@ pub fn refresh_batch_subjects() -> usize {
 /// k for sizes shown outside the privileged roles (at least 2).
 pub fn min_group_size() -> i64 {
     i64::from(MIN_GROUP_SIZE.get().max(2))
+}
+
+/// Privacy parameter of each published segment size (within the setting's bounds).
+pub fn size_epsilon() -> f64 {
+    SIZE_EPSILON.get().clamp(0.01, 10.0)
 }
 
 /// Subjects from which a statement's upkeep runs in bulk (at least 1).
@@ -157,7 +163,7 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"mseg.min_group_size",
         c"k: the fewest distinct subjects a group shown outside the privileged roles may describe.",
-        c"Segment sizes below it are suppressed in mseg.segment_sizes. Only a superuser may change it.",
+        c"Published segment sizes (mseg.segment_sizes, mseg.pool_segment_sizes) below it, after noise, are suppressed. Only a superuser may change it.",
         &MIN_GROUP_SIZE,
         2,
         1_000_000,
@@ -191,6 +197,16 @@ pub fn init() {
         &IMPORT_MAX_JSON_DEPTH,
         2,
         64,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"mseg.size_epsilon",
+        c"Privacy parameter epsilon of each published segment size (two-sided geometric noise, scale 1/epsilon).",
+        c"Smaller is more private and noisier. Used by mseg.publish_segment_sizes(); only a superuser may change it.",
+        &SIZE_EPSILON,
+        0.01,
+        10.0,
         GucContext::Suset,
         GucFlags::default(),
     );

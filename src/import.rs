@@ -381,6 +381,8 @@ fn apply(lines: &[&str], v: Verified) -> MsegResult<i64> {
         json!({"sequence": v.sequence, "mode": if v.full {"full"} else {"delta"},
         "twins": v.twins.len(), "tombstones": v.tombstones.len()}),
     )?;
+    // the pooled sizes application roles see, from the imported twins (they show after commit)
+    crate::sizes::publish()?;
     Ok(v.twins.len() as i64)
 }
 

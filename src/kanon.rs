@@ -1,5 +1,5 @@
 //! k-anonymity inside the database: generalisation along hierarchies, k and l measured in
-//! distinct subjects, k-checked views suppressing small classes at query time, and the
+//! distinct subjects, k-checked views (`src/kview.rs`) suppressing small classes at query time, and the
 //! anonymiser (the `kanon` crate: Mondrian-style local recoding along the hierarchies, with a
 //! full-domain baseline) for exports.
 //!
@@ -15,7 +15,7 @@ use kanon::{Anonymizer, Hierarchy, Value};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
-use pgrx::{PgRelation, PgTryBuilder};
+use pgrx::PgRelation;
 
 use crate::catalog;
 use crate::error::{boundary, Code, MsegError, Result as MsegResult};
@@ -319,7 +319,7 @@ pub(crate) fn target(relid: pg_sys::Oid, key_column: Option<&str>, who: catalog:
 
 /// (column, class, hierarchy, type, type oid) for every column of a relation.
 #[allow(clippy::type_complexity)]
-fn columns_of(relid: pg_sys::Oid) -> MsegResult<Vec<(String, Option<String>, Option<String>, String, pg_sys::Oid)>> {
+pub(crate) fn columns_of(relid: pg_sys::Oid) -> MsegResult<Vec<(String, Option<String>, Option<String>, String, pg_sys::Oid)>> {
     catalog::select(|c| {
         let mut out = Vec::new();
         for row in c.select(
@@ -405,7 +405,7 @@ pub(crate) fn generalized_expr(alias: &str, col: &QuasiColumn, level: i32) -> Ms
     Ok(format!("mseg.generalize({text}, {}, {level})", pgrx::spi::quote_literal(spec)))
 }
 
-fn check_levels(cols: &[QuasiColumn], levels: Option<Vec<i32>>) -> MsegResult<Vec<i32>> {
+pub(crate) fn check_levels(cols: &[QuasiColumn], levels: Option<Vec<i32>>) -> MsegResult<Vec<i32>> {
     let levels = levels.unwrap_or_else(|| vec![0; cols.len()]);
     if levels.len() != cols.len() {
         return Err(MsegError::new(Code::KAnonymity, format!("{} levels for {} columns", levels.len(), cols.len()))
@@ -419,7 +419,7 @@ fn check_levels(cols: &[QuasiColumn], levels: Option<Vec<i32>>) -> MsegResult<Ve
 
 /// Grouping expression: the raw column at level 0 (equal values, equal classes), the typed
 /// `generalize` overload above it (no round trip through text for dates and integers).
-fn grouping_expr(col: &QuasiColumn, level: i32) -> MsegResult<String> {
+pub(crate) fn grouping_expr(col: &QuasiColumn, level: i32) -> MsegResult<String> {
     let c = format!("r.{}", quote_identifier(&col.name));
     if level == 0 {
         return Ok(c);
@@ -547,7 +547,7 @@ fn l_diversity(
 // The anonymiser
 // ---------------------------------------------------------------------------------------------
 
-fn check_k(k: i32) -> MsegResult<usize> {
+pub(crate) fn check_k(k: i32) -> MsegResult<usize> {
     if k < 2 {
         return Err(MsegError::new(Code::KAnonymity, format!("k must be at least 2, not {k}"))
             .hint("k is the fewest distinct subjects a released group may describe."));
@@ -555,12 +555,12 @@ fn check_k(k: i32) -> MsegResult<usize> {
     Ok(k as usize)
 }
 
-struct Run {
-    subjects: Vec<i64>,
-    out: kanon::Anonymized,
+pub(crate) struct Run {
+    pub(crate) subjects: Vec<i64>,
+    pub(crate) out: kanon::Anonymized,
 }
 
-fn run_anonymizer(
+pub(crate) fn run_anonymizer(
     relid: pg_sys::Oid,
     k: i32,
     columns: Option<Vec<String>>,
@@ -732,120 +732,4 @@ fn anonymize_report(
     }))
 }
 
-// ---------------------------------------------------------------------------------------------
-// k-checked views
-// ---------------------------------------------------------------------------------------------
-
-/// A possibly qualified name, split by PostgreSQL's own identifier parser and quoted part by part.
-fn quoted_name(name: &str) -> MsegResult<String> {
-    let parts =
-        PgTryBuilder::new(|| catalog::query_one::<Vec<String>>("SELECT pg_catalog.parse_ident($1)", &[name.into()]).map_err(|e| e.message))
-            .catch_others(|_| Err("not a valid name".to_owned()))
-            .execute()
-            .map_err(|why| MsegError::new(Code::InvalidArgument, format!("invalid view name \"{name}\"")).detail(why))?
-            .unwrap_or_default();
-    if parts.is_empty() || parts.len() > 2 {
-        return Err(MsegError::new(Code::InvalidArgument, format!("invalid view name \"{name}\"")).hint("Give a name or schema.name."));
-    }
-    Ok(parts.iter().map(quote_identifier).collect::<Vec<_>>().join("."))
-}
-
-/// Create a view of `source` that shows its quasi columns generalised (levels given, or chosen
-/// by the full-domain anonymiser on the current data), the chosen attribute columns, never a
-/// direct or sensitive column, and only rows whose class has at least k distinct subjects —
-/// checked at query time, so the view stays k-anonymous as the data changes.
-#[pg_extern(volatile, parallel_unsafe)]
-fn create_kanon_view(
-    name: Option<&str>,
-    source: Option<PgRelation>,
-    k: Option<i32>,
-    levels: default!(Option<Vec<i32>>, "NULL"),
-    columns: default!(Option<Vec<String>>, "NULL"),
-    attributes: default!(Option<Vec<String>>, "NULL"),
-    key_column: default!(Option<&str>, "NULL"),
-) -> String {
-    boundary(|| {
-        let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
-        let relid = source.map(|r| r.oid()).ok_or_else(|| MsegError::null_argument("source"))?;
-        let k = k.ok_or_else(|| MsegError::null_argument("k"))?;
-        check_k(k)?;
-        let t = target(relid, key_column, catalog::Who::Caller)?;
-        let cols = quasi_columns(&t, columns.clone())?;
-        let levels = match levels {
-            Some(l) => check_levels(&cols, Some(l))?,
-            None => {
-                // the full-domain baseline: one level per column that reaches k on today's data
-                let run = run_anonymizer(relid, k, columns, None, None, 0.05, key_column, kanon::Algorithm::GlobalRecoding)?;
-                run.out.report().levels_used.iter().map(|c| c.max as i32).collect()
-            }
-        };
-        let all = columns_of(relid)?;
-        let attributes: Vec<String> = match attributes {
-            Some(list) => {
-                for a in &list {
-                    match all.iter().find(|(n, ..)| n == a) {
-                        None => {
-                            return Err(MsegError::new(Code::UndefinedObject, format!("column \"{a}\" of {} does not exist", t.name)))
-                        }
-                        Some((_, Some(class), ..)) if class == "direct" || class == "sensitive" || class == "quasi" => {
-                            return Err(MsegError::new(Code::KAnonymity, format!("column \"{a}\" is {class} and cannot be shown as an attribute"))
-                                .detail("A k-view shows quasi columns generalised and attribute columns as they are; direct and sensitive columns never.")
-                                .hint("Classify it as attribute if it really identifies nobody."))
-                        }
-                        Some((_, None, ..)) => {
-                            return Err(MsegError::new(Code::KAnonymity, format!("column \"{a}\" is not classified"))
-                                .hint("Only columns classified attribute can be shown; classify it with mseg.classify."))
-                        }
-                        _ => {}
-                    }
-                }
-                list
-            }
-            None => all.iter().filter(|(_, c, ..)| c.as_deref() == Some("attribute")).map(|(n, ..)| n.clone()).collect(),
-        };
-        let mut select = Vec::new();
-        let mut group = Vec::new();
-        for (c, l) in cols.iter().zip(&levels) {
-            let e = generalized_expr("r", c, *l)?;
-            select.push(format!("{e} AS {}", quote_identifier(&c.name)));
-            group.push(quote_identifier(&c.name));
-        }
-        for a in &attributes {
-            select.push(format!("r.{}", quote_identifier(a)));
-        }
-        let subject = format!("r.{}", quote_identifier(&t.key));
-        // NULL-safe equality that PostgreSQL can hash: a NULL value becomes a sentinel no
-        // generalised value can be (it starts with a control character)
-        let null_safe = |a: &str, g: &str| format!("COALESCE({a}.{g}, pg_catalog.chr(1) OPERATOR(pg_catalog.||) 'null')");
-        let on = group
-            .iter()
-            .map(|g| format!("{} OPERATOR(pg_catalog.=) {}", null_safe("g", g), null_safe("c", g)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let view_cols: Vec<String> = group.iter().cloned().chain(attributes.iter().map(|a| quote_identifier(a))).collect();
-        let view = quoted_name(name)?;
-        let sql = format!(
-            "CREATE VIEW {view} WITH (security_barrier) AS \
-             WITH g AS (SELECT {subject} AS mseg_subject, {select} FROM {rel} r) \
-             SELECT {out} FROM g WHERE EXISTS (SELECT 1 FROM \
-               (SELECT {grp} FROM g GROUP BY {grp} HAVING pg_catalog.count(DISTINCT mseg_subject) OPERATOR(pg_catalog.>=) {k}) c \
-               WHERE {on})",
-            select = select.join(", "),
-            rel = t.name,
-            out = view_cols.iter().map(|c| format!("g.{c}")).collect::<Vec<_>>().join(", "),
-            grp = group.join(", "),
-        );
-        // the view is created as the caller (who must be able to read the source), with a
-        // pinned search_path so the name given is the name created
-        Spi::run(&sql).map_err(|e| {
-            MsegError::new(Code::KAnonymity, format!("the view could not be created: {e}"))
-                .hint("Give a schema-qualified name that does not exist yet, e.g. public.customers_k.")
-        })?;
-        catalog::audit(
-            "kanon.view",
-            name,
-            serde_json::json!({"source": t.name, "k": k, "columns": cols.iter().map(|c| &c.name).collect::<Vec<_>>(), "levels": levels, "attributes": attributes}),
-        )?;
-        Ok(name.to_owned())
-    })
-}
+// k-checked views: src/kview.rs

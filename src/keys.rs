@@ -304,6 +304,17 @@ pub fn signing_key() -> Result<ed25519_dalek::SigningKey> {
     Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
 }
 
+/// HKDF info of the key that seeds the noise of published segment sizes (`src/sizes.rs`).
+pub const SIZE_NOISE_INFO: &[u8] = b"pg_mseg/size-noise/v1";
+
+/// The keyed HMAC that seeds the noise of published sizes, derived from the master key. It never
+/// leaves Rust: whoever knew it could subtract the noise from every published size.
+pub fn size_noise_key() -> Result<KeyedMac> {
+    let m = master()?;
+    let key = m.derive(SIZE_NOISE_INFO);
+    Ok(KeyedMac::new(key.as_ref()))
+}
+
 /// Domain names: a lower-case letter, then up to 62 of `a-z 0-9 _ - . :`.
 pub fn check_domain_name(name: &str) -> Result<()> {
     let ok = name.len() <= 63

@@ -18,12 +18,14 @@ pub mod import;
 pub mod instance;
 pub mod kanon;
 pub mod keys;
+pub mod kview;
 pub mod pool;
 pub mod predicate;
 pub mod progress;
 pub mod pseudonym;
 pub mod row_predicates;
 pub mod segments;
+pub mod sizes;
 pub mod token;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -68,6 +70,8 @@ pgrx::extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["boots
 pgrx::extension_sql_file!("../sql/consent.sql", name = "consent", requires = ["audit"]);
 pgrx::extension_sql_file!("../sql/segments.sql", name = "segments", requires = ["consent"]);
 pgrx::extension_sql_file!("../sql/twins.sql", name = "twins", requires = ["segments"]);
+pgrx::extension_sql_file!("../sql/sizes.sql", name = "sizes", requires = ["twins"]);
+pgrx::extension_sql_file!("../sql/kviews.sql", name = "kviews", requires = ["sizes"]);
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 /// Required by `cargo pgrx test`.

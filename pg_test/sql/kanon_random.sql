@@ -27,7 +27,11 @@ BEGIN
         PERFORM mseg.classify('rnd_t', 'zip', 'quasi', hierarchy => 'prefix');
         PERFORM mseg.classify('rnd_t', 'sex', 'quasi');
         PERFORM mseg.classify('rnd_t', 'diag', 'sensitive');
+        -- a k-view is made by a role that is not a superuser and can read the source
+        GRANT SELECT ON rnd_t TO regress_admin;
+        SET LOCAL ROLE regress_admin;
         PERFORM mseg.create_kanon_view('pg_temp.rnd_v', 'rnd_t', k, levels => ARRAY[lb, lz, 0], key_column => 'sid');
+        RESET ROLE;
         -- every shown class: at least k distinct subjects behind it in the source
         SELECT count(*) INTO bad FROM (
             SELECT v.born, v.zip, v.sex FROM rnd_v v GROUP BY 1, 2, 3

@@ -88,11 +88,19 @@ SELECT mseg.drop_segment('frequent_visitors');
 ALTER TABLE customers DROP COLUMN visits;
 SELECT count(*) AS differences FROM mseg.verify_segments();
 
--- sizes for applications: distinct subjects, NULL below k (mseg.min_group_size)
-SELECT segment, purpose, subjects, suppressed, min_group_size FROM mseg.segment_sizes ORDER BY segment;
+-- sizes for applications: distinct subjects as last published by mseg.publish_segment_sizes(),
+-- with noise, NULL below k (mseg.min_group_size) after the noise (sizes.sql tests the mechanism;
+-- epsilon 5 here keeps the noise within 3, so this output does not depend on the key)
+SELECT segment, subjects, suppressed, published_at IS NULL AS unpublished FROM mseg.segment_sizes ORDER BY segment;
+SET mseg.size_epsilon = 5;
+SELECT mseg.publish_segment_sizes() > 0 AS published;
+SELECT z.segment, z.purpose, abs(z.subjects - x.n) <= 3 AS within_noise, z.suppressed, z.min_group_size, x.n AS exact
+FROM mseg.segment_sizes z, LATERAL (SELECT count(*) AS n FROM mseg.segment_members(z.segment)) x ORDER BY segment;
 SET mseg.min_group_size = 2500;
+SELECT mseg.publish_segment_sizes() > 0 AS published;
 SELECT segment, subjects, suppressed FROM mseg.segment_sizes ORDER BY segment;
 RESET mseg.min_group_size;
+RESET mseg.size_epsilon;
 
 -- the subject report lists segments
 SELECT r->'segments' AS segments FROM mseg.subject_report(100) r;

@@ -77,7 +77,7 @@ pub(super) fn segment_size(id: i32) -> MsegResult<i64> {
 /// Recompute every subject's set (after time passes: time-dependent predicates and consent
 /// expiry); returns the number of membership events it wrote. Schedulable: it blocks no writer,
 /// taking part in the same row-lock protocol as the triggers. With `segment`, only that segment is
-/// recomputed.
+/// recomputed. Ends by publishing the segment sizes (`mseg.publish_segment_sizes()`).
 #[pg_extern(volatile, parallel_unsafe)]
 pub(super) fn refresh_segments(segment: default!(Option<&str>, "NULL")) -> i64 {
     boundary(|| {
@@ -89,6 +89,8 @@ pub(super) fn refresh_segments(segment: default!(Option<&str>, "NULL")) -> i64 {
         let label = segment.unwrap_or("*").to_owned();
         let changed = refresh_all(&label, &scope, LockMode::Rows)?;
         catalog::audit("segments.refresh", &label, serde_json::json!({"events": changed}))?;
+        // the sizes application roles see, from the refreshed sets (they show after commit)
+        crate::sizes::publish()?;
         Ok(changed)
     })
 }
