@@ -28,7 +28,13 @@ SELECT mseg.define_purpose('dm', '{consent,legitimate_interest}', '2 years');
 SELECT count(mseg.grant_consent(g, 'dm')) FROM generate_series(1, 300) g;
 SELECT mseg.object(1000, 'dm');
 SELECT mseg.define_segment('young', 'dm', $$birth_date > date '1980-01-01'$$);
+-- a k-view is owned by a role that is not a superuser (it computes its rows with its owner's rights)
+CREATE ROLE rep_kview IN ROLE mseg_admin;
+GRANT SELECT ON customers TO rep_kview;
+GRANT CREATE ON SCHEMA public TO rep_kview;
+SET ROLE rep_kview;
 SELECT mseg.create_kanon_view('public.customers_k', 'customers', k => 5);
+RESET ROLE;
 SELECT mseg.add_partner('trustco', '{dm}', k => 5);
 SELECT count(*) FROM mseg.export_variant_twins('trustco');
 SQL
