@@ -637,14 +637,31 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
                 });
                 continue;
             }
-            // regroup the cohort over its own members: they keep their pseudonyms
-            let members: Vec<u32> = stay.iter().map(|&j| truth_of_state[j as usize]).collect();
-            let common = members.iter().fold(u64::MAX, |m, &i| m & mask_of(i));
-            let g = if common == 0 { None } else { Some(release::group(&ctx, &truth, &mut sets, &members, 0.0)?) };
-            let Some(g) = g.filter(|g| !g.incompatible && g.unplaced.is_empty() && !g.parts.is_empty()) else {
+            // regroup the cohort over its own members: they keep their pseudonyms. A twin never
+            // loses a purpose its subject still allows, so members are regrouped per set of
+            // purposes; when a set has fewer than k members, or a group cannot be formed, the
+            // cohort ends instead and its members are grouped afresh with everyone waiting
+            let mut by_mask: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+            for &j in &stay {
+                let i = truth_of_state[j as usize];
+                by_mask.entry(mask_of(i)).or_default().push(i);
+            }
+            let mut g = release::Grouping::default();
+            for members in by_mask.values() {
+                if members.len() < k {
+                    g.incompatible = true;
+                    break;
+                }
+                let part = release::group(&ctx, &truth, &mut sets, members, 0.0)?;
+                g.incompatible |= part.incompatible || !part.unplaced.is_empty();
+                g.records += part.records;
+                g.ncp_sum += part.ncp_sum;
+                g.parts.extend(part.parts);
+            }
+            if g.incompatible || g.parts.is_empty() {
                 dissolve(&stay, &[], &mut tombs, &mut tomb_batches, &mut rejoin);
                 continue;
-            };
+            }
             regrouped_cohorts += 1;
             runs.0 += g.records;
             runs.1 += g.ncp_sum;
@@ -766,7 +783,9 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     let k_reached = held_groups.values().min().copied().unwrap_or(0);
     let k_in_dump = dump_groups.values().min().copied().unwrap_or(0);
     let discernibility: u64 = held_groups.values().map(|&n| (n as u64) * (n as u64)).sum();
-    drop((held_groups, dump_groups));
+    let held_list: Vec<(&Record, usize)> = held_groups.iter().map(|(r, n)| (*r, *n)).collect();
+    let ncp_held = release::held_ncp(&ctx, &truth, &held_list)?;
+    drop((held_list, held_groups, dump_groups));
     let levels_json: BTreeMap<&str, Json> = ctx
         .columns
         .iter()
@@ -800,8 +819,9 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         "tombstones_by_reason": by_reason,
         "suppressed": eligible - held,
         "information_loss": {
-            "ncp": if runs.0 == 0 { Json::Null } else { json!((runs.1 / runs.0 as f64 * 1e6).round() / 1e6) },
-            "ncp_records": runs.0,
+            "ncp": (ncp_held * 1e6).round() / 1e6,
+            "ncp_grouped": if runs.0 == 0 { Json::Null } else { json!((runs.1 / runs.0 as f64 * 1e6).round() / 1e6) },
+            "grouped": runs.0,
             "discernibility": discernibility,
         },
         "segment_memberships": {

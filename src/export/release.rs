@@ -447,6 +447,50 @@ pub fn k_anonymous_sets(members: &[u32], set_of: &mut [u32], sets: &mut Sets, k:
     }
 }
 
+/// Information loss of what a partner holds: per quasi value, the share of the column's distinct
+/// values among the releasable subjects that it stands for, (covered - 1) / (distinct - 1), `*`
+/// counting 1 (the normalised certainty penalty with every hierarchy read as categorical); the mean
+/// over twins and quasi columns. `groups`: each record with its number of twins.
+pub fn held_ncp(ctx: &Ctx, truth: &Truth, groups: &[(&Record, usize)]) -> MsegResult<f64> {
+    let nq = ctx.columns.len();
+    let twins: usize = groups.iter().map(|g| g.1).sum();
+    if nq == 0 || twins == 0 {
+        return Ok(0.0);
+    }
+    let mut total = 0.0;
+    for c in 0..nq {
+        let h = &ctx.hierarchies[c];
+        let top = h.top();
+        let distinct: std::collections::HashSet<&str, std::hash::BuildHasherDefault<kanon::FxHasher>> =
+            (0..truth.len()).map(|i| truth.quasi(i, c)).collect();
+        let parsed = distinct.iter().map(|v| h.parse(v)).collect::<Result<Vec<_>, _>>().map_err(kanon_sql::kanon_error)?;
+        // per level used: how many distinct values each label stands for
+        let mut counts: FxMap<(usize, String), usize> = FxMap::default();
+        let mut levels: Vec<usize> = groups.iter().filter_map(|g| g.0.levels.get(c).map(|&l| usize::from(l))).collect();
+        levels.sort_unstable();
+        levels.dedup();
+        for &level in levels.iter().filter(|&&l| l > 0 && l < top) {
+            for v in &parsed {
+                *counts.entry((level, h.generalize(v, level).map_err(kanon_sql::kanon_error)?)).or_default() += 1;
+            }
+        }
+        let denominator = distinct.len().saturating_sub(1).max(1) as f64;
+        for (record, n) in groups {
+            let level = record.levels.get(c).map(|&l| usize::from(l)).unwrap_or(top);
+            let ncp = if level == 0 {
+                0.0
+            } else if level >= top {
+                1.0
+            } else {
+                let covered = record.quasi.get(c).and_then(|l| counts.get(&(level, l.clone()))).copied().unwrap_or(1);
+                (covered.saturating_sub(1)) as f64 / denominator
+            };
+            total += ncp * *n as f64;
+        }
+    }
+    Ok(total / (twins * nq) as f64)
+}
+
 /// A cohort's record in the form the coverage check compares: label ids, segment ids, basis ids.
 pub struct Resolved {
     labels: Vec<u32>,
