@@ -541,7 +541,8 @@ fn decimal(v: i64, buf: &mut [u8; 20]) -> &[u8] {
 /// reached) is regrouped over its own members: they keep their pseudonyms and all get the new
 /// record (parts of at least k each). Subjects not held (new, or ended) are grouped among
 /// themselves, per set of purposes, and released only in groups of at least k; the rest wait.
-fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
+fn build_export(p: &Partner, mode: Mode) -> MsegResult<ExportStream> {
+    let delta = mode == Mode::Delta;
     let controller = crate::gucs::controller_id().ok_or_else(|| {
         MsegError::new(Code::InvalidArgument, "mseg.controller_id is not set")
             .hint("Set mseg.controller_id in postgresql.conf to this controller's name, then reload.")
@@ -600,6 +601,14 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
                 rejoin.extend(stay.iter().map(|&j| truth_of_state[j as usize]));
             };
             let record = stored.get(&cid).and_then(|s| s.as_ref());
+            if mode == Mode::Refresh {
+                // every cohort ends; everyone is grouped afresh under a new pseudonym
+                tombs.extend(leave.iter().map(|&row| Tomb { row, reason: None }));
+                tombs.extend(stay.iter().map(|&row| Tomb { row, reason: Some("refreshed") }));
+                tomb_batches.push(stay.len() + leave.len());
+                rejoin.extend(stay.iter().map(|&j| truth_of_state[j as usize]));
+                continue;
+            }
             if !leave.is_empty() {
                 if leave.len() >= k && stay.len() >= k {
                     tombs.extend(leave.iter().map(|&row| Tomb { row, reason: None }));
@@ -746,7 +755,10 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         }
     }
     emit.sort_unstable();
-    let mut tomb_pseudonyms: Vec<[u8; pseudonym::PSEUDONYM_LEN]> = tombs.iter().map(|t| state[t.row as usize].pseudonym).collect();
+    // tombstones only in a delta: a full dump lists what the partner holds, and its import
+    // replaces everything, so a twin left out has ended
+    let mut tomb_pseudonyms: Vec<[u8; pseudonym::PSEUDONYM_LEN]> =
+        if delta { tombs.iter().map(|t| state[t.row as usize].pseudonym).collect() } else { Vec::new() };
     tomb_pseudonyms.sort_unstable();
     let tombstone_lines: Vec<String> = tomb_pseudonyms
         .iter()
@@ -806,6 +818,7 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         "sequence": sequence,
         "follows": if p.last_sequence == 0 { Json::Null } else { Json::from(p.last_sequence) },
         "mode": if delta { "delta" } else { "full" },
+        "refresh": mode == Mode::Refresh,
         "created_at": now,
         "purposes": p.purposes,
         "time_granularity": "month",
@@ -816,7 +829,7 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         "counts": {"twins": twin_lines, "tombstones": tombstone_lines.len(), "eligible": eligible,
                    "releasable": truth.len(), "held": held, "pending": pending, "first_released": first_released,
                    "cohorts": outs.len(), "regrouped_cohorts": regrouped_cohorts},
-        "tombstones_by_reason": by_reason,
+        "ended_by_reason": by_reason,
         "suppressed": eligible - held,
         "information_loss": {
             "ncp": (ncp_held * 1e6).round() / 1e6,
@@ -838,7 +851,7 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     catalog::audit(
         "export",
         &p.name,
-        json!({"sequence": sequence, "mode": if delta {"delta"} else {"full"}, "twins": twin_lines, "tombstones": tombstone_lines.len()}),
+        json!({"sequence": sequence, "mode": mode.name(), "twins": twin_lines, "tombstones": tombstone_lines.len()}),
     )?;
     let parts = outs.iter().map(|o| o.record.line_parts(&ctx)).collect::<MsegResult<Vec<_>>>()?;
     Ok(ExportStream {
@@ -1068,22 +1081,45 @@ fn tombstone_reasons(subjects: &[i64]) -> MsegResult<HashMap<i64, String>> {
     })
 }
 
-/// The Variant Twin dump for a partner as JSON lines (mode 'full' or 'delta'), e.g.
+/// How an export is made.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// every twin the partner holds after this export (no tombstones: the import replaces)
+    Full,
+    /// the twins that are new or changed, and tombstones for those that ended
+    Delta,
+    /// a full dump in which every twin is grouped afresh under a new pseudonym: precision lost to
+    /// regrouping is restored, and nothing links the new twins to the earlier ones
+    Refresh,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Delta => "delta",
+            Mode::Refresh => "refresh",
+        }
+    }
+}
+
+/// The Variant Twin dump for a partner as JSON lines (mode 'full', 'delta' or 'refresh'), e.g.
 /// `COPY (SELECT mseg.export_variant_twins('trustco')) TO '/tmp/x.jsonl' WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02')`.
 #[pg_extern(volatile, parallel_unsafe)]
 fn export_variant_twins(partner_name: Option<&str>, mode: default!(&str, "'full'")) -> SetOfIterator<'static, String> {
     let lines = boundary(|| {
         let name = partner_name.ok_or_else(|| MsegError::null_argument("partner"))?;
-        let delta = match mode {
-            "full" => false,
-            "delta" => true,
+        let mode = match mode {
+            "full" => Mode::Full,
+            "delta" => Mode::Delta,
+            "refresh" => Mode::Refresh,
             other => {
                 return Err(MsegError::new(Code::InvalidArgument, format!("unknown export mode \"{other}\""))
-                    .hint("mode is full (every twin) or delta (changes and tombstones since the last export)."))
+                    .hint("mode is full (every twin), delta (changes and tombstones since the last export) or refresh (every twin grouped afresh under a new pseudonym)."))
             }
         };
         let p = partner(name)?;
-        build_export(&p, delta)
+        build_export(&p, mode)
     });
     SetOfIterator::new(lines)
 }

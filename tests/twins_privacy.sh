@@ -4,14 +4,14 @@
 # four segments and a partner (k = 10) that may use the twins for two purposes. The controller
 # sends a full dump, then 20 deltas, each after one change to one customer (a value, a new
 # customer, a withdrawal, an objection, an erasure, a restriction, a segment joined or left, a
-# deleted row), then a full dump again. An independent checker (tests/twins_privacy_check.py,
+# deleted row), then a full dump again, then a refresh (every twin grouped afresh). An independent checker (tests/twins_privacy_check.py,
 # which reads only the dumps, the public table at the time of each dump and, for the order test,
 # the controller's pseudonym -> key table) confirms:
 #   - k over every released field (quasi values, segments, legal basis, expiry, policy), per dump
 #     and over everything the partner holds after each dump, equal to the manifest's k_reached;
 #   - twins and tombstones in pseudonym order: rank correlation of line order and subject key
 #     within +-0.02 on the full dump; tombstones carry nothing but the pseudonym;
-#   - every pseudonym's history over all 22 dumps shared by >= k pseudonyms; the intersection of all
+#   - every pseudonym's history over all 23 dumps shared by >= k pseudonyms; the intersection of all
 #     versions of every twin shared by >= k; linked to the public table at the time of every dump,
 #     every twin has >= k candidate persons.
 # The trusted party imports all 22 dumps; the state the deltas built equals the final full dump.
@@ -103,7 +103,7 @@ step() {   # sequence, description, SQL
     mseg_psql acme -q -c "$3" >/dev/null
     dump "$1" delta
     local m; m=$(sudo -u postgres head -1 "$out/dumps/$1.jsonl")
-    note "dump $1 after $2: $(python3 -c "import sys, json; m = json.loads(sys.argv[1]); c = m['counts']; print(f\"{c['twins']} twins, {c['tombstones']} tombstones {m['tombstones_by_reason']}, {c['pending']} waiting, k {m['k_reached']}\")" "$m")"
+    note "dump $1 after $2: $(python3 -c "import sys, json; m = json.loads(sys.argv[1]); c = m['counts']; print(f\"{c['twins']} twins, {c['tombstones']} tombstones {m['ended_by_reason']}, {c['pending']} waiting, k {m['k_reached']}\")" "$m")"
 }
 s1=$(pick 11 "c.age BETWEEN 25 AND 40");  step 2 "an age change ($s1)" "UPDATE customers SET age = age + 17 WHERE id = $s1"
 newcomer 300001 21; step 3 "a new customer" "SELECT 1"
@@ -133,6 +133,15 @@ newcomer 300005 181; step 19 "a new customer" "SELECT 1"
 s19=$(pick 191);                          step 20 "a deleted row ($s19)" "DELETE FROM customers WHERE id = $s19"
 s20=$(pick 201 "c.income = '<=50K'");     step 21 "a raise ($s20)" "UPDATE customers SET income = '>50K' WHERE id = $s20"
 dump 22 full
+dump 23 refresh
+ncp() { sudo -u postgres head -1 "$out/dumps/$1.jsonl" | python3 -c "import sys, json; print(json.load(sys.stdin)['information_loss']['ncp'])"; }
+note "NCP over what the partner holds: $(ncp 1) after the first dump, $(ncp 22) after 20 deltas, $(ncp 23) after a refresh"
+check "a refresh leaves nothing to tombstone and no pseudonym of before" \
+    "$(sudo -u postgres python3 -c "
+import json
+old = {json.loads(l)['pseudonym'] for l in open('$out/dumps/22.jsonl') if '\"type\":\"twin\"' in l}
+new = [json.loads(l) for l in open('$out/dumps/23.jsonl')]
+print(sum(1 for l in new if l.get('type') == 'tombstone'), sum(1 for l in new if l.get('pseudonym') in old))")" "0 0"
 check "segments are still exact" "$(mseg_psql acme -Atc "SELECT count(*) FROM mseg.verify_segments()")" "0"
 
 # the trusted party imports every dump in order; the deltas build what the last full dump says
@@ -151,6 +160,8 @@ check "the trusted party imports the full dump and 20 deltas" "$imported" "21"
 before=$(pool_digest)
 mseg_psql trustco -Atc "SELECT mseg.import_variant_twins('$out/dumps/22.jsonl')" >/dev/null
 check "the pool the deltas built equals the final full dump" "$(pool_digest)" "$before"
+check "the refresh imports" "$(mseg_psql trustco -Atc "SELECT mseg.import_variant_twins('$out/dumps/23.jsonl')")" \
+    "$(sudo -u postgres grep -c '"type":"twin"' "$out/dumps/23.jsonl")"
 
 # the independent checker
 say "independent check of everything the partner received"

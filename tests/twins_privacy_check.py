@@ -334,7 +334,7 @@ def main():
         failures.append(f"{out['linkage_below_k']} pseudonyms link to fewer than {k} persons of the public table")
 
     last = manifests[seqs[-1]]
-    out["last_manifest"] = {x: last.get(x) for x in ("k_reached", "k_history", "counts", "tombstones_by_reason", "segment_memberships", "information_loss")}
+    out["last_manifest"] = {x: last.get(x) for x in ("k_reached", "k_history", "counts", "ended_by_reason", "segment_memberships", "information_loss")}
     out["failures"] = failures
     print(json.dumps(out, indent=1, sort_keys=True))
     return 1 if failures else 0

@@ -134,7 +134,7 @@ mseg_psql acme -q -c "SELECT mseg.object($victim, 'direct_marketing')" >/dev/nul
 check "resolve after objection" "$(mseg_psql acme -Atc "SELECT string_agg(status, ',') FROM mseg.resolve('trustco', ARRAY['$vpn', 'unknown-pseudonym'], 'direct_marketing')")" "not_processable,unknown"
 export_to acme trustco delta acme-2.jsonl
 check "the delta carries the tombstone (without a reason)" "$(sudo -u postgres sh -c "grep -c '^{\"pseudonym\":\"$vpn\",\"type\":\"tombstone\"}\$' '$out/acme-2.jsonl'")" "1"
-check "the delta's manifest counts it as an objection" "$(sudo -u postgres sh -c "head -1 '$out/acme-2.jsonl'" | python3 -c "import sys, json; print(json.load(sys.stdin)['tombstones_by_reason'].get('objected'))")" "1"
+check "the delta's manifest counts it as an objection" "$(sudo -u postgres sh -c "head -1 '$out/acme-2.jsonl'" | python3 -c "import sys, json; print(json.load(sys.stdin)['ended_by_reason'].get('objected'))")" "1"
 ntomb=$(sudo -u postgres sh -c "grep -c '\"type\":\"tombstone\"' '$out/acme-2.jsonl'")
 [ "$ntomb" -ge 10 ] && note "ok   the objection ended its whole cohort: $ntomb tombstones (k = 10)" || { echo "FAIL one objection gave $ntomb tombstones, fewer than k"; fails=$((fails + 1)); }
 check "delta imports" "$(import acme-2.jsonl)" "$(sudo -u postgres sh -c "grep -c '\"type\":\"twin\"' '$out/acme-2.jsonl'")"
