@@ -137,11 +137,23 @@ fn add_partner(name: Option<&str>, purposes: Option<Vec<String>>, k: default!(i3
         if !inserted {
             return Err(MsegError::new(Code::DuplicateObject, format!("partner \"{name}\" already exists")));
         }
+        // A partner added again after remove_partner must not get the pseudonyms it had: its old
+        // dumps could be linked to the new ones (whose history would then not be the one its k
+        // guarantee is about). The domain's key version moves on instead.
         let domain = partner_domain(name);
-        if keys::current_version(&domain).is_err() {
+        let key_version = if keys::current_version(&domain).is_err() {
             catalog::create_domain(&domain, Some("partner domain"))?;
-        }
-        catalog::audit("partner.add", name, json!({"purposes": purposes, "k": k, "suppression_limit": suppression_limit}))?;
+            1
+        } else {
+            let version = catalog::bump_domain_version(&domain)?.unwrap_or(1);
+            keys::note_catalog_change(); // our own backend sees the new version at once
+            version
+        };
+        catalog::audit(
+            "partner.add",
+            name,
+            json!({"purposes": purposes, "k": k, "suppression_limit": suppression_limit, "key_version": key_version}),
+        )?;
         Ok(name.to_owned())
     })
 }

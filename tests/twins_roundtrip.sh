@@ -149,6 +149,11 @@ CREATE TEMP TABLE staging (n bigint GENERATED ALWAYS AS IDENTITY, line text);
 SELECT mseg.import_variant_twins_from('staging');
 SQL
 check "client-side import advanced bikeco's sequence" "$(mseg_psql trustco -Atc "SELECT last_sequence FROM mseg.controllers WHERE id = 'bikeco'")" "2"
+# --- a partner removed and added again gets pseudonyms unrelated to those it had
+mseg_psql acme -q -c "SELECT mseg.remove_partner('otherco')" -c "SELECT mseg.add_partner('otherco', '{direct_marketing}', k => 10)" >/dev/null
+export_to acme otherco full acme-other-2.jsonl
+shared=$(sudo -u postgres sh -c "grep -o '\"pseudonym\":\"[^\"]*\"' '$out/acme-other-2.jsonl' | sort > '$out/p3'; comm -12 '$out/p2' '$out/p3' | wc -l")
+check "a partner added again shares no pseudonym with its earlier dumps" "$shared" "0"
 check "audit chains verify on all three" "$(for db in acme bikeco trustco; do mseg_psql $db -Atc "SELECT ok FROM mseg.verify_audit_log()"; done | sort -u)" "t"
 if [ "$fails" -gt 0 ]; then echo "twins_roundtrip: $fails checks failed"; exit 1; fi
 echo "twins_roundtrip: 1 passed, 0 failed"
