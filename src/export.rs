@@ -766,7 +766,9 @@ fn build_export(p: &Partner, mode: Mode) -> MsegResult<ExportStream> {
             emit.extend(o.new.iter().map(|&(_, _, pn)| (pn, n as u32)));
         }
     }
-    emit.sort_unstable();
+    // by the first 8 bytes as one integer (ASCII, so the same order), the rest only on a tie
+    let prefix = |p: &[u8; pseudonym::PSEUDONYM_LEN]| u64::from_be_bytes([p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]]);
+    emit.sort_unstable_by(|a, b| prefix(&a.0).cmp(&prefix(&b.0)).then_with(|| a.cmp(b)));
     // tombstones only in a delta: a full dump lists what the partner holds, and its import
     // replaces everything, so a twin left out has ended
     let mut tomb_pseudonyms: Vec<[u8; pseudonym::PSEUDONYM_LEN]> =

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Variant Twin privacy on real data: UCI Adult (48,842 people, plus 1,222 near-copies to pass
+# Variant Twin privacy on real data: UCI Adult (48,842 people, plus 1,221 near-copies to pass
 # 50,000 rows) as a controller's customers, with consents granted over two years, objections,
 # four segments and a partner (k = 10) that may use the twins for two purposes. The controller
 # sends a full dump, then 20 deltas, each after one change to one customer (a value, a new
