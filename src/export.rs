@@ -837,7 +837,7 @@ fn build_export(p: &Partner, mode: Mode) -> MsegResult<ExportStream> {
         "purposes": p.purposes,
         "time_granularity": "month",
         "k_required": p.k,
-        "k_reached": if k_history == usize::MAX { 0 } else { k_reached },
+        "k_reached": k_reached,
         "k_reached_in_dump": k_in_dump,
         "k_history": if k_history == usize::MAX { 0 } else { k_history },
         "counts": {"twins": twin_lines, "tombstones": tombstone_lines.len(), "eligible": eligible,
@@ -898,7 +898,11 @@ fn write_state(
     manifest: &Json,
 ) -> MsegResult<()> {
     let name = p.name.as_str();
-    let tombstoned: Vec<i64> = tombs.iter().map(|t| state[t.row as usize].subject).collect();
+    // twins that ended; those released again in this export (under their next generation) are
+    // rewritten by the insert below, once
+    let again: std::collections::HashSet<i64, std::hash::BuildHasherDefault<FxHasher>> =
+        outs.iter().flat_map(|o| o.new.iter().map(|n| truth.subjects[n.0 as usize])).collect();
+    let tombstoned: Vec<i64> = tombs.iter().map(|t| state[t.row as usize].subject).filter(|s| !again.contains(s)).collect();
     let kept: std::collections::HashSet<i64> = outs.iter().map(|o| o.id).collect();
     let ended: Vec<i64> = stored.keys().copied().filter(|id| !kept.contains(id)).collect();
     let mut cohort_rows: Vec<(i64, String, i32)> = Vec::new();
