@@ -248,11 +248,11 @@ fn read_input(p: &Partner, now: &str) -> MsegResult<Input> {
     for n in 0..purposes.len() {
         let i = n + 1;
         bases.push(crate::consent::basis_in_force(i));
+        // (a grant's expiry; it applies only when the grant is the basis in force, i.e. when the
+        // basis is not legitimate interest: see below)
         expiries.push(format!(
-            "CASE WHEN NOT {blocked} AND {granted} THEN pg_catalog.to_char(pg_catalog.date_trunc('month', \
-             (b{i}.granted_at OPERATOR(pg_catalog.+) pp{i}.retention) AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') END",
-            blocked = crate::consent::blocked(i),
-            granted = crate::consent::granted(i, false),
+            "CASE WHEN b{i}.consent_basis IS NOT NULL THEN pg_catalog.to_char(pg_catalog.date_trunc('month', \
+             (b{i}.granted_at OPERATOR(pg_catalog.+) pp{i}.retention) AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') END"
         ));
     }
     // one scalar column per value: key, quasi values, the basis per purpose, its expiry month per
@@ -371,7 +371,8 @@ fn read_input(p: &Partner, now: &str) -> MsegResult<Input> {
                 continue;
             };
             any_basis = true;
-            let expiry = text(1 + nq + np + n);
+            // legitimate interest has no expiry (a grant that ran out may still be on record)
+            let expiry = if b == "legitimate_interest" { None } else { text(1 + nq + np + n) };
             if expiry.is_some_and(|e| e <= now) {
                 legal_key.push((u8::MAX, u16::MAX));
                 continue;
