@@ -139,15 +139,19 @@ fn add_partner(name: Option<&str>, purposes: Option<Vec<String>>, k: default!(i3
         }
         // A partner added again after remove_partner must not get the pseudonyms it had: its old
         // dumps could be linked to the new ones (whose history would then not be the one its k
-        // guarantee is about). The domain's key version moves on instead.
+        // guarantee is about). The domain's key version moves on instead, unless a pseudonym
+        // column uses the domain (its stored values must keep their version: rotate_domain
+        // rewrites them, and is the way to do it then).
         let domain = partner_domain(name);
         let key_version = if keys::current_version(&domain).is_err() {
             catalog::create_domain(&domain, Some("partner domain"))?;
             1
-        } else {
+        } else if catalog::pseudonym_columns_in_domain(&domain)?.is_empty() {
             let version = catalog::bump_domain_version(&domain)?.unwrap_or(1);
             keys::note_catalog_change(); // our own backend sees the new version at once
             version
+        } else {
+            keys::current_version(&domain)?
         };
         catalog::audit(
             "partner.add",
