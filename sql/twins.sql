@@ -12,17 +12,35 @@ CREATE TABLE mseg.partners (
 );
 COMMENT ON TABLE mseg.partners IS 'pg_mseg: trusted partners, each its own pseudonymisation domain (partner.<name>)';
 
--- What each partner holds now: one row per exported twin (for deltas, tombstones and resolve).
+-- What each partner holds: one row per subject ever sent to it (for deltas, tombstones and
+-- resolve). A held twin is in a cohort; a twin sent as a tombstone has none. A subject released
+-- again after its tombstone gets the next generation, i.e. a new pseudonym (src/export.rs).
 CREATE TABLE mseg.partner_twins (
     partner      pg_catalog.text NOT NULL REFERENCES mseg.partners(name) ON DELETE CASCADE,
     subject_key  pg_catalog.int8 NOT NULL,
+    generation   pg_catalog.int4 NOT NULL DEFAULT 0,
     pseudonym    pg_catalog.text COLLATE "C" NOT NULL,
-    content_hash pg_catalog.text NOT NULL,
+    cohort       pg_catalog.int8,             -- NULL once sent as a tombstone
     sequence     pg_catalog.int8 NOT NULL,
     tombstoned_at pg_catalog.timestamptz,   -- sent as a tombstone then; resolve refuses it
-    PRIMARY KEY (partner, subject_key)
+    PRIMARY KEY (partner, subject_key),
+    CHECK ((cohort IS NULL) OPERATOR(pg_catalog.<>) (tombstoned_at IS NULL))
 );
 CREATE UNIQUE INDEX partner_twins_pseudonym ON mseg.partner_twins (partner, pseudonym);
+
+-- The cohorts a partner holds: groups of at least k twins released in the same dump with the
+-- same record (every field of a twin line but its pseudonym) that have changed together since,
+-- so the partner sees one history for all of them across every dump (docs/architecture.md).
+CREATE TABLE mseg.partner_cohorts (
+    partner          pg_catalog.text NOT NULL REFERENCES mseg.partners(name) ON DELETE CASCADE,
+    cohort           pg_catalog.int8 NOT NULL,
+    record           pg_catalog.jsonb NOT NULL,   -- what its twins say, and the columns, hierarchies, purposes it was made under
+    members          pg_catalog.int4 NOT NULL,
+    created_sequence pg_catalog.int8 NOT NULL,    -- the dump that first released it
+    changed_sequence pg_catalog.int8 NOT NULL,    -- the last dump that changed its record
+    PRIMARY KEY (partner, cohort)
+);
+COMMENT ON TABLE mseg.partner_cohorts IS 'pg_mseg: cohorts of Variant Twins a partner holds (k twins sharing one history)';
 
 CREATE TABLE mseg.partner_exports (
     partner    pg_catalog.text NOT NULL REFERENCES mseg.partners(name) ON DELETE CASCADE,
@@ -97,6 +115,7 @@ COMMENT ON TABLE mseg.pool_segments IS 'pg_mseg: cross-controller segments over 
 SELECT pg_catalog.pg_extension_config_dump('mseg.pool_segments', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.partners', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.partner_twins', '');
+SELECT pg_catalog.pg_extension_config_dump('mseg.partner_cohorts', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.partner_exports', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.controllers', '');
 SELECT pg_catalog.pg_extension_config_dump('mseg.pool_twins', '');

@@ -1,19 +1,22 @@
 //! Partners, signed Variant Twin export, and the last-mile resolve (controller side).
 //!
-//! Dump format `mseg-vt/1`: JSON lines. Line 1 is the manifest, then one line per twin or
-//! tombstone, last the trailer: `{"type":"trailer","lines":N,"sha256":H,"signature":S}` where H is
-//! the SHA-256 (hex) of the N preceding lines, each followed by `\n`, and S the Ed25519
-//! signature (base64) of H's 32 bytes under the controller's key (`mseg.controller_public_key()`).
-//! serde_json writes object keys sorted, so a line's bytes are a function of its content.
+//! Dump format `mseg-vt/2`: JSON lines. Line 1 is the manifest, then the twins in the order of
+//! their pseudonyms, then the tombstones in the order of their pseudonyms, last the trailer:
+//! `{"type":"trailer","lines":N,"sha256":H,"signature":S}` where H is the SHA-256 (hex) of the N
+//! preceding lines, each followed by `\n`, and S the Ed25519 signature (base64) of H's 32 bytes
+//! under the controller's key (`mseg.controller_public_key()`). serde_json writes object keys
+//! sorted, so a line's bytes are a function of its content. What a twin says and how twins are
+//! grouped so that k holds over everything a partner receives, across every dump: `release`, and
+//! docs/architecture.md ("Variant Twins").
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 
 use base64::Engine;
 use ed25519_dalek::Signer;
-use kanon::{Anonymizer, FxHasher, FxMap};
+use kanon::{FxHasher, FxMap};
 use pgrx::prelude::*;
-use pgrx::spi::{quote_identifier, quote_literal};
+use pgrx::spi::quote_literal;
 use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};
 
@@ -23,10 +26,10 @@ use crate::kanon as kanon_sql;
 use crate::keys;
 use crate::pseudonym;
 
-pub const FORMAT: &str = "mseg-vt/1";
+mod release;
+use release::{Coverage, Ctx, LegalClass, Record, Sets, Stored, Truth, NONE};
 
-/// The anonymiser's extra column for the segment set (reported in the manifest's levels).
-const SEGMENTS_COLUMN: &str = "(segments)";
+pub const FORMAT: &str = "mseg-vt/2";
 
 pub fn partner_domain(partner: &str) -> String {
     format!("partner.{partner}")
@@ -34,20 +37,6 @@ pub fn partner_domain(partner: &str) -> String {
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// 64 hex digits back to 32 bytes; None for anything else.
-fn unhex(text: &str) -> Option<[u8; 32]> {
-    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let b = text.as_bytes();
-    if b.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = digit(b[2 * i])? << 4 | digit(b[2 * i + 1])?;
-    }
-    Some(out)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -147,11 +136,27 @@ fn add_partner(name: Option<&str>, purposes: Option<Vec<String>>, k: default!(i3
         if !inserted {
             return Err(MsegError::new(Code::DuplicateObject, format!("partner \"{name}\" already exists")));
         }
+        // A partner added again after remove_partner must not get the pseudonyms it had: its old
+        // dumps could be linked to the new ones (whose history would then not be the one its k
+        // guarantee is about). The domain's key version moves on instead, unless a pseudonym
+        // column uses the domain (its stored values must keep their version: rotate_domain
+        // rewrites them, and is the way to do it then).
         let domain = partner_domain(name);
-        if keys::current_version(&domain).is_err() {
+        let key_version = if keys::current_version(&domain).is_err() {
             catalog::create_domain(&domain, Some("partner domain"))?;
-        }
-        catalog::audit("partner.add", name, json!({"purposes": purposes, "k": k, "suppression_limit": suppression_limit}))?;
+            1
+        } else if catalog::pseudonym_columns_in_domain(&domain)?.is_empty() {
+            let version = catalog::bump_domain_version(&domain)?.unwrap_or(1);
+            catalog::note_catalog_change(); // our own backend sees the new version at once
+            version
+        } else {
+            keys::current_version(&domain)?
+        };
+        catalog::audit(
+            "partner.add",
+            name,
+            json!({"purposes": purposes, "k": k, "suppression_limit": suppression_limit, "key_version": key_version}),
+        )?;
         Ok(name.to_owned())
     })
 }
@@ -175,112 +180,96 @@ fn remove_partner(name: Option<&str>) -> bool {
 // Export
 // ---------------------------------------------------------------------------------------------
 
-/// The eligible subjects (processable for at least one of the partner's purposes), column-wise:
-/// a few flat vectors instead of several allocations per subject.
-struct Eligible {
-    /// the partner's purposes
-    np: usize,
-    subjects: Vec<i64>,
-    /// per subject: its segment set (bound to the partner's purposes, sorted), an index into `Sets`
-    set: Vec<u32>,
-    /// per subject and purpose: the basis in force, an index into `TwinContext::basis_names`
-    bases: Vec<Option<u8>>,
-    /// per subject and purpose: when that basis expires
-    expires: Vec<Option<Box<str>>>,
+/// What the partner holds, one row per subject it was ever sent (mseg.partner_twins).
+struct StateRow {
+    subject: i64,
+    generation: i32,
+    pseudonym: [u8; pseudonym::PSEUDONYM_LEN],
+    /// the cohort it is in; None once sent as a tombstone
+    cohort: Option<i64>,
 }
 
-impl Eligible {
-    fn len(&self) -> usize {
-        self.subjects.len()
-    }
-    fn bases(&self, i: usize) -> &[Option<u8>] {
-        self.bases.get(i * self.np..(i + 1) * self.np).unwrap_or(&[])
-    }
-    fn expires(&self, i: usize) -> &[Option<Box<str>>] {
-        self.expires.get(i * self.np..(i + 1) * self.np).unwrap_or(&[])
-    }
+/// A cohort the partner holds after this export.
+struct Out {
+    id: i64,
+    record: Record,
+    /// members the partner held before (state rows)
+    held: Vec<u32>,
+    /// members sent now for the first time under this pseudonym: (truth index, generation, pseudonym)
+    new: Vec<(u32, i32, [u8; pseudonym::PSEUDONYM_LEN])>,
+    /// the partner gets new lines for it (new, or its record changed)
+    changed: bool,
+    /// its row in mseg.partner_cohorts is written (new, record or member count changed)
+    write: bool,
+    /// its held members move to it from another cohort (their cohort column is rewritten)
+    moved: bool,
 }
 
-/// Segment sets (segment ids, sorted), each stored once; equal sets have equal indexes.
-#[derive(Default)]
-struct Sets {
-    list: Vec<Vec<i32>>,
-    index: FxMap<Vec<i32>, u32>,
-}
-
-impl Sets {
-    fn intern(&mut self, ids: &[i32]) -> u32 {
-        if let Some(&n) = self.index.get(ids) {
-            return n;
-        }
-        let n = self.list.len() as u32;
-        self.list.push(ids.to_vec());
-        self.index.insert(ids.to_vec(), n);
-        n
-    }
-    fn get(&self, n: u32) -> &[i32] {
-        self.list.get(n as usize).map(Vec::as_slice).unwrap_or(&[])
+impl Out {
+    fn size(&self) -> usize {
+        self.held.len() + self.new.len()
     }
 }
 
-/// The decimal text of `v` (what `v.to_string()` gives), written into `buf`.
-fn decimal(v: i64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut n = v.unsigned_abs();
-    let mut pos = buf.len();
-    loop {
-        pos -= 1;
-        buf[pos] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if v < 0 {
-        pos -= 1;
-        buf[pos] = b'-';
-    }
-    &buf[pos..]
+/// A subject ends at the partner: its state row and why (None: looked up; the tombstone line
+/// itself never says).
+struct Tomb {
+    row: u32,
+    reason: Option<&'static str>,
 }
 
-/// Prepare the dump and record what the partner will hold; the lines stream from the result.
-fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
-    // a restored, cloned or promoted copy must not reuse the original's sequence numbers
-    crate::instance::check_before_export()?;
+/// The input of one export: the releasable subjects and everything their truth refers to.
+struct Input {
+    ctx: Ctx,
+    truth: Truth,
+    sets: Sets,
+    /// processable for at least one of the partner's purposes now
+    eligible: usize,
+    /// eligible subjects that may not be released, and why (expiring this month, incomplete)
+    unreleasable: FxMap<i64, &'static str>,
+}
+
+/// Read the subjects (their quasi values, legal basis per purpose, segment sets) the partner may
+/// receive, under the calling statement's snapshot.
+fn read_input(p: &Partner, now: &str) -> MsegResult<Input> {
     let subject = catalog::subject_table()?.ok_or_else(|| {
         MsegError::new(Code::SubjectTable, "no subject table is registered").hint("Register it first with mseg.register_subjects.")
     })?;
-    let controller = crate::gucs::controller_id().ok_or_else(|| {
-        MsegError::new(Code::InvalidArgument, "mseg.controller_id is not set")
-            .hint("Set mseg.controller_id in postgresql.conf to this controller's name, then reload.")
-    })?;
+    // the registered table is read as mseg_upkeep, never as the caller or the superuser
     let t = kanon_sql::target(subject.relid, None, catalog::Who::Upkeep)?;
     let cols = kanon_sql::quasi_columns(&t, None)?;
-    let key = format!("s.{}", quote_identifier(&subject.key));
+    // the subject id: the key itself, or the id a uuid/text key is mapped to
+    let key = subject.id_of_row("s");
     let quasi_exprs = cols.iter().map(|c| kanon_sql::generalized_expr("s", c, 0)).collect::<MsegResult<Vec<_>>>()?;
-    // per partner purpose: the basis that applies now (the rule of mseg._processable) and its expiry
+    // per partner purpose: the basis that applies now (the rule of mseg._processable) and, for a
+    // grant, the month it expires in: its first instant (UTC) is what a twin may say
+    let purposes: Vec<&str> = p.purposes.iter().map(String::as_str).collect();
+    if purposes.len() > 64 {
+        return Err(MsegError::new(Code::InvalidArgument, "a partner has more than 64 purposes"));
+    }
+    let joins = crate::consent::joins(&purposes, &key);
     let mut bases = Vec::new();
     let mut expiries = Vec::new();
-    let purposes: Vec<&str> = p.purposes.iter().map(String::as_str).collect();
-    let joins = crate::consent::joins(&purposes, &key);
     for n in 0..purposes.len() {
         let i = n + 1;
         bases.push(crate::consent::basis_in_force(i));
+        // (a grant's expiry; it applies only when the grant is the basis in force, i.e. when the
+        // basis is not legitimate interest: see below)
         expiries.push(format!(
-            "CASE WHEN b{i}.consent_basis IS NOT NULL THEN pg_catalog.to_char((b{i}.granted_at OPERATOR(pg_catalog.+) pp{i}.retention) \
-             AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') END"
+            "CASE WHEN b{i}.consent_basis IS NOT NULL THEN pg_catalog.to_char(pg_catalog.date_trunc('month', \
+             (b{i}.granted_at OPERATOR(pg_catalog.+) pp{i}.retention) AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') END"
         ));
     }
-    // one scalar column per value (no arrays to build in SQL and take apart again per row):
-    // key, quasi values, the basis per purpose, its expiry per purpose. The segment sets are read
-    // on their own (below) and found by key: joined here, each row probed a hash table of every
-    // membership at a random place (about a tenth of the export at 1M subjects).
+    // one scalar column per value: key, quasi values, the basis per purpose, its expiry month per
+    // purpose. The segment sets are read on their own (below) and found by key.
     let (nq, np) = (quasi_exprs.len(), purposes.len());
     let sql = format!(
-        "SELECT {key}::pg_catalog.int8, {q}, {b}, {e} FROM {rel} s {joins}",
+        "SELECT {key}, {q}, {b}, {e} FROM {rel} s{id_join} {joins}",
         q = quasi_exprs.iter().map(|x| format!("({x})::pg_catalog.text")).collect::<Vec<_>>().join(", "),
         b = bases.iter().map(|x| format!("({x})::pg_catalog.text")).collect::<Vec<_>>().join(", "),
         e = expiries.join(", "),
         rel = subject.name,
+        id_join = subject.id_join("s"),
     );
     // segments bound to one of the partner's purposes
     let seg_names: HashMap<i32, String> = catalog::select(|c| {
@@ -306,24 +295,22 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         .unwrap_or(0))
     })?;
     let cap = usize::try_from(estimate).unwrap_or(0).min(100_000_000);
-    let mut eligible = Eligible {
-        np,
+    let mut truth = Truth {
+        nq,
         subjects: Vec::with_capacity(cap),
+        quasi_text: String::new(),
+        quasi_end: Vec::with_capacity(cap * nq),
         set: Vec::with_capacity(cap),
-        bases: Vec::with_capacity(cap * np),
-        expires: Vec::with_capacity(cap * np),
+        legal: Vec::with_capacity(cap),
     };
-    // the eligible subjects' raw quasi values end to end in one buffer (`quasi_end`: where each
-    // ends); they go to the anonymiser once the hierarchy of the segment sets is known
-    let mut quasi_text = String::new();
-    let mut quasi_end: Vec<usize> = Vec::with_capacity(cap * nq);
-    let mut quasi_null: Vec<bool> = Vec::with_capacity(cap);
     // a column without a hierarchy is categorical over its distinct values in the whole table
-    // (kanon_sql::flat_hierarchy, which would scan the table once more)
     let mut flat_values: Vec<Option<HashSet<String, BuildHasherDefault<FxHasher>>>> =
         cols.iter().map(|c| c.spec.is_none().then(Default::default)).collect();
-    // the few distinct bases (consent, contract, legitimate_interest…) are stored once
     let mut basis_names: Vec<String> = Vec::new();
+    let mut months: Vec<String> = Vec::new();
+    let mut month_index: FxMap<String, u16> = FxMap::default();
+    let mut legal_classes: Vec<LegalClass> = Vec::new();
+    let mut legal_index: FxMap<Vec<(u8, u16)>, u32> = FxMap::default();
     let mut sets = Sets::default();
     let no_segments = sets.intern(&[]);
     // every subject's segment set (bound to the partner's purposes, an index into `sets`), by key;
@@ -361,7 +348,9 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     })?;
     drop(raw_sets);
     let mut memberships = ByKey::new(member_rows);
-    let mut row_bases: Vec<Option<u8>> = Vec::with_capacity(np);
+    let mut eligible = 0usize;
+    let mut unreleasable: FxMap<i64, &'static str> = FxMap::default();
+    let mut legal_key: Vec<(u8, u16)> = Vec::with_capacity(np);
     let columns = 1 + nq + 2 * np;
     catalog::for_each_row(catalog::Who::Upkeep, &sql, |values, nulls| {
         if values.len() != columns || nulls.len() != columns {
@@ -377,257 +366,474 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
                 }
             }
         }
-        row_bases.clear();
+        // per purpose: (basis, expiry month) or none (u8::MAX); a grant that expires this month
+        // is not released for the purpose any more
+        legal_key.clear();
+        let mut any_basis = false;
+        let mut mask = 0u64;
         for n in 0..np {
-            row_bases.push(match text(1 + nq + n) {
-                None => None,
-                Some(b) => Some(match basis_names.iter().position(|x| x == b) {
-                    Some(n) => n as u8,
+            let Some(b) = text(1 + nq + n) else {
+                legal_key.push((u8::MAX, u16::MAX));
+                continue;
+            };
+            any_basis = true;
+            // legitimate interest has no expiry (a grant that ran out may still be on record)
+            let expiry = if b == "legitimate_interest" { None } else { text(1 + nq + np + n) };
+            if expiry.is_some_and(|e| e <= now) {
+                legal_key.push((u8::MAX, u16::MAX));
+                continue;
+            }
+            let b = match basis_names.iter().position(|x| x == b) {
+                Some(n) => n as u8,
+                None => {
+                    basis_names.push(b.to_owned());
+                    (basis_names.len() - 1) as u8
+                }
+            };
+            let e = match expiry {
+                None => u16::MAX,
+                Some(e) => match month_index.get(e) {
+                    Some(&m) => m,
                     None => {
-                        basis_names.push(b.to_owned());
-                        (basis_names.len() - 1) as u8
+                        if months.len() >= usize::from(u16::MAX) {
+                            return Err(MsegError::new(Code::General, "too many distinct expiry months"));
+                        }
+                        months.push(e.to_owned());
+                        month_index.insert(e.to_owned(), (months.len() - 1) as u16);
+                        (months.len() - 1) as u16
                     }
-                }),
-            });
+                },
+            };
+            legal_key.push((b, e));
+            mask |= 1 << n;
         }
-        if !row_bases.iter().any(Option::is_some) {
+        if !any_basis {
             return Ok(()); // processable for none of the partner's purposes
         }
-        let mut any_null = false;
-        for n in 0..nq {
-            match text(1 + n) {
-                Some(v) => quasi_text.push_str(v),
-                None => any_null = true,
-            }
-            quasi_end.push(quasi_text.len());
-        }
-        quasi_null.push(any_null);
-        for n in 0..np {
-            eligible.expires.push(text(1 + nq + np + n).map(Box::from));
-        }
-        eligible.bases.extend_from_slice(&row_bases);
+        eligible += 1;
         // SAFETY: the first column is int8
         let subject = unsafe { i64::from_polymorphic_datum(values[0], nulls[0], pg_sys::INT8OID) }.unwrap_or(0);
-        // no membership row: no segments (as a LEFT JOIN with COALESCE(segments, '{}') gave)
-        let set = memberships.position(subject).map(|p| memberships.entries[p].1).unwrap_or(no_segments);
-        eligible.set.push(set);
-        eligible.subjects.push(subject);
+        if mask == 0 {
+            unreleasable.insert(subject, "expiring");
+            return Ok(());
+        }
+        if (0..nq).any(|n| nulls[1 + n]) {
+            // a NULL quasi value cannot be placed in a class
+            unreleasable.insert(subject, "incomplete");
+            return Ok(());
+        }
+        for n in 0..nq {
+            truth.quasi_text.push_str(text(1 + n).unwrap_or(""));
+            truth.quasi_end.push(truth.quasi_text.len());
+        }
+        let legal = match legal_index.get(legal_key.as_slice()) {
+            Some(&l) => l,
+            None => {
+                let per = legal_key.iter().map(|&(b, e)| (b != u8::MAX).then_some((b, (e != u16::MAX).then_some(e)))).collect();
+                legal_classes.push(LegalClass { per, mask });
+                legal_index.insert(legal_key.clone(), (legal_classes.len() - 1) as u32);
+                (legal_classes.len() - 1) as u32
+            }
+        };
+        truth.legal.push(legal);
+        // no membership row: no segments
+        truth.set.push(memberships.position(subject).map(|p| memberships.entries[p].1).unwrap_or(no_segments));
+        truth.subjects.push(subject);
         Ok(())
     })?;
     drop(memberships);
-    let n = eligible.len();
-    // anonymise the eligible subjects' quasi values to the partner's k
     let mut hierarchies = Vec::new();
     for (c, flat) in cols.iter().zip(flat_values) {
-        // `flat` holds the values read for every column without a hierarchy
-        let h = match c.spec.as_deref() {
+        hierarchies.push(match c.spec.as_deref() {
             Some(spec) => (*catalog::as_upkeep(|| kanon_sql::hierarchy(spec))?).clone(),
             None => kanon_sql::flat_hierarchy_of(flat.unwrap_or_default())?,
-        };
-        hierarchies.push((c.name.clone(), h));
+        });
     }
-    // The segment set is quasi-identifying too: it joins the anonymisation as one more column
-    // (the exact set, or * for the class), so the partitioning keeps sets together where it can.
-    let set_texts: Vec<String> = sets.list.iter().map(|ids| ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")).collect();
-    let with_sets = !seg_names.is_empty();
-    if with_sets {
-        let mut used = vec![false; set_texts.len()];
-        for &s in &eligible.set {
-            used[s as usize] = true;
-        }
-        let mut distinct: Vec<String> = set_texts.iter().zip(&used).filter(|(_, u)| **u).map(|(t, _)| t.clone()).collect();
-        distinct.sort_unstable();
-        distinct.dedup();
-        let h = kanon::Hierarchy::categorical(distinct.into_iter().map(|v| (v, "*".to_owned()))).map_err(kanon_sql::kanon_error)?;
-        hierarchies.push((SEGMENTS_COLUMN.to_owned(), h));
-    }
-    let mut a = Anonymizer::new(hierarchies, p.k as usize, None, p.suppression_limit).map_err(kanon_sql::kanon_error)?;
-    a.reserve(quasi_null.iter().filter(|x| !**x).count());
-    // record r of the anonymiser is eligible subject record_of[r]; rec_of maps back (NONE: not pushed)
-    let mut rec_of: Vec<u32> = vec![NONE; n];
-    let mut pushed = 0u32;
-    let mut texts: Vec<&str> = Vec::with_capacity(nq + 1);
-    let mut start = 0usize;
-    for i in 0..n {
-        texts.clear();
-        for &end in quasi_end.get(i * nq..(i + 1) * nq).unwrap_or(&[]) {
-            texts.push(quasi_text.get(start..end).unwrap_or(""));
-            start = end;
-        }
-        if quasi_null[i] {
-            continue;
-        }
-        rec_of[i] = pushed;
-        pushed += 1;
-        if with_sets {
-            texts.push(set_texts.get(eligible.set[i] as usize).map(String::as_str).unwrap_or(""));
-        }
-        a.push_text(eligible.subjects[i], &texts, None).map_err(kanon_sql::kanon_error)?;
-    }
-    drop(texts);
-    drop((quasi_text, quasi_end, quasi_null, set_texts)); // the anonymiser has its own copy
-    let out = a.run().map_err(kanon_sql::kanon_error)?;
-    let released = Released { out, rec_of };
-    // Segment sets are quasi-identifying too: within each released class, members whose set fewer
-    // than k share are given a common subset, so every (quasi values, segments) group has >= k.
-    // The members of each class, by a counting sort over the class numbers.
-    let n_classes = released.out.classes().len();
-    let mut class_of: Vec<u32> = vec![NONE; n];
-    let mut class_start: Vec<usize> = vec![0; n_classes + 1];
-    for (i, c) in class_of.iter_mut().enumerate() {
-        if let Some(class) = released.class(i) {
-            *c = class as u32;
-            class_start[class + 1] += 1;
-        }
-    }
-    for c in 0..n_classes {
-        class_start[c + 1] += class_start[c];
-    }
-    let mut members: Vec<u32> = vec![0; class_start[n_classes]];
-    let mut fill = class_start.clone();
-    for (i, &c) in class_of.iter().enumerate() {
-        if c != NONE {
-            members[fill[c as usize]] = i as u32;
-            fill[c as usize] += 1;
-        }
-    }
-    drop(fill);
-    let mut set_after = eligible.set.clone();
-    for c in 0..n_classes {
-        k_anonymous_sets(&members[class_start[c]..class_start[c + 1]], &mut set_after, &mut sets, p.k as usize);
-    }
-    drop((members, class_start));
-    // segments the partner may see: bound to one of its purposes, with at least k released members
-    // (dropping a segment from every set only merges groups, so k still holds)
-    let mut set_count = vec![0usize; sets.list.len()];
-    for (i, &c) in class_of.iter().enumerate() {
-        if c != NONE {
-            set_count[set_after[i] as usize] += 1;
-        }
-    }
-    let mut seg_count: HashMap<i32, usize> = HashMap::new();
-    for (s, &count) in set_count.iter().enumerate() {
-        if count > 0 {
-            for id in sets.get(s as u32) {
-                *seg_count.entry(*id).or_default() += count;
-            }
-        }
-    }
-    let shown: HashSet<i32> = seg_count.iter().filter(|(_, n)| **n >= p.k as usize).map(|(id, _)| *id).collect();
-    // what a twin shows of its set: the shown segments (a view; sets that differ only in hidden
-    // segments share one) and their names, sorted
-    let mut views = Sets::default();
-    let view_of_set: Vec<u32> =
-        sets.list.iter().map(|ids| views.intern(&ids.iter().copied().filter(|id| shown.contains(id)).collect::<Vec<_>>())).collect();
-    let view_names: Vec<Vec<String>> = views
-        .list
-        .iter()
-        .map(|ids| {
-            let mut names: Vec<String> = ids.iter().filter_map(|id| seg_names.get(id).cloned()).collect();
-            names.sort_unstable();
-            names
-        })
-        .collect();
-    let view_of: Vec<u32> = set_after.iter().map(|&s| view_of_set.get(s as usize).copied().unwrap_or(NONE)).collect();
-    drop((set_after, view_of_set, sets));
-    // twins: what each says is fixed now; its JSON line is written only when the dump streams out
-    let columns: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
-    let mut column_order: Vec<usize> = (0..columns.len()).collect();
-    column_order.sort_by(|a, b| columns[*a].cmp(&columns[*b]));
-    let twin_ctx =
-        TwinContext { columns, column_order, purposes: p.purposes.clone(), names: seg_names, shown, view_of, view_names, basis_names };
-    let keys = keys::domain_keys(&partner_domain(&p.name))?;
-    // what the partner holds: subject and content hash only (40 bytes a twin); the pseudonyms of
-    // the few that become tombstones are read afterwards
-    let mut held_rows: Vec<(i64, [u8; 32])> = Vec::with_capacity(n);
+    let seg_ids = seg_names.iter().map(|(id, n)| (n.clone(), *id)).collect();
+    let ctx = Ctx {
+        columns: cols.iter().map(|c| c.name.clone()).collect(),
+        specs: cols.iter().map(|c| c.spec.clone()).collect(),
+        hierarchies,
+        purposes: p.purposes.clone(),
+        seg_names,
+        seg_ids,
+        basis_names,
+        months,
+        legal_classes,
+        k: p.k as usize,
+    };
+    Ok(Input { ctx, truth, sets, eligible, unreleasable })
+}
+
+/// What the partner holds (every subject it was ever sent), sorted by subject.
+fn read_state(partner: &str) -> MsegResult<Vec<StateRow>> {
+    let mut rows = Vec::new();
     catalog::for_each_row(
         catalog::Who::Owner,
         &format!(
-            "SELECT subject_key, content_hash FROM mseg.partner_twins WHERE partner OPERATOR(pg_catalog.=) {} AND tombstoned_at IS NULL",
-            quote_literal(&p.name)
+            "SELECT subject_key, generation, pseudonym, cohort FROM mseg.partner_twins WHERE partner OPERATOR(pg_catalog.=) {}",
+            quote_literal(partner)
         ),
         |values, nulls| {
-            if values.len() != 2 || nulls.len() != 2 {
+            if values.len() != 4 || nulls.len() != 4 {
                 return Err(MsegError::new(Code::General, "partner state: unexpected row shape"));
             }
-            // SAFETY: subject_key is int8, content_hash text
-            let (subject, hash) = unsafe {
+            // SAFETY: subject_key int8, generation int4, pseudonym text, cohort int8
+            let (subject, generation, pn, cohort) = unsafe {
                 (
                     i64::from_polymorphic_datum(values[0], nulls[0], pg_sys::INT8OID),
-                    <&str as FromDatum>::from_polymorphic_datum(values[1], nulls[1], pg_sys::TEXTOID),
+                    i32::from_polymorphic_datum(values[1], nulls[1], pg_sys::INT4OID),
+                    <&str as FromDatum>::from_polymorphic_datum(values[2], nulls[2], pg_sys::TEXTOID),
+                    i64::from_polymorphic_datum(values[3], nulls[3], pg_sys::INT8OID),
                 )
             };
-            held_rows.push((subject.unwrap_or(0), hash.and_then(unhex).unwrap_or([0; 32])));
+            let pseudonym: [u8; pseudonym::PSEUDONYM_LEN] = pn
+                .and_then(|p| p.as_bytes().try_into().ok())
+                .ok_or_else(|| MsegError::new(Code::General, "partner state: a stored pseudonym is malformed"))?;
+            rows.push(StateRow { subject: subject.unwrap_or(0), generation: generation.unwrap_or(0), pseudonym, cohort });
             Ok(())
         },
     )?;
-    let mut held = Held::new(held_rows);
-    // (quasi values, shown segments) groups: classes with equal values count as one
-    let mut class_key: FxMap<&[String], u32> = FxMap::default();
-    let canon_class: Vec<u32> = released
-        .out
-        .classes()
+    rows.sort_unstable_by_key(|r| r.subject);
+    Ok(rows)
+}
+
+/// The cohorts' records (None: unreadable, so every member is regrouped).
+fn read_cohorts(partner: &str) -> MsegResult<FxMap<i64, Option<Stored>>> {
+    catalog::select(|c| {
+        let mut m = FxMap::default();
+        for row in c.select(
+            "SELECT cohort, record::pg_catalog.text FROM mseg.partner_cohorts WHERE partner OPERATOR(pg_catalog.=) $1",
+            None,
+            &[partner.into()],
+        )? {
+            let id = row.get::<i64>(1)?.unwrap_or(0);
+            let stored = row.get::<String>(2)?.and_then(|t| serde_json::from_str::<Stored>(&t).ok());
+            m.insert(id, stored);
+        }
+        Ok(m)
+    })
+}
+
+/// The pseudonym of a subject in a partner's domain, generation `g`: generation 0 is the
+/// pseudonym of the key's text; a twin that ended (tombstone) and is released again later gets the
+/// next generation, the pseudonym of `<key>/<g>`, unlinkable to its earlier one.
+fn twin_pseudonym(keys: &keys::DomainKeys, subject: i64, generation: i32) -> [u8; pseudonym::PSEUDONYM_LEN] {
+    let mut digits = [0u8; 20];
+    let key = decimal(subject, &mut digits);
+    if generation == 0 {
+        return pseudonym::pseudonym_bytes(keys, key);
+    }
+    let mut text = Vec::with_capacity(32);
+    text.extend_from_slice(key);
+    text.push(b'/');
+    text.extend_from_slice(generation.to_string().as_bytes());
+    pseudonym::pseudonym_bytes(keys, &text)
+}
+
+/// The decimal text of `v` (what `v.to_string()` gives), written into `buf`.
+fn decimal(v: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut n = v.unsigned_abs();
+    let mut pos = buf.len();
+    loop {
+        pos -= 1;
+        buf[pos] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        pos -= 1;
+        buf[pos] = b'-';
+    }
+    &buf[pos..]
+}
+
+/// Prepare the dump and record what the partner will hold; the lines stream from the result.
+///
+/// Every twin is in a cohort (see `release`). Per export, for each cohort the partner holds:
+/// members that may no longer be released (withdrawn, objected, restricted, erased, expiring,
+/// out of scope) end with a tombstone, as a batch when at least k of them leave and at least k
+/// stay; otherwise the whole cohort ends, and its other members are released again under new
+/// pseudonyms, grouped with the other subjects waiting to be released. A cohort whose record no
+/// longer holds for every member (a changed value, a segment left, a basis changed, its expiry
+/// reached) is regrouped over its own members: they keep their pseudonyms and all get the new
+/// record (parts of at least k each). Subjects not held (new, or ended) are grouped among
+/// themselves, per set of purposes, and released only in groups of at least k; the rest wait.
+fn build_export(p: &Partner, mode: Mode) -> MsegResult<ExportStream> {
+    let delta = mode == Mode::Delta;
+    // a restored, cloned or promoted copy must not reuse the original's sequence numbers
+    crate::instance::check_before_export()?;
+    let controller = crate::gucs::controller_id().ok_or_else(|| {
+        MsegError::new(Code::InvalidArgument, "mseg.controller_id is not set")
+            .hint("Set mseg.controller_id in postgresql.conf to this controller's name, then reload.")
+    })?;
+    let now = catalog::query_one::<String>("SELECT pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')", &[])?
+        .unwrap_or_default();
+    let sequence = p.last_sequence + 1;
+    let Input { ctx, truth, mut sets, eligible, unreleasable } = read_input(p, &now)?;
+    let k = ctx.k;
+    let state = read_state(&p.name)?;
+    let stored = read_cohorts(&p.name)?;
+    // releasable subject <-> state row
+    let mut truth_of_state: Vec<u32> = vec![NONE; state.len()];
+    let mut state_of_truth: Vec<u32> = vec![NONE; truth.len()];
+    {
+        let mut by_key = ByKey::new(state.iter().enumerate().map(|(j, r)| (r.subject, j as u32)).collect());
+        for (i, &s) in truth.subjects.iter().enumerate() {
+            if let Some(pos) = by_key.position(s) {
+                let j = by_key.entries[pos].1;
+                state_of_truth[i] = j;
+                truth_of_state[j as usize] = i as u32;
+            }
+        }
+    }
+    let mask_of = |i: u32| ctx.legal_classes.get(truth.legal[i as usize] as usize).map(|l| l.mask).unwrap_or(0);
+    let mut next_id = 0i64;
+    let mut new_id = || {
+        next_id += 1;
+        (sequence << 24) + next_id
+    };
+    let mut outs: Vec<Out> = Vec::new();
+    let mut tombs: Vec<Tomb> = Vec::new();
+    let mut tomb_batches: Vec<usize> = Vec::new();
+    let mut rejoin: Vec<u32> = Vec::new();
+    let mut runs = (0usize, 0f64); // records anonymised, their NCP sum
+    let mut regrouped_cohorts = 0usize;
+    // the held twins by cohort
+    let mut members_of: FxMap<i64, Vec<u32>> = FxMap::default();
+    for (j, r) in state.iter().enumerate() {
+        if let Some(c) = r.cohort {
+            members_of.entry(c).or_default().push(j as u32);
+        }
+    }
+    let mut cohort_ids: Vec<i64> = members_of.keys().copied().collect();
+    cohort_ids.sort_unstable();
+    {
+        let mut coverage = Coverage::new(&ctx, &truth);
+        for cid in cohort_ids {
+            let rows = members_of.remove(&cid).unwrap_or_default();
+            let (stay, leave): (Vec<u32>, Vec<u32>) = rows.iter().partition(|&&j| truth_of_state[j as usize] != NONE);
+            // the whole cohort ends; those who may still be released wait for a new group
+            let dissolve = |stay: &[u32], leave: &[u32], tombs: &mut Vec<Tomb>, batches: &mut Vec<usize>, rejoin: &mut Vec<u32>| {
+                tombs.extend(leave.iter().map(|&row| Tomb { row, reason: None }));
+                tombs.extend(stay.iter().map(|&row| Tomb { row, reason: Some("regrouped") }));
+                batches.push(stay.len() + leave.len());
+                rejoin.extend(stay.iter().map(|&j| truth_of_state[j as usize]));
+            };
+            let record = stored.get(&cid).and_then(|s| s.as_ref());
+            if mode == Mode::Refresh {
+                // every cohort ends; everyone is grouped afresh under a new pseudonym
+                tombs.extend(leave.iter().map(|&row| Tomb { row, reason: None }));
+                tombs.extend(stay.iter().map(|&row| Tomb { row, reason: Some("refreshed") }));
+                tomb_batches.push(stay.len() + leave.len());
+                rejoin.extend(stay.iter().map(|&j| truth_of_state[j as usize]));
+                continue;
+            }
+            if !leave.is_empty() {
+                if leave.len() >= k && stay.len() >= k {
+                    tombs.extend(leave.iter().map(|&row| Tomb { row, reason: None }));
+                    tomb_batches.push(leave.len());
+                } else {
+                    dissolve(&stay, &leave, &mut tombs, &mut tomb_batches, &mut rejoin);
+                    continue;
+                }
+            }
+            if stay.len() < k {
+                dissolve(&stay, &[], &mut tombs, &mut tomb_batches, &mut rejoin);
+                continue;
+            }
+            // is the record still true of every member (and made under the current columns)?
+            let current = record.filter(|s| s.columns == ctx.columns && s.hierarchies == ctx.specs && s.purposes == ctx.purposes);
+            let mut fresh = current.is_some_and(|s| s.record.expires_at().is_none_or(|e| e > now.as_str()));
+            if let (true, Some(s)) = (fresh, current) {
+                let resolved = coverage.resolve(&s.record);
+                for &j in &stay {
+                    if !coverage.covers(&resolved, &sets, truth_of_state[j as usize] as usize)? {
+                        fresh = false;
+                        break;
+                    }
+                }
+            }
+            if let (true, Some(s)) = (fresh, current) {
+                outs.push(Out {
+                    id: cid,
+                    record: s.record.clone(),
+                    held: stay,
+                    new: Vec::new(),
+                    changed: false,
+                    write: !leave.is_empty(),
+                    moved: false,
+                });
+                continue;
+            }
+            // regroup the cohort over its own members: they keep their pseudonyms. A twin never
+            // loses a purpose its subject still allows, so members are regrouped per set of
+            // purposes; when a set has fewer than k members, or a group cannot be formed, the
+            // cohort ends instead and its members are grouped afresh with everyone waiting
+            let mut by_mask: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+            for &j in &stay {
+                let i = truth_of_state[j as usize];
+                by_mask.entry(mask_of(i)).or_default().push(i);
+            }
+            let mut g = release::Grouping::default();
+            for members in by_mask.values() {
+                if members.len() < k {
+                    g.incompatible = true;
+                    break;
+                }
+                let part = release::group(&ctx, &truth, &mut sets, members, 0.0)?;
+                g.incompatible |= part.incompatible || !part.unplaced.is_empty();
+                g.records += part.records;
+                g.ncp_sum += part.ncp_sum;
+                g.parts.extend(part.parts);
+            }
+            if g.incompatible || g.parts.is_empty() {
+                dissolve(&stay, &[], &mut tombs, &mut tomb_batches, &mut rejoin);
+                continue;
+            }
+            regrouped_cohorts += 1;
+            runs.0 += g.records;
+            runs.1 += g.ncp_sum;
+            let mut parts = g.parts;
+            parts.sort_by(|a, b| b.1.len().cmp(&a.1.len()));
+            let old = current.map(|s| &s.record);
+            for (n, (record, part)) in parts.into_iter().enumerate() {
+                let changed = old != Some(&record);
+                let held: Vec<u32> = part.iter().map(|&i| state_of_truth[i as usize]).collect();
+                let (id, moved) = if n == 0 { (cid, false) } else { (new_id(), true) };
+                outs.push(Out { id, record, held, new: Vec::new(), changed, write: true, moved });
+            }
+        }
+    }
+    // subjects not held: new, ended earlier, or from a cohort that ended now; grouped per set of
+    // purposes, released only in groups of at least k
+    let keys = keys::domain_keys(&partner_domain(&p.name))?;
+    let mut joiners: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    for (i, &j) in state_of_truth.iter().enumerate() {
+        if j == NONE || state[j as usize].cohort.is_none() {
+            joiners.entry(mask_of(i as u32)).or_default().push(i as u32);
+        }
+    }
+    for &i in &rejoin {
+        joiners.entry(mask_of(i)).or_default().push(i);
+    }
+    let mut pending = 0usize;
+    let mut first_released = 0usize;
+    for members in joiners.values_mut() {
+        members.sort_unstable();
+        let g = release::group(&ctx, &truth, &mut sets, members, p.suppression_limit)?;
+        runs.0 += g.records;
+        runs.1 += g.ncp_sum;
+        pending += g.unplaced.len();
+        for (record, part) in g.parts {
+            let new = part
+                .iter()
+                .map(|&i| {
+                    let j = state_of_truth[i as usize];
+                    let generation = if j == NONE { 0 } else { state[j as usize].generation.saturating_add(1) };
+                    if j == NONE {
+                        first_released += 1;
+                    }
+                    (i, generation, twin_pseudonym(&keys, truth.subjects[i as usize], generation))
+                })
+                .collect();
+            outs.push(Out { id: new_id(), record, held: Vec::new(), new, changed: true, write: true, moved: false });
+        }
+    }
+    // why each leaving subject ended (counted in the manifest; tombstones do not say)
+    let leaving: Vec<i64> = tombs
         .iter()
-        .map(|c| {
-            let next = class_key.len() as u32;
-            *class_key.entry(c.key.as_slice()).or_insert(next)
+        .filter(|t| t.reason.is_none())
+        .map(|t| state[t.row as usize].subject)
+        .filter(|s| !unreleasable.contains_key(s))
+        .collect();
+    let reasons = tombstone_reasons(&leaving)?;
+    let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut erased: Vec<i64> = Vec::new();
+    for t in &mut tombs {
+        let s = state[t.row as usize].subject;
+        let reason = t.reason.or_else(|| unreleasable.get(&s).copied()).unwrap_or_else(|| match reasons.get(&s).map(String::as_str) {
+            Some("erased") => "erased",
+            Some("restricted") => "restricted",
+            Some("objected") => "objected",
+            Some("withdrawn") => "withdrawn",
+            _ => "out_of_scope",
+        });
+        t.reason = Some(reason);
+        *by_reason.entry(reason).or_default() += 1;
+        if reason == "erased" {
+            erased.push(s);
+        }
+    }
+    // the lines: twins by pseudonym (a keyed hash: its order says nothing of keys or of the
+    // order subjects were added), then tombstones by pseudonym
+    let mut emit: Vec<([u8; pseudonym::PSEUDONYM_LEN], u32)> = Vec::new();
+    for (n, o) in outs.iter().enumerate() {
+        if !delta || o.changed {
+            emit.extend(o.held.iter().map(|&j| (state[j as usize].pseudonym, n as u32)));
+            emit.extend(o.new.iter().map(|&(_, _, pn)| (pn, n as u32)));
+        }
+    }
+    // by the first 8 bytes as one integer (ASCII, so the same order), the rest only on a tie
+    let prefix = |p: &[u8; pseudonym::PSEUDONYM_LEN]| u64::from_be_bytes([p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]]);
+    emit.sort_unstable_by(|a, b| prefix(&a.0).cmp(&prefix(&b.0)).then_with(|| a.cmp(b)));
+    // tombstones only in a delta: a full dump lists what the partner holds, and its import
+    // replaces everything, so a twin left out has ended
+    let mut tomb_pseudonyms: Vec<[u8; pseudonym::PSEUDONYM_LEN]> =
+        if delta { tombs.iter().map(|t| state[t.row as usize].pseudonym).collect() } else { Vec::new() };
+    tomb_pseudonyms.sort_unstable();
+    let tombstone_lines: Vec<String> = tomb_pseudonyms
+        .iter()
+        .map(|pn| format!("{{\"pseudonym\":\"{}\",\"type\":\"tombstone\"}}", String::from_utf8_lossy(pn)))
+        .collect();
+    // what the partner holds after this dump, grouped by every released field but the pseudonym
+    let mut held_groups: FxMap<&Record, usize> = FxMap::default();
+    let mut dump_groups: FxMap<&Record, usize> = FxMap::default();
+    let mut k_history = usize::MAX;
+    let (mut true_memberships, mut kept_memberships) = (0usize, 0usize);
+    let nq = ctx.columns.len();
+    let mut levels: Vec<(usize, usize)> = vec![(usize::MAX, 0); nq];
+    let mut shown: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for o in &outs {
+        let size = o.size();
+        *held_groups.entry(&o.record).or_default() += size;
+        if !delta || o.changed {
+            *dump_groups.entry(&o.record).or_default() += size;
+        }
+        k_history = k_history.min(size);
+        kept_memberships += o.record.segments.len() * size;
+        for i in o.held.iter().map(|&j| truth_of_state[j as usize]).chain(o.new.iter().map(|n| n.0)) {
+            true_memberships += sets.get(truth.set[i as usize]).len();
+        }
+        for (c, &l) in o.record.levels.iter().enumerate().take(nq) {
+            levels[c] = (levels[c].0.min(usize::from(l)), levels[c].1.max(usize::from(l)));
+        }
+        shown.extend(o.record.segments.iter().map(String::as_str));
+    }
+    for &b in &tomb_batches {
+        k_history = k_history.min(b);
+    }
+    let held: usize = held_groups.values().sum();
+    let k_reached = held_groups.values().min().copied().unwrap_or(0);
+    let k_in_dump = dump_groups.values().min().copied().unwrap_or(0);
+    let discernibility: u64 = held_groups.values().map(|&n| (n as u64) * (n as u64)).sum();
+    let held_list: Vec<(&Record, usize)> = held_groups.iter().map(|(r, n)| (*r, *n)).collect();
+    let ncp_held = release::held_ncp(&ctx, &truth, &held_list)?;
+    drop((held_list, held_groups, dump_groups));
+    let levels_json: BTreeMap<&str, Json> = ctx
+        .columns
+        .iter()
+        .zip(&ctx.hierarchies)
+        .zip(&levels)
+        .map(|((c, h), &(min, max))| {
+            let top = h.top();
+            let (min, max) = if min == usize::MAX { (top, top) } else { (min, max) };
+            (c.as_str(), json!({"min": min, "max": max, "top": top}))
         })
         .collect();
-    drop(class_key);
-    let mut emit: Vec<(usize, [u8; pseudonym::PSEUDONYM_LEN])> = Vec::with_capacity(if delta { 0 } else { n });
-    let mut state_upserts = Vec::new();
-    let mut released_count = 0usize; // twins the partner holds after this export
-    let mut with_segments: FxMap<(u32, u32), usize> = FxMap::default();
-    let mut digits = [0u8; 20];
-    for (i, (&subject, &class)) in eligible.subjects.iter().zip(&class_of).enumerate() {
-        let Some(values) = released.values(i) else { continue };
-        released_count += 1;
-        let content = twin_ctx.content(i, &eligible, values);
-        let class = canon_class.get(class as usize).copied().unwrap_or(NONE);
-        *with_segments.entry((class, twin_ctx.view_of[i])).or_default() += 1;
-        let h = content.hash();
-        let pseudonym = pseudonym::pseudonym_bytes(&keys, decimal(subject, &mut digits));
-        // what is left in `held` afterwards is no longer eligible: tombstones
-        let changed = held.take(subject).map(|old| old != h).unwrap_or(true);
-        if changed {
-            state_upserts.push((subject, String::from_utf8_lossy(&pseudonym).into_owned(), hex(&h)));
-        }
-        if !delta || changed {
-            emit.push((i, pseudonym));
-        }
-    }
-    drop((class_of, canon_class));
-    let k_with_segments = with_segments.values().min().copied().unwrap_or(0);
-    drop(with_segments);
     let twin_lines = emit.len();
-    let tombstoned: Vec<i64> = held.left();
-    let mut tombstones: Vec<(String, i64)> = catalog::select(|c| {
-        let mut v = Vec::new();
-        for row in c.select(
-            "SELECT pseudonym, subject_key FROM mseg.partner_twins \
-             WHERE partner OPERATOR(pg_catalog.=) $1 AND subject_key OPERATOR(pg_catalog.=) ANY ($2)",
-            None,
-            &[p.name.as_str().into(), tombstoned.clone().into()],
-        )? {
-            v.push((row.get::<String>(1)?.unwrap_or_default(), row.get::<i64>(2)?.unwrap_or(0)));
-        }
-        Ok(v)
-    })?;
-    tombstones.sort();
-    let reasons = tombstone_reasons(&tombstoned)?;
-    let erased: Vec<i64> = tombstoned.iter().copied().filter(|s| reasons.get(s).is_some_and(|r| r == "erased")).collect();
-    let mut tombstone_lines = Vec::new();
-    for (pn, s) in &tombstones {
-        let reason = reasons.get(s).cloned().unwrap_or_else(|| "out_of_scope".into());
-        tombstone_lines.push(
-            serde_json::to_string(&json!({"type": "tombstone", "pseudonym": pn, "reason": reason}))
-                .map_err(|e| MsegError::new(Code::General, format!("tombstone serialisation failed: {e}")))?,
-        );
-    }
-    let report = released.out.report();
-    let sequence = p.last_sequence + 1;
-    let mut shown_names: Vec<&String> = twin_ctx.shown.iter().filter_map(|id| twin_ctx.names.get(id)).collect();
-    shown_names.sort();
     let manifest = json!({
         "type": "manifest",
         "format": FORMAT,
@@ -636,75 +842,50 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
         "sequence": sequence,
         "follows": if p.last_sequence == 0 { Json::Null } else { Json::from(p.last_sequence) },
         "mode": if delta { "delta" } else { "full" },
-        "created_at": Spi::get_one::<String>("SELECT pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")?,
+        "refresh": mode == Mode::Refresh,
+        "created_at": now,
         "purposes": p.purposes,
+        "time_granularity": "month",
         "k_required": p.k,
-        "k_reached": report.k_reached,
-        "k_reached_with_segments": k_with_segments,
-        "counts": {"twins": twin_lines, "tombstones": tombstones.len(), "eligible": eligible.len(), "held": released_count},
-        "suppressed": eligible.len() - released_count,
-        "information_loss": {"ncp": (report.ncp * 1e6).round() / 1e6, "discernibility": report.discernibility},
-        "levels": report.levels_used.iter().map(|c| (c.column.clone(), json!({"min": c.min, "max": c.max, "top": c.top}))).collect::<BTreeMap<_, _>>(),
-        "segments": shown_names,
+        "k_reached": k_reached,
+        "k_reached_in_dump": k_in_dump,
+        "k_history": if k_history == usize::MAX { 0 } else { k_history },
+        "counts": {"twins": twin_lines, "tombstones": tombstone_lines.len(), "eligible": eligible,
+                   "releasable": truth.len(), "held": held, "pending": pending, "first_released": first_released,
+                   "cohorts": outs.len(), "regrouped_cohorts": regrouped_cohorts},
+        "ended_by_reason": by_reason,
+        "suppressed": eligible - held,
+        "information_loss": {
+            "ncp": (ncp_held * 1e6).round() / 1e6,
+            "ncp_grouped": if runs.0 == 0 { Json::Null } else { json!((runs.1 / runs.0 as f64 * 1e6).round() / 1e6) },
+            "grouped": runs.0,
+            "discernibility": discernibility,
+        },
+        "segment_memberships": {
+            "true": true_memberships,
+            "kept": kept_memberships,
+            "fraction": if true_memberships == 0 { Json::Null } else { json!((kept_memberships as f64 / true_memberships as f64 * 1e6).round() / 1e6) },
+        },
+        "levels": levels_json,
+        "segments": shown,
         "public_key": b64(keys::signing_key()?.verifying_key().as_bytes()),
         // the signed head of the audit chain: the partner keeps it (mseg.controller_anchors), so
         // a later rewrite of this controller's audit log is detectable (mseg.verify_audit_log(anchor))
         "audit_anchor": crate::audit::anchor()?,
     });
     let manifest_line = serde_json::to_string(&manifest).map_err(|e| MsegError::new(Code::General, e.to_string()))?;
-    // remember what the partner now holds, and the export (its digest is recorded when the trailer is written)
-    catalog::update(|c| {
-        // in batches of arrays: one statement per 10 000 twins, not one per twin
-        for chunk in state_upserts.chunks(10_000) {
-            let subjects: Vec<i64> = chunk.iter().map(|(s, ..)| *s).collect();
-            let pseudonyms: Vec<&str> = chunk.iter().map(|(_, pn, _)| pn.as_str()).collect();
-            let hashes: Vec<&str> = chunk.iter().map(|(.., h)| h.as_str()).collect();
-            c.update(
-                "INSERT INTO mseg.partner_twins (partner, subject_key, pseudonym, content_hash, sequence) \
-                 SELECT $1, u.s, u.pn, u.h, $5 FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.int8[]), pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[])) AS u(s, pn, h) \
-                 ON CONFLICT (partner, subject_key) DO UPDATE SET pseudonym = EXCLUDED.pseudonym, content_hash = EXCLUDED.content_hash, sequence = EXCLUDED.sequence, tombstoned_at = NULL",
-                None,
-                &[p.name.as_str().into(), subjects.into(), pseudonyms.into(), hashes.into(), sequence.into()],
-            )?;
-        }
-        // tombstoned twins stay known (resolve refuses them as not processable) unless the subject
-        // was erased: then the link between pseudonym and subject goes too
-        c.update(
-            "DELETE FROM mseg.partner_twins WHERE partner OPERATOR(pg_catalog.=) $1 AND subject_key OPERATOR(pg_catalog.=) ANY ($2)",
-            None,
-            &[p.name.as_str().into(), erased.clone().into()],
-        )?;
-        c.update(
-            "UPDATE mseg.partner_twins SET tombstoned_at = pg_catalog.now(), sequence = $3 \
-             WHERE partner OPERATOR(pg_catalog.=) $1 AND subject_key OPERATOR(pg_catalog.=) ANY ($2)",
-            None,
-            &[p.name.as_str().into(), tombstoned.clone().into(), sequence.into()],
-        )?;
-        c.update(
-            "UPDATE mseg.partners SET last_sequence = $2 WHERE name OPERATOR(pg_catalog.=) $1",
-            None,
-            &[p.name.as_str().into(), sequence.into()],
-        )?;
-        c.update(
-            "INSERT INTO mseg.partner_exports (partner, sequence, mode, manifest) VALUES ($1, $2, $3, $4)",
-            None,
-            &[p.name.as_str().into(), sequence.into(), (if delta { "delta" } else { "full" }).into(), pgrx::JsonB(manifest.clone()).into()],
-        )?;
-        Ok(())
-    })?;
-    drop(state_upserts);
+    write_state(p, sequence, delta, &ctx, &state, &truth, &outs, &tombs, &erased, &stored, &manifest)?;
     catalog::audit(
         "export",
         &p.name,
-        json!({"sequence": sequence, "mode": if delta {"delta"} else {"full"}, "twins": twin_lines, "tombstones": tombstones.len()}),
+        json!({"sequence": sequence, "mode": mode.name(), "twins": twin_lines, "tombstones": tombstone_lines.len()}),
     )?;
+    let parts = outs.iter().map(|o| o.record.line_parts(&ctx)).collect::<MsegResult<Vec<_>>>()?;
     Ok(ExportStream {
         partner: p.name.clone(),
         sequence,
         manifest: Some(manifest_line),
-        eligible,
-        released,
-        twin_ctx,
+        parts,
         emit: emit.into_iter(),
         tombstones: tombstone_lines.into_iter(),
         hasher: Sha256::new(),
@@ -713,233 +894,134 @@ fn build_export(p: &Partner, delta: bool) -> MsegResult<ExportStream> {
     })
 }
 
-/// Values by subject key, sorted, for look-ups in (nearly) key order: the input comes in the
-/// subject table's physical order, which is its key order when it was filled in key order, so a
-/// cursor answers most look-ups at the next entry (reading the entries front to back instead of a
-/// probe to a random place per subject); a binary search answers the rest. Keys are unique.
-struct ByKey<T> {
-    entries: Vec<(i64, T)>,
-    cursor: usize,
-}
-
-impl<T> ByKey<T> {
-    fn new(mut entries: Vec<(i64, T)>) -> ByKey<T> {
-        entries.sort_unstable_by_key(|e| e.0);
-        ByKey { entries, cursor: 0 }
+/// Remember what the partner holds after this export, and the export itself (its digest is
+/// recorded when the trailer is written).
+#[allow(clippy::too_many_arguments)]
+fn write_state(
+    p: &Partner,
+    sequence: i64,
+    delta: bool,
+    ctx: &Ctx,
+    state: &[StateRow],
+    truth: &Truth,
+    outs: &[Out],
+    tombs: &[Tomb],
+    erased: &[i64],
+    stored: &FxMap<i64, Option<Stored>>,
+    manifest: &Json,
+) -> MsegResult<()> {
+    let name = p.name.as_str();
+    // twins that ended; those released again in this export (under their next generation) are
+    // rewritten by the insert below, once
+    let again: std::collections::HashSet<i64, std::hash::BuildHasherDefault<FxHasher>> =
+        outs.iter().flat_map(|o| o.new.iter().map(|n| truth.subjects[n.0 as usize])).collect();
+    let tombstoned: Vec<i64> = tombs.iter().map(|t| state[t.row as usize].subject).filter(|s| !again.contains(s)).collect();
+    let kept: std::collections::HashSet<i64> = outs.iter().map(|o| o.id).collect();
+    let ended: Vec<i64> = stored.keys().copied().filter(|id| !kept.contains(id)).collect();
+    let mut cohort_rows: Vec<(i64, String, i32)> = Vec::new();
+    for o in outs.iter().filter(|o| o.write) {
+        let s = Stored { columns: ctx.columns.clone(), hierarchies: ctx.specs.clone(), purposes: ctx.purposes.clone(), record: o.record.clone() };
+        let text = serde_json::to_string(&s).map_err(|e| MsegError::new(Code::General, e.to_string()))?;
+        cohort_rows.push((o.id, text, o.size() as i32));
     }
-
-    /// Where `key` is, if it is there.
-    fn position(&mut self, key: i64) -> Option<usize> {
-        let c = self.cursor;
-        let after_previous = c == 0 || self.entries.get(c - 1).is_some_and(|e| e.0 < key);
-        match self.entries.get(c) {
-            Some(e) if e.0 == key => {
-                self.cursor = c + 1;
-                return Some(c);
-            }
-            Some(e) if e.0 > key && after_previous => return None,
-            None if after_previous => return None,
-            _ => {}
+    catalog::update(|c| {
+        // ended twins first (a cohort that ended now may release some of them again below): they
+        // stay known (resolve refuses them as not processable) unless the subject was erased, then
+        // the link between pseudonym and subject goes too
+        c.update(
+            "DELETE FROM mseg.partner_twins WHERE partner OPERATOR(pg_catalog.=) $1 AND subject_key OPERATOR(pg_catalog.=) ANY ($2)",
+            None,
+            &[name.into(), erased.to_vec().into()],
+        )?;
+        for chunk in tombstoned.chunks(10_000) {
+            c.update(
+                "UPDATE mseg.partner_twins SET cohort = NULL, tombstoned_at = pg_catalog.now(), sequence = $3 \
+                 WHERE partner OPERATOR(pg_catalog.=) $1 AND subject_key OPERATOR(pg_catalog.=) ANY ($2)",
+                None,
+                &[name.into(), chunk.to_vec().into(), sequence.into()],
+            )?;
         }
-        match self.entries.binary_search_by_key(&key, |e| e.0) {
-            Ok(p) => {
-                self.cursor = p + 1;
-                Some(p)
-            }
-            Err(p) => {
-                self.cursor = p;
-                None
-            }
-        }
-    }
-}
-
-/// What the partner holds (subject, content hash), and which of it this export found eligible again.
-struct Held {
-    by_key: ByKey<[u8; 32]>,
-    taken: Vec<bool>,
-}
-
-impl Held {
-    fn new(entries: Vec<(i64, [u8; 32])>) -> Held {
-        let taken = vec![false; entries.len()];
-        Held { by_key: ByKey::new(entries), taken }
-    }
-
-    /// The content hash held for `subject`, once (as a map's remove would give it).
-    fn take(&mut self, subject: i64) -> Option<[u8; 32]> {
-        let pos = self.by_key.position(subject)?;
-        if std::mem::replace(&mut self.taken[pos], true) {
-            return None;
-        }
-        Some(self.by_key.entries[pos].1)
-    }
-
-    /// The subjects held that were not taken: no longer eligible.
-    fn left(&self) -> Vec<i64> {
-        self.by_key.entries.iter().zip(&self.taken).filter(|(_, t)| !**t).map(|(e, _)| e.0).collect()
-    }
-}
-
-/// What the partner may see of one subject, shared by the content hash (delta detection) and the
-/// JSON line.
-struct TwinContext {
-    columns: Vec<String>,
-    /// the columns in name order, as a JSON object's keys are written
-    column_order: Vec<usize>,
-    purposes: Vec<String>,
-    names: HashMap<i32, String>,
-    shown: HashSet<i32>,
-    /// per eligible subject: the view of its segment set after the k step (index into `view_names`)
-    view_of: Vec<u32>,
-    /// per view: the names of the shown segments, sorted
-    view_names: Vec<Vec<String>>,
-    basis_names: Vec<String>,
-}
-
-const NONE: u32 = u32::MAX;
-
-/// The anonymiser's output, reached by eligible subject index.
-struct Released {
-    out: kanon::Anonymized,
-    rec_of: Vec<u32>,
-}
-
-impl Released {
-    fn record(&self, i: usize) -> Option<usize> {
-        self.rec_of.get(i).copied().filter(|r| *r != NONE).map(|r| r as usize)
-    }
-    /// The released (generalised) values of eligible subject i; None when suppressed.
-    fn values(&self, i: usize) -> Option<&[String]> {
-        self.out.record(self.record(i)?)
-    }
-    fn class(&self, i: usize) -> Option<usize> {
-        let r = self.record(i)?;
-        self.out.record(r)?;
-        self.out.class_of(r)
-    }
-}
-
-struct TwinContent<'a> {
-    values: &'a [String],
-    segments: &'a [String],
-    /// per allowed purpose: (purpose, basis, expires_at)
-    bases: Vec<(&'a str, &'a str, Option<&'a str>)>,
-    expires: Option<&'a str>,
-}
-
-impl TwinContext {
-    fn content<'a>(&'a self, i: usize, e: &'a Eligible, values: &'a [String]) -> TwinContent<'a> {
-        let segments = self.view_of.get(i).and_then(|v| self.view_names.get(*v as usize)).map(Vec::as_slice).unwrap_or(&[]);
-        let mut bases = Vec::new();
-        let mut expires: Option<&str> = None;
-        let (e_bases, e_expires) = (e.bases(i), e.expires(i));
-        for (n, purpose) in self.purposes.iter().enumerate() {
-            if let Some(Some(b)) = e_bases.get(n).map(|b| b.and_then(|b| self.basis_names.get(usize::from(b)))) {
-                let exp = e_expires.get(n).and_then(|x| x.as_deref());
-                if let Some(x) = exp {
-                    expires = Some(match expires {
-                        Some(cur) if cur <= x => cur,
-                        _ => x,
-                    });
-                }
-                bases.push((purpose.as_str(), b.as_str(), exp));
+        // twins sent now for the first time under their pseudonym, in batches of arrays
+        let mut new_rows: Vec<(i64, i32, String, i64)> = Vec::new();
+        for o in outs {
+            for &(i, g, pn) in &o.new {
+                new_rows.push((truth.subjects[i as usize], g, String::from_utf8_lossy(&pn).into_owned(), o.id));
             }
         }
-        TwinContent { values, segments, bases, expires }
-    }
+        for chunk in new_rows.chunks(10_000) {
+            let subjects: Vec<i64> = chunk.iter().map(|r| r.0).collect();
+            let generations: Vec<i32> = chunk.iter().map(|r| r.1).collect();
+            let pseudonyms: Vec<&str> = chunk.iter().map(|r| r.2.as_str()).collect();
+            let cohorts: Vec<i64> = chunk.iter().map(|r| r.3).collect();
+            c.update(
+                "INSERT INTO mseg.partner_twins (partner, subject_key, generation, pseudonym, cohort, sequence) \
+                 SELECT $1, u.s, u.g, u.pn, u.c, $6 FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.int8[]), pg_catalog.unnest($3::pg_catalog.int4[]), \
+                   pg_catalog.unnest($4::pg_catalog.text[]), pg_catalog.unnest($5::pg_catalog.int8[])) AS u(s, g, pn, c) \
+                 ON CONFLICT (partner, subject_key) DO UPDATE SET generation = EXCLUDED.generation, pseudonym = EXCLUDED.pseudonym, \
+                   cohort = EXCLUDED.cohort, sequence = EXCLUDED.sequence, tombstoned_at = NULL",
+                None,
+                &[name.into(), subjects.into(), generations.into(), pseudonyms.into(), cohorts.into(), sequence.into()],
+            )?;
+        }
+        // held twins whose cohort was split off from the one they were in
+        let moved: Vec<(i64, i64)> =
+            outs.iter().filter(|o| o.moved).flat_map(|o| o.held.iter().map(move |&j| (state[j as usize].subject, o.id))).collect();
+        for chunk in moved.chunks(10_000) {
+            let subjects: Vec<i64> = chunk.iter().map(|r| r.0).collect();
+            let cohorts: Vec<i64> = chunk.iter().map(|r| r.1).collect();
+            c.update(
+                "UPDATE mseg.partner_twins t SET cohort = u.c, sequence = $4 \
+                 FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.int8[]), pg_catalog.unnest($3::pg_catalog.int8[])) AS u(s, c) \
+                 WHERE t.partner OPERATOR(pg_catalog.=) $1 AND t.subject_key OPERATOR(pg_catalog.=) u.s",
+                None,
+                &[name.into(), subjects.into(), cohorts.into(), sequence.into()],
+            )?;
+        }
+        c.update(
+            "DELETE FROM mseg.partner_cohorts WHERE partner OPERATOR(pg_catalog.=) $1 AND cohort OPERATOR(pg_catalog.=) ANY ($2)",
+            None,
+            &[name.into(), ended.into()],
+        )?;
+        for chunk in cohort_rows.chunks(10_000) {
+            let ids: Vec<i64> = chunk.iter().map(|r| r.0).collect();
+            let records: Vec<&str> = chunk.iter().map(|r| r.1.as_str()).collect();
+            let sizes: Vec<i32> = chunk.iter().map(|r| r.2).collect();
+            c.update(
+                "INSERT INTO mseg.partner_cohorts AS pc (partner, cohort, record, members, created_sequence, changed_sequence) \
+                 SELECT $1, u.id, u.r::pg_catalog.jsonb, u.n, $5, $5 FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.int8[]), \
+                   pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.int4[])) AS u(id, r, n) \
+                 ON CONFLICT (partner, cohort) DO UPDATE SET members = EXCLUDED.members, record = EXCLUDED.record, \
+                   changed_sequence = CASE WHEN pc.record OPERATOR(pg_catalog.=) EXCLUDED.record THEN pc.changed_sequence ELSE EXCLUDED.changed_sequence END",
+                None,
+                &[name.into(), ids.into(), records.into(), sizes.into(), sequence.into()],
+            )?;
+        }
+        c.update(
+            "UPDATE mseg.partners SET last_sequence = $2 WHERE name OPERATOR(pg_catalog.=) $1",
+            None,
+            &[name.into(), sequence.into()],
+        )?;
+        c.update(
+            "INSERT INTO mseg.partner_exports (partner, sequence, mode, manifest) VALUES ($1, $2, $3, $4)",
+            None,
+            &[name.into(), sequence.into(), (if delta { "delta" } else { "full" }).into(), pgrx::JsonB(manifest.clone()).into()],
+        )?;
+        Ok(())
+    })
 }
 
-/// A twin's quasi values as a JSON object, keys in name order (what a BTreeMap of them writes)
-/// without building a map per line.
-struct QuasiObject<'a> {
-    columns: &'a [String],
-    order: &'a [usize],
-    values: &'a [String],
-}
-
-impl serde::Serialize for QuasiObject<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // as `columns.iter().zip(values)` would: only columns that have a value
-        s.collect_map(self.order.iter().filter_map(|&c| Some((self.columns.get(c)?.as_str(), self.values.get(c)?.as_str()))))
-    }
-}
-
-impl TwinContent<'_> {
-    /// SHA-256 over every field, length-prefixed: equal iff the twin's line would be equal.
-    fn hash(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
-        let mut field = |s: &str| {
-            h.update((s.len() as u64).to_le_bytes());
-            h.update(s.as_bytes());
-        };
-        for v in self.values {
-            field(v);
-        }
-        field("|");
-        for s in self.segments {
-            field(s);
-        }
-        field("|");
-        for (p, b, x) in &self.bases {
-            field(p);
-            field(b);
-            field(x.unwrap_or("\u{0}"));
-        }
-        field(self.expires.unwrap_or("\u{0}"));
-        h.finalize().into()
-    }
-
-    fn line(&self, ctx: &TwinContext, pseudonym: &str) -> MsegResult<String> {
-        // fields in alphabetical order, as serde_json writes a map's keys: the bytes of a line
-        // are a function of its content
-        #[derive(serde::Serialize)]
-        struct Basis<'a> {
-            basis: &'a str,
-            expires_at: Option<&'a str>,
-        }
-        #[derive(serde::Serialize)]
-        struct Policy<'a> {
-            expires_at: Option<&'a str>,
-            purposes: Vec<&'a str>,
-        }
-        #[derive(serde::Serialize)]
-        struct Twin<'a> {
-            legal_basis: BTreeMap<&'a str, Basis<'a>>,
-            policy: Policy<'a>,
-            pseudonym: &'a str,
-            quasi: QuasiObject<'a>,
-            segments: &'a [String],
-            #[serde(rename = "type")]
-            kind: &'a str,
-        }
-        let twin = Twin {
-            legal_basis: self.bases.iter().map(|(p, b, x)| (*p, Basis { basis: b, expires_at: *x })).collect(),
-            policy: Policy { expires_at: self.expires, purposes: self.bases.iter().map(|(p, ..)| *p).collect() },
-            pseudonym,
-            quasi: QuasiObject { columns: &ctx.columns, order: &ctx.column_order, values: self.values },
-            segments: self.segments,
-            kind: "twin",
-        };
-        // one buffer of the usual size of a line, not a string grown step by step
-        let mut out = Vec::with_capacity(384);
-        serde_json::to_writer(&mut out, &twin).map_err(|e| MsegError::new(Code::General, format!("twin serialisation failed: {e}")))?;
-        String::from_utf8(out).map_err(|e| MsegError::new(Code::General, format!("twin serialisation failed: {e}")))
-    }
-}
-
-/// The dump as it streams out: manifest, twins (each line written only now), tombstones, then the
-/// trailer with the digest of everything before it and its signature; the digest is recorded in
-/// mseg.partner_exports when the trailer is written. Memory: the eligible subjects and their
-/// released values (the anonymiser's input and output), never the dump's lines.
+/// The dump as it streams out: manifest, twins (each line written only now, from its cohort's
+/// line parts and its pseudonym), tombstones, then the trailer with the digest of everything
+/// before it and its signature; the digest is recorded in mseg.partner_exports when the trailer is
+/// written. Memory: the releasable subjects, the cohorts and the pseudonyms to send, never the
+/// dump's lines.
 struct ExportStream {
     partner: String,
     sequence: i64,
     manifest: Option<String>,
-    eligible: Eligible,
-    released: Released,
-    twin_ctx: TwinContext,
-    emit: std::vec::IntoIter<(usize, [u8; pseudonym::PSEUDONYM_LEN])>,
+    /// per cohort: the twin line before and after the pseudonym
+    parts: Vec<(String, String)>,
+    emit: std::vec::IntoIter<([u8; pseudonym::PSEUDONYM_LEN], u32)>,
     tombstones: std::vec::IntoIter<String>,
     hasher: Sha256,
     lines: usize,
@@ -951,11 +1033,16 @@ impl ExportStream {
         if let Some(m) = self.manifest.take() {
             return Ok(Some(m));
         }
-        if let Some((i, pseudonym)) = self.emit.next() {
-            let values = self.released.values(i).unwrap_or(&[]);
+        if let Some((pseudonym, cohort)) = self.emit.next() {
+            let (prefix, suffix) =
+                self.parts.get(cohort as usize).ok_or_else(|| MsegError::new(Code::General, "twin without a cohort"))?;
             let pseudonym =
                 std::str::from_utf8(&pseudonym).map_err(|e| MsegError::new(Code::General, format!("pseudonym is not text: {e}")))?;
-            return self.twin_ctx.content(i, &self.eligible, values).line(&self.twin_ctx, pseudonym).map(Some);
+            let mut line = String::with_capacity(prefix.len() + pseudonym.len() + suffix.len());
+            line.push_str(prefix);
+            line.push_str(pseudonym);
+            line.push_str(suffix);
+            return Ok(Some(line));
         }
         Ok(self.tombstones.next())
     }
@@ -1000,50 +1087,6 @@ impl Iterator for ExportStream {
     }
 }
 
-/// Make the segment sets of one equivalence class (`members`, at least k of them) k-anonymous:
-/// the members of every set held by fewer than k take the intersection of those sets, joined,
-/// while still fewer than k, by the largest group (which takes the intersection too).
-/// `set_of[m]` is member m's set, an index into `sets` (equal sets have equal indexes).
-fn k_anonymous_sets(members: &[u32], set_of: &mut [u32], sets: &mut Sets, k: usize) {
-    // (set, members holding it): few per class
-    let mut groups: Vec<(u32, usize)> = Vec::new();
-    for &m in members {
-        let s = set_of[m as usize];
-        match groups.iter_mut().find(|g| g.0 == s) {
-            Some(g) => g.1 += 1,
-            None => groups.push((s, 1)),
-        }
-    }
-    // in the order of the sets themselves (ties of the largest group go to the last one)
-    groups.sort_by(|a, b| sets.get(a.0).cmp(sets.get(b.0)));
-    let (small, big): (Vec<_>, Vec<_>) = groups.into_iter().partition(|g| g.1 < k);
-    if small.is_empty() {
-        return;
-    }
-    let mut common: Vec<i32> = sets.get(small[0].0).to_vec();
-    let mut moved_sets: Vec<u32> = Vec::new();
-    let mut moved = 0usize;
-    for &(s, count) in &small {
-        let set = sets.get(s);
-        common.retain(|id| set.contains(id));
-        moved_sets.push(s);
-        moved += count;
-    }
-    if moved < k {
-        if let Some(&(s, _)) = big.iter().max_by_key(|g| g.1) {
-            let set = sets.get(s);
-            common.retain(|id| set.contains(id));
-            moved_sets.push(s);
-        }
-    }
-    let common = sets.intern(&common);
-    for &m in members {
-        if moved_sets.contains(&set_of[m as usize]) {
-            set_of[m as usize] = common;
-        }
-    }
-}
-
 /// Why subjects left a partner's scope: erased, restricted, objected, withdrawn or out_of_scope.
 fn tombstone_reasons(subjects: &[i64]) -> MsegResult<HashMap<i64, String>> {
     if subjects.is_empty() {
@@ -1059,7 +1102,8 @@ fn tombstone_reasons(subjects: &[i64]) -> MsegResult<HashMap<i64, String>> {
                             ELSE 'out_of_scope' END \
              FROM pg_catalog.unnest($1::pg_catalog.int8[]) k \
              LEFT JOIN mseg.subject_state ss ON ss.subject_key OPERATOR(pg_catalog.=) k \
-             LEFT JOIN mseg.erasures e ON e.subject_ref OPERATOR(pg_catalog.=) mseg._subject_ref(k::pg_catalog.text)",
+             LEFT JOIN mseg.erasures e ON e.subject_id OPERATOR(pg_catalog.=) k \
+                  OR e.subject_ref OPERATOR(pg_catalog.=) mseg._subject_ref(k::pg_catalog.text)",
             None,
             &[subjects.to_vec().into()],
         )? {
@@ -1069,22 +1113,45 @@ fn tombstone_reasons(subjects: &[i64]) -> MsegResult<HashMap<i64, String>> {
     })
 }
 
-/// The Variant Twin dump for a partner as JSON lines (mode 'full' or 'delta'), e.g.
+/// How an export is made.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// every twin the partner holds after this export (no tombstones: the import replaces)
+    Full,
+    /// the twins that are new or changed, and tombstones for those that ended
+    Delta,
+    /// a full dump in which every twin is grouped afresh under a new pseudonym: precision lost to
+    /// regrouping is restored, and nothing links the new twins to the earlier ones
+    Refresh,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Delta => "delta",
+            Mode::Refresh => "refresh",
+        }
+    }
+}
+
+/// The Variant Twin dump for a partner as JSON lines (mode 'full', 'delta' or 'refresh'), e.g.
 /// `COPY (SELECT mseg.export_variant_twins('trustco')) TO '/tmp/x.jsonl' WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02')`.
 #[pg_extern(volatile, parallel_unsafe)]
 fn export_variant_twins(partner_name: Option<&str>, mode: default!(&str, "'full'")) -> SetOfIterator<'static, String> {
     let lines = boundary(|| {
         let name = partner_name.ok_or_else(|| MsegError::null_argument("partner"))?;
-        let delta = match mode {
-            "full" => false,
-            "delta" => true,
+        let mode = match mode {
+            "full" => Mode::Full,
+            "delta" => Mode::Delta,
+            "refresh" => Mode::Refresh,
             other => {
                 return Err(MsegError::new(Code::InvalidArgument, format!("unknown export mode \"{other}\""))
-                    .hint("mode is full (every twin) or delta (changes and tombstones since the last export)."))
+                    .hint("mode is full (every twin), delta (changes and tombstones since the last export) or refresh (every twin grouped afresh under a new pseudonym)."))
             }
         };
         let p = partner(name)?;
-        build_export(&p, delta)
+        build_export(&p, mode)
     });
     SetOfIterator::new(lines)
 }
@@ -1138,3 +1205,45 @@ fn resolve(
     });
     TableIterator::new(rows)
 }
+
+/// Values by subject key, sorted, for look-ups in (nearly) key order: the input comes in the
+/// subject table's physical order, which is its key order when it was filled in key order, so a
+/// cursor answers most look-ups at the next entry (reading the entries front to back instead of a
+/// probe to a random place per subject); a binary search answers the rest. Keys are unique.
+struct ByKey<T> {
+    entries: Vec<(i64, T)>,
+    cursor: usize,
+}
+
+impl<T> ByKey<T> {
+    fn new(mut entries: Vec<(i64, T)>) -> ByKey<T> {
+        entries.sort_unstable_by_key(|e| e.0);
+        ByKey { entries, cursor: 0 }
+    }
+
+    /// Where `key` is, if it is there.
+    fn position(&mut self, key: i64) -> Option<usize> {
+        let c = self.cursor;
+        let after_previous = c == 0 || self.entries.get(c - 1).is_some_and(|e| e.0 < key);
+        match self.entries.get(c) {
+            Some(e) if e.0 == key => {
+                self.cursor = c + 1;
+                return Some(c);
+            }
+            Some(e) if e.0 > key && after_previous => return None,
+            None if after_previous => return None,
+            _ => {}
+        }
+        match self.entries.binary_search_by_key(&key, |e| e.0) {
+            Ok(p) => {
+                self.cursor = p + 1;
+                Some(p)
+            }
+            Err(p) => {
+                self.cursor = p;
+                None
+            }
+        }
+    }
+}
+

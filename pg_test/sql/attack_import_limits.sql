@@ -48,7 +48,7 @@ SELECT * FROM atk_check();
 SELECT atk_admin.stage(ARRAY[json_build_object('type', 'manifest', 'format', repeat('f', 1000000))::text, '{"type":"trailer"}']);
 SELECT * FROM atk($$SELECT mseg.import_variant_twins_from('atk_admin.staging')$$);
 -- L3 (invented): the same with the controller's name (checked before the signature).
-SELECT atk_admin.stage(ARRAY[json_build_object('type', 'manifest', 'format', 'mseg-vt/1', 'controller', repeat('c', 1000000))::text, '{"type":"trailer"}']);
+SELECT atk_admin.stage(ARRAY[json_build_object('type', 'manifest', 'format', 'mseg-vt/2', 'controller', repeat('c', 1000000))::text, '{"type":"trailer"}']);
 SELECT * FROM atk($$SELECT mseg.import_variant_twins_from('atk_admin.staging')$$);
 -- L4 (invented): a manifest nested 100,000 levels deep.
 SELECT atk_admin.stage(ARRAY[repeat('[', 100000) || repeat(']', 100000), '{"type":"trailer"}']);
@@ -58,7 +58,7 @@ SELECT * FROM atk($$SELECT mseg.import_variant_twins_from('atk_admin.staging')$$
 \c - postgres
 SELECT * FROM atk($$SET mseg.import_max_dump_size = '1MB'$$);
 SET ROLE atk_admin;
-SELECT atk_admin.stage(ARRAY['{"type":"manifest","format":"mseg-vt/1","controller":"acme-retail"}']
+SELECT atk_admin.stage(ARRAY['{"type":"manifest","format":"mseg-vt/2","controller":"acme-retail"}']
     || array_fill('{"type":"twin","pseudonym":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}'::text, ARRAY[200000])
     || ARRAY['{"type":"trailer"}']);
 SELECT * FROM atk($$SELECT mseg.import_variant_twins_from('atk_admin.staging')$$);
