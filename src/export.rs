@@ -1160,14 +1160,17 @@ fn export_variant_twins(partner_name: Option<&str>, mode: default!(&str, "'full'
 // Resolve: the last mile
 // ---------------------------------------------------------------------------------------------
 
-/// For an offer to a partner's segment: the subject keys behind pseudonyms, only for subjects
-/// processable for `purpose` now. Unknown pseudonyms are reported, not errors. Audited.
+/// For an offer to a partner's segment: the subjects behind pseudonyms, only for subjects
+/// processable for `purpose` now: their id (`subject_key`, the key itself for integer keys) and
+/// their key as text (`key`: the uuid or text key of such tables). Unknown pseudonyms are
+/// reported, not errors. Audited.
 #[pg_extern(volatile, parallel_unsafe)]
 fn resolve(
     partner_name: Option<&str>,
     pseudonyms: Option<Vec<Option<String>>>,
     purpose: Option<&str>,
-) -> TableIterator<'static, (name!(pseudonym, Option<String>), name!(subject_key, Option<i64>), name!(status, String))> {
+) -> TableIterator<'static, (name!(pseudonym, Option<String>), name!(subject_key, Option<i64>), name!(status, String), name!(key, Option<String>))>
+{
     let rows = boundary(|| {
         let name = partner_name.ok_or_else(|| MsegError::null_argument("partner"))?;
         let pseudonyms = pseudonyms.ok_or_else(|| MsegError::null_argument("pseudonyms"))?;
@@ -1181,16 +1184,18 @@ fn resolve(
             let mut out = Vec::new();
             for row in c.select(
                 "SELECT x.pn, t.subject_key, CASE WHEN t.subject_key IS NULL THEN 'unknown' \
-                        WHEN t.tombstoned_at IS NULL AND mseg.is_processable(t.subject_key, $3) THEN 'ok' ELSE 'not_processable' END \
+                        WHEN t.tombstoned_at IS NOT NULL OR k.key IS NULL OR NOT mseg._subject_exists(k.key) THEN 'not_processable' \
+                        WHEN mseg.is_processable(k.key, $3) THEN 'ok' ELSE 'not_processable' END, k.key \
                  FROM pg_catalog.unnest($2::pg_catalog.text[]) WITH ORDINALITY x(pn, n) \
                  LEFT JOIN mseg.partner_twins t ON t.partner OPERATOR(pg_catalog.=) $1 AND t.pseudonym OPERATOR(pg_catalog.=) x.pn \
+                 LEFT JOIN LATERAL (SELECT mseg.subject_key(t.subject_key) AS key) k ON true \
                  ORDER BY x.n",
                 None,
                 &[name.into(), pseudonyms.clone().into(), purpose.into()],
             )? {
                 let status = row.get::<String>(3)?.unwrap_or_default();
-                let key = if status == "ok" { row.get::<i64>(2)? } else { None };
-                out.push((row.get::<String>(1)?, key, status));
+                let (id, key) = if status == "ok" { (row.get::<i64>(2)?, row.get::<String>(4)?) } else { (None, None) };
+                out.push((row.get::<String>(1)?, id, status, key));
             }
             Ok(out)
         })?;

@@ -61,6 +61,21 @@ RESET mseg.bulk_statement_subjects;
 SELECT mseg.withdraw_consent(u(2), 'dm') > 0 AS withdrawn;
 SELECT mseg.refresh_segments() >= 0 AS refreshed;
 SELECT diffs();
+-- a Variant Twin export: twins are keyed by subject id (pseudonyms of ids, never a key); resolve
+-- gives the id back and mseg.subject_key the uuid; an erasure ends the subject's cohort
+ALTER DATABASE mseg_keys SET mseg.controller_id = 'acme';
+\c mseg_keys
+SET client_min_messages = warning;
+SELECT mseg.classify('customers', 'city', 'quasi');
+SELECT mseg.classify('customers', 'loyalty', 'quasi', hierarchy => 'integer:10,50');
+SELECT mseg.add_partner('trustco', '{dm}', k => 5);
+CREATE TABLE d1 AS SELECT n, l::jsonb AS j FROM mseg.export_variant_twins('trustco') WITH ORDINALITY x(l, n);
+SELECT count(*) FILTER (WHERE j->>'type' = 'twin') AS twins, (SELECT count(*) FROM customers) AS customers,
+       max((j->>'k_reached')::int) FILTER (WHERE n = 1) >= 5 AS k_reached
+FROM d1;
+SELECT count(*) AS lines_naming_a_key FROM d1 JOIN customers c ON strpos(d1.j::text, c.id::text) > 0;
+SELECT r.status, r.key::uuid IN (SELECT id FROM customers) AS key_of_a_customer, mseg.subject_key(r.subject_key) = r.key AS id_maps_to_key
+FROM mseg.resolve('trustco', ARRAY[(SELECT j->>'pseudonym' FROM d1 WHERE j->>'type' = 'twin' ORDER BY n LIMIT 1)], 'dm') r;
 -- rights: the report by key, erasure removes the key's mapping (the id stays, meaning nobody)
 SELECT r->>'subject' = u(6)::text AS report_names_key, jsonb_typeof(r->'data') AS data,
        r->'purposes'->0->>'purpose' AS purpose FROM mseg.subject_report(u(6)) r;
@@ -68,6 +83,12 @@ SELECT (mseg.forget(u(10))->>'rows')::int AS erased_rows;
 SELECT count(*) AS mapping_left FROM mseg.subject_ids WHERE subject_key = u(10)::text;
 SELECT * FROM try($$SELECT mseg.is_processable(u(10), 'dm')$$);
 SELECT * FROM try($$SELECT mseg.grant_consent(u(10), 'dm')$$);
+-- the erased subject's cohort ends in the next delta (tombstones, no reasons)
+CREATE TABLE d2 AS SELECT n, l::jsonb AS j FROM mseg.export_variant_twins('trustco', mode => 'delta') WITH ORDINALITY x(l, n);
+SELECT count(*) FILTER (WHERE j->>'type' = 'tombstone') >= 5 AS cohort_ended,
+       bool_and(j ?| ARRAY['reason', 'subject']) FILTER (WHERE j->>'type' = 'tombstone') IS NOT TRUE AS no_reasons,
+       (SELECT (j->'ended_by_reason'->>'erased')::int FROM d2 WHERE n = 1) AS erased
+FROM d2;
 SELECT ok FROM mseg.verify_audit_log();
 SELECT diffs();
 
