@@ -11,6 +11,7 @@ use pgrx::prelude::*;
 
 pub mod bulk_predicates;
 pub mod catalog;
+pub mod compat;
 pub mod consent;
 pub mod error;
 pub mod export;

@@ -596,7 +596,7 @@ unsafe fn attr(desc: pg_sys::TupleDesc, attnum: i16) -> Option<&'static pg_sys::
     if attnum < 1 || i32::from(attnum) > (*desc).natts {
         return None;
     }
-    Some(&*(*desc).attrs.as_ptr().add((attnum - 1) as usize))
+    Some(&*crate::compat::tuple_desc_attr(desc, (attnum - 1) as usize))
 }
 
 /// Every key of one transition table, sorted and distinct; None if the key cannot be read.
@@ -1018,6 +1018,9 @@ struct Walk {
     foreign_functions: Vec<String>,
     forbidden: Vec<String>,
     time_dependent: bool,
+    /// the query whose range table is being walked (PostgreSQL 16+ keeps a relation's selected
+    /// columns in its query's `rteperminfos`, not in the range table entry)
+    query: Option<std::ptr::NonNull<pg_sys::Query>>,
 }
 
 const TIME_FUNCTIONS: &[&str] = &["now", "statement_timestamp", "transaction_timestamp", "age", "timeofday", "clock_timestamp"];
@@ -1035,6 +1038,25 @@ unsafe fn check_function(w: &mut Walk, funcid: pg_sys::Oid) {
     }
 }
 
+/// The attribute numbers a relation's range table entry reads (0: the whole row; so counts an
+/// entry without permission info, which parse analysis never leaves).
+unsafe fn selected_columns(w: &Walk, rte: *mut pg_sys::RangeTblEntry) -> Vec<i32> {
+    let query = w.query.map_or(std::ptr::null_mut(), |q| q.as_ptr());
+    let Some(selected) = crate::compat::rte_selected_cols(query, rte) else {
+        return vec![0];
+    };
+    let mut cols = Vec::new();
+    let mut m = -1;
+    loop {
+        m = pg_sys::bms_next_member(selected, m);
+        if m < 0 {
+            break;
+        }
+        cols.push(m + pg_sys::FirstLowInvalidHeapAttributeNumber);
+    }
+    cols
+}
+
 #[pg_guard]
 unsafe extern "C-unwind" fn walk_node(node: *mut pg_sys::Node, ctx: *mut c_void) -> bool {
     if node.is_null() {
@@ -1043,20 +1065,15 @@ unsafe extern "C-unwind" fn walk_node(node: *mut pg_sys::Node, ctx: *mut c_void)
     let w = &mut *(ctx as *mut Walk);
     match (*node).type_ {
         pg_sys::NodeTag::T_Query => {
-            return pg_sys::query_tree_walker(node.cast(), Some(walk_node), ctx, pg_sys::QTW_EXAMINE_RTES_BEFORE as i32);
+            let outer = w.query.replace(std::ptr::NonNull::new_unchecked(node.cast()));
+            let found = pg_sys::query_tree_walker(node.cast(), Some(walk_node), ctx, pg_sys::QTW_EXAMINE_RTES_BEFORE as i32);
+            (*(ctx as *mut Walk)).query = outer;
+            return found;
         }
         pg_sys::NodeTag::T_RangeTblEntry => {
             let rte = node as *mut pg_sys::RangeTblEntry;
             if (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION {
-                let mut cols = Vec::new();
-                let mut m = -1;
-                loop {
-                    m = pg_sys::bms_next_member((*rte).selectedCols, m);
-                    if m < 0 {
-                        break;
-                    }
-                    cols.push(m + pg_sys::FirstLowInvalidHeapAttributeNumber);
-                }
+                let cols = selected_columns(w, rte);
                 w.relations.push(((*rte).relid, cols));
             }
             return false;
