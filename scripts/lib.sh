@@ -28,7 +28,8 @@ MSEG_PG="${MSEG_PG:-15}"
 PG_BIN="${PG_BIN:-$(mseg_pg_bindir "$MSEG_PG")}"
 PG_CONFIG="$PG_BIN/pg_config"
 # cargo builds for different PostgreSQL versions keep apart (a feature switch rebuilds pgrx)
-if [ "$MSEG_PG" != 15 ]; then export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$MSEG_ROOT/target/pg$MSEG_PG}"; fi
+mseg_target_dir() { if [ "$1" = 15 ]; then echo "$MSEG_ROOT/target"; else echo "$MSEG_ROOT/target/pg$1"; fi; }
+if [ "$MSEG_PG" != 15 ]; then export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(mseg_target_dir "$MSEG_PG")}"; fi
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 note() { printf '   %s\n' "$*"; }
