@@ -30,7 +30,7 @@ check "package name" "$(dpkg-deb -f "$deb" Package)" "$name"
 check "version" "$(dpkg-deb -f "$deb" Version)" "$version"
 check "architecture" "$(dpkg-deb -f "$deb" Architecture)" "amd64"
 depends=$(dpkg-deb -f "$deb" Depends)
-case "$depends" in "postgresql-$v, libc6 (>= "*) note "ok   Depends: $depends" ;; *) echo "FAIL Depends: $depends"; fails=$((fails + 1)) ;; esac
+case "$depends" in "postgresql-$v, "*"libc6 (>= "*) note "ok   Depends: $depends" ;; *) echo "FAIL Depends: $depends"; fails=$((fails + 1)) ;; esac
 files=$(dpkg-deb -c "$deb" | awk '{print $6}' | grep -v '/$' | sed 's|^\./|/|' | sort)
 expected=$(printf '%s\n' "/usr/lib/postgresql/$v/lib/pg_mseg.so" "/usr/share/postgresql/$v/extension/pg_mseg.control" \
     "/usr/share/postgresql/$v/extension/pg_mseg--$version.sql" "/usr/share/doc/$name/README.md" "/usr/share/doc/$name/copyright" \
@@ -79,7 +79,8 @@ check "the packaged library is in place" "$(cmp -s "$libdir/pg_mseg.so" <(dpkg-d
 
 say "$name: CREATE EXTENSION and a smoke test"
 mseg_cluster_start
-check "extension version" "$(mseg_psql postgres -Atc "SET client_min_messages = warning; CREATE EXTENSION pg_mseg; SELECT extversion FROM pg_extension WHERE extname = 'pg_mseg'")" "$version"
+trap restore EXIT   # (mseg_cluster_start set its own)
+check "extension version" "$(mseg_psql postgres -qAt -c "SET client_min_messages = warning" -c "CREATE EXTENSION pg_mseg" -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_mseg'")" "$version"
 mseg_psql postgres -q >/dev/null <<'SQL'
 SET client_min_messages = warning;
 CREATE TABLE customers (id bigint PRIMARY KEY, email text, born date, zip text, sport text);

@@ -9,6 +9,7 @@
 -- row security, replica identity, options, partitioning and inheritance; sequences' parameters;
 -- types' attributes, labels and domain constraints; event triggers; objects in schema mseg that
 -- are not members; default privileges in schema mseg. Roles are cluster-wide: roles.sql.
+\set QUIET on
 \pset footer off
 \pset tuples_only on
 \pset format unaligned
@@ -21,7 +22,7 @@ WITH ext AS (
     FROM pg_depend d, ext, LATERAL pg_identify_object(d.classid, d.objid, 0) o
     WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid AND d.deptype = 'e'
 ), rel AS (
-    SELECT m.identity, c.*
+    SELECT m.type AS objtype, m.identity, c.*
     FROM member m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid
 ), facts(line) AS (
     -- the extension itself
@@ -59,7 +60,7 @@ WITH ext AS (
     -- relations
     UNION ALL
     SELECT format('member %s %s: owner %s, privileges %s, persistence %s, row security %s, forced %s, replica identity %s, options %s, partition key %s',
-                  r.relkind, r.identity, r.relowner::regrole, coalesce(r.relacl::text, '(default)'), r.relpersistence,
+                  r.objtype, r.identity, r.relowner::regrole, coalesce(r.relacl::text, '(default)'), r.relpersistence,
                   r.relrowsecurity, r.relforcerowsecurity, r.relreplident, coalesce(r.reloptions::text, '(none)'),
                   coalesce(pg_get_partkeydef(r.oid), '(none)'))
     FROM rel r
@@ -67,22 +68,22 @@ WITH ext AS (
     SELECT format(E'member view %s: definition\n    %s', r.identity, replace(pg_get_viewdef(r.oid, true), E'\n', E'\n    '))
     FROM rel r WHERE r.relkind IN ('v', 'm')
     UNION ALL
-    SELECT format('member %s %s: inherits from %s (position %s)', r.relkind, r.identity, i.inhparent::regclass, i.inhseqno)
+    SELECT format('member %s %s: inherits from %s (position %s)', r.objtype, r.identity, i.inhparent::regclass, i.inhseqno)
     FROM rel r JOIN pg_inherits i ON i.inhrelid = r.oid
     UNION ALL
-    SELECT format('member %s %s: partition bound %s', r.relkind, r.identity, pg_get_expr(r.relpartbound, r.oid))
+    SELECT format('member %s %s: partition bound %s', r.objtype, r.identity, pg_get_expr(r.relpartbound, r.oid))
     FROM rel r WHERE r.relispartition
     UNION ALL
-    SELECT format('member %s %s: columns in order %s', r.relkind, r.identity,
+    SELECT format('member %s %s: columns in order %s', r.objtype, r.identity,
                   (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a
                    WHERE a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped))
     FROM rel r WHERE r.relkind IN ('r', 'p', 'v', 'm', 'f', 'c')
     UNION ALL
     SELECT format('member %s %s: column %s %s%s%s%s%s%s, privileges %s%s',
-                  r.relkind, r.identity, quote_ident(a.attname), format_type(a.atttypid, a.atttypmod),
+                  r.objtype, r.identity, quote_ident(a.attname), format_type(a.atttypid, a.atttypmod),
                   CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END,
-                  CASE WHEN a.attidentity <> '' THEN ' identity ' || a.attidentity ELSE '' END,
-                  CASE WHEN a.attgenerated <> '' THEN ' generated ' || a.attgenerated ELSE '' END,
+                  CASE WHEN a.attidentity <> '' THEN ' identity ' || a.attidentity::text ELSE '' END,
+                  CASE WHEN a.attgenerated <> '' THEN ' generated ' || a.attgenerated::text ELSE '' END,
                   coalesce(' DEFAULT ' || pg_get_expr(ad.adbin, ad.adrelid), ''),
                   CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation THEN ' COLLATE ' || a.attcollation::regcollation::text ELSE '' END,
                   coalesce(a.attacl::text, '(default)'),
@@ -91,25 +92,25 @@ WITH ext AS (
     JOIN pg_type t ON t.oid = a.atttypid
     LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
     UNION ALL
-    SELECT format('member %s %s: constraint %s %s%s', r.relkind, r.identity, quote_ident(co.conname), pg_get_constraintdef(co.oid),
+    SELECT format('member %s %s: constraint %s %s%s', r.objtype, r.identity, quote_ident(co.conname), pg_get_constraintdef(co.oid),
                   CASE WHEN co.condeferrable THEN ' deferrable' || CASE WHEN co.condeferred THEN ' initially deferred' ELSE '' END ELSE '' END)
     FROM rel r JOIN pg_constraint co ON co.conrelid = r.oid
     UNION ALL
-    SELECT format('member %s %s: index %s', r.relkind, r.identity, pg_get_indexdef(x.indexrelid))
+    SELECT format('member %s %s: index %s', r.objtype, r.identity, pg_get_indexdef(x.indexrelid))
            || CASE WHEN x.indisclustered THEN ' (clustered)' ELSE '' END
            || CASE WHEN x.indisreplident THEN ' (replica identity)' ELSE '' END
     FROM rel r JOIN pg_index x ON x.indrelid = r.oid
     UNION ALL
-    SELECT format('member %s %s: trigger %s enabled %s', r.relkind, r.identity, pg_get_triggerdef(tg.oid), tg.tgenabled)
+    SELECT format('member %s %s: trigger %s enabled %s', r.objtype, r.identity, pg_get_triggerdef(tg.oid), tg.tgenabled)
     FROM rel r JOIN pg_trigger tg ON tg.tgrelid = r.oid AND NOT tg.tgisinternal
     UNION ALL
-    SELECT format('member %s %s: policy %s %s for %s to %s using %s with check %s', r.relkind, r.identity, quote_ident(po.polname),
+    SELECT format('member %s %s: policy %s %s for %s to %s using %s with check %s', r.objtype, r.identity, quote_ident(po.polname),
                   CASE WHEN po.polpermissive THEN 'permissive' ELSE 'restrictive' END, po.polcmd,
                   (SELECT string_agg(CASE WHEN ro = 0 THEN 'public' ELSE ro::regrole::text END, ',' ORDER BY 1) FROM unnest(po.polroles) ro),
                   coalesce(pg_get_expr(po.polqual, po.polrelid), '(none)'), coalesce(pg_get_expr(po.polwithcheck, po.polrelid), '(none)'))
     FROM rel r JOIN pg_policy po ON po.polrelid = r.oid
     UNION ALL
-    SELECT format('member %s %s: rule %s', r.relkind, r.identity, pg_get_ruledef(ru.oid))
+    SELECT format('member %s %s: rule %s', r.objtype, r.identity, pg_get_ruledef(ru.oid))
     FROM rel r JOIN pg_rewrite ru ON ru.ev_class = r.oid AND ru.rulename <> '_RETURN'
     UNION ALL
     SELECT format('member sequence %s: type %s, start %s, increment %s, min %s, max %s, cache %s, cycle %s, owned by %s',

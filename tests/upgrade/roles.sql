@@ -1,5 +1,6 @@
 -- The cluster-wide part of pg_mseg's schema: its roles (name mseg_*), their attributes, what they
 -- are members of, and their settings. Compared like catalog.sql, between two clusters.
+\set QUIET on
 \pset footer off
 \pset tuples_only on
 \pset format unaligned
