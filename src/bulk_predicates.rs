@@ -194,10 +194,7 @@ unsafe extern "C-unwind" fn rewrite_node(node: *mut pg_sys::Node, ctx: *mut c_vo
         rw.values.push(value);
         return param.cast();
     }
-    let mutator: unsafe extern "C-unwind" fn(*mut pg_sys::Node, *mut c_void) -> *mut pg_sys::Node = rewrite_node;
-    // SAFETY: PostgreSQL 15 declares the mutator without its parameters; it calls it with (node, context).
-    let mutator: unsafe extern "C-unwind" fn() -> *mut pg_sys::Node = std::mem::transmute(mutator);
-    pg_sys::expression_tree_mutator(node, Some(mutator), ctx)
+    crate::compat::expression_tree_mutator(node, rewrite_node, ctx)
 }
 
 unsafe fn list_nodes(list: *mut pg_sys::List) -> Vec<*mut pg_sys::Node> {

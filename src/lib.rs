@@ -10,6 +10,7 @@ use pgrx::prelude::*;
 pub mod audit;
 pub mod bulk_predicates;
 pub mod catalog;
+pub mod compat;
 pub mod consent;
 pub mod error;
 pub mod export;

@@ -583,13 +583,10 @@ fn node_kind(tag: pg_sys::NodeTag) -> String {
 /// Column numbers a relation entry of query `q` reads (0: the whole row), as the analyser
 /// recorded them for the permission check (PostgreSQL 16 moved them to RTEPermissionInfo).
 unsafe fn selected_columns(q: *mut pg_sys::Query, rte: *mut pg_sys::RangeTblEntry) -> Vec<i32> {
-    #[cfg(feature = "pg15")]
-    let selected = {
-        let _ = q;
-        (*rte).selectedCols
+    // no permission info (parse analysis always gives one): the relation counts as read whole
+    let Some(selected) = crate::compat::rte_selected_cols(q, rte) else {
+        return vec![0];
     };
-    #[cfg(not(feature = "pg15"))]
-    let selected = (*pg_sys::getRTEPermissionInfo((*q).rteperminfos, rte)).selectedCols;
     let mut cols = Vec::new();
     let mut m = -1;
     loop {

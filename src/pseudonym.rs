@@ -112,7 +112,7 @@ fn attnum_of(rel: pg_sys::Relation, name: &str) -> Option<(i32, pg_sys::Oid)> {
     unsafe {
         let desc = (*rel).rd_att;
         for i in 0..(*desc).natts {
-            let att = (*desc).attrs.as_ptr().add(i as usize);
+            let att = crate::compat::tuple_desc_attr(desc, i as usize);
             if (*att).attisdropped {
                 continue;
             }

@@ -15,6 +15,7 @@ use pgrx::pg_sys;
 use pgrx::PgTryBuilder;
 
 use crate::catalog;
+use crate::compat;
 use crate::error::Result as MsegResult;
 
 pub struct RowPredicates {
@@ -83,7 +84,7 @@ impl RowPredicates {
         let (a, b) = (&*self.desc, &*desc);
         a.natts == b.natts
             && (0..a.natts as usize).all(|i| {
-                let (x, y) = (&*a.attrs.as_ptr().add(i), &*b.attrs.as_ptr().add(i));
+                let (x, y) = (&*compat::tuple_desc_attr(self.desc, i), &*compat::tuple_desc_attr(desc, i));
                 x.atttypid == y.atttypid
                     && x.atttypmod == y.atttypmod
                     && x.attlen == y.attlen

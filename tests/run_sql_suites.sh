@@ -2,6 +2,10 @@
 # SQL-level suites against the installed extension: pg_regress golden files (pg_test/sql,
 # pg_test/expected, order in pg_test/schedule), isolation specs (pg_test/specs, order in
 # pg_test/isolation_schedule), then checks on the server log. Called by scripts/test.
+# On every supported PostgreSQL version (MSEG_PG). Where PostgreSQL's own wording differs between
+# versions, pg_test/expected/NAME_1.out is the other accepted output (pg_regress takes either):
+# segments_concurrency_1.out (16 and later report one serialization failure of a SERIALIZABLE
+# UPDATE as "concurrent update", 15 as "read/write dependencies"). Change both when a spec changes.
 source "$(dirname "$0")/../scripts/lib.sh"
 
 # Fixed paths: the golden files name them (user postgres must own everything here).

@@ -30,8 +30,9 @@ SELECT p.oid::regprocedure AS unpinned FROM pg_proc p JOIN pg_language l ON l.oi
 WHERE p.pronamespace = 'mseg'::regnamespace AND l.lanname IN ('sql', 'plpgsql')
   AND (p.proconfig IS NULL OR NOT p.proconfig @> '{"search_path=pg_catalog, pg_temp"}');
 
--- Tables and views: nothing for PUBLIC.
-SELECT c.relname, c.relkind, c.relacl FROM pg_class c
+-- Tables and views: nothing for PUBLIC. (PostgreSQL 17 added MAINTAIN, m, to all rights on a
+-- table: shown here as on 15 and 16.)
+SELECT c.relname, c.relkind, replace(c.relacl::text, '=arwdDxtm/', '=arwdDxt/') AS relacl FROM pg_class c
 WHERE c.relnamespace = 'mseg'::regnamespace AND c.relkind IN ('r', 'v') ORDER BY 1;
 
 SELECT nspacl FROM pg_namespace WHERE nspname = 'mseg';

@@ -8,16 +8,18 @@ SELECT mseg.token('victim@example.com', 'analytics') AS victim_token \gset
 -- connect as the application role itself (SET ROLE would keep the superuser session user)
 \c - regress_app
 
--- 1-3: the key file setting
-SELECT * FROM try('SHOW mseg.key_file');
-SELECT * FROM try($$SELECT current_setting('mseg.key_file')$$);
+-- 1-3: the key file setting (PostgreSQL 16 reworded PostgreSQL's own refusals in 1, 2 and 8:
+-- their SQLSTATE and the role they name are checked, on every version)
+SELECT sqlstate, concat_ws(' ', message, detail) ~ 'pg_read_all_settings' AS names_the_role FROM try('SHOW mseg.key_file');
+SELECT sqlstate, concat_ws(' ', message, detail) ~ 'pg_read_all_settings' AS names_the_role FROM try($$SELECT current_setting('mseg.key_file')$$);
 SELECT count(*) AS visible_in_pg_settings FROM pg_settings WHERE name = 'mseg.key_file';
 -- 4-9: the key file itself, through every file-reading door
 SELECT * FROM try($$SELECT pg_read_file('/tmp/pg_mseg_regress/mseg.key')$$);
 SELECT * FROM try($$SELECT pg_read_binary_file('/tmp/pg_mseg_regress/mseg.key')$$);
 SELECT * FROM try($$SELECT pg_stat_file('/tmp/pg_mseg_regress/mseg.key')$$);
 SELECT * FROM try($$SELECT pg_ls_dir('/tmp/pg_mseg_regress')$$);
-SELECT * FROM try($$CREATE TEMP TABLE k(b text); COPY k FROM '/tmp/pg_mseg_regress/mseg.key'$$);
+SELECT sqlstate, concat_ws(' ', message, detail) ~ 'pg_read_server_files' AS names_the_role, hint
+FROM try($$CREATE TEMP TABLE k(b text); COPY k FROM '/tmp/pg_mseg_regress/mseg.key'$$);
 SELECT * FROM try($$SELECT lo_import('/tmp/pg_mseg_regress/mseg.key')$$);
 -- 10-14: the extension's functions as oracles
 SELECT * FROM try($$SELECT mseg.pseudonym('chosen@example.com', 'analytics')$$);

@@ -92,7 +92,7 @@ pub(super) unsafe fn attr(desc: pg_sys::TupleDesc, attnum: i16) -> Option<&'stat
     if attnum < 1 || i32::from(attnum) > (*desc).natts {
         return None;
     }
-    Some(&*(*desc).attrs.as_ptr().add((attnum - 1) as usize))
+    Some(&*crate::compat::tuple_desc_attr(desc, (attnum - 1) as usize))
 }
 
 /// The keys of a statement whose subject table has non-integer keys, before they are mapped to

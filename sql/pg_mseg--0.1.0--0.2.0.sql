@@ -1,0 +1,19 @@
+-- pg_mseg 0.1.0 -> 0.2.0 (ALTER EXTENSION pg_mseg UPDATE; runs with search_path = mseg, pg_temp).
+-- Not released yet: this script grows with every change to the schema until 0.2.0 is released
+-- (scripts/release freeze 0.2.0), and is frozen from then on.
+--
+-- How to keep it right: tests/upgrade.sh installs 0.1.0 from its tag, makes real state, runs this
+-- script and prints the difference between the upgraded extension and a fresh 0.2.0 install, one
+-- object fact a line (tests/upgrade/catalog.sql: definitions, columns, constraints, indexes,
+-- triggers, policies, privileges, initial privileges, comments, configuration tables; and
+-- tests/upgrade/roles.sql: the mseg_* roles). Every "-" line is something a fresh install has
+-- and this script does not make yet. Run it alone with
+--     tests/upgrade.sh 0.1.0        (as root; inside devns <name> while developing)
+-- Write each change the way the fresh install writes it (same names, same qualified SQL): a
+-- changed function is CREATE OR REPLACE (its C symbol name included: MODULE_PATHNAME);
+-- a new column goes last in the fresh CREATE TABLE too, so both orders agree; new rows of the
+-- internal configuration (mseg.* domains) are inserted here as the install scripts insert them;
+-- roles are created IF NOT EXISTS, as sql/bootstrap.sql does.
+--
+-- Changes from 0.1.0 to 0.2.0, in the order they landed:
+-- (none to the schema yet: 0.2.0 so far adds PostgreSQL 16 and 18 builds, which change no SQL object)
