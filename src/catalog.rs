@@ -765,6 +765,17 @@ pub unsafe fn memory_context(parent: pg_sys::MemoryContext, name: &'static std::
     pg_sys::AllocSetContextCreateInternal(parent, name.as_ptr(), 0, 8 * 1024, 8 * 1024 * 1024)
 }
 
+/// The relation OIDs a fixed catalog query returns for relation `relid` (its `$1`), in its order.
+pub fn relation_oids(sql: &str, relid: pg_sys::Oid) -> Result<Vec<pg_sys::Oid>> {
+    select(|c| {
+        let mut out = Vec::new();
+        for row in c.select(sql, None, &[relid.into()])? {
+            out.extend(row.get::<pg_sys::Oid>(1)?);
+        }
+        Ok(out)
+    })
+}
+
 pub fn relation_name(relid: pg_sys::Oid) -> String {
     // SAFETY: plain catalog lookups; NULL results are handled.
     unsafe {

@@ -35,10 +35,9 @@ fn describe(id: &(String, i32, u32)) -> String {
     format!("system {}, timeline {}, database OID {}", id.0, id.1, id.2)
 }
 
-/// Before an export: the identity recorded by the first export must be this one.
-pub fn check_before_export() -> Result<()> {
-    let now = current()?;
-    let recorded: Option<(String, i32, u32)> = catalog::select(|c| {
+/// The identity recorded by the first export (or the last accepted copy), if any.
+fn recorded() -> Result<Option<(String, i32, u32)>> {
+    catalog::select(|c| {
         let t = c.select("SELECT system_identifier, timeline, database_oid FROM mseg.instance_identity", None, &[])?;
         if t.is_empty() {
             return Ok(None);
@@ -49,7 +48,13 @@ pub fn check_before_export() -> Result<()> {
             r.get::<i32>(2)?.unwrap_or(0),
             r.get::<pg_sys::Oid>(3)?.map(u32::from).unwrap_or(0),
         )))
-    })?;
+    })
+}
+
+/// Before an export: the identity recorded by the first export must be this one.
+pub fn check_before_export() -> Result<()> {
+    let now = current()?;
+    let recorded = recorded()?;
     match recorded {
         None => record(&now, "instance.first_export", None),
         Some(r) if r == now => Ok(()),
@@ -85,18 +90,7 @@ fn record(id: &(String, i32, u32), action: &str, previous: Option<&(String, i32,
 fn accept_copy() -> String {
     boundary(|| {
         let now = current()?;
-        let previous: Option<(String, i32, u32)> = catalog::select(|c| {
-            let t = c.select("SELECT system_identifier, timeline, database_oid FROM mseg.instance_identity", None, &[])?;
-            if t.is_empty() {
-                return Ok(None);
-            }
-            let r = t.first();
-            Ok(Some((
-                r.get::<String>(1)?.unwrap_or_default(),
-                r.get::<i32>(2)?.unwrap_or(0),
-                r.get::<pg_sys::Oid>(3)?.map(u32::from).unwrap_or(0),
-            )))
-        })?;
+        let previous = recorded()?;
         record(&now, "instance.accept_copy", previous.as_ref())?;
         Ok(describe(&now))
     })

@@ -429,55 +429,6 @@ fn query_of(d: &Definition) -> MsegResult<String> {
     k_query(&t, &cols, &d.levels, &d.attributes, d.k)
 }
 
-/// Restores user id, security context and GUC nest level, also when an error unwinds.
-struct RoleGuard {
-    saved_user: pg_sys::Oid,
-    saved_context: i32,
-    guc_nest_level: i32,
-}
-
-impl Drop for RoleGuard {
-    fn drop(&mut self) {
-        // SAFETY: restores exactly what `as_role` saved, in reverse order.
-        unsafe {
-            pg_sys::SetUserIdAndSecContext(self.saved_user, self.saved_context);
-            pg_sys::AtEOXact_GUC(true, self.guc_nest_level);
-        }
-    }
-}
-
-/// Run `f` as `role` (never a superuser: checked by the caller) in a security-restricted
-/// context with `search_path = pg_catalog, pg_temp`, as PostgreSQL runs a materialized view's
-/// refresh as its owner.
-fn as_role<T>(role: pg_sys::Oid, f: impl FnOnce() -> MsegResult<T>) -> MsegResult<T> {
-    // SAFETY: saves and switches the user id and a GUC nest level; the guard restores both.
-    let guard = unsafe {
-        let mut saved_user = pg_sys::InvalidOid;
-        let mut saved_context = 0;
-        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
-        let guc_nest_level = pg_sys::NewGUCNestLevel();
-        let guard = RoleGuard { saved_user, saved_context, guc_nest_level };
-        pg_sys::SetUserIdAndSecContext(
-            role,
-            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
-        );
-        pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
-        guard
-    };
-    let result = f();
-    drop(guard);
-    result
-}
-
 /// A DestReceiver appending every row to the function's result tuplestore, after checking once
 /// that the query's columns have the types the view declares.
 #[repr(C)]
@@ -533,7 +484,9 @@ fn independent_of_rows(code: PgSqlErrorCode) -> bool {
 /// Run the k-checked query as the view's owner into the result tuplestore.
 fn compute(view_name: &str, d: &Definition, store: *mut pg_sys::Tuplestorestate, expected: pg_sys::TupleDesc) -> MsegResult<()> {
     let outcome = PgTryBuilder::new(|| {
-        as_role(d.owner, || {
+        // as the view's owner, security-restricted, with a pinned search_path (as PostgreSQL refreshes
+        // a materialized view as its owner)
+        catalog::run_as(d.owner, || {
             let sql = query_of(d)?;
             let sql = std::ffi::CString::new(sql).map_err(|_| MsegError::new(Code::General, "query text contains a NUL byte"))?;
             Spi::connect(|_client| {

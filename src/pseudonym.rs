@@ -191,38 +191,20 @@ fn rules_for(rel: pg_sys::Relation) -> MsegResult<Rc<Vec<Rule>>> {
 
 /// The partition ancestors of `relid`, nearest first (none for a table that is not a partition).
 fn ancestors(relid: pg_sys::Oid) -> MsegResult<Vec<pg_sys::Oid>> {
-    catalog::select(|c| {
-        let mut out = Vec::new();
-        for row in c.select(
-            "SELECT a.relid FROM pg_catalog.pg_partition_ancestors($1) WITH ORDINALITY a(relid, n) \
-             WHERE a.relid OPERATOR(pg_catalog.<>) $1::pg_catalog.regclass ORDER BY a.n",
-            None,
-            &[relid.into()],
-        )? {
-            if let Some(r) = row.get::<pg_sys::Oid>(1)? {
-                out.push(r);
-            }
-        }
-        Ok(out)
-    })
+    catalog::relation_oids(
+        "SELECT a.relid FROM pg_catalog.pg_partition_ancestors($1) WITH ORDINALITY a(relid, n) \
+         WHERE a.relid OPERATOR(pg_catalog.<>) $1::pg_catalog.regclass ORDER BY a.n",
+        relid,
+    )
 }
 
 /// The leaf partitions of a partitioned table (the table itself when it is not partitioned).
 pub fn leaves(relid: pg_sys::Oid) -> MsegResult<Vec<pg_sys::Oid>> {
-    catalog::select(|c| {
-        let mut out = Vec::new();
-        for row in
-            c.select("SELECT relid FROM pg_catalog.pg_partition_tree($1) WHERE isleaf ORDER BY level, relid", None, &[relid.into()])?
-        {
-            if let Some(r) = row.get::<pg_sys::Oid>(1)? {
-                out.push(r);
-            }
-        }
-        if out.is_empty() {
-            out.push(relid);
-        }
-        Ok(out)
-    })
+    let mut out = catalog::relation_oids("SELECT relid FROM pg_catalog.pg_partition_tree($1) WHERE isleaf ORDER BY level, relid", relid)?;
+    if out.is_empty() {
+        out.push(relid);
+    }
+    Ok(out)
 }
 
 /// Compute every pseudonym column of the row being written; returns the modified tuple.

@@ -194,21 +194,12 @@ pub(super) fn revalidate(subject: &SubjectTable, segments: &[SegmentDef]) -> Mse
 
 /// The partitions and inheritance children of `relid`, at every level.
 pub(super) fn descendants(relid: pg_sys::Oid) -> MsegResult<Vec<pg_sys::Oid>> {
-    catalog::select(|c| {
-        let mut out = Vec::new();
-        for row in c.select(
-            "WITH RECURSIVE t(relid) AS (SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent OPERATOR(pg_catalog.=) $1 \
-                 UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN t ON i.inhparent OPERATOR(pg_catalog.=) t.relid) \
-             SELECT relid FROM t",
-            None,
-            &[relid.into()],
-        )? {
-            if let Some(r) = row.get::<pg_sys::Oid>(1)? {
-                out.push(r);
-            }
-        }
-        Ok(out)
-    })
+    catalog::relation_oids(
+        "WITH RECURSIVE t(relid) AS (SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent OPERATOR(pg_catalog.=) $1 \
+             UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN t ON i.inhparent OPERATOR(pg_catalog.=) t.relid) \
+         SELECT relid FROM t",
+        relid,
+    )
 }
 
 pub(super) fn attnum(relid: pg_sys::Oid, column: &str) -> Option<i16> {

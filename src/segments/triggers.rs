@@ -10,19 +10,22 @@ pub(super) const TRIGGERS: [(&str, &str, &str); 4] = [
     ("zz_mseg_segments_trunc", "AFTER TRUNCATE", ""),
 ];
 
+fn trigger_exists(c: &pgrx::spi::SpiClient<'_>, relid: pg_sys::Oid, name: &str) -> MsegResult<bool> {
+    Ok(!c
+        .select(
+            "SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) $1::pg_catalog.oid \
+             AND tgname OPERATOR(pg_catalog.=) $2::pg_catalog.name",
+            None,
+            &[relid.into(), name.into()],
+        )?
+        .is_empty())
+}
+
 pub(super) fn ensure_triggers(relid: pg_sys::Oid) -> MsegResult<()> {
     let table = catalog::relation_name(relid);
     catalog::update(|c| {
         for (name, event, referencing) in TRIGGERS {
-            let exists = !c
-                .select(
-                    "SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) $1::pg_catalog.oid \
-                     AND tgname OPERATOR(pg_catalog.=) $2::pg_catalog.name",
-                    None,
-                    &[relid.into(), name.into()],
-                )?
-                .is_empty();
-            if !exists {
+            if !trigger_exists(c, relid, name)? {
                 c.update(
                     &format!("CREATE TRIGGER {name} {event} ON {table} {referencing} FOR EACH STATEMENT EXECUTE FUNCTION mseg.segments_trigger()"),
                     None,
@@ -85,15 +88,7 @@ pub(super) fn drop_triggers(relid: pg_sys::Oid) -> MsegResult<()> {
     let table = catalog::relation_name(relid);
     catalog::update(|c| {
         for (name, _, _) in TRIGGERS {
-            let exists = !c
-                .select(
-                    "SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) $1::pg_catalog.oid \
-                     AND tgname OPERATOR(pg_catalog.=) $2::pg_catalog.name",
-                    None,
-                    &[relid.into(), name.into()],
-                )?
-                .is_empty();
-            if exists {
+            if trigger_exists(c, relid, name)? {
                 c.update(&format!("DROP TRIGGER {name} ON {table}"), None, &[])?;
             }
         }
