@@ -77,9 +77,15 @@ pub(crate) fn short(text: &str) -> String {
 pub(crate) fn mapping_table(spec: &str) -> MsegResult<Option<pg_sys::Oid>> {
     let Some(table) = spec.strip_prefix("category:") else { return Ok(None) };
     let name = table.trim().to_owned();
-    // an invalid name raises a syntax error in to_regclass: reported as the invalid specification it is
+    // an invalid name raises a syntax error in parse_ident (to_regclass only returns NULL for it
+    // from PostgreSQL 16 on): reported as the invalid specification it is
     let relid = PgTryBuilder::new(|| {
-        catalog::query_one::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", &[name.as_str().into()]).map_err(|_| ())
+        catalog::query_one::<pg_sys::Oid>(
+            "SELECT CASE WHEN pg_catalog.cardinality(pg_catalog.parse_ident($1)) OPERATOR(pg_catalog.>) 0 \
+             THEN pg_catalog.to_regclass($1)::pg_catalog.oid END",
+            &[name.as_str().into()],
+        )
+        .map_err(|_| ())
     })
     .catch_others(|_| Err(()))
     .execute()

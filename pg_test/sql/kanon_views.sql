@@ -20,7 +20,9 @@ SELECT mseg.create_kanon_view('public.shop_k', 'shop', 10, levels => ARRAY[0], k
 GRANT SELECT ON shop_k TO regress_app;
 RESET ROLE;
 -- the view reads a function scan and nothing else
-SELECT regexp_replace(pg_get_viewdef('shop_k'::regclass), 'kanon_view_rows\(\d+\)', 'kanon_view_rows(<id>)') AS definition;
+-- (normalised: PostgreSQL versions print other spacing, and 16 on leave out the r.)
+SELECT regexp_replace(regexp_replace(regexp_replace(pg_get_viewdef('shop_k'::regclass), '\s+', ' ', 'g'), '\mr\.', '', 'g'),
+                      'kanon_view_rows\(\d+\)', 'kanon_view_rows(<id>)') AS definition;
 SELECT (regexp_match(pg_get_viewdef('shop_k'::regclass), 'kanon_view_rows\((\d+)\)'))[1] AS shop_k_id \gset
 SELECT city, count(*) FROM shop_k GROUP BY city ORDER BY city;
 
