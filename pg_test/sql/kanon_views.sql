@@ -27,9 +27,13 @@ SELECT (regexp_match(pg_get_viewdef('shop_k'::regclass), 'kanon_view_rows\((\d+)
 SELECT city, count(*) FROM shop_k GROUP BY city ORDER BY city;
 
 \c - regress_app
+-- (row counts printed as integers: PostgreSQL 18 prints rows=0.00)
 CREATE FUNCTION pg_temp.plan(q text) RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE line text;
 BEGIN
-    RETURN QUERY EXECUTE 'EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) ' || q;
+    FOR line IN EXECUTE 'EXPLAIN (ANALYZE, BUFFERS OFF, COSTS OFF, TIMING OFF, SUMMARY OFF) ' || q LOOP
+        RETURN NEXT regexp_replace(line, 'rows=(\d+)\.\d+', 'rows=\1', 'g');
+    END LOOP;
 END $$;
 -- every row count of a plan, in order (what a binary search over EXPLAIN ANALYZE reads)
 CREATE FUNCTION pg_temp.counts(q text) RETURNS text LANGUAGE plpgsql AS $$
