@@ -5,7 +5,9 @@
 # READ COMMITTED, then 2,000 more on few subjects in REPEATABLE READ (pgbench retries the
 # serialization failures the row-lock protocol raises); then 3,000 more with every statement
 # maintained in bulk (mseg.bulk_statement_subjects = 1), in READ COMMITTED and REPEATABLE READ.
-# Afterwards mseg.verify_segments() must report no difference from a from-scratch evaluation.
+# After each half, 6,000 on 40 new subjects (ids above 2000) whose customer rows are inserted and
+# deleted while their orders are inserted and deleted (orders may come before their customer).
+# After each phase mseg.verify_segments() must report no difference from a from-scratch evaluation.
 source "$(dirname "$0")/../scripts/lib.sh"
 mseg_cluster_start
 say "randomized differential test of segment memberships"
@@ -79,12 +81,37 @@ INSERT INTO orders (customer_id, category, amount) SELECT g, (ARRAY['running','b
 SELECT rnd_consent(:v % 9, :id);
 \endif
 PGB
-chown postgres "$MSEG_DIR/ops.sql"
-pgb() { sudo -u postgres env PGOPTIONS="${PGOPTIONS:-}" "$PG_BIN/pgbench" -h "$MSEG_SOCK" -p "$MSEG_PORT" -U postgres -n -f "$MSEG_DIR/ops.sql" "$@" rnd; }
+# New subjects under contention: a few ids above the initial 2,000 whose customer rows are inserted
+# and deleted while their orders are inserted and deleted (orders may come before their subject).
+cat > "$MSEG_DIR/new_subjects.sql" <<'PGB'
+\set op random(1, 10)
+\set id random(2001, 2000 + :ids)
+\set v random(0, 300)
+\if :op <= 3
+INSERT INTO customers VALUES (:id, 'n' || :id || '@example.com', (ARRAY['Berlin','Hamburg','Munich'])[1 + :v % 3], :v, date '1960-01-01' + :v * 60, NULL) ON CONFLICT (id) DO NOTHING;
+\elif :op <= 5
+DELETE FROM customers WHERE id = :id;
+\elif :op <= 8
+INSERT INTO orders (customer_id, category, amount) VALUES (:id, (ARRAY['running','books','yoga','kids'])[1 + :v % 4], :v % 60);
+\elif :op = 9
+DELETE FROM orders WHERE customer_id = :id;
+\else
+INSERT INTO customers SELECT g, 'n' || g || '@example.com', 'Berlin', :v, date '1990-01-01', NULL FROM generate_series(:id, :id + 3) g ON CONFLICT (id) DO NOTHING;
+\endif
+PGB
+chown postgres "$MSEG_DIR/ops.sql" "$MSEG_DIR/new_subjects.sql"
+pgb() { sudo -u postgres env PGOPTIONS="${PGOPTIONS:-}" "$PG_BIN/pgbench" -h "$MSEG_SOCK" -p "$MSEG_PORT" -U postgres -n -f "$MSEG_DIR/${OPS:-ops}.sql" "$@" rnd; }
+RR='-c default_transaction_isolation=repeatable\ read'
+new_subjects() {  # label: the new-subjects workload in READ COMMITTED, then in REPEATABLE READ
+    note "phase $1: new subjects (40 ids above 2000, inserted and deleted beside their orders), 4 clients x 1000 transactions, READ COMMITTED"
+    OPS=new_subjects pgb -D ids=40 -c 4 -j 2 -t 1000 --max-tries=20 2>&1 | grep -E "processed|failed|retried|tps" | sed 's/^/   /'
+    note "phase $1 (REPEATABLE READ): the same, 4 clients x 500 transactions"
+    OPS=new_subjects PGOPTIONS="$RR" pgb -D ids=40 -c 4 -j 2 -t 500 --max-tries=100 2>&1 | grep -E "processed|failed|retried|tps" | sed 's/^/   /'
+}
 note "phase 1: 4 clients x 2500 transactions, READ COMMITTED"
 pgb -D idmax=4000 -c 4 -j 2 -t 2500 --max-tries=20 2>&1 | grep -E "processed|failed|retried|tps" | sed 's/^/   /'
 note "phase 2: 4 clients x 500 transactions on 300 subjects (many conflicts), REPEATABLE READ"
-PGOPTIONS='-c default_transaction_isolation=repeatable\ read' pgb -D idmax=300 -c 4 -j 2 -t 500 --max-tries=100 2>&1 | grep -E "processed|failed|retried|tps" | sed 's/^/   /'
+PGOPTIONS="$RR" pgb -D idmax=300 -c 4 -j 2 -t 500 --max-tries=100 2>&1 | grep -E "processed|failed|retried|tps" | sed 's/^/   /'
 verify() {     # label: no difference from a from-scratch evaluation, and enough changes to prove it
     read -r events members diffs <<< "$(mseg_psql rnd -At -F ' ' -c "SELECT (SELECT count(*) FROM mseg.membership_events),
         (SELECT count(*) FROM mseg.memberships WHERE segments <> '{}'), (SELECT count(*) FROM mseg.verify_segments())")"
@@ -96,6 +123,8 @@ verify() {     # label: no difference from a from-scratch evaluation, and enough
     fi
 }
 verify "phases 1-2"
+new_subjects 2b
+verify "phase 2b"
 # Every statement maintained in bulk (memberships table lock in READ COMMITTED, sources read in
 # grouped passes, new subjects inserted without ON CONFLICT), then the row-lock protocol with
 # grouped passes in REPEATABLE READ.
@@ -103,8 +132,10 @@ mseg_psql rnd -q -c "ALTER DATABASE rnd SET mseg.bulk_statement_subjects = 1"
 note "phase 3: bulk upkeep for every statement, 4 clients x 500 transactions, READ COMMITTED"
 pgb -D idmax=4000 -c 4 -j 2 -t 500 --max-tries=20 2>&1 | grep -E "processed|failed|retried|tps" | sed 's/^/   /'
 note "phase 4: bulk upkeep, 4 clients x 250 transactions on 300 subjects, REPEATABLE READ"
-PGOPTIONS='-c default_transaction_isolation=repeatable\ read' pgb -D idmax=300 -c 4 -j 2 -t 250 --max-tries=100 2>&1 | grep -E "processed|failed|retried|tps" | sed 's/^/   /'
+PGOPTIONS="$RR" pgb -D idmax=300 -c 4 -j 2 -t 250 --max-tries=100 2>&1 | grep -E "processed|failed|retried|tps" | sed 's/^/   /'
 verify "phases 3-4 (bulk)"
+new_subjects "4b (bulk)"
+verify "phase 4b (bulk)"
 audit=$(mseg_psql rnd -At -c "SELECT ok FROM mseg.verify_audit_log()")
 [ "$audit" = "t" ] || { echo "FAIL: audit chain broken"; exit 1; }
 echo "segments_random: 1 passed, 0 failed"
