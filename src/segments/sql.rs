@@ -163,6 +163,25 @@ pub(super) fn bulk_subjects() -> usize {
 /// Conflicts with every writer of memberships (ROW EXCLUSIVE) and with itself, not with readers.
 pub(super) const TABLE_LOCK_SQL: &str = "LOCK TABLE mseg.memberships IN SHARE ROW EXCLUSIVE MODE";
 
+/// The key locks of the texts $1 (distinct) of non-integer keys: their buckets' rows written in
+/// bucket order (see [`lock_key_texts`]).
+pub(super) const KEY_LOCK_SQL: &str = "INSERT INTO mseg.key_locks AS l (bucket) \
+     SELECT DISTINCT pg_catalog.hashtext(k) OPERATOR(pg_catalog.&) 65535 FROM pg_catalog.unnest($1::pg_catalog.text[]) k ORDER BY 1 \
+     ON CONFLICT (bucket) DO UPDATE SET bucket = EXCLUDED.bucket";
+
+/// Every key lock at once (READ COMMITTED statements over many keys), like [`TABLE_LOCK_SQL`].
+pub(super) const KEY_TABLE_LOCK_SQL: &str = "LOCK TABLE mseg.key_locks IN SHARE ROW EXCLUSIVE MODE";
+
+/// The key locks of the new subjects (transition table mseg_new) of a table with non-integer keys.
+pub(super) fn new_key_locks_sql(subject: &SubjectTable) -> String {
+    format!(
+        "INSERT INTO mseg.key_locks AS l (bucket) \
+         SELECT DISTINCT pg_catalog.hashtext(({k})::pg_catalog.text) OPERATOR(pg_catalog.&) 65535 FROM mseg_new s \
+         WHERE {k} IS NOT NULL ORDER BY 1 ON CONFLICT (bucket) DO UPDATE SET bucket = EXCLUDED.bucket",
+        k = subject.row_key("s"),
+    )
+}
+
 /// Evaluate the new subjects (transition table mseg_new) and write their sets and events.
 /// `bulk`: the sources are read in their bulk form.
 ///

@@ -64,7 +64,7 @@ pub(super) unsafe fn on_statement(td: &pg_sys::TriggerData) -> MsegResult<()> {
             let old = op != pg_sys::TRIGGER_EVENT_INSERT;
             let new = op != pg_sys::TRIGGER_EVENT_DELETE;
             // SAFETY: td is this trigger's data; the transition tables live until it returns.
-            unsafe { statement_keys(client, td, &subject, &src.key, member.key_attnum, old, new, false)? }
+            unsafe { statement_keys(client, td, &subject, &src.key, member.key_attnum, old, new, MapKeys::Lock)? }
         };
         apply_keys(client, &cat, &subject, &keys, &scope, LockMode::RowsOrTable)
     })
@@ -88,7 +88,8 @@ pub(super) unsafe fn on_subject_part_statement(
         let old = op != pg_sys::TRIGGER_EVENT_INSERT;
         let new = op != pg_sys::TRIGGER_EVENT_DELETE;
         // SAFETY: td is this trigger's data; the transition tables live until it returns.
-        let keys = unsafe { statement_keys(client, td, subject, &subject.key, key_attnum, old, new, new)? };
+        let how = if new { MapKeys::Create } else { MapKeys::Lookup };
+        let keys = unsafe { statement_keys(client, td, subject, &subject.key, key_attnum, old, new, how)? };
         apply_keys(client, cat, subject, &keys, &Scope::All, LockMode::RowsOrTable)
     })
 }
@@ -122,6 +123,16 @@ pub(super) unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat
             };
             let bulk = rows >= bulk_subjects() as i64;
             let locked = bulk && read_committed();
+            if subject.mapped {
+                // the new keys' locks (their source writers may have no id to lock; see
+                // lock_key_texts), before their ids and before the memberships
+                if locked {
+                    client.update(KEY_TABLE_LOCK_SQL, None, &[])?;
+                } else {
+                    let l = plan(client, &PlanKind::NewKeyLocks, &[], || new_key_locks_sql(subject))?;
+                    client.update(&*l, None, &[])?;
+                }
+            }
             if locked {
                 // waits for every writer of memberships; the next statement's snapshot sees them
                 client.update(TABLE_LOCK_SQL, None, &[])?;
@@ -165,7 +176,7 @@ pub(super) unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat
                     apply_locked(client, cat, subject, &u.rekeyed, &Scope::All)
                 }
                 None => {
-                    let keys = keys_by_sql(client, subject, &subject.key, true, true, true)?;
+                    let keys = keys_by_sql(client, subject, &subject.key, true, true, MapKeys::Create)?;
                     apply_keys(client, cat, subject, &keys, &Scope::All, LockMode::RowsOrTable)
                 }
                 }
@@ -174,7 +185,7 @@ pub(super) unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat
         pg_sys::TRIGGER_EVENT_DELETE => with_trigger_spi(td, |client| {
             // lock first: a concurrent source change must not re-create a deleted subject's set
             // SAFETY: td is this trigger's data.
-            let keys = unsafe { statement_keys(client, td, subject, &subject.key, cat.subject_key_attnum, true, false, false)? };
+            let keys = unsafe { statement_keys(client, td, subject, &subject.key, cat.subject_key_attnum, true, false, MapKeys::Lookup)? };
             if !keys.is_empty() {
                 lock_keys(client, &keys, LockMode::RowsOrTable)?;
                 let d = plan(client, &PlanKind::Delete, &[int8_array()], || EMPTY_SQL.to_owned())?;
