@@ -315,7 +315,14 @@ pub(super) unsafe fn scan_subject_update(td: &pg_sys::TriggerData, cat: &SegCata
 
 /// Subject ids of every row of both transition tables through SQL: the fallback when a table cannot
 /// be read directly (it recomputes more than needed, never less). Mapped keys as `how` says.
-pub(super) fn keys_by_sql(client: &mut SpiClient<'_>, subject: &SubjectTable, key: &str, old: bool, new: bool, how: MapKeys) -> MsegResult<Vec<i64>> {
+pub(super) fn keys_by_sql(
+    client: &mut SpiClient<'_>,
+    subject: &SubjectTable,
+    key: &str,
+    old: bool,
+    new: bool,
+    how: MapKeys,
+) -> MsegResult<Vec<i64>> {
     let key = quote_identifier(key);
     let mut parts = Vec::new();
     let value = if subject.mapped { format!("{key}::pg_catalog.text") } else { format!("{key}::pg_catalog.int8") };
