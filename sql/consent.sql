@@ -726,7 +726,7 @@ BEGIN
     DELETE FROM mseg.legal_basis_state s WHERE s.subject_key OPERATOR(pg_catalog.=) v_id;
     GET DIAGNOSTICS v_states = ROW_COUNT;
     IF mode OPERATOR(pg_catalog.=) 'delete' THEN
-        -- the row is gone, and its memberships with it (segment trigger)
+        -- the row is gone, and its memberships emptied (segment trigger)
         DELETE FROM mseg.subject_state ss WHERE ss.subject_key OPERATOR(pg_catalog.=) v_id;
     ELSE
         -- the row stays: mark it erased so no basis (legitimate interest included) applies again

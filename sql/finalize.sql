@@ -74,6 +74,7 @@ GRANT SELECT ON mseg.subject_tables, mseg.sources, mseg.segments, mseg.column_cl
                 mseg.legal_basis_state, mseg.subject_state
 TO mseg_upkeep;
 GRANT SELECT, INSERT, UPDATE, DELETE ON mseg.memberships TO mseg_upkeep;
+GRANT SELECT, INSERT, UPDATE ON mseg.key_locks TO mseg_upkeep;
 GRANT INSERT ON mseg.membership_events TO mseg_upkeep;
 GRANT USAGE ON SEQUENCE mseg.membership_event_seq TO mseg_upkeep;
 GRANT SELECT, INSERT ON mseg.subject_ids TO mseg_upkeep;

@@ -26,13 +26,22 @@ CREATE TABLE mseg.segments (
 );
 COMMENT ON TABLE mseg.segments IS 'pg_mseg: microsegment definitions (boolean predicates over the subject row and its sources)';
 
--- One row per subject that is or was in a segment: the set of segment ids it belongs to now.
+-- One row per subject id the upkeep has seen (a subject, or a key named by source rows): the set
+-- of segment ids it belongs to now, empty for keys without a subject. The row is also the key's
+-- lock in the upkeep's protocol, so it is emptied, never deleted (docs/architecture.md).
 CREATE TABLE mseg.memberships (
     subject_key pg_catalog.int8 PRIMARY KEY,
     segments    pg_catalog.int4[] NOT NULL DEFAULT '{}',
     updated_at  pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now()
 ) WITH (fillfactor = 80);
 COMMENT ON TABLE mseg.memberships IS 'pg_mseg: current segment set of each subject, kept exact by triggers';
+
+-- The locks of non-integer subject keys that may have no id yet (source rows before their
+-- subject, an erased key): one row per bucket of hashtext(key) & 65535, never a key.
+CREATE TABLE mseg.key_locks (
+    bucket pg_catalog.int4 PRIMARY KEY
+);
+COMMENT ON TABLE mseg.key_locks IS 'pg_mseg: lock rows of non-integer subject keys by hash bucket (no key stored)';
 
 CREATE SEQUENCE mseg.membership_event_seq;
 CREATE TABLE mseg.membership_events (

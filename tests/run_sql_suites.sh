@@ -17,13 +17,14 @@ mseg_cluster_start \
     "pg_stat_statements.track = 'all'"
 PGXS="$("$PG_CONFIG" --pkglibdir)/pgxs/src/test"
 work="$MSEG_DIR/suite"
-sudo -u postgres mkdir -p "$work/out" "$work/iso_out"
+sudo -u postgres mkdir -p "$work/out" "$work/iso_out" "$work/iso_keys_out"
 cp -r "$MSEG_ROOT/pg_test/sql" "$MSEG_ROOT/pg_test/expected" "$MSEG_ROOT/pg_test/schedule" "$work/"
-[ -d "$MSEG_ROOT/pg_test/specs" ] && cp -r "$MSEG_ROOT/pg_test/specs" "$MSEG_ROOT/pg_test/isolation_schedule" "$work/"
+[ -d "$MSEG_ROOT/pg_test/specs" ] && cp -r "$MSEG_ROOT/pg_test/specs" "$MSEG_ROOT/pg_test/isolation_schedule" \
+    "$MSEG_ROOT/pg_test/isolation_schedule_keys" "$work/"
 # MSEG_REGRESS_TESTS="attack_predicates attack_audit_tamper": only these pg_regress files, no isolation specs
 if [ -n "${MSEG_REGRESS_TESTS:-}" ]; then
     printf 'test: %s\n' $MSEG_REGRESS_TESTS > "$work/schedule"
-    rm -f "$work/isolation_schedule"
+    rm -f "$work/isolation_schedule" "$work/isolation_schedule_keys"
 fi
 chown -R postgres:postgres "$work"
 
@@ -48,6 +49,17 @@ if [ -f "$work/isolation_schedule" ]; then
     fi
 fi
 
+# specs whose subject table has other key types: a database of their own (one subject table per database)
+if [ -f "$work/isolation_schedule_keys" ]; then
+    say "isolation specs with uuid subject keys"
+    if ! (cd "$work" && sudo -u postgres "$PGXS/isolation/pg_isolation_regress" "${common[@]}" --dbname=mseg_iso_keys \
+            --inputdir="$work" --outputdir="$work/iso_keys_out" --schedule="$work/isolation_schedule_keys"); then
+        status=1
+        cat "$work/iso_keys_out/regression.diffs" 2>/dev/null | head -200 || true
+        [ -n "${MSEG_SAVE_RESULTS:-}" ] && mkdir -p "$MSEG_SAVE_RESULTS" && cp -r "$work/iso_keys_out" "$MSEG_SAVE_RESULTS/iso_keys"
+    fi
+fi
+
 say "server log: no key material in any log line (log_statement = all)"
 key_hex=$(xxd -p -c 256 "$MSEG_DIR/mseg.key" | tr -d '\n')
 key_b64=$(base64 -w0 "$MSEG_DIR/mseg.key")
@@ -59,11 +71,11 @@ else
 fi
 say "outputs: no key material in any pg_regress or isolation output"
 # (the attack_* files print <KEY…> where an attack got the key; this catches any output they miss)
-leaky=$(grep -rliF -e "$key_hex" -e "$key_b64" "$work/out/results" "$work/iso_out/results" 2>/dev/null || true)
+leaky=$(grep -rliF -e "$key_hex" -e "$key_b64" "$work/out/results" "$work/iso_out/results" "$work/iso_keys_out/results" 2>/dev/null || true)
 if [ -n "$leaky" ]; then
     echo "FAIL: key material found in test output: $(echo $leaky)"; status=1
 else
-    note "ok: $(find "$work/out/results" "$work/iso_out/results" -type f 2>/dev/null | wc -l) output files, none with the key in hex or base64"
+    note "ok: $(find "$work/out/results" "$work/iso_out/results" "$work/iso_keys_out/results" -type f 2>/dev/null | wc -l) output files, none with the key in hex or base64"
 fi
 if grep -q "SECRETSECRETSECRET" "$MSEG_DIR/server.log"; then
     echo "FAIL: bytes of a rejected key file reached the log"; status=1

@@ -166,7 +166,8 @@ pub(super) fn sync_tree(root: pg_sys::Oid, key: &str, subject: Option<&SubjectTa
             forget_partition(part, "segments")?;
             match (source, subject) {
                 (None, Some(subject)) => {
-                    catalog::as_upkeep(|| Spi::connect_mut(|c| Ok(c.update(&orphans_sql(subject), None, &[]).map(|_| ())?)))?;
+                    let cat = cached_catalog()?;
+                    catalog::as_upkeep(|| Spi::connect_mut(|c| empty_orphans(c, &cat, subject, LockMode::RowsOrTable)))?;
                 }
                 (Some(_), Some(_)) => {
                     refresh_all("dropped partition", &scope, LockMode::Rows)?;

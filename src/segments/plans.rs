@@ -9,6 +9,8 @@ pub(super) enum PlanKind {
     RowWrite(Vec<i32>),
     SubjectLock,
     Lock,
+    KeyLock,
+    NewKeyLocks,
     Insert { bulk: bool, locked: bool },
     NewIds,
     Delete,

@@ -49,8 +49,8 @@ pub(super) fn refresh_all(label: &str, scope: &Scope, mode: LockMode) -> MsegRes
                     progress::advance(slot, done, done);
                     pgrx::check_for_interrupts!();
                 }
-                // memberships of subjects that no longer exist
-                client.update(&orphans_sql(&subject), None, &[])?;
+                // sets of subjects that no longer exist (ids without a subject row)
+                empty_orphans(client, &cat, &subject, mode)?;
                 Ok(())
             })
         })

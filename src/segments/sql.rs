@@ -163,16 +163,62 @@ pub(super) fn bulk_subjects() -> usize {
 /// Conflicts with every writer of memberships (ROW EXCLUSIVE) and with itself, not with readers.
 pub(super) const TABLE_LOCK_SQL: &str = "LOCK TABLE mseg.memberships IN SHARE ROW EXCLUSIVE MODE";
 
-/// Evaluate the new subjects (transition table mseg_new), write the sets that differ from a stored
-/// one (normally none is stored: the subject is new) and their events. `bulk`: the sources are read
-/// in their bulk form. `locked`: the caller holds the memberships
-/// table lock in READ COMMITTED, so this statement's snapshot sees every membership row there will
-/// be, and new rows are plainly inserted (half the cost of an ON CONFLICT insert).
+/// The key locks of the texts $1 (distinct) of non-integer keys: their buckets' rows written in
+/// bucket order (see [`lock_key_texts`]).
+pub(super) const KEY_LOCK_SQL: &str = "INSERT INTO mseg.key_locks AS l (bucket) \
+     SELECT DISTINCT pg_catalog.hashtext(k) OPERATOR(pg_catalog.&) 65535 FROM pg_catalog.unnest($1::pg_catalog.text[]) k ORDER BY 1 \
+     ON CONFLICT (bucket) DO UPDATE SET bucket = EXCLUDED.bucket";
+
+/// Every key lock at once (READ COMMITTED statements over many keys), like [`TABLE_LOCK_SQL`].
+pub(super) const KEY_TABLE_LOCK_SQL: &str = "LOCK TABLE mseg.key_locks IN SHARE ROW EXCLUSIVE MODE";
+
+/// The key locks of the new subjects (transition table mseg_new) of a table with non-integer keys.
+pub(super) fn new_key_locks_sql(subject: &SubjectTable) -> String {
+    format!(
+        "INSERT INTO mseg.key_locks AS l (bucket) \
+         SELECT DISTINCT pg_catalog.hashtext(({k})::pg_catalog.text) OPERATOR(pg_catalog.&) 65535 FROM mseg_new s \
+         WHERE {k} IS NOT NULL ORDER BY 1 ON CONFLICT (bucket) DO UPDATE SET bucket = EXCLUDED.bucket",
+        k = subject.row_key("s"),
+    )
+}
+
+/// Evaluate the new subjects (transition table mseg_new) and write their sets and events.
+/// `bulk`: the sources are read in their bulk form.
+///
+/// `locked`: the caller holds the memberships table lock in READ COMMITTED, so this statement's
+/// snapshot sees every membership row there will be and every source row whose writer took part
+/// in the protocol: the sets that differ from a stored one (normally none is stored) are written,
+/// missing rows by a plain insert (half the cost of an ON CONFLICT insert).
+///
+/// Otherwise the INSERT takes part in the row protocol by *claiming* each new subject's
+/// membership row: `INSERT … ON CONFLICT DO NOTHING` of the evaluated set, in key order, the
+/// empty set included. Source rows may exist (or be being written) for a key before its subject
+/// does, and a source statement locks its keys' membership rows whether or not the subject
+/// exists; a source writer's row is visible here, or is being written and makes this insert
+/// wait, or comes later and waits for this one. A claimed row (none existed) is therefore exact;
+/// where one existed the set was evaluated from a snapshot that may miss that writer (READ
+/// COMMITTED waits and skips it; REPEATABLE READ fails to serialize), so the query returns those
+/// keys, sorted, for the caller to recompute under the protocol ([`apply_keys`]).
 pub(super) fn insert_sql(cat: &SegCatalog, subject: &SubjectTable, bulk: bool, locked: bool) -> String {
     let reads = if bulk { Reads::Bulk } else { Reads::PerSubject };
     let id = subject.id_of_row("s");
     let (set, joins) = eval_parts(cat, subject, &Scope::All, false, reads, &id);
-    let write = write_sets_sql(if locked { SetWrite::InsertOrUpsert } else { SetWrite::Upsert });
+    if !locked {
+        return format!(
+            "WITH n AS MATERIALIZED (SELECT {id} AS subject_key, {set} AS new \
+                  FROM mseg_new s{id_join}{joins} WHERE {id} IS NOT NULL), \
+             c AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) \
+                   SELECT n.subject_key, n.new, pg_catalog.now() FROM n ORDER BY n.subject_key \
+                   ON CONFLICT (subject_key) DO NOTHING RETURNING m.subject_key, m.segments), \
+             e AS (INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
+                   SELECT c.subject_key, c.segments, '{{}}' FROM c \
+                   WHERE pg_catalog.cardinality(c.segments) OPERATOR(pg_catalog.>) 0) \
+             SELECT pg_catalog.array_agg(DISTINCT n.subject_key ORDER BY n.subject_key) FROM n \
+             WHERE NOT EXISTS (SELECT 1 FROM c WHERE c.subject_key OPERATOR(pg_catalog.=) n.subject_key)",
+            id_join = subject.id_join("s"),
+        );
+    }
+    let write = write_sets_sql(SetWrite::InsertOrUpsert);
     format!(
         "WITH n AS MATERIALIZED (SELECT {id} AS subject_key, {set} AS new, m.segments AS stored \
               FROM mseg_new s{id_join}{joins} LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) {id}), \
@@ -194,11 +240,17 @@ pub(super) fn new_ids_sql(subject: &SubjectTable) -> String {
     )
 }
 
-/// Remove the membership rows of deleted subjects ($1), recording what they left.
-pub(super) const DELETE_SQL: &str = "WITH d AS (DELETE FROM mseg.memberships m WHERE m.subject_key OPERATOR(pg_catalog.=) ANY ($1) \
-                RETURNING m.subject_key, m.segments) \
-     INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
-     SELECT subject_key, '{}', segments FROM d WHERE pg_catalog.cardinality(segments) OPERATOR(pg_catalog.>) 0";
+/// Empty the sets of deleted subjects ($1, locked), recording what they left. The membership rows
+/// stay, as the rows of keys that only have source rows do: a key's row is its lock in the
+/// protocol, and the existence of a row never goes back. A deleted row would let a REPEATABLE READ
+/// INSERT of the same key, whose snapshot predates a source writer's commit, claim a fresh row
+/// with a set that misses that writer (see [`insert_sql`]); an existing row makes it fail to
+/// serialize instead.
+pub(super) const EMPTY_SQL: &str = "WITH o AS MATERIALIZED (SELECT m.subject_key, m.segments FROM mseg.memberships m \
+                WHERE m.subject_key OPERATOR(pg_catalog.=) ANY ($1) AND pg_catalog.cardinality(m.segments) OPERATOR(pg_catalog.>) 0), \
+          u AS (UPDATE mseg.memberships m SET segments = '{}', updated_at = pg_catalog.now() FROM o \
+                WHERE m.subject_key OPERATOR(pg_catalog.=) o.subject_key) \
+     INSERT INTO mseg.membership_events (subject_key, joined, left_segments) SELECT o.subject_key, '{}', o.segments FROM o";
 
 pub(super) const TRUNCATE_SQL: &str = "WITH d AS (DELETE FROM mseg.memberships RETURNING subject_key, segments) \
      INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \

@@ -114,32 +114,72 @@ impl MappedKeys {
         k
     }
 
-    /// Replace the stand-ins in `keys` by subject ids (sorted, distinct); with `create`, keys
-    /// without an id get one (new subjects); others without one are dropped (no such subject).
-    pub(super) fn ids(&self, client: &mut SpiClient<'_>, keys: Vec<i64>, create: bool) -> MsegResult<Vec<i64>> {
+    /// Replace the stand-ins in `keys` by subject ids (sorted, distinct), as `how` says.
+    pub(super) fn ids(&self, client: &mut SpiClient<'_>, keys: Vec<i64>, how: MapKeys) -> MsegResult<Vec<i64>> {
         if self.texts.is_empty() {
             return Ok(keys);
         }
-        let wanted: Vec<&str> = keys.iter().filter(|k| **k < 0).map(|k| self.texts[(-k - 1) as usize].as_str()).collect();
+        let wanted: Vec<String> = keys.iter().filter(|k| **k < 0).map(|k| self.texts[(-k - 1) as usize].clone()).collect();
         let mut out: Vec<i64> = keys.into_iter().filter(|k| *k >= 0).collect();
-        if !wanted.is_empty() {
-            if create {
-                client.update(
-                    "INSERT INTO mseg.subject_ids (subject_key) SELECT pg_catalog.unnest($1::pg_catalog.text[]) \
-                     ON CONFLICT (subject_key) DO NOTHING",
-                    None,
-                    &[wanted.clone().into()],
-                )?;
-            }
-            let t = client.update(
-                "SELECT pg_catalog.array_agg(subject_id) FROM mseg.subject_ids WHERE subject_key OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[])",
-                None,
-                &[wanted.into()],
-            )?;
-            out.extend(t.first().get_one::<Vec<i64>>()?.unwrap_or_default());
-        }
+        out.extend(map_texts(client, wanted, how)?);
         Ok(sort_dedup(out))
     }
+}
+
+/// What the upkeep does with non-integer keys (their text forms) on the way to subject ids.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum MapKeys {
+    /// look the ids up; a key without one is dropped (no such subject): statements on subjects
+    /// that exist (UPDATE, DELETE), whose ids' membership rows are their locks
+    Lookup,
+    /// lock the keys ([`lock_key_texts`]), then look the ids up with a snapshot taken after the
+    /// lock: source statements, whose keys may have no subject, or one being inserted
+    Lock,
+    /// lock the keys, give those without an id one, look the ids up: statements that make
+    /// subjects (a changed key, rows inserted into a subject partition)
+    Create,
+}
+
+/// Subject ids of the key texts `wanted` (distinct), as `how` says.
+pub(super) fn map_texts(client: &mut SpiClient<'_>, wanted: Vec<String>, how: MapKeys) -> MsegResult<Vec<i64>> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    if how != MapKeys::Lookup {
+        lock_key_texts(client, &wanted)?;
+    }
+    if how == MapKeys::Create {
+        client.update(
+            "INSERT INTO mseg.subject_ids (subject_key) SELECT k FROM pg_catalog.unnest($1::pg_catalog.text[]) k ORDER BY k \
+             ON CONFLICT (subject_key) DO NOTHING",
+            None,
+            &[wanted.clone().into()],
+        )?;
+    }
+    let t = client.update(
+        "SELECT pg_catalog.array_agg(subject_id) FROM mseg.subject_ids WHERE subject_key OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[])",
+        None,
+        &[wanted.into()],
+    )?;
+    Ok(t.first().get_one::<Vec<i64>>()?.unwrap_or_default())
+}
+
+/// The key locks of non-integer keys: a key may have no id yet (source rows before their subject;
+/// an erased key, whose id went), so it has no membership row to lock. Its lock is a row of
+/// `mseg.key_locks`, one of 65,536 buckets by the hash of the key's text (no key is stored;
+/// keys sharing a bucket only wait for each other). Every statement that writes source rows, or
+/// gives keys their ids (an INSERT of subjects, a changed key), writes its keys' bucket rows, in
+/// bucket order, before it looks up or creates their ids and before any membership row: READ
+/// COMMITTED waits for the other writer and then sees it; REPEATABLE READ fails to serialize. A
+/// READ COMMITTED statement with `mseg.bulk_statement_subjects` keys or more locks the table.
+pub(super) fn lock_key_texts(client: &mut SpiClient<'_>, texts: &[String]) -> MsegResult<()> {
+    if read_committed() && texts.len() >= bulk_subjects() {
+        client.update(KEY_TABLE_LOCK_SQL, None, &[])?;
+        return Ok(());
+    }
+    let lock = plan(client, &PlanKind::KeyLock, &[pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::TEXTARRAYOID)], || KEY_LOCK_SQL.to_owned())?;
+    client.update(&*lock, None, &[texts.to_vec().into()])?;
+    Ok(())
 }
 
 /// Every key of one transition table (stand-ins for mapped keys); None if the key cannot be read.
@@ -184,8 +224,8 @@ impl SubjectUpdate {
         if self.texts.texts.is_empty() {
             return Ok(());
         }
-        self.changed = self.texts.ids(client, std::mem::take(&mut self.changed), false)?;
-        self.rekeyed = self.texts.ids(client, std::mem::take(&mut self.rekeyed), true)?;
+        self.changed = self.texts.ids(client, std::mem::take(&mut self.changed), MapKeys::Lookup)?;
+        self.rekeyed = self.texts.ids(client, std::mem::take(&mut self.rekeyed), MapKeys::Create)?;
         self.texts = MappedKeys::default();
         Ok(())
     }
@@ -274,9 +314,15 @@ pub(super) unsafe fn scan_subject_update(td: &pg_sys::TriggerData, cat: &SegCata
 }
 
 /// Subject ids of every row of both transition tables through SQL: the fallback when a table cannot
-/// be read directly (it recomputes more than needed, never less). With `create`, mapped keys without
-/// an id get one.
-pub(super) fn keys_by_sql(client: &mut SpiClient<'_>, subject: &SubjectTable, key: &str, old: bool, new: bool, create: bool) -> MsegResult<Vec<i64>> {
+/// be read directly (it recomputes more than needed, never less). Mapped keys as `how` says.
+pub(super) fn keys_by_sql(
+    client: &mut SpiClient<'_>,
+    subject: &SubjectTable,
+    key: &str,
+    old: bool,
+    new: bool,
+    how: MapKeys,
+) -> MsegResult<Vec<i64>> {
     let key = quote_identifier(key);
     let mut parts = Vec::new();
     let value = if subject.mapped { format!("{key}::pg_catalog.text") } else { format!("{key}::pg_catalog.int8") };
@@ -291,22 +337,13 @@ pub(super) fn keys_by_sql(client: &mut SpiClient<'_>, subject: &SubjectTable, ke
         let t = client.update(&format!("SELECT pg_catalog.array_agg(DISTINCT k ORDER BY k) FROM ({rows}) y"), None, &[])?;
         return Ok(t.first().get_one::<Vec<i64>>()?.unwrap_or_default());
     }
-    if create {
-        client.update(&format!("INSERT INTO mseg.subject_ids (subject_key) {rows} ON CONFLICT (subject_key) DO NOTHING"), None, &[])?;
-    }
-    let t = client.update(
-        &format!(
-            "SELECT pg_catalog.array_agg(DISTINCT i.subject_id ORDER BY i.subject_id) FROM ({rows}) y \
-             JOIN mseg.subject_ids i ON i.subject_key OPERATOR(pg_catalog.=) y.k"
-        ),
-        None,
-        &[],
-    )?;
-    Ok(t.first().get_one::<Vec<i64>>()?.unwrap_or_default())
+    let t = client.update(&format!("SELECT pg_catalog.array_agg(DISTINCT k ORDER BY k) FROM ({rows}) y"), None, &[])?;
+    let texts = t.first().get_one::<Vec<String>>()?.unwrap_or_default();
+    Ok(sort_dedup(map_texts(client, texts, how)?))
 }
 
-/// Subject ids of the rows of the transition tables `old`/`new`, read directly, else through SQL.
-/// With `create`, mapped keys without an id get one (rows of new subjects).
+/// Subject ids of the rows of the transition tables `old`/`new`, read directly, else through SQL;
+/// mapped keys as `how` says.
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn statement_keys(
     client: &mut SpiClient<'_>,
@@ -316,7 +353,7 @@ pub(super) unsafe fn statement_keys(
     attnum: i16,
     old: bool,
     new: bool,
-    create: bool,
+    how: MapKeys,
 ) -> MsegResult<Vec<i64>> {
     let desc = (*td.tg_relation).rd_att;
     let mut keys = Vec::new();
@@ -324,8 +361,8 @@ pub(super) unsafe fn statement_keys(
     let direct = (!old || transition_keys(td.tg_oldtable, desc, attnum, &mut keys, &mut texts).is_some())
         && (!new || transition_keys(td.tg_newtable, desc, attnum, &mut keys, &mut texts).is_some());
     if direct {
-        texts.ids(client, sort_dedup(keys), create)
+        texts.ids(client, sort_dedup(keys), how)
     } else {
-        keys_by_sql(client, subject, key, old, new, create)
+        keys_by_sql(client, subject, key, old, new, how)
     }
 }

@@ -64,7 +64,7 @@ pub(super) unsafe fn on_statement(td: &pg_sys::TriggerData) -> MsegResult<()> {
             let old = op != pg_sys::TRIGGER_EVENT_INSERT;
             let new = op != pg_sys::TRIGGER_EVENT_DELETE;
             // SAFETY: td is this trigger's data; the transition tables live until it returns.
-            unsafe { statement_keys(client, td, &subject, &src.key, member.key_attnum, old, new, false)? }
+            unsafe { statement_keys(client, td, &subject, &src.key, member.key_attnum, old, new, MapKeys::Lock)? }
         };
         apply_keys(client, &cat, &subject, &keys, &scope, LockMode::RowsOrTable)
     })
@@ -82,30 +82,32 @@ pub(super) unsafe fn on_subject_part_statement(
 ) -> MsegResult<()> {
     with_trigger_spi(td, |client| {
         if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
-            // the partition's subjects are gone: every membership without a subject row goes too
-            let sql = orphans_sql(subject);
-            client.update(&sql, None, &[])?;
-            return Ok(());
+            // the partition's subjects are gone: every set without a subject row is emptied
+            return empty_orphans(client, cat, subject, LockMode::RowsOrTable);
         }
         let old = op != pg_sys::TRIGGER_EVENT_INSERT;
         let new = op != pg_sys::TRIGGER_EVENT_DELETE;
         // SAFETY: td is this trigger's data; the transition tables live until it returns.
-        let keys = unsafe { statement_keys(client, td, subject, &subject.key, key_attnum, old, new, new)? };
+        let how = if new { MapKeys::Create } else { MapKeys::Lookup };
+        let keys = unsafe { statement_keys(client, td, subject, &subject.key, key_attnum, old, new, how)? };
         apply_keys(client, cat, subject, &keys, &Scope::All, LockMode::RowsOrTable)
     })
 }
 
-/// Remove the memberships of subjects that no longer have a row, recording what they left.
-pub(super) fn orphans_sql(subject: &SubjectTable) -> String {
-    format!(
-        "WITH d AS (DELETE FROM mseg.memberships m WHERE NOT EXISTS \
-           (SELECT 1 FROM (SELECT m.subject_key AS k) mseg_k{row} WHERE {key} IS NOT NULL) \
-           RETURNING m.subject_key, m.segments) \
-         INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
-         SELECT subject_key, '{{}}', segments FROM d WHERE pg_catalog.cardinality(segments) OPERATOR(pg_catalog.>) 0",
+/// Empty the sets of subjects that no longer have a row, recording what they left, under the lock
+/// protocol: the candidates' membership rows are locked, then recomputed with a snapshot taken
+/// after the lock (a subject inserted meanwhile keeps its set). The rows stay (see [`EMPTY_SQL`]).
+pub(super) fn empty_orphans(client: &mut SpiClient<'_>, cat: &SegCatalog, subject: &SubjectTable, mode: LockMode) -> MsegResult<()> {
+    let find = format!(
+        "SELECT pg_catalog.array_agg(m.subject_key ORDER BY m.subject_key) FROM mseg.memberships m \
+         WHERE pg_catalog.cardinality(m.segments) OPERATOR(pg_catalog.>) 0 \
+           AND NOT EXISTS (SELECT 1 FROM (SELECT m.subject_key AS k) mseg_k{row} WHERE {key} IS NOT NULL)",
         row = subject.row_of_id("mseg_k.k", "s"),
         key = subject.row_key("s"),
-    )
+    );
+    let t = client.update(&find, None, &[])?;
+    let keys = t.first().get_one::<Vec<i64>>()?.unwrap_or_default();
+    apply_keys(client, cat, subject, &keys, &Scope::All, mode)
 }
 
 pub(super) unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat: &SegCatalog, subject: &SubjectTable) -> MsegResult<()> {
@@ -121,6 +123,16 @@ pub(super) unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat
             };
             let bulk = rows >= bulk_subjects() as i64;
             let locked = bulk && read_committed();
+            if subject.mapped {
+                // the new keys' locks (their source writers may have no id to lock; see
+                // lock_key_texts), before their ids and before the memberships
+                if locked {
+                    client.update(KEY_TABLE_LOCK_SQL, None, &[])?;
+                } else {
+                    let l = plan(client, &PlanKind::NewKeyLocks, &[], || new_key_locks_sql(subject))?;
+                    client.update(&*l, None, &[])?;
+                }
+            }
             if locked {
                 // waits for every writer of memberships; the next statement's snapshot sees them
                 client.update(TABLE_LOCK_SQL, None, &[])?;
@@ -131,10 +143,16 @@ pub(super) unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat
                 client.update(&*ids, None, &[])?;
             }
             let p = plan(client, &PlanKind::Insert { bulk, locked }, &[], || insert_sql(cat, subject, bulk, locked))?;
-            planned_for(bulk, || {
-                client.update(&*p, None, &[])?;
-                Ok(())
-            })
+            let stored = planned_for(bulk, || {
+                let t = client.update(&*p, None, &[])?;
+                if locked {
+                    return Ok(Vec::new());
+                }
+                Ok(t.first().get_one::<Vec<i64>>()?.unwrap_or_default())
+            })?;
+            // keys whose membership row existed (source rows before the subject, a concurrent
+            // source writer): recomputed under the row protocol, with a snapshot taken after it
+            apply_keys(client, cat, subject, &stored, &Scope::All, LockMode::Rows)
         }),
         pg_sys::TRIGGER_EVENT_UPDATE => {
             let mut scanned = scan_subject_update(td, cat);
@@ -158,7 +176,7 @@ pub(super) unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat
                     apply_locked(client, cat, subject, &u.rekeyed, &Scope::All)
                 }
                 None => {
-                    let keys = keys_by_sql(client, subject, &subject.key, true, true, true)?;
+                    let keys = keys_by_sql(client, subject, &subject.key, true, true, MapKeys::Create)?;
                     apply_keys(client, cat, subject, &keys, &Scope::All, LockMode::RowsOrTable)
                 }
                 }
@@ -167,10 +185,10 @@ pub(super) unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat
         pg_sys::TRIGGER_EVENT_DELETE => with_trigger_spi(td, |client| {
             // lock first: a concurrent source change must not re-create a deleted subject's set
             // SAFETY: td is this trigger's data.
-            let keys = unsafe { statement_keys(client, td, subject, &subject.key, cat.subject_key_attnum, true, false, false)? };
+            let keys = unsafe { statement_keys(client, td, subject, &subject.key, cat.subject_key_attnum, true, false, MapKeys::Lookup)? };
             if !keys.is_empty() {
                 lock_keys(client, &keys, LockMode::RowsOrTable)?;
-                let d = plan(client, &PlanKind::Delete, &[int8_array()], || DELETE_SQL.to_owned())?;
+                let d = plan(client, &PlanKind::Delete, &[int8_array()], || EMPTY_SQL.to_owned())?;
                 client.update(&*d, None, &[keys.into()])?;
             }
             Ok(())
