@@ -45,6 +45,12 @@ pub fn generation() -> u64 {
     CATALOG_GENERATION.with(Cell::get)
 }
 
+/// Changes whenever cached keys or catalog-derived state may be stale (the key file setting or
+/// the catalog moved): what per-backend caches of plans, domains and hierarchies compare.
+pub fn cache_generation() -> u64 {
+    (crate::gucs::key_file_generation() << 40) ^ generation()
+}
+
 /// The role that reads registered user tables for upkeep and exports (created by bootstrap.sql).
 pub const UPKEEP_ROLE: &CStr = c"mseg_upkeep";
 
@@ -146,7 +152,7 @@ thread_local! {
 /// is fine. (CHECK constraints are only read by the planner for constraint exclusion, which the
 /// upkeep turns off.) Checked once per catalog generation (any DDL on those tables moves it).
 pub fn check_registered_tables() -> Result<()> {
-    let generation = crate::keys::cache_generation();
+    let generation = cache_generation();
     if TABLES_CHECKED.with(Cell::get) == generation {
         return Ok(());
     }
@@ -619,11 +625,38 @@ pub fn require_purpose(purpose: &str) -> Result<()> {
     }
 }
 
-/// Names of segments, pool segments and purposes: a lower-case letter, then up to 62 of a-z 0-9 _.
-pub fn is_simple_name(name: &str) -> bool {
-    name.len() <= 63
+/// What a checked name names; each kind allows, after a lower-case letter, up to 62 of a-z, 0-9
+/// and its own punctuation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    /// segments and pool segments (and the purposes pool segments name): `_`
+    Segment,
+    /// trusted partners: `_ -`
+    Partner,
+    /// pseudonymisation domains: `_ - . :` (partners' domains are `partner.<name>`)
+    Domain,
+}
+
+/// The one check of the names pg_mseg gives its objects (purposes are checked the same way in
+/// sql/consent.sql): a clear error saying what a name may hold.
+pub fn check_name(kind: NameKind, name: &str) -> Result<()> {
+    let (label, punctuation, listed, code) = match kind {
+        NameKind::Segment => ("segment name", "_", "_", Code::InvalidArgument),
+        NameKind::Partner => ("partner name", "_-", "_ -", Code::InvalidArgument),
+        NameKind::Domain => ("domain name", "_-.:", "_ - . :", Code::InvalidDomain),
+    };
+    let ok = name.len() <= 63
         && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || punctuation.contains(c));
+    if ok {
+        return Ok(());
+    }
+    let rule = format!("A {label} starts with a lower-case letter and has at most 63 characters from a-z, 0-9, {listed}");
+    let e = MsegError::new(code, format!("invalid {label} \"{name}\""));
+    Err(match kind {
+        NameKind::Domain => e.detail(rule).hint("Choose a name such as analytics or partner.trustco."),
+        _ => e.hint(format!("{rule}.")),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,16 +1,14 @@
 //! Variant Twin import at the trusted party: every check before anything is applied, then the
 //! whole dump in one transaction or nothing.
 
-use base64::Engine;
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::Verifier;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 use serde_json::{json, Value as Json};
-use sha2::{Digest, Sha256};
 
 use crate::catalog;
+use crate::dump::{self, FORMAT};
 use crate::error::{boundary, Code, MsegError, Result as MsegResult};
-use crate::export::FORMAT;
 
 fn invalid(message: impl Into<String>) -> MsegError {
     MsegError::new(Code::InvalidDump, message).hint("Nothing was imported. Ask the controller for a fresh, complete dump.")
@@ -82,12 +80,6 @@ fn check_dump_size(bytes: u64) -> MsegResult<()> {
     Ok(())
 }
 
-fn decode_key(text: &str) -> Option<VerifyingKey> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim()).ok()?;
-    let arr: [u8; 32] = bytes.try_into().ok()?;
-    VerifyingKey::from_bytes(&arr).ok()
-}
-
 /// Register a controller whose dumps this trusted party accepts, with its public key.
 #[pg_extern(volatile, parallel_unsafe)]
 fn register_controller(id: Option<&str>, public_key: Option<&str>) -> String {
@@ -97,7 +89,7 @@ fn register_controller(id: Option<&str>, public_key: Option<&str>) -> String {
         if id.is_empty() || id.len() > 63 {
             return Err(MsegError::new(Code::InvalidArgument, format!("invalid controller id \"{id}\"")));
         }
-        if decode_key(key).is_none() {
+        if dump::decode_public_key(key).is_none() {
             return Err(MsegError::new(Code::InvalidArgument, "the public key is not a base64 Ed25519 public key")
                 .hint("Use the value of SELECT mseg.controller_public_key() at the controller."));
         }
@@ -180,12 +172,11 @@ fn verify(lines: &[&str]) -> MsegResult<Verified> {
         return Err(invalid("the dump is truncated: its last line is not a trailer"));
     }
     // the signature covers every line before the trailer
-    let mut hasher = Sha256::new();
+    let mut digest = dump::LineDigest::default();
     for l in &lines[..last] {
-        hasher.update(l.as_bytes());
-        hasher.update(b"\n");
+        digest.add(l);
     }
-    let digest = hasher.finalize();
+    let (digest, _) = digest.finish();
     let controller = field(&manifest, "controller", 1)?.as_str().unwrap_or("").to_owned();
     let key: Option<(String, i64)> = catalog::select(|c| {
         let t = c.select(
@@ -203,14 +194,8 @@ fn verify(lines: &[&str]) -> MsegResult<Verified> {
         return Err(MsegError::new(Code::UnknownController, format!("controller \"{}\" is not registered", short(&controller)))
             .hint("Register it with mseg.register_controller(id, public_key). Nothing was imported."));
     };
-    let vk = decode_key(&key).ok_or_else(|| invalid("the registered public key is unusable"))?;
-    let sig = trailer
-        .get("signature")
-        .and_then(Json::as_str)
-        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-        .and_then(|b| <[u8; 64]>::try_from(b).ok())
-        .map(|b| Signature::from_bytes(&b))
-        .ok_or_else(|| invalid("the trailer carries no valid signature"))?;
+    let vk = dump::decode_public_key(&key).ok_or_else(|| invalid("the registered public key is unusable"))?;
+    let sig = dump::trailer_signature(&trailer).ok_or_else(|| invalid("the trailer carries no valid signature"))?;
     if vk.verify(&digest, &sig).is_err() {
         return Err(invalid("the dump's signature does not verify").detail(format!(
             "The lines were changed, removed or added after signing, or the dump was not signed by controller \"{}\"'s registered key.",

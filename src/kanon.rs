@@ -19,7 +19,6 @@ use pgrx::PgRelation;
 
 use crate::catalog;
 use crate::error::{boundary, Code, MsegError, Result as MsegResult};
-use crate::keys;
 
 /// The error of the anonymiser or a hierarchy, told without any data value: values come from
 /// relations, and messages go to clients and the server log (column names and record numbers stay).
@@ -137,7 +136,7 @@ fn mapping_problem(e: &kanon::Error) -> String {
 /// The hierarchy a specification names (cached per backend until the catalog changes; a mapping
 /// table is checked against the current user's privileges on every use, cached or not).
 pub(crate) fn hierarchy(spec: &str) -> MsegResult<Rc<Hierarchy>> {
-    let generation = keys::cache_generation();
+    let generation = catalog::cache_generation();
     if let Some((mapping, h)) = HIERARCHIES.with(|c| {
         let c = c.borrow();
         if c.0 == generation {

@@ -140,11 +140,6 @@ pub fn clear_cache() {
     });
 }
 
-/// Changes whenever cached keys or catalog-derived state may be stale.
-pub fn cache_generation() -> u64 {
-    (gucs::key_file_generation() << 40) ^ catalog::generation()
-}
-
 /// Bring the cache in line with the current key file setting and catalog state.
 fn revalidate() {
     let key_gen = gucs::key_file_generation();
@@ -317,16 +312,7 @@ pub fn size_noise_key() -> Result<KeyedMac> {
 
 /// Domain names: a lower-case letter, then up to 62 of `a-z 0-9 _ - . :`.
 pub fn check_domain_name(name: &str) -> Result<()> {
-    let ok = name.len() <= 63
-        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-.:".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(MsegError::new(Code::InvalidDomain, format!("invalid domain name \"{name}\""))
-            .detail("A domain name starts with a lower-case letter and has at most 63 characters from a-z, 0-9, _ - . :")
-            .hint("Choose a name such as analytics or partner.trustco."))
-    }
+    catalog::check_name(catalog::NameKind::Domain, name)
 }
 
 /// Wipe a byte buffer (used by tests and by callers holding transient secrets).

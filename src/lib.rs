@@ -12,6 +12,7 @@ pub mod bulk_predicates;
 pub mod catalog;
 pub mod compat;
 pub mod consent;
+pub mod dump;
 pub mod error;
 pub mod export;
 pub mod gucs;

@@ -65,7 +65,7 @@ thread_local! {
 }
 
 fn keys_for(domain: &str) -> MsegResult<Rc<DomainKeys>> {
-    let generation = keys::cache_generation();
+    let generation = catalog::cache_generation();
     let hit = LAST_DOMAIN
         .with(|d| d.borrow().as_ref().filter(|k| k.domain == domain && LAST_DOMAIN_GENERATION.with(|g| g.get()) == generation).cloned());
     if let Some(k) = hit {
@@ -73,7 +73,7 @@ fn keys_for(domain: &str) -> MsegResult<Rc<DomainKeys>> {
     }
     let k = keys::domain_keys(domain)?;
     LAST_DOMAIN.with(|d| *d.borrow_mut() = Some(k.clone()));
-    LAST_DOMAIN_GENERATION.with(|g| g.set(keys::cache_generation()));
+    LAST_DOMAIN_GENERATION.with(|g| g.set(catalog::cache_generation()));
     Ok(k)
 }
 
@@ -131,7 +131,7 @@ fn is_text_like(typid: pg_sys::Oid) -> bool {
 
 fn rules_for(rel: pg_sys::Relation) -> MsegResult<Rc<Vec<Rule>>> {
     let relid = unsafe { (*rel).rd_id };
-    let generation = keys::cache_generation();
+    let generation = catalog::cache_generation();
     let hit = RULES.with(|r| {
         let r = r.borrow();
         if r.0 == generation {

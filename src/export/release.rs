@@ -301,7 +301,8 @@ pub fn group(ctx: &Ctx, truth: &Truth, sets: &mut Sets, members: &[u32], suppres
         let mut present: Vec<u32> = members.iter().map(|&i| truth.set[i as usize]).collect();
         present.sort_unstable();
         present.dedup();
-        let h = Hierarchy::categorical(present.iter().map(|&s| (sets.text(s).to_owned(), "*".to_owned()))).map_err(kanon_sql::kanon_error)?;
+        let h =
+            Hierarchy::categorical(present.iter().map(|&s| (sets.text(s).to_owned(), "*".to_owned()))).map_err(kanon_sql::kanon_error)?;
         hierarchies.push((SEGMENTS_COLUMN.to_owned(), h));
     }
     let mut present: Vec<u32> = members.iter().map(|&i| truth.legal[i as usize]).collect();
@@ -655,7 +656,9 @@ mod tests {
         let run = sets.intern(&[1]);
         let both = sets.intern(&[1, 2]);
         let mut t = Truth { nq: 1, ..Default::default() };
-        for (n, (age, set, legal)) in [(31, run, 0), (33, both, 1), (35, run, 0), (52, none, 2), (57, both, 2), (58, none, 1)].iter().enumerate() {
+        for (n, (age, set, legal)) in
+            [(31, run, 0), (33, both, 1), (35, run, 0), (52, none, 2), (57, both, 2), (58, none, 1)].iter().enumerate()
+        {
             t.subjects.push(n as i64);
             t.quasi_text.push_str(&age.to_string());
             t.quasi_end.push(t.quasi_text.len());

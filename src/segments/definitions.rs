@@ -3,12 +3,7 @@
 use super::*;
 
 pub fn check_segment_name(name: &str) -> MsegResult<()> {
-    if catalog::is_simple_name(name) {
-        Ok(())
-    } else {
-        Err(MsegError::new(Code::InvalidArgument, format!("invalid segment name \"{name}\""))
-            .hint("A segment name starts with a lower-case letter and has at most 63 characters from a-z, 0-9, _."))
-    }
+    catalog::check_name(catalog::NameKind::Segment, name)
 }
 
 pub(super) fn check_purpose(purpose: &str) -> MsegResult<()> {

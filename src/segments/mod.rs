@@ -31,7 +31,6 @@ use pgrx::PgRelation;
 use crate::bulk_predicates::{BulkPredicate, SourceAggregates};
 use crate::catalog::{self, require_subject_table, subject_table, SubjectTable};
 use crate::error::{boundary, Code, MsegError, Result as MsegResult};
-use crate::keys;
 use crate::predicate;
 use crate::progress;
 use crate::row_predicates::RowPredicates;

@@ -31,7 +31,7 @@ thread_local! {
 }
 
 pub(super) fn cached_catalog() -> MsegResult<Rc<SegCatalog>> {
-    let generation = keys::cache_generation();
+    let generation = catalog::cache_generation();
     let hit = PLANS.with(|p| {
         let p = p.borrow();
         if p.generation == generation {
