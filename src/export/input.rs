@@ -44,51 +44,8 @@ pub(super) fn read_input(p: &Partner, now: &str) -> MsegResult<Input> {
     // the registered table is read as mseg_upkeep, never as the caller or the superuser
     let t = kanon_sql::target(subject.relid, None, catalog::Who::Upkeep)?;
     let cols = kanon_sql::quasi_columns(&t, None)?;
-    // the subject id: the key itself, or the id a uuid/text key is mapped to
-    let key = subject.id_of_row("s");
-    let quasi_exprs = cols.iter().map(|c| kanon_sql::generalized_expr("s", c, 0)).collect::<MsegResult<Vec<_>>>()?;
-    // per partner purpose: the basis that applies now (the rule of mseg._processable) and, for a
-    // grant, the month it expires in: its first instant (UTC) is what a twin may say
-    let purposes: Vec<&str> = p.purposes.iter().map(String::as_str).collect();
-    if purposes.len() > 64 {
-        return Err(MsegError::new(Code::InvalidArgument, "a partner has more than 64 purposes"));
-    }
-    let joins = crate::consent::joins(&purposes, &key);
-    let mut bases = Vec::new();
-    let mut expiries = Vec::new();
-    for n in 0..purposes.len() {
-        let i = n + 1;
-        bases.push(crate::consent::basis_in_force(i));
-        // (a grant's expiry; it applies only when the grant is the basis in force, i.e. when the
-        // basis is not legitimate interest: see below)
-        expiries.push(format!(
-            "CASE WHEN b{i}.consent_basis IS NOT NULL THEN pg_catalog.to_char(pg_catalog.date_trunc('month', \
-             (b{i}.granted_at OPERATOR(pg_catalog.+) pp{i}.retention) AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') END"
-        ));
-    }
-    // one scalar column per value: key, quasi values, the basis per purpose, its expiry month per
-    // purpose. The segment sets are read on their own (below) and found by key.
-    let (nq, np) = (quasi_exprs.len(), purposes.len());
-    let sql = format!(
-        "SELECT {key}, {q}, {b}, {e} FROM {rel} s{id_join} {joins}",
-        q = quasi_exprs.iter().map(|x| format!("({x})::pg_catalog.text")).collect::<Vec<_>>().join(", "),
-        b = bases.iter().map(|x| format!("({x})::pg_catalog.text")).collect::<Vec<_>>().join(", "),
-        e = expiries.join(", "),
-        rel = subject.name,
-        id_join = subject.id_join("s"),
-    );
-    // segments bound to one of the partner's purposes
-    let seg_names: HashMap<i32, String> = catalog::select(|c| {
-        let mut m = HashMap::new();
-        for row in c.select(
-            "SELECT segment_id, name FROM mseg.segments WHERE purpose OPERATOR(pg_catalog.=) ANY ($1)",
-            None,
-            &[p.purposes.clone().into()],
-        )? {
-            m.insert(row.get::<i32>(1)?.unwrap_or(0), row.get::<String>(2)?.unwrap_or_default());
-        }
-        Ok(m)
-    })?;
+    let (sql, nq, np) = input_query(p, &subject, &cols)?;
+    let seg_names = partner_segments(&p.purposes)?;
     // sized for the table up front: growing vectors of a million entries costs copies and page faults
     let estimate = catalog::select(|c| {
         Ok(c.select(
@@ -119,41 +76,7 @@ pub(super) fn read_input(p: &Partner, now: &str) -> MsegResult<Input> {
     let mut legal_index: FxMap<Vec<(u8, u16)>, u32> = FxMap::default();
     let mut sets = Sets::default();
     let no_segments = sets.intern(&[]);
-    // every subject's segment set (bound to the partner's purposes, an index into `sets`), by key;
-    // arrays are decoded once per distinct array, identified by their bytes
-    let mut raw_sets: FxMap<Vec<u8>, u32> = FxMap::default();
-    let mut member_rows: Vec<(i64, u32)> = Vec::new();
-    catalog::for_each_row(catalog::Who::Owner, "SELECT subject_key, segments FROM mseg.memberships", |values, nulls| {
-        if values.len() != 2 || nulls.len() != 2 {
-            return Err(MsegError::new(Code::General, "memberships: unexpected row shape"));
-        }
-        // SAFETY: subject_key is int8
-        let subject = unsafe { i64::from_polymorphic_datum(values[0], nulls[0], pg_sys::INT8OID) }.unwrap_or(0);
-        let set = if nulls[1] {
-            no_segments
-        } else {
-            // SAFETY: segments is int4[], not NULL here; detoasting a short inline value is a
-            // no-op, and its bytes identify the array
-            let bytes = unsafe { pgrx::varlena::varlena_to_byte_slice(pg_sys::pg_detoast_datum_packed(values[1].cast_mut_ptr())) };
-            match raw_sets.get(bytes) {
-                Some(&n) => n,
-                None => {
-                    // SAFETY: as above
-                    let all = unsafe { <Vec<i32> as FromDatum>::from_polymorphic_datum(values[1], false, pg_sys::INT4ARRAYOID) }
-                        .unwrap_or_default();
-                    let mut ids: Vec<i32> = all.into_iter().filter(|id| seg_names.contains_key(id)).collect();
-                    ids.sort_unstable();
-                    let n = sets.intern(&ids);
-                    raw_sets.insert(bytes.to_vec(), n);
-                    n
-                }
-            }
-        };
-        member_rows.push((subject, set));
-        Ok(())
-    })?;
-    drop(raw_sets);
-    let mut memberships = ByKey::new(member_rows);
+    let mut memberships = segment_sets(&seg_names, &mut sets)?;
     let mut eligible = 0usize;
     let mut unreleasable: FxMap<i64, &'static str> = FxMap::default();
     let mut legal_key: Vec<(u8, u16)> = Vec::with_capacity(np);
@@ -269,6 +192,88 @@ pub(super) fn read_input(p: &Partner, now: &str) -> MsegResult<Input> {
         k: p.k as usize,
     };
     Ok(Input { ctx, truth, sets, eligible, unreleasable })
+}
+
+/// The query of `read_input`: per subject of the registered table, one scalar column per value:
+/// its id, its quasi values (as generalised at level 0), the basis in force per partner purpose,
+/// that basis's expiry month per purpose. Returns it with the number of quasi columns and of
+/// purposes.
+fn input_query(p: &Partner, subject: &catalog::SubjectTable, cols: &[kanon_sql::QuasiColumn]) -> MsegResult<(String, usize, usize)> {
+    // the subject id: the key itself, or the id a uuid/text key is mapped to
+    let key = subject.id_of_row("s");
+    let quasi_exprs = cols.iter().map(|c| kanon_sql::generalized_expr("s", c, 0)).collect::<MsegResult<Vec<_>>>()?;
+    // per partner purpose: the basis that applies now (the rule of mseg._processable) and, for a
+    // grant, the month it expires in: its first instant (UTC) is what a twin may say
+    let purposes: Vec<&str> = p.purposes.iter().map(String::as_str).collect();
+    if purposes.len() > 64 {
+        return Err(MsegError::new(Code::InvalidArgument, "a partner has more than 64 purposes"));
+    }
+    let joins = crate::consent::joins(&purposes, &key);
+    let mut bases = Vec::new();
+    let mut expiries = Vec::new();
+    for n in 0..purposes.len() {
+        let i = n + 1;
+        bases.push(crate::consent::basis_in_force(i));
+        // (a grant's expiry; it applies only when the grant is the basis in force, i.e. when the
+        // basis is not legitimate interest: see below)
+        expiries.push(format!(
+            "CASE WHEN b{i}.consent_basis IS NOT NULL THEN pg_catalog.to_char(pg_catalog.date_trunc('month', \
+             (b{i}.granted_at OPERATOR(pg_catalog.+) pp{i}.retention) AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') END"
+        ));
+    }
+    // one scalar column per value: key, quasi values, the basis per purpose, its expiry month per
+    // purpose. The segment sets are read on their own (below) and found by key.
+    let (nq, np) = (quasi_exprs.len(), purposes.len());
+    let sql = format!(
+        "SELECT {key}, {q}, {b}, {e} FROM {rel} s{id_join} {joins}",
+        q = quasi_exprs.iter().map(|x| format!("({x})::pg_catalog.text")).collect::<Vec<_>>().join(", "),
+        b = bases.iter().map(|x| format!("({x})::pg_catalog.text")).collect::<Vec<_>>().join(", "),
+        e = expiries.join(", "),
+        rel = subject.name,
+        id_join = subject.id_join("s"),
+    );
+    Ok((sql, nq, np))
+}
+
+/// The partner's segments: those bound to one of its purposes, by id.
+fn partner_segments(purposes: &[String]) -> MsegResult<HashMap<i32, String>> {
+    catalog::select(|c| {
+        let mut m = HashMap::new();
+        for row in c.select(
+            "SELECT segment_id, name FROM mseg.segments WHERE purpose OPERATOR(pg_catalog.=) ANY ($1)",
+            None,
+            &[purposes.to_vec().into()],
+        )? {
+            m.insert(row.get::<i32>(1)?.unwrap_or(0), row.get::<String>(2)?.unwrap_or_default());
+        }
+        Ok(m)
+    })
+}
+
+/// Every subject's segment set, restricted to the partner's segments, as an index into `sets`,
+/// by subject; each distinct stored array is decoded once.
+fn segment_sets(seg_names: &HashMap<i32, String>, sets: &mut Sets) -> MsegResult<ByKey<u32>> {
+    let no_segments = sets.intern(&[]);
+    let mut decoded: FxMap<Vec<u8>, u32> = FxMap::default();
+    let mut rows: Vec<(i64, u32)> = Vec::new();
+    crate::segments::for_each_membership(|subject, stored| {
+        let set = match stored {
+            None => no_segments,
+            Some(stored) => match decoded.get(stored.bytes()) {
+                Some(&n) => n,
+                None => {
+                    let mut ids: Vec<i32> = stored.ids().into_iter().filter(|id| seg_names.contains_key(id)).collect();
+                    ids.sort_unstable();
+                    let n = sets.intern(&ids);
+                    decoded.insert(stored.bytes().to_vec(), n);
+                    n
+                }
+            },
+        };
+        rows.push((subject, set));
+        Ok(())
+    })?;
+    Ok(ByKey::new(rows))
 }
 
 /// What the partner holds (every subject it was ever sent), sorted by subject.

@@ -37,6 +37,7 @@ use crate::row_predicates::RowPredicates;
 
 mod analysis;
 mod definitions;
+mod memberships;
 mod model;
 mod partitions;
 mod plans;
@@ -58,4 +59,5 @@ use self::upkeep::*;
 // what the rest of the extension uses
 pub use self::analysis::{check_predicate, CheckedPredicate};
 pub use self::definitions::check_segment_name;
+pub use self::memberships::{for_each_membership, StoredSet};
 pub use self::triggers::remember_partition;
