@@ -93,11 +93,12 @@ CREATE TABLE mseg.subject_state (
 -- Minimal pseudonymous proof of each erasure (Art. 17).
 CREATE TABLE mseg.erasures (
     subject_ref pg_catalog.text PRIMARY KEY,
-    subject_id  pg_catalog.int8,                   -- non-integer keys only: the id the mapping gave it
     erased_at   pg_catalog.timestamptz NOT NULL,
     mode        pg_catalog.text NOT NULL,
     actor       pg_catalog.text NOT NULL,
-    event_id    pg_catalog.int8 NOT NULL
+    event_id    pg_catalog.int8 NOT NULL,
+    subject_id  pg_catalog.int8                    -- non-integer keys only: the id the mapping gave it
+                                                   -- (last: added by the 0.1.0 -> 0.2.0 upgrade)
 );
 
 -- Subject ids of a subject table whose key is not an integer (uuid, text…): the extension's own

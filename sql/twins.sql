@@ -18,11 +18,12 @@ COMMENT ON TABLE mseg.partners IS 'pg_mseg: trusted partners, each its own pseud
 CREATE TABLE mseg.partner_twins (
     partner      pg_catalog.text NOT NULL REFERENCES mseg.partners(name) ON DELETE CASCADE,
     subject_key  pg_catalog.int8 NOT NULL,
-    generation   pg_catalog.int4 NOT NULL DEFAULT 0,
     pseudonym    pg_catalog.text COLLATE "C" NOT NULL,
-    cohort       pg_catalog.int8,             -- NULL once sent as a tombstone
     sequence     pg_catalog.int8 NOT NULL,
     tombstoned_at pg_catalog.timestamptz,   -- sent as a tombstone then; resolve refuses it
+    -- (generation and cohort last: added by the 0.1.0 -> 0.2.0 upgrade)
+    generation   pg_catalog.int4 NOT NULL DEFAULT 0,
+    cohort       pg_catalog.int8,             -- NULL once sent as a tombstone
     PRIMARY KEY (partner, subject_key),
     CHECK ((cohort IS NULL) OPERATOR(pg_catalog.<>) (tombstoned_at IS NULL))
 );
