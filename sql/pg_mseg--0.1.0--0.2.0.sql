@@ -251,17 +251,12 @@ $$;
 -- 2. Variant Twins in cohorts (mseg-vt/2), the partner state of mseg-vt/1 migrated
 ALTER TABLE mseg.partner_twins ADD COLUMN generation pg_catalog.int4 NOT NULL DEFAULT 0;
 ALTER TABLE mseg.partner_twins ADD COLUMN cohort pg_catalog.int8;
--- A twin a partner holds from an mseg-vt/1 dump has a record of its own, not a cohort's: each
--- becomes a cohort of one with no stored record. The next export ends every such cohort (fewer
--- than k members) with a tombstone and releases its subject again in a k-cohort under its next
--- generation, i.e. a new pseudonym: no mseg-vt/1 record can be intersected with an mseg-vt/2 one.
--- Negative ids never meet the ids exports give ((sequence << 24) + n). (That dump's k_history is
--- 1: each mseg-vt/1 twin had a history of its own; what its tombstones say is only that all ended.)
-UPDATE mseg.partner_twins t SET cohort = -n.n
-FROM (SELECT partner, subject_key,
-             pg_catalog.row_number() OVER (PARTITION BY partner ORDER BY subject_key) AS n
-      FROM mseg.partner_twins WHERE tombstoned_at IS NULL) n
-WHERE t.partner OPERATOR(pg_catalog.=) n.partner AND t.subject_key OPERATOR(pg_catalog.=) n.subject_key;
+-- The twins a partner holds from mseg-vt/1 dumps had records of their own, not a cohort's: they
+-- become one cohort, -1 (exports give ids (sequence << 24) + n, never negative), with no stored
+-- record. The next export ends that cohort as a whole, in one batch (src/export/build.rs,
+-- carry_cohorts), and releases its subjects again in k-cohorts under their next generation, i.e.
+-- new pseudonyms: no mseg-vt/1 record can be intersected with an mseg-vt/2 one.
+UPDATE mseg.partner_twins SET cohort = -1 WHERE tombstoned_at IS NULL;
 ALTER TABLE mseg.partner_twins DROP COLUMN content_hash;
 ALTER TABLE mseg.partner_twins ADD CHECK ((cohort IS NULL) OPERATOR(pg_catalog.<>) (tombstoned_at IS NULL));
 CREATE TABLE mseg.partner_cohorts (

@@ -145,6 +145,20 @@ SQL
     check "the next delta continues the sequence" \
         "$(sudo -u postgres head -1 "$out/acme-3.jsonl" | python3 -c "import sys, json; h = json.load(sys.stdin); print(h['sequence'], h['follows'])")" "3 2"
     check "it imports at the (upgraded) trusted party" "$(import acme-3.jsonl)" "$(twins acme-3.jsonl)"
+    # the twins held from $from's dumps end together and come back under new pseudonyms only
+    check "no pseudonym of a $from dump is sent again, and k holds over the dump's history" \
+        "$(sudo -u postgres python3 - "$out" <<'PY'
+import json, sys
+d = sys.argv[1]
+def lines(f):
+    return [json.loads(l) for l in open(f"{d}/{f}")]
+old = {l["pseudonym"] for f in ("acme-1.jsonl", "acme-2.jsonl") for l in lines(f) if l.get("type") == "twin"}
+new = lines("acme-3.jsonl")
+again = sum(1 for l in new if l.get("type") == "twin" and l["pseudonym"] in old)
+m = new[0]
+print(again, m["k_history"] >= m["k_required"])
+PY
+)" "0 True"
     check "the trusted party is at sequence 3" "$(on_a trustco -Atc "SELECT last_sequence FROM mseg.controllers WHERE id = 'acme'")" "3"
     check "verify_audit_log() at the trusted party" "$(on_a trustco -Atc "SELECT ok FROM mseg.verify_audit_log()")" "t"
 

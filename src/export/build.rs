@@ -294,6 +294,12 @@ fn carry_cohorts(
             plan.end_cohort(&stay, &leave, "refreshed", link);
             continue;
         }
+        if cid < 0 {
+            // twins held from mseg-vt/1 dumps (the 0.1.0 -> 0.2.0 upgrade): they end together and
+            // are released again under new pseudonyms, so no old record meets a new one
+            plan.end_cohort(&stay, &leave, "regrouped", link);
+            continue;
+        }
         if !leave.is_empty() {
             if leave.len() >= k && stay.len() >= k {
                 plan.tombs.extend(leave.iter().map(|&row| Tomb { row, reason: None }));
