@@ -18,8 +18,6 @@ use crate::error::{Code, MsegError, Result as MsegResult};
 use crate::kanon as kanon_sql;
 
 pub const NONE: u32 = u32::MAX;
-/// The anonymiser's extra column for the segment set (reported in the manifest's levels).
-pub const SEGMENTS_COLUMN: &str = "(segments)";
 /// The anonymiser's extra column for the legal view (bases and expiry months per purpose).
 pub const LEGAL_COLUMN: &str = "(legal basis)";
 
@@ -27,8 +25,6 @@ pub const LEGAL_COLUMN: &str = "(legal basis)";
 #[derive(Default)]
 pub struct Sets {
     list: Vec<Vec<i32>>,
-    /// per set: its ids joined by commas (the anonymiser's value for it)
-    texts: Vec<String>,
     index: FxMap<Vec<i32>, u32>,
 }
 
@@ -39,15 +35,11 @@ impl Sets {
         }
         let n = self.list.len() as u32;
         self.list.push(ids.to_vec());
-        self.texts.push(ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","));
         self.index.insert(ids.to_vec(), n);
         n
     }
     pub fn get(&self, n: u32) -> &[i32] {
         self.list.get(n as usize).map(Vec::as_slice).unwrap_or(&[])
-    }
-    pub fn text(&self, n: u32) -> &str {
-        self.texts.get(n as usize).map(String::as_str).unwrap_or("")
     }
 }
 
@@ -272,9 +264,10 @@ pub struct Grouping {
 }
 
 /// Form groups of at least `ctx.k` from `members` (indexes into `truth`): the kanon anonymiser over
-/// the quasi columns, the segment set and the legal view (up to `suppression_limit` of them may
-/// stay unplaced), then within each class the segment sets made k-anonymous, then one record per
-/// (class, segment set) with the members' legal meet; groups with equal records are one group.
+/// the quasi columns and the legal view, with the partner's segments declared (its cuts weigh the
+/// memberships they would lose; up to `suppression_limit` of the members may stay unplaced), then
+/// within each class the segment sets made k-anonymous, then one record per (class, segment set)
+/// with the members' legal meet; groups with equal records are one group.
 pub fn group(ctx: &Ctx, truth: &Truth, sets: &mut Sets, members: &[u32], suppression_limit: f64) -> MsegResult<Grouping> {
     let k = ctx.k;
     if members.len() < k {
@@ -296,15 +289,14 @@ pub fn group(ctx: &Ctx, truth: &Truth, sets: &mut Sets, members: &[u32], suppres
         };
         hierarchies.push((ctx.columns[c].clone(), h));
     }
-    let with_sets = !ctx.seg_names.is_empty();
-    if with_sets {
-        let mut present: Vec<u32> = members.iter().map(|&i| truth.set[i as usize]).collect();
-        present.sort_unstable();
-        present.dedup();
-        let h =
-            Hierarchy::categorical(present.iter().map(|&s| (sets.text(s).to_owned(), "*".to_owned()))).map_err(kanon_sql::kanon_error)?;
-        hierarchies.push((SEGMENTS_COLUMN.to_owned(), h));
-    }
+    // the partner's segments, declared to the anonymiser: its partitioning weighs the memberships
+    // a cut would lose (so members sharing segments stay together) and every class shows the
+    // segments all of its members hold; the sets are refined within each class below
+    let segment_ids: Vec<i32> = {
+        let mut ids: Vec<i32> = ctx.seg_names.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    };
     let mut present: Vec<u32> = members.iter().map(|&i| truth.legal[i as usize]).collect();
     present.sort_unstable();
     present.dedup();
@@ -323,20 +315,22 @@ pub fn group(ctx: &Ctx, truth: &Truth, sets: &mut Sets, members: &[u32], suppres
     pairs.sort_unstable();
     pairs.dedup();
     hierarchies.push((LEGAL_COLUMN.to_owned(), Hierarchy::categorical(pairs).map_err(kanon_sql::kanon_error)?));
-    let mut a = Anonymizer::new(hierarchies, k, None, suppression_limit).map_err(kanon_sql::kanon_error)?;
+    let mut a = Anonymizer::new(hierarchies, k, None, suppression_limit)
+        .and_then(|a| a.with_segments(segment_ids.iter().map(|id| ctx.seg_names.get(id).cloned().unwrap_or_default())))
+        .map_err(kanon_sql::kanon_error)?;
     a.reserve(members.len());
-    let mut texts: Vec<&str> = Vec::with_capacity(nq + 2);
+    let mut texts: Vec<Option<&str>> = Vec::with_capacity(nq + 1);
+    let mut segment_indexes: Vec<u32> = Vec::new();
     for (pos, &i) in members.iter().enumerate() {
         let i = i as usize;
         texts.clear();
         for c in 0..nq {
-            texts.push(truth.quasi(i, c));
+            texts.push(Some(truth.quasi(i, c)));
         }
-        if with_sets {
-            texts.push(sets.text(truth.set[i]));
-        }
-        texts.push(leaf_of.get(&truth.legal[i]).map(String::as_str).unwrap_or(""));
-        a.push_text(pos as i64, &texts, None).map_err(kanon_sql::kanon_error)?;
+        texts.push(Some(leaf_of.get(&truth.legal[i]).map(String::as_str).unwrap_or("")));
+        segment_indexes.clear();
+        segment_indexes.extend(sets.get(truth.set[i]).iter().filter_map(|id| segment_ids.binary_search(id).ok().map(|n| n as u32)));
+        a.push_text_with(pos as i64, &texts, None, &segment_indexes).map_err(kanon_sql::kanon_error)?;
     }
     drop(texts);
     let out = a.run().map_err(kanon_sql::kanon_error)?;
