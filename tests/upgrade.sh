@@ -61,6 +61,10 @@ upgrade_from() {
         tail -30 "$src/build.log"; echo "FAIL building release $from"; fails=$((fails + 1)); return
     fi
     rm -rf "$src"
+    # the release's path crates (pg_mseg, kanon) were built into this tree's target directory under
+    # the same names and hashes as the current ones, and newer than the current sources: remove
+    # them, or a later build of this tree would take them as up to date
+    (cd "$MSEG_ROOT" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$MSEG_ROOT/target}" cargo clean -q -p kanon -p pg_mseg)
 
     # cluster A: the released version, with state
     unset MSEG_PORT
