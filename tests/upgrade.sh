@@ -64,7 +64,7 @@ upgrade_from() {
     # the release's path crates (pg_mseg, kanon) were built into this tree's target directory under
     # the same names and hashes as the current ones, and newer than the current sources: remove
     # them, or a later build of this tree would take them as up to date
-    (cd "$MSEG_ROOT" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$MSEG_ROOT/target}" cargo clean -q -p kanon -p pg_mseg)
+    (cd "$MSEG_ROOT" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$MSEG_ROOT/target}" cargo clean -q --profile dev -p kanon -p pg_mseg)
 
     # cluster A: the released version, with state
     unset MSEG_PORT
