@@ -299,6 +299,19 @@ pub fn signing_key() -> Result<ed25519_dalek::SigningKey> {
     Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
 }
 
+/// HKDF info of the seed of the trusted party's OPRF key (src/linkage.rs).
+pub const OPRF_SEED_INFO: &[u8] = b"pg_mseg/oprf-ristretto255-sha512/v1";
+
+/// The trusted party's OPRF server (RFC 9497, ristretto255-SHA512), its key derived from the
+/// master key (DeriveKeyPair over an HKDF output). It never leaves Rust: whoever held it could
+/// compute every person's link from an e-mail address.
+pub fn oprf_server() -> Result<voprf::OprfServer<voprf::Ristretto255>> {
+    let m = master()?;
+    let seed = m.derive(OPRF_SEED_INFO);
+    voprf::OprfServer::<voprf::Ristretto255>::new_from_seed(seed.as_ref(), b"pg_mseg linkage")
+        .map_err(|_| MsegError::new(Code::General, "the OPRF key cannot be derived"))
+}
+
 /// HKDF info of the key that seeds the noise of published segment sizes (`src/sizes.rs`).
 pub const SIZE_NOISE_INFO: &[u8] = b"pg_mseg/size-noise/v1";
 
