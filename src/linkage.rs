@@ -80,11 +80,7 @@ struct Checked<'a> {
 }
 
 /// Check a signed file's shape, format and signature; `key_of` names the key from the manifest.
-fn check_signed<'a>(
-    lines: &[&'a str],
-    format: &str,
-    key_of: impl FnOnce(&Json) -> MsegResult<VerifyingKey>,
-) -> MsegResult<Checked<'a>> {
+fn check_signed<'a>(lines: &[&'a str], format: &str, key_of: impl FnOnce(&Json) -> MsegResult<VerifyingKey>) -> MsegResult<Checked<'a>> {
     if lines.len() < 2 {
         return Err(invalid("the file is empty or truncated").detail("It has at least a manifest and a trailer."));
     }
@@ -152,7 +148,9 @@ fn body_fields<'a>(line: &'a str, n: usize, kind: &str, names: &[&str]) -> MsegR
     }
     names
         .iter()
-        .map(|name| v.get(*name).and_then(Json::as_str).map(str::to_owned).ok_or_else(|| invalid(format!("line {n} has no valid \"{name}\""))))
+        .map(|name| {
+            v.get(*name).and_then(Json::as_str).map(str::to_owned).ok_or_else(|| invalid(format!("line {n} has no valid \"{name}\"")))
+        })
         .collect()
 }
 
@@ -289,8 +287,9 @@ fn linkage_request(partner: Option<&str>, identifier: Option<&str>) -> SetOfIter
         body.push(String::new()); // the manifest, once the count is known
         for (key, pseudonym) in &held {
             let Some(input) = ids.get(key) else { continue };
-            let blinded = OprfClient::<Ristretto255>::blind(input.as_bytes(), &mut rng)
-                .map_err(|_| MsegError::new(Code::InvalidLinkage, "a matching identifier cannot be blinded").detail("It is longer than 65535 bytes."))?;
+            let blinded = OprfClient::<Ristretto255>::blind(input.as_bytes(), &mut rng).map_err(|_| {
+                MsegError::new(Code::InvalidLinkage, "a matching identifier cannot be blinded").detail("It is longer than 65535 bytes.")
+            })?;
             ns.push(ns.len() as i32 + 1);
             keys_.push(*key);
             pseudonyms.push(pseudonym.clone());
@@ -337,11 +336,15 @@ fn linkage_finalize(partner: Option<&str>, response: Option<PgRelation>) -> SetO
         let controller = me()?;
         let subject = catalog::require_subject_table()?;
         let key = catalog::as_owner(|| {
-            catalog::query_one::<String>("SELECT public_key FROM mseg.partner_keys WHERE partner OPERATOR(pg_catalog.=) $1", &[partner.into()])
+            catalog::query_one::<String>(
+                "SELECT public_key FROM mseg.partner_keys WHERE partner OPERATOR(pg_catalog.=) $1",
+                &[partner.into()],
+            )
         })?;
         let key = key.and_then(|k| dump::decode_public_key(&k)).ok_or_else(|| {
-            MsegError::new(Code::InvalidLinkage, format!("partner \"{partner}\" has no public key registered"))
-                .hint("Register it with mseg.set_partner_public_key(partner, key), the value of mseg.controller_public_key() at the partner.")
+            MsegError::new(Code::InvalidLinkage, format!("partner \"{partner}\" has no public key registered")).hint(
+                "Register it with mseg.set_partner_public_key(partner, key), the value of mseg.controller_public_key() at the partner.",
+            )
         })?;
         let raw = staging_lines(response)?;
         let lines = dump_lines(&raw);
@@ -395,7 +398,11 @@ fn linkage_finalize(partner: Option<&str>, response: Option<PgRelation>) -> SetO
                 None,
                 &[partner.into(), sequence.into()],
             )? {
-                v.push((row.get::<i64>(1)?.unwrap_or(0), row.get::<String>(2)?.unwrap_or_default(), row.get::<Vec<u8>>(3)?.unwrap_or_default()));
+                v.push((
+                    row.get::<i64>(1)?.unwrap_or(0),
+                    row.get::<String>(2)?.unwrap_or_default(),
+                    row.get::<Vec<u8>>(3)?.unwrap_or_default(),
+                ));
             }
             Ok(v)
         })?;
@@ -420,8 +427,8 @@ fn linkage_finalize(partner: Option<&str>, response: Option<PgRelation>) -> SetO
             let element = b64decode(element)
                 .and_then(|b| EvaluationElement::<Ristretto255>::deserialize(&b).ok())
                 .ok_or_else(|| invalid(format!("line {n} has no valid \"element\"")))?;
-            let client = OprfClient::<Ristretto255>::deserialize(blind)
-                .map_err(|_| MsegError::new(Code::General, "a stored blind is unusable"))?;
+            let client =
+                OprfClient::<Ristretto255>::deserialize(blind).map_err(|_| MsegError::new(Code::General, "a stored blind is unusable"))?;
             let (Some(input), true) = (ids.get(key), still_held.contains(pseudonym)) else {
                 skipped += 1;
                 continue;
