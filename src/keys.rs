@@ -425,6 +425,16 @@ mod tests {
     }
 
     #[pg_test]
+    fn oprf_key_is_derived_from_the_master_key_and_stable() {
+        let a = keys::oprf_server().unwrap().evaluate(b"ann@example.org").unwrap();
+        let b = keys::oprf_server().unwrap().evaluate(b"ann@example.org").unwrap();
+        assert_eq!(a, b);
+        let other = voprf::OprfServer::<voprf::Ristretto255>::new_from_seed(&[0u8; 32], b"pg_mseg linkage").unwrap();
+        assert_ne!(a, other.evaluate(b"ann@example.org").unwrap());
+        assert_ne!(a, keys::oprf_server().unwrap().evaluate(b"bob@example.org").unwrap());
+    }
+
+    #[pg_test]
     fn key_fingerprint_is_stable_and_short() {
         let a = Spi::get_one::<String>("SELECT mseg.key_fingerprint()").unwrap().unwrap();
         let b = Spi::get_one::<String>("SELECT mseg.key_fingerprint()").unwrap().unwrap();
