@@ -15,7 +15,9 @@
 //!   `alpha = exp(-epsilon)` (`mseg.size_epsilon`, default 0.5): the discrete Laplace mechanism,
 //!   epsilon-differentially private for one subject joining or leaving (sensitivity 1: a subject
 //!   counts once per segment; a pooled twin once per (controller, segment) and once across
-//!   controllers). Suppression is decided on the noisy value, so it is post-processing and costs
+//!   controllers). Pooled sizes are published in twins and in persons (distinct linked persons,
+//!   `mseg.pool_links`; an unlinked twin is one), each with its own noise; suppression is
+//!   decided on the noisy persons, and twins are shown only where the persons pass. Suppression is decided on the noisy value, so it is post-processing and costs
 //!   nothing more.
 //!
 //! The noise is derived, not drawn: X is a function of HMAC-SHA256(size-noise key, segment, true

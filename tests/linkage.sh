@@ -152,7 +152,7 @@ check "acme's database holds no link of gymco's own customers" "$(grep -cFf "$ou
 check "acme keeps no blind after finalising" "$(mseg_psql acme -Atc "SELECT count(*) FROM mseg.link_blinds")" "0"
 
 say "an objection at acme, a delta, a second linkage round"
-shared_id=$(comm -12 <(sort "$out/held-acme.txt") <(sort "$out/held-gymco.txt") | sort -n | head -1)
+shared_id=$(comm -12 <(sort "$out/held-acme.txt") <(sort "$out/held-gymco.txt") | sort -n | awk 'NR == 1')
 mseg_psql acme -Atc "SELECT mseg.object($shared_id, 'direct_marketing')" >/dev/null
 export_twins acme delta acme-twins-2.jsonl
 check "the trusted party holds no link without its twin" \
