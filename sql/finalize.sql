@@ -201,3 +201,18 @@ GRANT EXECUTE ON FUNCTION
     mseg.export_variant_twins(pg_catalog.text, pg_catalog.text),
     mseg.resolve(pg_catalog.text, pg_catalog.text[], pg_catalog.text)
 TO mseg_admin, mseg_export;
+
+-- linkage (trusted party: OPRF person links; controller: requests and linkage files). The blinds
+-- (mseg.link_blinds) are granted to nobody; person links only to mseg_linkage.
+GRANT USAGE ON SCHEMA mseg TO mseg_linkage;
+GRANT SELECT ON mseg.pool_links TO mseg_linkage;
+GRANT SELECT ON mseg.partner_keys, mseg.link_requests, mseg.link_sequences TO mseg_admin;
+GRANT EXECUTE ON FUNCTION
+    mseg.set_partner_public_key(pg_catalog.text, pg_catalog.text),
+    mseg.linkage_evaluate(pg_catalog.regclass),
+    mseg.import_linkage(pg_catalog.regclass)
+TO mseg_admin;
+GRANT EXECUTE ON FUNCTION
+    mseg.linkage_request(pg_catalog.text, pg_catalog.text),
+    mseg.linkage_finalize(pg_catalog.text, pg_catalog.regclass)
+TO mseg_admin, mseg_export;

@@ -29,6 +29,7 @@
 --   8. subject keys of any usual type (uuid, text, varchar) mapped to subject ids
 --   9. keys without a subject id are locked by hash bucket
 --  10. privileges
+--  11. trusted party: OPRF linkage and persons in the pooled sizes (with its own privileges)
 
 -- 1. no user table touched with elevated rights: mseg_upkeep, ledger in the chain, anchors, Rust look-ups
 DO $upkeep$
@@ -1025,3 +1026,137 @@ GRANT SELECT ON mseg.kanon_views TO mseg_admin;
 -- exports refused on unaccepted copies
 GRANT SELECT ON mseg.instance_identity TO mseg_admin;
 GRANT EXECUTE ON FUNCTION mseg.accept_copy() TO mseg_admin;
+
+-- 11. trusted party: OPRF linkage and persons (issue 15)
+-- (src/linkage.rs, sql/linkage.sql; persons in the pooled sizes, sql/sizes.sql)
+DO $linkage_role$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'mseg_linkage') THEN
+        CREATE ROLE mseg_linkage NOLOGIN;
+    END IF;
+END
+$linkage_role$;
+
+ALTER TABLE mseg.published_pool_sizes ADD COLUMN persons pg_catalog.int8;
+CREATE OR REPLACE VIEW mseg.pool_segment_sizes AS
+SELECT p.controller, p.segment, p.twins, p.suppressed, p.kind, e.published_at, p.persons
+FROM mseg.published_pool_sizes p
+JOIN mseg.size_publications e ON e.epoch OPERATOR(pg_catalog.=) p.epoch;
+COMMENT ON VIEW mseg.pool_segment_sizes IS 'pg_mseg: published pooled segment sizes in twins and persons (controller NULL = across controllers; kind controller or pool), noisy, k-suppressed on persons';
+
+-- Controller side: the key each trusted partner signs its linkage responses with.
+CREATE TABLE mseg.partner_keys (
+    partner    pg_catalog.text PRIMARY KEY REFERENCES mseg.partners(name) ON DELETE CASCADE,
+    public_key pg_catalog.text NOT NULL,
+    set_at     pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE mseg.partner_keys IS 'pg_mseg: public keys of trusted partners (linkage responses are signed with them)';
+
+-- Controller side: linkage requests sent to a partner (sequence per partner), until finalised.
+CREATE TABLE mseg.link_requests (
+    partner      pg_catalog.text NOT NULL REFERENCES mseg.partners(name) ON DELETE CASCADE,
+    sequence     pg_catalog.int8 NOT NULL,
+    identifier   pg_catalog.name NOT NULL,   -- the subject table's column holding the matching identifier
+    subjects     pg_catalog.int4 NOT NULL,   -- blinded elements sent
+    sha256       pg_catalog.text NOT NULL,   -- of the request's lines: the response must name it
+    created_at   pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    finalized_at pg_catalog.timestamptz,
+    PRIMARY KEY (partner, sequence)
+);
+COMMENT ON TABLE mseg.link_requests IS 'pg_mseg: OPRF linkage requests sent to trusted partners';
+
+-- Controller side: the blinds of an open request (secret: with the response they give the OPRF
+-- output). Nobody but the extension reads them; deleted when the request is finalised; not dumped.
+CREATE TABLE mseg.link_blinds (
+    partner     pg_catalog.text NOT NULL,
+    sequence    pg_catalog.int8 NOT NULL,
+    n           pg_catalog.int4 NOT NULL,   -- the line of the request (1 = first element)
+    subject_key pg_catalog.int8 NOT NULL,
+    pseudonym   pg_catalog.text COLLATE "C" NOT NULL,
+    blind       pg_catalog.bytea NOT NULL,
+    PRIMARY KEY (partner, sequence, n),
+    FOREIGN KEY (partner, sequence) REFERENCES mseg.link_requests (partner, sequence) ON DELETE CASCADE
+);
+COMMENT ON TABLE mseg.link_blinds IS 'pg_mseg: blinds of open linkage requests (secret; readable by no role)';
+
+-- Trusted-party side: per controller, the last request evaluated and the last linkage imported.
+CREATE TABLE mseg.link_sequences (
+    controller     pg_catalog.text COLLATE "C" PRIMARY KEY,
+    last_evaluated pg_catalog.int8 NOT NULL DEFAULT 0,
+    last_imported  pg_catalog.int8 NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE mseg.link_sequences IS 'pg_mseg: linkage requests evaluated and linkage files imported, per controller';
+
+-- Trusted-party side: the person behind each linked twin (the OPRF output of its matching
+-- identifier, base64). Readable by the owner and mseg_linkage only.
+CREATE TABLE mseg.pool_links (
+    controller pg_catalog.text COLLATE "C" NOT NULL,
+    pseudonym  pg_catalog.text COLLATE "C" NOT NULL,
+    person     pg_catalog.text COLLATE "C" NOT NULL,
+    sequence   pg_catalog.int8 NOT NULL,
+    PRIMARY KEY (controller, pseudonym)
+);
+CREATE INDEX pool_links_person ON mseg.pool_links (person);
+COMMENT ON TABLE mseg.pool_links IS 'pg_mseg: person links of pooled twins (OPRF outputs; readable by mseg_linkage only)';
+
+SELECT pg_catalog.pg_extension_config_dump('mseg.partner_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('mseg.link_requests', '');
+SELECT pg_catalog.pg_extension_config_dump('mseg.link_sequences', '');
+SELECT pg_catalog.pg_extension_config_dump('mseg.pool_links', '');
+
+CREATE FUNCTION "set_partner_public_key"(
+	"partner" TEXT, /* Option < & str > */
+	"public_key" TEXT /* Option < & str > */
+) RETURNS TEXT /* String */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'set_partner_public_key_wrapper';
+CREATE FUNCTION "linkage_request"(
+	"partner" TEXT, /* Option < & str > */
+	"identifier" TEXT /* Option < & str > */
+) RETURNS SETOF TEXT /* String */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'linkage_request_wrapper';
+CREATE FUNCTION "linkage_evaluate"(
+	"request" regclass /* Option < PgRelation > */
+) RETURNS SETOF TEXT /* String */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'linkage_evaluate_wrapper';
+CREATE FUNCTION "linkage_finalize"(
+	"partner" TEXT, /* Option < & str > */
+	"response" regclass /* Option < PgRelation > */
+) RETURNS SETOF TEXT /* String */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'linkage_finalize_wrapper';
+CREATE FUNCTION "import_linkage"(
+	"staging" regclass /* Option < PgRelation > */
+) RETURNS bigint /* i64 */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'import_linkage_wrapper';
+
+REVOKE ALL ON mseg.partner_keys, mseg.link_requests, mseg.link_blinds, mseg.link_sequences, mseg.pool_links FROM PUBLIC;
+REVOKE ALL ON FUNCTION
+    mseg.set_partner_public_key(pg_catalog.text, pg_catalog.text),
+    mseg.linkage_request(pg_catalog.text, pg_catalog.text),
+    mseg.linkage_evaluate(pg_catalog.regclass),
+    mseg.linkage_finalize(pg_catalog.text, pg_catalog.regclass),
+    mseg.import_linkage(pg_catalog.regclass)
+FROM PUBLIC;
+-- linkage (trusted party: OPRF person links; controller: requests and linkage files). The blinds
+-- (mseg.link_blinds) are granted to nobody; person links only to mseg_linkage.
+GRANT USAGE ON SCHEMA mseg TO mseg_linkage;
+GRANT SELECT ON mseg.pool_links TO mseg_linkage;
+GRANT SELECT ON mseg.partner_keys, mseg.link_requests, mseg.link_sequences TO mseg_admin;
+GRANT EXECUTE ON FUNCTION
+    mseg.set_partner_public_key(pg_catalog.text, pg_catalog.text),
+    mseg.linkage_evaluate(pg_catalog.regclass),
+    mseg.import_linkage(pg_catalog.regclass)
+TO mseg_admin;
+GRANT EXECUTE ON FUNCTION
+    mseg.linkage_request(pg_catalog.text, pg_catalog.text),
+    mseg.linkage_finalize(pg_catalog.text, pg_catalog.regclass)
+TO mseg_admin, mseg_export;

@@ -32,7 +32,8 @@ CREATE TABLE mseg.published_pool_sizes (
     segment    pg_catalog.text NOT NULL,
     epoch      pg_catalog.int8 NOT NULL,
     twins      pg_catalog.int8,
-    suppressed pg_catalog.bool NOT NULL
+    suppressed pg_catalog.bool NOT NULL,
+    persons    pg_catalog.int8             -- distinct linked persons (an unlinked twin is one); k is checked on it
 );
 CREATE UNIQUE INDEX published_pool_sizes_key ON mseg.published_pool_sizes (kind, segment, controller) NULLS NOT DISTINCT;
 COMMENT ON TABLE mseg.published_pool_sizes IS 'pg_mseg: last published (noisy, k-suppressed) pooled segment sizes';
@@ -56,11 +57,13 @@ LEFT JOIN mseg.published_sizes p ON p.segment_id OPERATOR(pg_catalog.=) s.segmen
 LEFT JOIN mseg.size_publications e ON e.epoch OPERATOR(pg_catalog.=) p.epoch;
 COMMENT ON VIEW mseg.segment_sizes IS 'pg_mseg: published segment sizes (noisy, NULL below mseg.min_group_size); see mseg.publish_segment_sizes()';
 
--- Pooled segment sizes (trusted party), as last published: twins per (controller, segment) and
--- across controllers (controller NULL), for the controllers' exported segments (kind
+-- Pooled segment sizes (trusted party), as last published: twins and persons per (controller,
+-- segment) and across controllers (controller NULL), for the controllers' exported segments (kind
 -- controller) and the trusted party's own pool segments (kind pool); expired twins never count.
+-- Persons are distinct linked persons (mseg.pool_links; an unlinked twin counts as one); the k
+-- check (suppression) is made on persons.
 CREATE VIEW mseg.pool_segment_sizes AS
-SELECT p.controller, p.segment, p.twins, p.suppressed, p.kind, e.published_at
+SELECT p.controller, p.segment, p.twins, p.suppressed, p.kind, e.published_at, p.persons
 FROM mseg.published_pool_sizes p
 JOIN mseg.size_publications e ON e.epoch OPERATOR(pg_catalog.=) p.epoch;
-COMMENT ON VIEW mseg.pool_segment_sizes IS 'pg_mseg: published pooled segment sizes (controller NULL = across controllers; kind controller or pool), noisy, k-suppressed';
+COMMENT ON VIEW mseg.pool_segment_sizes IS 'pg_mseg: published pooled segment sizes in twins and persons (controller NULL = across controllers; kind controller or pool), noisy, k-suppressed on persons';

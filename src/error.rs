@@ -67,6 +67,9 @@ pub enum Code {
     /// MS074: the dump's source cannot be read (a server file without pg_read_server_files, an
     /// unreadable file, a relation that is not a staging table).
     ImportSource,
+    /// MS076: a linkage request, response or linkage file that fails verification (signature,
+    /// format, sequence, shape), or a linkage step asked out of turn.
+    InvalidLinkage,
 }
 
 impl Code {
@@ -99,6 +102,7 @@ impl Code {
             Code::ImportLimit => "MS073",
             Code::ImportSource => "MS074",
             Code::CopyNotAccepted => "MS075",
+            Code::InvalidLinkage => "MS076",
         }
     }
 }

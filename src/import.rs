@@ -16,7 +16,7 @@ fn invalid(message: impl Into<String>) -> MsegError {
 
 /// At most 64 characters of a value from the dump, for messages: an error never echoes a whole
 /// field (a 200 MB manifest field would go to the client and the server log).
-fn short(text: &str) -> String {
+pub(crate) fn short(text: &str) -> String {
     crate::kanon::short(text)
 }
 
@@ -53,7 +53,7 @@ fn json_depth(text: &str) -> usize {
 }
 
 /// Refuse a line beyond the line-size or depth limit (before it is parsed).
-fn check_line(n: usize, line: &str) -> MsegResult<()> {
+pub(crate) fn check_line(n: usize, line: &str) -> MsegResult<()> {
     let limit = crate::gucs::import_max_line_bytes();
     if line.len() > limit {
         return Err(over_limit(
@@ -127,7 +127,7 @@ fn field<'a>(v: &'a Json, name: &str, line: usize) -> MsegResult<&'a Json> {
 }
 
 /// The dump's lines without line ends and empty lines (a file ends with a newline).
-fn dump_lines<S: AsRef<str>>(lines: &[S]) -> Vec<&str> {
+pub(crate) fn dump_lines<S: AsRef<str>>(lines: &[S]) -> Vec<&str> {
     lines.iter().map(|l| l.as_ref().trim_end_matches('\r')).filter(|l| !l.is_empty()).collect()
 }
 
@@ -344,6 +344,22 @@ fn apply(lines: &[&str], v: Verified) -> MsegResult<i64> {
             None,
             &[v.controller.as_str().into(), v.tombstones.clone().into()],
         )?;
+        // a tombstoned twin loses its person link at once; a full dump keeps only the links of
+        // the twins it restates (src/linkage.rs)
+        c.update(
+            "DELETE FROM mseg.pool_links WHERE controller OPERATOR(pg_catalog.=) $1 AND pseudonym OPERATOR(pg_catalog.=) ANY ($2)",
+            None,
+            &[v.controller.as_str().into(), v.tombstones.clone().into()],
+        )?;
+        if v.full {
+            c.update(
+                "DELETE FROM mseg.pool_links l WHERE l.controller OPERATOR(pg_catalog.=) $1 AND NOT EXISTS \
+                 (SELECT 1 FROM mseg.pool_twins t WHERE t.controller OPERATOR(pg_catalog.=) l.controller \
+                  AND t.pseudonym OPERATOR(pg_catalog.=) l.pseudonym)",
+                None,
+                &[v.controller.as_str().into()],
+            )?;
+        }
         c.update(
             "UPDATE mseg.controllers SET last_sequence = $2 WHERE id OPERATOR(pg_catalog.=) $1",
             None,
@@ -398,55 +414,61 @@ fn import_variant_twins(path: Option<&str>) -> i64 {
     })
 }
 
+/// The lines of a staging table `(n, line)` the caller may read, in the order of `n`, within the
+/// import limits (shared by the dump import and the linkage steps, src/linkage.rs).
+pub(crate) fn staging_lines(staging: Option<PgRelation>) -> MsegResult<Vec<String>> {
+    let relid = staging.map(|r| r.oid()).ok_or_else(|| MsegError::null_argument("staging"))?;
+    let name = catalog::relation_name(relid);
+    // a relation the caller names is read with the caller's own privileges
+    catalog::require_select(relid).map_err(|e| MsegError { code: Code::ImportSource, ..e })?;
+    let not_staging = || {
+        MsegError::new(Code::ImportSource, format!("{name} is not a staging table (n, line)")).hint(
+            "Create it as CREATE TEMP TABLE staging (n bigserial, line text) and load it with \\copy staging(line) FROM 'dump.jsonl' …",
+        )
+    };
+    let shaped = catalog::select(|c| {
+        Ok(c.select(
+            "SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) $1 \
+             AND attname OPERATOR(pg_catalog.=) ANY ('{n,line}'::pg_catalog.name[]) AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped",
+            None,
+            &[relid.into()],
+        )?
+        .first()
+        .get_one::<i64>()?
+            == Some(2))
+    })?;
+    if !shaped {
+        return Err(not_staging());
+    }
+    catalog::with_search_path(c"pg_catalog, pg_temp", || {
+        Spi::connect(|c| -> MsegResult<Vec<String>> {
+            let mut out = Vec::new();
+            let mut total = 0u64;
+            let mut cursor =
+                c.try_open_cursor(&format!("SELECT line::pg_catalog.text FROM {name} ORDER BY n"), &[]).map_err(|_| not_staging())?;
+            loop {
+                let batch = cursor.fetch(10_000).map_err(|_| not_staging())?;
+                if batch.is_empty() {
+                    return Ok(out);
+                }
+                for row in batch {
+                    let line = row.get::<String>(1)?.unwrap_or_default();
+                    total += line.len() as u64 + 1;
+                    check_dump_size(total)?;
+                    check_line(out.len() + 1, &line)?;
+                    out.push(line);
+                }
+            }
+        })
+    })
+}
+
 /// Import a dump loaded client-side into a staging table (n bigint, line text), e.g. with
 /// `\copy staging(line) FROM 'dump.jsonl' WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02')`.
 #[pg_extern(volatile, parallel_unsafe)]
 fn import_variant_twins_from(staging: Option<PgRelation>) -> i64 {
     boundary(|| {
-        let relid = staging.map(|r| r.oid()).ok_or_else(|| MsegError::null_argument("staging"))?;
-        let name = catalog::relation_name(relid);
-        // a relation the caller names is read with the caller's own privileges
-        catalog::require_select(relid).map_err(|e| MsegError { code: Code::ImportSource, ..e })?;
-        let not_staging = || {
-            MsegError::new(Code::ImportSource, format!("{name} is not a staging table (n, line)")).hint(
-                "Create it as CREATE TEMP TABLE staging (n bigserial, line text) and load it with \\copy staging(line) FROM 'dump.jsonl' …",
-            )
-        };
-        let shaped = catalog::select(|c| {
-            Ok(c.select(
-                "SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) $1 \
-                 AND attname OPERATOR(pg_catalog.=) ANY ('{n,line}'::pg_catalog.name[]) AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped",
-                None,
-                &[relid.into()],
-            )?
-            .first()
-            .get_one::<i64>()?
-                == Some(2))
-        })?;
-        if !shaped {
-            return Err(not_staging());
-        }
-        let lines: Vec<String> = catalog::with_search_path(c"pg_catalog, pg_temp", || {
-            Spi::connect(|c| -> MsegResult<Vec<String>> {
-                let mut out = Vec::new();
-                let mut total = 0u64;
-                let mut cursor =
-                    c.try_open_cursor(&format!("SELECT line::pg_catalog.text FROM {name} ORDER BY n"), &[]).map_err(|_| not_staging())?;
-                loop {
-                    let batch = cursor.fetch(10_000).map_err(|_| not_staging())?;
-                    if batch.is_empty() {
-                        return Ok(out);
-                    }
-                    for row in batch {
-                        let line = row.get::<String>(1)?.unwrap_or_default();
-                        total += line.len() as u64 + 1;
-                        check_dump_size(total)?;
-                        check_line(out.len() + 1, &line)?;
-                        out.push(line);
-                    }
-                }
-            })
-        })?;
+        let lines = staging_lines(staging)?;
         let lines = dump_lines(&lines);
         let verified = verify(&lines)?;
         apply(&lines, verified)

@@ -299,6 +299,19 @@ pub fn signing_key() -> Result<ed25519_dalek::SigningKey> {
     Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
 }
 
+/// HKDF info of the seed of the trusted party's OPRF key (src/linkage.rs).
+pub const OPRF_SEED_INFO: &[u8] = b"pg_mseg/oprf-ristretto255-sha512/v1";
+
+/// The trusted party's OPRF server (RFC 9497, ristretto255-SHA512), its key derived from the
+/// master key (DeriveKeyPair over an HKDF output). It never leaves Rust: whoever held it could
+/// compute every person's link from an e-mail address.
+pub fn oprf_server() -> Result<voprf::OprfServer<voprf::Ristretto255>> {
+    let m = master()?;
+    let seed = m.derive(OPRF_SEED_INFO);
+    voprf::OprfServer::<voprf::Ristretto255>::new_from_seed(seed.as_ref(), b"pg_mseg linkage")
+        .map_err(|_| MsegError::new(Code::General, "the OPRF key cannot be derived"))
+}
+
 /// HKDF info of the key that seeds the noise of published segment sizes (`src/sizes.rs`).
 pub const SIZE_NOISE_INFO: &[u8] = b"pg_mseg/size-noise/v1";
 
@@ -409,6 +422,16 @@ mod tests {
         assert_ne!(a, keys::hkdf_info(Pseudonym, "analytics", 2));
         assert_ne!(a, keys::hkdf_info(TokenEncryption, "analytics", 1));
         assert_ne!(a, keys::hkdf_info(Pseudonym, "analytics2", 1));
+    }
+
+    #[pg_test]
+    fn oprf_key_is_derived_from_the_master_key_and_stable() {
+        let a = keys::oprf_server().unwrap().evaluate(b"ann@example.org").unwrap();
+        let b = keys::oprf_server().unwrap().evaluate(b"ann@example.org").unwrap();
+        assert_eq!(a, b);
+        let other = voprf::OprfServer::<voprf::Ristretto255>::new_from_seed(&[0u8; 32], b"pg_mseg linkage").unwrap();
+        assert_ne!(a, other.evaluate(b"ann@example.org").unwrap());
+        assert_ne!(a, keys::oprf_server().unwrap().evaluate(b"bob@example.org").unwrap());
     }
 
     #[pg_test]

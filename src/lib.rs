@@ -21,6 +21,7 @@ pub mod instance;
 pub mod kanon;
 pub mod keys;
 pub mod kview;
+pub mod linkage;
 pub mod pool;
 pub mod predicate;
 pub mod progress;
@@ -74,6 +75,7 @@ pgrx::extension_sql_file!("../sql/segments.sql", name = "segments", requires = [
 pgrx::extension_sql_file!("../sql/twins.sql", name = "twins", requires = ["segments"]);
 pgrx::extension_sql_file!("../sql/sizes.sql", name = "sizes", requires = ["twins"]);
 pgrx::extension_sql_file!("../sql/kviews.sql", name = "kviews", requires = ["sizes"]);
+pgrx::extension_sql_file!("../sql/linkage.sql", name = "linkage", requires = ["kviews"]);
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 /// Required by `cargo pgrx test`.

@@ -15,7 +15,9 @@
 //!   `alpha = exp(-epsilon)` (`mseg.size_epsilon`, default 0.5): the discrete Laplace mechanism,
 //!   epsilon-differentially private for one subject joining or leaving (sensitivity 1: a subject
 //!   counts once per segment; a pooled twin once per (controller, segment) and once across
-//!   controllers). Suppression is decided on the noisy value, so it is post-processing and costs
+//!   controllers). Pooled sizes are published in twins and in persons (distinct linked persons,
+//!   `mseg.pool_links`; an unlinked twin is one), each with its own noise; suppression is
+//!   decided on the noisy persons, and twins are shown only where the persons pass. Suppression is decided on the noisy value, so it is post-processing and costs
 //!   nothing more.
 //!
 //! The noise is derived, not drawn: X is a function of HMAC-SHA256(size-noise key, segment, true
@@ -79,6 +81,14 @@ fn pool_message(controller: Option<&str>, kind: &str, segment: &str, count: i64,
     format!("pool\0{who}\0{kind}\0{segment}\0{count}\0{epoch}").into_bytes()
 }
 
+/// The MAC input of a pooled size in persons: as [`pool_message`], under its own label, so the
+/// persons' noise is drawn independently of the twins'.
+fn persons_message(controller: Option<&str>, kind: &str, segment: &str, count: i64, epoch: i64) -> Vec<u8> {
+    let mut m = b"persons\0".to_vec();
+    m.extend(pool_message(controller, kind, segment, count, epoch));
+    m
+}
+
 /// The true sizes of the local segments: every defined segment, 0 when it has no member.
 const SEGMENT_COUNTS: &str = "SELECT s.segment_id, COALESCE(c.subjects, 0)::pg_catalog.int8 \
      FROM mseg.segments s \
@@ -93,8 +103,11 @@ const SEGMENT_COUNTS: &str = "SELECT s.segment_id, COALESCE(c.subjects, 0)::pg_c
 /// controller and the across-controllers row for each pool segment), so a size falling to 0 is
 /// published as a noisy 0, most likely suppressed, instead of a row that disappears.
 const POOL_COUNTS: &str = "WITH counts AS ( \
-       SELECT t.controller, s.kind, s.segment, pg_catalog.count(*) AS twins \
+       SELECT t.controller, s.kind, s.segment, pg_catalog.count(*) AS twins, \
+              pg_catalog.count(DISTINCT COALESCE('p:' OPERATOR(pg_catalog.||) l.person, \
+                  't:' OPERATOR(pg_catalog.||) t.controller OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) t.pseudonym)) AS persons \
        FROM mseg.pool_twins t \
+       LEFT JOIN mseg.pool_links l ON l.controller OPERATOR(pg_catalog.=) t.controller AND l.pseudonym OPERATOR(pg_catalog.=) t.pseudonym \
        CROSS JOIN LATERAL (SELECT 'controller'::pg_catalog.text AS kind, c AS segment FROM pg_catalog.unnest(t.segments) c \
                            UNION ALL \
                            SELECT 'pool'::pg_catalog.text, p FROM pg_catalog.unnest(t.pool_segments) p) s \
@@ -112,7 +125,7 @@ const POOL_COUNTS: &str = "WITH counts AS ( \
        SELECT r.id COLLATE \"C\", 'pool', s.name FROM mseg.controllers r, mseg.pool_segments s \
        UNION \
        SELECT NULL, 'pool', s.name FROM mseg.pool_segments s) \
-     SELECT k.controller, k.kind, k.segment, COALESCE(c.twins, 0)::pg_catalog.int8 \
+     SELECT k.controller, k.kind, k.segment, COALESCE(c.twins, 0)::pg_catalog.int8, COALESCE(c.persons, 0)::pg_catalog.int8 \
      FROM keys k LEFT JOIN counts c \
        ON c.kind OPERATOR(pg_catalog.=) k.kind AND c.segment OPERATOR(pg_catalog.=) k.segment \
       AND (c.controller OPERATOR(pg_catalog.=) k.controller OR (c.controller IS NULL AND k.controller IS NULL)) \
@@ -151,31 +164,37 @@ pub fn publish() -> MsegResult<i64> {
             &[epoch.into(), ids.clone().into(), shown.into(), suppressed.into()],
         )?;
 
-        let (mut controllers, mut kinds, mut names, mut twins, mut pool_suppressed) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut controllers, mut kinds, mut names, mut twins, mut pool_suppressed, mut persons) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for row in c.select(POOL_COUNTS, None, &[])? {
             let controller = row.get::<String>(1)?;
             let kind = row.get::<String>(2)?.unwrap_or_default();
             let segment = row.get::<String>(3)?.unwrap_or_default();
             let count = row.get::<i64>(4)?.unwrap_or(0);
+            let people = row.get::<i64>(5)?.unwrap_or(0);
+            // k is checked in persons (a person with twins at two controllers counts once); twins
+            // are shown only when the persons pass
+            let person_noise = geometric_noise(&key, &persons_message(controller.as_deref(), &kind, &segment, people, epoch), epsilon);
+            let (p, sup) = release(people, person_noise, k);
             let noise = geometric_noise(&key, &pool_message(controller.as_deref(), &kind, &segment, count, epoch), epsilon);
-            let (s, sup) = release(count, noise, k);
+            let s = if sup { None } else { release(count, noise, 0).0 };
             controllers.push(controller);
             kinds.push(kind);
             names.push(segment);
             twins.push(s);
+            persons.push(p);
             pool_suppressed.push(sup);
         }
         let pooled = kinds.len();
         c.update("DELETE FROM mseg.published_pool_sizes", None, &[])?;
         c.update(
-            "INSERT INTO mseg.published_pool_sizes (controller, kind, segment, epoch, twins, suppressed) \
-             SELECT u.controller, u.kind, u.segment, $1, u.twins, u.suppressed \
+            "INSERT INTO mseg.published_pool_sizes (controller, kind, segment, epoch, twins, suppressed, persons) \
+             SELECT u.controller, u.kind, u.segment, $1, u.twins, u.suppressed, u.persons \
              FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[]), \
-                            pg_catalog.unnest($5::pg_catalog.int8[]), pg_catalog.unnest($6::pg_catalog.bool[])) \
-             AS u(controller, kind, segment, twins, suppressed)",
+                            pg_catalog.unnest($5::pg_catalog.int8[]), pg_catalog.unnest($6::pg_catalog.bool[]), pg_catalog.unnest($7::pg_catalog.int8[])) \
+             AS u(controller, kind, segment, twins, suppressed, persons)",
             None,
-            &[epoch.into(), controllers.into(), kinds.into(), names.into(), twins.into(), pool_suppressed.into()],
+            &[epoch.into(), controllers.into(), kinds.into(), names.into(), twins.into(), pool_suppressed.into(), persons.into()],
         )?;
         c.update(
             "INSERT INTO mseg.size_publications (epoch, epsilon, min_group_size, segment_sizes, pool_sizes) VALUES ($1, $2, $3, $4, $5)",

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Linkage on real data: UCI Adult split into two controllers with a known overlap of shared people
+# (acme: ids up to 30,000; gymco: ids above 20,000; the 10,000 in between are customers of both,
+# their e-mail addresses written differently at each: case and blanks). Each exports its twins to
+# the trusted party (trustco) and runs the OPRF linkage (request, evaluation, finalisation, import).
+# Checked:
+#   - the trusted party counts persons exactly: distinct persons = the union of the people whose
+#     twins it holds, shared persons = their intersection (known to the test from the ids);
+#   - pool_segment_sizes publishes persons within the noise, k checked on persons;
+#   - no file carries an identifier; what a controller receives (the response to its own request)
+#     has exactly its own number of elements, shares no value with anything of the other controller,
+#     and the controller's whole database afterwards holds no link of the other's own customers;
+#   - a controller's objection reaches the trusted party as a tombstone: the twin and its link go at
+#     once; the next linkage round (request 2) links the regrouped twins again, persons exact again.
+# Costs (time per step, file sizes) are printed. (The three databases share one cluster and so one
+# master key; real parties each have their own.)
+source "$(dirname "$0")/../scripts/lib.sh"
+ADULT="$(mseg_adult_csv)"
+mseg_cluster_start
+say "Linkage on UCI Adult: two controllers, 10,000 shared people"
+fails=0
+check() { if [ "$2" = "$3" ]; then note "ok   $1"; else echo "FAIL $1: got '$2', expected '$3'"; fails=$((fails + 1)); fi; }
+out="$MSEG_DIR/linkage"
+sudo -u postgres mkdir -p "$out"
+cp "$ADULT" "$out/adult.csv" && chown postgres "$out/adult.csv"
+for db in acme gymco trustco; do mseg_psql postgres -q -c "CREATE DATABASE $db" -c "ALTER DATABASE $db SET mseg.controller_id = '$db'"; done
+CSV="WITH (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')"
+
+setup_controller() {   # db, id filter, e-mail expression
+    mseg_psql "$1" -q >/dev/null <<SQL
+SET client_min_messages = warning;
+CREATE EXTENSION pg_mseg;
+CREATE TABLE customers (id bigint PRIMARY KEY, email text, age int, workclass text, education text, marital_status text,
+    occupation text, race text, sex text, hours_per_week int, income text);
+CREATE TEMP TABLE adult (id bigint, age int, workclass text, fnlwgt int, education text, education_num int, marital_status text,
+    occupation text, relationship text, race text, sex text, capital_gain int, capital_loss int, hours_per_week int,
+    native_country text, income text);
+COPY adult FROM '$out/adult.csv' WITH (FORMAT csv, HEADER);
+INSERT INTO customers SELECT id, $3, age, workclass, education, marital_status, occupation, race, sex, hours_per_week, income
+FROM adult WHERE $2;
+SELECT mseg.register_subjects('customers', 'id');
+SELECT mseg.classify('customers', 'email', 'direct');
+SELECT mseg.classify('customers', 'age', 'quasi', hierarchy => 'integer');
+SELECT mseg.classify('customers', c, 'quasi') FROM unnest('{marital_status,race,sex}'::text[]) c;
+SELECT mseg.classify('customers', c, 'attribute') FROM unnest('{workclass,education,occupation,hours_per_week,income}'::text[]) c;
+SELECT mseg.define_purpose('direct_marketing', '{legitimate_interest}', '2 years');
+SELECT mseg.define_segment('high_earners', 'direct_marketing', \$\$ s.income = '>50K' \$\$);
+SELECT mseg.add_partner('trustco', '{direct_marketing}', k => 10);
+SQL
+}
+setup_controller acme "id <= 30000" "'c' || id || '@example.org'"
+setup_controller gymco "id > 20000" "'  C' || id || '@Example.ORG '"
+check "acme customers" "$(mseg_psql acme -Atc "SELECT count(*) FROM customers")" "30000"
+check "gymco customers" "$(mseg_psql gymco -Atc "SELECT count(*) FROM customers")" "$(mseg_psql gymco -Atc "SELECT count(*) FROM customers WHERE id > 20000")"
+check "shared people (ids in both)" "$(mseg_psql acme -Atc "SELECT count(*) FROM customers WHERE id > 20000")" "10000"
+
+mseg_psql trustco -q >/dev/null <<SQL
+SET client_min_messages = warning;
+CREATE EXTENSION pg_mseg;
+SELECT mseg.register_controller('acme', '$(mseg_psql acme -Atc "SELECT mseg.controller_public_key()")');
+SELECT mseg.register_controller('gymco', '$(mseg_psql gymco -Atc "SELECT mseg.controller_public_key()")');
+SELECT mseg.define_pool_segment('anyone', 'direct_marketing', \$\$true\$\$);
+CREATE TABLE staging (n bigserial, line text);
+SQL
+tp_key=$(mseg_psql trustco -Atc "SELECT mseg.controller_public_key()")
+for c in acme gymco; do
+    mseg_psql $c -q -c "SELECT mseg.set_partner_public_key('trustco', '$tp_key')" -c "CREATE TABLE staging (n bigserial, line text)" >/dev/null
+done
+
+ms() { date +%s%3N; }
+# load a file into db's staging table (as psql's \copy would from a client)
+stage() { mseg_psql "$1" -q -c "TRUNCATE staging RESTART IDENTITY" -c "COPY staging(line) FROM '$2' $CSV"; }
+export_twins() {   # controller, mode, file
+    mseg_psql "$1" -q -c "COPY (SELECT mseg.export_variant_twins('trustco', mode => '$2')) TO '$out/$3' $CSV"
+    mseg_psql trustco -Atc "SELECT mseg.import_variant_twins('$out/$3')" >/dev/null
+}
+declare -A cost
+link_round() {   # controller, round
+    local c=$1 r=$2 t0 t1 t2 t3 t4
+    t0=$(ms); mseg_psql "$c" -q -c "COPY (SELECT mseg.linkage_request('trustco', 'email')) TO '$out/$c-req-$r.jsonl' $CSV"
+    t1=$(ms); stage trustco "$out/$c-req-$r.jsonl"
+    mseg_psql trustco -q -c "COPY (SELECT mseg.linkage_evaluate('staging')) TO '$out/$c-resp-$r.jsonl' $CSV"
+    t2=$(ms); stage "$c" "$out/$c-resp-$r.jsonl"
+    mseg_psql "$c" -q -c "COPY (SELECT mseg.linkage_finalize('trustco', 'staging')) TO '$out/$c-links-$r.jsonl' $CSV"
+    t3=$(ms); stage trustco "$out/$c-links-$r.jsonl"
+    mseg_psql trustco -Atc "SELECT mseg.import_linkage('staging')" >/dev/null
+    t4=$(ms)
+    cost[$c-$r]="request $((t1 - t0)) ms, evaluate $((t2 - t1)) ms, finalize $((t3 - t2)) ms, import $((t4 - t3)) ms; \
+files $(stat -c %s "$out/$c-req-$r.jsonl") / $(stat -c %s "$out/$c-resp-$r.jsonl") / $(stat -c %s "$out/$c-links-$r.jsonl") bytes"
+    note "$c round $r: $(($(sudo -u postgres wc -l < "$out/$c-req-$r.jsonl") - 2)) elements; ${cost[$c-$r]}"
+}
+# the test's own knowledge: which people (Adult ids) each controller's twins at trustco are
+held() { mseg_psql "$1" -Atc "SELECT subject_key FROM mseg.partner_twins WHERE partner = 'trustco' AND cohort IS NOT NULL ORDER BY 1"; }
+expect_persons() {
+    held acme > "$out/held-acme.txt"; held gymco > "$out/held-gymco.txt"
+    union=$(sort -u "$out/held-acme.txt" "$out/held-gymco.txt" | wc -l)
+    shared=$(comm -12 <(sort "$out/held-acme.txt") <(sort "$out/held-gymco.txt") | wc -l)
+}
+persons_at_tp() {
+    mseg_psql trustco -Atc "SELECT count(DISTINCT COALESCE(l.person, t.controller || t.pseudonym)) || ' ' ||
+        (SELECT count(*) FROM (SELECT person FROM mseg.pool_links GROUP BY person HAVING count(DISTINCT controller) = 2) x)
+        FROM mseg.pool_twins t LEFT JOIN mseg.pool_links l USING (controller, pseudonym)"
+}
+
+t0=$(ms)
+export_twins acme full acme-twins-1.jsonl
+export_twins gymco full gymco-twins-1.jsonl
+note "twins exported and imported in $(( $(ms) - t0 )) ms: $(mseg_psql trustco -Atc "SELECT string_agg(controller || ' ' || n, ', ') FROM (SELECT controller, count(*) n FROM mseg.pool_twins GROUP BY 1 ORDER BY 1) x")"
+link_round acme 1
+link_round gymco 1
+
+say "persons at the trusted party"
+expect_persons
+note "held twins: acme $(wc -l < "$out/held-acme.txt"), gymco $(wc -l < "$out/held-gymco.txt"); people in both: $shared, in either: $union"
+check "persons = people in either controller, shared persons = people in both" "$(persons_at_tp)" "$union $shared"
+check "shared people held by both are nearly all 10,000 (k suppression drops a few)" "$([ "$shared" -gt 9800 ] && [ "$shared" -le 10000 ] && echo yes)" "yes"
+check "every held twin is linked" "$(mseg_psql trustco -Atc "SELECT count(*) FROM mseg.pool_twins t WHERE NOT EXISTS (SELECT 1 FROM mseg.pool_links l WHERE l.controller = t.controller AND l.pseudonym = t.pseudonym)")" "0"
+mseg_psql trustco -Atc "SELECT mseg.publish_segment_sizes()" >/dev/null
+check "published persons across controllers within the noise" \
+    "$(mseg_psql trustco -Atc "SELECT abs(persons - $union) <= 30 AND abs(twins - (SELECT count(*) FROM mseg.pool_twins)) <= 30 AND NOT suppressed FROM mseg.pool_segment_sizes WHERE kind = 'pool' AND segment = 'anyone' AND controller IS NULL")" "t"
+mseg_psql trustco -c "SELECT controller, kind, segment, twins, persons, suppressed FROM mseg.pool_segment_sizes WHERE kind = 'pool' ORDER BY controller NULLS LAST" | sed 's/^/      /'
+
+say "what each party receives"
+check "no file carries an e-mail address" "$(sudo -u postgres sh -c "cat '$out'/*-req-*.jsonl '$out'/*-resp-*.jsonl '$out'/*-links-*.jsonl" | grep -ciE '@|example')" "0"
+for c in acme gymco; do
+    [ $c = acme ] && o=gymco || o=acme
+    check "$c receives exactly as many elements as it sent" \
+        "$(sudo -u postgres grep -c '"type":"evaluated"' "$out/$c-resp-1.jsonl")" "$(sudo -u postgres grep -c '"type":"blinded"' "$out/$c-req-1.jsonl")"
+    # every value (element, link, pseudonym) of the other controller's files
+    sudo -u postgres sh -c "cat '$out/$o-req-1.jsonl' '$out/$o-resp-1.jsonl' '$out/$o-links-1.jsonl'" \
+        | python3 -c "import sys, json
+for l in sys.stdin:
+    d = json.loads(l)
+    for k in ('element', 'link', 'pseudonym'):
+        if k in d: print(d[k])" | sort -u > "$out/$o-values.txt"
+    sudo -u postgres cat "$out/$c-resp-1.jsonl" | python3 -c "import sys, json
+for l in sys.stdin:
+    d = json.loads(l)
+    if 'element' in d: print(d['element'])" | sort -u > "$out/$c-received.txt"
+    check "what $c receives shares no value with $o's files" "$(comm -12 "$out/$c-received.txt" "$out/$o-values.txt" | wc -l)" "0"
+done
+# the links of gymco's own customers (not acme's) appear nowhere in acme's database after linkage
+links_of() { sudo -u postgres cat "$out/$1-links-1.jsonl" | python3 -c "import sys, json
+for l in sys.stdin:
+    d = json.loads(l)
+    if 'link' in d: print(d['link'])" | sort -u; }
+links_of acme > "$out/acme-links.txt"; links_of gymco > "$out/gymco-links.txt"
+comm -13 "$out/acme-links.txt" "$out/gymco-links.txt" > "$out/gymco-only-links.txt"
+check "links only gymco holds: as many as its unshared twins" "$(wc -l < "$out/gymco-only-links.txt")" "$(( $(wc -l < "$out/held-gymco.txt") - shared ))"
+sudo -u postgres "$PG_BIN/pg_dump" -h "$MSEG_SOCK" -p "$MSEG_PORT" -U postgres -d acme > "$out/acme-dump.sql"
+check "acme's database holds no link of gymco's own customers" "$(grep -cFf "$out/gymco-only-links.txt" "$out/acme-dump.sql" || true)" "0"
+check "acme keeps no blind after finalising" "$(mseg_psql acme -Atc "SELECT count(*) FROM mseg.link_blinds")" "0"
+
+say "an objection at acme, a delta, a second linkage round"
+shared_id=$(comm -12 <(sort "$out/held-acme.txt") <(sort "$out/held-gymco.txt") | sort -n | awk 'NR == 1')
+mseg_psql acme -Atc "SELECT mseg.object($shared_id, 'direct_marketing')" >/dev/null
+export_twins acme delta acme-twins-2.jsonl
+check "the trusted party holds no link without its twin" \
+    "$(mseg_psql trustco -Atc "SELECT count(*) FROM mseg.pool_links l WHERE NOT EXISTS (SELECT 1 FROM mseg.pool_twins t WHERE t.controller = l.controller AND t.pseudonym = l.pseudonym)")" "0"
+link_round acme 2
+expect_persons
+check "after the objection and round 2: persons and shared persons exact again" "$(persons_at_tp)" "$union $shared"
+check "the objecting person is no longer shared" "$(grep -cx "$shared_id" "$out/held-acme.txt" || true)" "0"
+check "audit chains verify" "$(for db in acme gymco trustco; do mseg_psql $db -Atc "SELECT ok FROM mseg.verify_audit_log()"; done | sort -u)" "t"
+
+say "cost of linkage"
+for k in "${!cost[@]}"; do note "$k: ${cost[$k]}"; done
+[ "$fails" -eq 0 ] && say "linkage: all checks passed" || { echo "linkage: $fails checks failed"; exit 1; }
