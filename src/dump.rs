@@ -16,6 +16,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Code, MsegError, Result as MsegResult};
 
+pub mod reading;
+
 /// The format name a manifest carries; an import refuses any other.
 pub const FORMAT: &str = "mseg-vt/2";
 

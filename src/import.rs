@@ -1,83 +1,17 @@
 //! Variant Twin import at the trusted party: every check before anything is applied, then the
 //! whole dump in one transaction or nothing.
 
-use ed25519_dalek::Verifier;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 use serde_json::{json, Value as Json};
 
 use crate::catalog;
+use crate::dump::reading::{self, check_dump_size, dump_lines, short, staging_lines, Reader};
 use crate::dump::{self, FORMAT};
 use crate::error::{boundary, Code, MsegError, Result as MsegResult};
 
 fn invalid(message: impl Into<String>) -> MsegError {
     MsegError::new(Code::InvalidDump, message).hint("Nothing was imported. Ask the controller for a fresh, complete dump.")
-}
-
-/// At most 64 characters of a value from the dump, for messages: an error never echoes a whole
-/// field (a 200 MB manifest field would go to the client and the server log).
-pub(crate) fn short(text: &str) -> String {
-    crate::kanon::short(text)
-}
-
-fn over_limit(message: String, detail: String) -> MsegError {
-    MsegError::new(Code::ImportLimit, message)
-        .detail(detail)
-        .hint("Nothing was imported. A superuser may raise the limit (mseg.import_max_*) if the dump is genuine.")
-}
-
-/// The deepest nesting of objects and arrays in a JSON text (brackets inside strings do not count).
-fn json_depth(text: &str) -> usize {
-    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for b in text.bytes() {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    max
-}
-
-/// Refuse a line beyond the line-size or depth limit (before it is parsed).
-pub(crate) fn check_line(n: usize, line: &str) -> MsegResult<()> {
-    let limit = crate::gucs::import_max_line_bytes();
-    if line.len() > limit {
-        return Err(over_limit(
-            format!("line {n} of the dump is longer than mseg.import_max_line_size"),
-            format!("It has {} bytes; the limit is {limit}.", line.len()),
-        ));
-    }
-    let max_depth = crate::gucs::import_max_json_depth();
-    if json_depth(line) > max_depth {
-        return Err(over_limit(
-            format!("line {n} of the dump nests deeper than mseg.import_max_json_depth"),
-            format!("The limit is {max_depth} levels of objects and arrays."),
-        ));
-    }
-    Ok(())
-}
-
-/// Refuse a dump of `bytes` bytes beyond the size limit.
-fn check_dump_size(bytes: u64) -> MsegResult<()> {
-    let limit = crate::gucs::import_max_dump_bytes();
-    if bytes > limit {
-        return Err(over_limit("the dump is larger than mseg.import_max_dump_size".to_owned(), format!("It has more than {limit} bytes.")));
-    }
-    Ok(())
 }
 
 /// Register a controller whose dumps this trusted party accepts, with its public key.
@@ -126,11 +60,6 @@ fn field<'a>(v: &'a Json, name: &str, line: usize) -> MsegResult<&'a Json> {
     v.get(name).ok_or_else(|| invalid(format!("line {line} has no \"{name}\"")))
 }
 
-/// The dump's lines without line ends and empty lines (a file ends with a newline).
-pub(crate) fn dump_lines<S: AsRef<str>>(lines: &[S]) -> Vec<&str> {
-    lines.iter().map(|l| l.as_ref().trim_end_matches('\r')).filter(|l| !l.is_empty()).collect()
-}
-
 /// What the import reads of a line: borrowed fields, objects left raw (never a whole document).
 #[derive(serde::Deserialize)]
 struct Shape<'a> {
@@ -148,35 +77,23 @@ struct Shape<'a> {
     segments: Option<Vec<std::borrow::Cow<'a, str>>>,
 }
 
+/// How the import names a dump in its errors (class MS071, "Nothing was imported").
+const DUMP: Reader = Reader {
+    noun: "dump",
+    too_short: "A dump has at least a manifest and a trailer.",
+    unknown_format: "unknown dump format",
+    reads: "This pg_mseg reads",
+    invalid: invalid_dump,
+};
+
+fn invalid_dump(message: String) -> MsegError {
+    invalid(message)
+}
+
 fn verify(lines: &[&str]) -> MsegResult<Verified> {
-    if lines.len() < 2 {
-        return Err(invalid("the dump is empty or truncated").detail("A dump has at least a manifest and a trailer."));
-    }
-    for (i, l) in lines.iter().enumerate() {
-        check_line(i + 1, l)?;
-    }
-    let parse = |i: usize| -> MsegResult<Json> {
-        serde_json::from_str::<Json>(lines[i]).map_err(|e| invalid(format!("line {} is not valid JSON", i + 1)).detail(e.to_string()))
-    };
-    let manifest = parse(0)?;
-    if manifest.get("type").and_then(Json::as_str) != Some("manifest") {
-        return Err(invalid("the first line is not a manifest"));
-    }
-    let format = manifest.get("format").and_then(Json::as_str).unwrap_or("");
-    if format != FORMAT {
-        return Err(invalid(format!("unknown dump format \"{}\"", short(format))).detail(format!("This pg_mseg reads {FORMAT}.")));
-    }
-    let last = lines.len() - 1;
-    let trailer = parse(last).map_err(|_| invalid("the dump is truncated: its last line is not a trailer"))?;
-    if trailer.get("type").and_then(Json::as_str) != Some("trailer") {
-        return Err(invalid("the dump is truncated: its last line is not a trailer"));
-    }
-    // the signature covers every line before the trailer
-    let mut digest = dump::LineDigest::default();
-    for l in &lines[..last] {
-        digest.add(l);
-    }
-    let (digest, _) = digest.finish();
+    let envelope = reading::open(lines, FORMAT, &DUMP)?;
+    let manifest = &envelope.manifest;
+    let last = envelope.last;
     let controller = field(&manifest, "controller", 1)?.as_str().unwrap_or("").to_owned();
     let key: Option<(String, i64)> = catalog::select(|c| {
         let t = c.select(
@@ -195,16 +112,15 @@ fn verify(lines: &[&str]) -> MsegResult<Verified> {
             .hint("Register it with mseg.register_controller(id, public_key). Nothing was imported."));
     };
     let vk = dump::decode_public_key(&key).ok_or_else(|| invalid("the registered public key is unusable"))?;
-    let sig = dump::trailer_signature(&trailer).ok_or_else(|| invalid("the trailer carries no valid signature"))?;
-    if vk.verify(&digest, &sig).is_err() {
-        return Err(invalid("the dump's signature does not verify").detail(format!(
+    reading::check_signature(
+        &envelope,
+        &vk,
+        &DUMP,
+        format!(
             "The lines were changed, removed or added after signing, or the dump was not signed by controller \"{}\"'s registered key.",
             short(&controller)
-        )));
-    }
-    if trailer.get("lines").and_then(Json::as_u64) != Some(last as u64) {
-        return Err(invalid("the trailer's line count does not match the dump"));
-    }
+        ),
+    )?;
     let anchor = manifest.get("audit_anchor").cloned();
     if let Some(a) = &anchor {
         crate::audit::check_manifest_anchor(a, &vk, &controller)?;
@@ -414,55 +330,6 @@ fn import_variant_twins(path: Option<&str>) -> i64 {
     })
 }
 
-/// The lines of a staging table `(n, line)` the caller may read, in the order of `n`, within the
-/// import limits (shared by the dump import and the linkage steps, src/linkage.rs).
-pub(crate) fn staging_lines(staging: Option<PgRelation>) -> MsegResult<Vec<String>> {
-    let relid = staging.map(|r| r.oid()).ok_or_else(|| MsegError::null_argument("staging"))?;
-    let name = catalog::relation_name(relid);
-    // a relation the caller names is read with the caller's own privileges
-    catalog::require_select(relid).map_err(|e| MsegError { code: Code::ImportSource, ..e })?;
-    let not_staging = || {
-        MsegError::new(Code::ImportSource, format!("{name} is not a staging table (n, line)")).hint(
-            "Create it as CREATE TEMP TABLE staging (n bigserial, line text) and load it with \\copy staging(line) FROM 'dump.jsonl' …",
-        )
-    };
-    let shaped = catalog::select(|c| {
-        Ok(c.select(
-            "SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) $1 \
-             AND attname OPERATOR(pg_catalog.=) ANY ('{n,line}'::pg_catalog.name[]) AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped",
-            None,
-            &[relid.into()],
-        )?
-        .first()
-        .get_one::<i64>()?
-            == Some(2))
-    })?;
-    if !shaped {
-        return Err(not_staging());
-    }
-    catalog::with_search_path(c"pg_catalog, pg_temp", || {
-        Spi::connect(|c| -> MsegResult<Vec<String>> {
-            let mut out = Vec::new();
-            let mut total = 0u64;
-            let mut cursor =
-                c.try_open_cursor(&format!("SELECT line::pg_catalog.text FROM {name} ORDER BY n"), &[]).map_err(|_| not_staging())?;
-            loop {
-                let batch = cursor.fetch(10_000).map_err(|_| not_staging())?;
-                if batch.is_empty() {
-                    return Ok(out);
-                }
-                for row in batch {
-                    let line = row.get::<String>(1)?.unwrap_or_default();
-                    total += line.len() as u64 + 1;
-                    check_dump_size(total)?;
-                    check_line(out.len() + 1, &line)?;
-                    out.push(line);
-                }
-            }
-        })
-    })
-}
-
 /// Import a dump loaded client-side into a staging table (n bigint, line text), e.g. with
 /// `\copy staging(line) FROM 'dump.jsonl' WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02')`.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -484,25 +351,5 @@ mod tests {
         assert_eq!(array_literal([].into_iter()), "{}");
         assert_eq!(array_literal(["runners", "a b"].into_iter()), r#"{"runners","a b"}"#);
         assert_eq!(array_literal([r#"x"y"#, r"back\slash", "{,}"].into_iter()), r#"{"x\"y","back\\slash","{,}"}"#);
-    }
-}
-
-#[cfg(test)]
-mod limit_tests {
-    use super::{json_depth, short};
-
-    #[test]
-    fn json_depth_counts_brackets_outside_strings() {
-        assert_eq!(json_depth(r#"{"a": 1}"#), 1);
-        assert_eq!(json_depth(r#"{"a": {"b": [1, {"c": 2}]}}"#), 4);
-        assert_eq!(json_depth(r#"{"a": "[[[[{{{{", "b": "\"[["}"#), 1);
-        assert_eq!(json_depth(&"[".repeat(100)), 100);
-    }
-
-    #[test]
-    fn messages_echo_only_a_short_prefix() {
-        let long = "x".repeat(1_000_000);
-        assert_eq!(short(&long).chars().count(), 65);
-        assert_eq!(short("acme-retail"), "acme-retail");
     }
 }

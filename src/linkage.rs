@@ -21,7 +21,7 @@
 use std::collections::{HashMap, HashSet};
 
 use base64::Engine;
-use ed25519_dalek::{Signer, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, VerifyingKey};
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 use serde_json::{json, Value as Json};
@@ -30,8 +30,8 @@ use zeroize::Zeroizing;
 
 use crate::catalog;
 use crate::dump;
+use crate::dump::reading::{self, dump_lines, short, staging_lines, Reader};
 use crate::error::{boundary, Code, MsegError, Result as MsegResult};
-use crate::import::{check_line, dump_lines, short, staging_lines};
 use crate::keys;
 
 pub const REQUEST_FORMAT: &str = "mseg-link-request/1";
@@ -79,45 +79,31 @@ struct Checked<'a> {
     sha256: String,
 }
 
+/// How the linkage steps name a file in their errors (class MS076, "Nothing was used").
+const FILE: Reader = Reader {
+    noun: "file",
+    too_short: "It has at least a manifest and a trailer.",
+    unknown_format: "unknown format",
+    reads: "This step reads",
+    invalid: invalid_file,
+};
+
+fn invalid_file(message: String) -> MsegError {
+    invalid(message)
+}
+
 /// Check a signed file's shape, format and signature; `key_of` names the key from the manifest.
 fn check_signed<'a>(lines: &[&'a str], format: &str, key_of: impl FnOnce(&Json) -> MsegResult<VerifyingKey>) -> MsegResult<Checked<'a>> {
-    if lines.len() < 2 {
-        return Err(invalid("the file is empty or truncated").detail("It has at least a manifest and a trailer."));
-    }
-    for (i, l) in lines.iter().enumerate() {
-        check_line(i + 1, l)?;
-    }
-    let parse = |i: usize| -> MsegResult<Json> {
-        serde_json::from_str::<Json>(lines[i]).map_err(|e| invalid(format!("line {} is not valid JSON", i + 1)).detail(e.to_string()))
-    };
-    let manifest = parse(0)?;
-    if manifest.get("type").and_then(Json::as_str) != Some("manifest") {
-        return Err(invalid("the first line is not a manifest"));
-    }
-    let found = manifest.get("format").and_then(Json::as_str).unwrap_or("");
-    if found != format {
-        return Err(invalid(format!("unknown format \"{}\"", short(found))).detail(format!("This step reads {format}.")));
-    }
-    let last = lines.len() - 1;
-    let trailer = parse(last).map_err(|_| invalid("the file is truncated: its last line is not a trailer"))?;
-    if trailer.get("type").and_then(Json::as_str) != Some("trailer") {
-        return Err(invalid("the file is truncated: its last line is not a trailer"));
-    }
-    let mut digest = dump::LineDigest::default();
-    for l in &lines[..last] {
-        digest.add(l);
-    }
-    let (digest, _) = digest.finish();
-    let key = key_of(&manifest)?;
-    let sig = dump::trailer_signature(&trailer).ok_or_else(|| invalid("the trailer carries no valid signature"))?;
-    if key.verify(&digest, &sig).is_err() {
-        return Err(invalid("the file's signature does not verify")
-            .detail("The lines were changed, removed or added after signing, or the file was not signed by its sender's registered key."));
-    }
-    if trailer.get("lines").and_then(Json::as_u64) != Some(last as u64) {
-        return Err(invalid("the trailer's line count does not match the file"));
-    }
-    Ok(Checked { manifest, body: lines[1..last].to_vec(), sha256: dump::hex(&digest) })
+    let envelope = reading::open(lines, format, &FILE)?;
+    let key = key_of(&envelope.manifest)?;
+    reading::check_signature(
+        &envelope,
+        &key,
+        &FILE,
+        "The lines were changed, removed or added after signing, or the file was not signed by its sender's registered key.".to_owned(),
+    )?;
+    let last = envelope.last;
+    Ok(Checked { sha256: dump::hex(&envelope.digest), manifest: envelope.manifest, body: lines[1..last].to_vec() })
 }
 
 fn text_field<'a>(v: &'a Json, name: &str) -> MsegResult<&'a str> {
