@@ -151,14 +151,19 @@ fn drop_pool_segment(name: Option<&str>) -> bool {
     boundary(|| {
         let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
         let level = catalog::update(|c| {
-            let t = c.update("DELETE FROM mseg.pool_segments WHERE name OPERATOR(pg_catalog.=) $1 RETURNING level", None, &[name.into()])?;
+            let t =
+                c.update("DELETE FROM mseg.pool_segments WHERE name OPERATOR(pg_catalog.=) $1 RETURNING level", None, &[name.into()])?;
             let level = if t.is_empty() { None } else { t.first().get_one::<String>()? };
             let table = match level.as_deref() {
                 None => return Ok(None),
-                Some("person") => "mseg.pool_persons SET person_segments = pg_catalog.array_remove(person_segments, $1) \
-                                   WHERE $1 OPERATOR(pg_catalog.=) ANY (person_segments)",
-                Some(_) => "mseg.pool_twins SET pool_segments = pg_catalog.array_remove(pool_segments, $1) \
-                            WHERE $1 OPERATOR(pg_catalog.=) ANY (pool_segments)",
+                Some("person") => {
+                    "mseg.pool_persons SET person_segments = pg_catalog.array_remove(person_segments, $1) \
+                                   WHERE $1 OPERATOR(pg_catalog.=) ANY (person_segments)"
+                }
+                Some(_) => {
+                    "mseg.pool_twins SET pool_segments = pg_catalog.array_remove(pool_segments, $1) \
+                            WHERE $1 OPERATOR(pg_catalog.=) ANY (pool_segments)"
+                }
             };
             c.update(&format!("UPDATE {table}"), None, &[name.into()])?;
             Ok(level)
