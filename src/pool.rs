@@ -158,11 +158,11 @@ fn drop_pool_segment(name: Option<&str>) -> bool {
                 None => return Ok(None),
                 Some("person") => {
                     "mseg.pool_persons SET person_segments = pg_catalog.array_remove(person_segments, $1) \
-                                   WHERE $1 OPERATOR(pg_catalog.=) ANY (person_segments)"
+                     WHERE $1 OPERATOR(pg_catalog.=) ANY (person_segments)"
                 }
                 Some(_) => {
                     "mseg.pool_twins SET pool_segments = pg_catalog.array_remove(pool_segments, $1) \
-                            WHERE $1 OPERATOR(pg_catalog.=) ANY (pool_segments)"
+                     WHERE $1 OPERATOR(pg_catalog.=) ANY (pool_segments)"
                 }
             };
             c.update(&format!("UPDATE {table}"), None, &[name.into()])?;
