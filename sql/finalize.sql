@@ -216,3 +216,15 @@ GRANT EXECUTE ON FUNCTION
     mseg.linkage_request(pg_catalog.text, pg_catalog.text),
     mseg.linkage_finalize(pg_catalog.text, pg_catalog.regclass)
 TO mseg_admin, mseg_export;
+
+-- person-level pool segments (trusted party, sql/pool_persons.sql): the persons table shows which
+-- twins are one person, so it is read by mseg_linkage only, which also defines person segments
+-- (their memberships are computed from the links); their predicates run as mseg_upkeep. The view
+-- mseg.pool_twin_persons is the owner's only.
+GRANT SELECT, UPDATE (person_segments) ON mseg.pool_persons TO mseg_upkeep;
+GRANT SELECT ON mseg.pool_persons, mseg.pool_segments TO mseg_linkage;
+GRANT EXECUTE ON FUNCTION
+    mseg.define_person_segment(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text),
+    mseg.drop_pool_segment(pg_catalog.text),
+    mseg.pool_segment_persons(pg_catalog.text)
+TO mseg_linkage;

@@ -1160,3 +1160,146 @@ GRANT EXECUTE ON FUNCTION
     mseg.linkage_request(pg_catalog.text, pg_catalog.text),
     mseg.linkage_finalize(pg_catalog.text, pg_catalog.regclass)
 TO mseg_admin, mseg_export;
+
+-- 12. trusted party: person-level pool segments (issue 15)
+-- (src/pool_persons.rs, sql/pool_persons.sql: persons of linked twins, segments over them)
+ALTER TABLE mseg.pool_segments ADD COLUMN level pg_catalog.text NOT NULL DEFAULT 'twin' CHECK (level OPERATOR(pg_catalog.=) ANY (ARRAY['twin', 'person']));
+
+-- Every pooled twin with the key of its person: the OPRF output of its link, or, unlinked, a key of
+-- its own that no OPRF output (base64, no colon) can equal. Readable by the owner only.
+CREATE VIEW mseg.pool_twin_persons AS
+SELECT t.controller, t.pseudonym,
+       COALESCE(l.person, 'twin:' OPERATOR(pg_catalog.||) t.controller OPERATOR(pg_catalog.||) ':'
+                          OPERATOR(pg_catalog.||) t.pseudonym) AS person,
+       t.segments, t.pool_segments, t.policy, t.expires_at
+FROM mseg.pool_twins t
+LEFT JOIN mseg.pool_links l ON l.controller OPERATOR(pg_catalog.=) t.controller
+                           AND l.pseudonym OPERATOR(pg_catalog.=) t.pseudonym;
+COMMENT ON VIEW mseg.pool_twin_persons IS 'pg_mseg: every pooled twin with its person key (the link''s OPRF output, or twin:controller:pseudonym when unlinked)';
+
+-- One row per person: what person-level predicates (alias p) read. Kept exact by every import,
+-- linkage import, purge and pool segment definition (src/pool_persons.rs). Readable by the owner
+-- and mseg_linkage only: it shows which twins are one person.
+CREATE TABLE mseg.pool_persons (
+    person          pg_catalog.text COLLATE "C" PRIMARY KEY,  -- OPRF output, or twin:controller:pseudonym
+    controllers     pg_catalog.text[] NOT NULL,               -- controllers holding a twin of it
+    segments        pg_catalog.text[] NOT NULL,               -- 'controller:segment', every exported segment of any of its twins
+    pool_segments   pg_catalog.text[] NOT NULL,               -- twin-level pool segments any of its twins is in
+    twins           pg_catalog.int4 NOT NULL,                 -- its pooled twins
+    purposes        pg_catalog.text[] NOT NULL,               -- purposes every one of its twins' policies allows
+    expires_at      pg_catalog.timestamptz,                   -- the earliest expiry among its twins (NULL: none expires)
+    person_segments pg_catalog.text[] NOT NULL DEFAULT '{}'   -- person-level pool segments it is in
+);
+COMMENT ON TABLE mseg.pool_persons IS 'pg_mseg: pooled twins grouped into persons by their links, with person-level pool segments (readable by mseg_linkage only)';
+COMMENT ON COLUMN mseg.pool_persons.segments IS 'controller:segment for every segment any of its twins was exported in, e.g. acme:runners';
+COMMENT ON COLUMN mseg.pool_persons.purposes IS 'purposes every one of its twins'' policies allows';
+COMMENT ON COLUMN mseg.pool_persons.expires_at IS 'the earliest expiry among its twins; an expired person is in no segment';
+
+-- The persons of a pool segment's members now (privileged: whoever delivers an offer to persons).
+CREATE FUNCTION mseg.pool_segment_persons(segment pg_catalog.text)
+RETURNS SETOF pg_catalog.text
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE v_level pg_catalog.text;
+BEGIN
+    SELECT s.level INTO v_level FROM mseg.pool_segments s WHERE s.name OPERATOR(pg_catalog.=) segment;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'MS051',
+            MESSAGE = pg_catalog.format('pool segment "%s" does not exist', segment),
+            HINT = 'mseg.pool_segments lists the pool segments.';
+    END IF;
+    IF v_level OPERATOR(pg_catalog.=) 'person' THEN
+        RETURN QUERY
+            SELECT p.person::pg_catalog.text FROM mseg.pool_persons p
+            WHERE segment OPERATOR(pg_catalog.=) ANY (p.person_segments)
+              AND (p.expires_at IS NULL OR p.expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
+            ORDER BY 1;
+    ELSE
+        RETURN QUERY
+            SELECT DISTINCT w.person::pg_catalog.text FROM mseg.pool_twin_persons w
+            WHERE segment OPERATOR(pg_catalog.=) ANY (w.pool_segments)
+              AND (w.expires_at IS NULL OR w.expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
+            ORDER BY 1;
+    END IF;
+END $$;
+COMMENT ON FUNCTION mseg.pool_segment_persons(pg_catalog.text) IS 'pg_mseg: person keys of the members of a pool segment now (person-level: member persons; twin-level: the persons of member twins, each once)';
+
+SELECT pg_catalog.pg_extension_config_dump('mseg.pool_persons', '');
+
+CREATE OR REPLACE FUNCTION mseg.pool_segment_members(segment pg_catalog.text)
+RETURNS TABLE (controller pg_catalog.text, pseudonym pg_catalog.text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM mseg.pool_segments s WHERE s.name OPERATOR(pg_catalog.=) segment) THEN
+        RAISE EXCEPTION USING ERRCODE = 'MS051',
+            MESSAGE = pg_catalog.format('pool segment "%s" does not exist', segment),
+            HINT = 'mseg.pool_segments lists the pool segments.';
+    END IF;
+    IF (SELECT s.level FROM mseg.pool_segments s WHERE s.name OPERATOR(pg_catalog.=) segment) OPERATOR(pg_catalog.=) 'person' THEN
+        -- every twin of every member person (a member person has no expired twin)
+        RETURN QUERY
+            SELECT w.controller::pg_catalog.text, w.pseudonym::pg_catalog.text
+            FROM mseg.pool_twin_persons w
+            JOIN mseg.pool_persons p ON p.person OPERATOR(pg_catalog.=) w.person
+            WHERE segment OPERATOR(pg_catalog.=) ANY (p.person_segments)
+              AND (p.expires_at IS NULL OR p.expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
+            ORDER BY 1, 2;
+        RETURN;
+    END IF;
+    RETURN QUERY
+        SELECT t.controller, t.pseudonym FROM mseg.pool_twins t
+        WHERE segment OPERATOR(pg_catalog.=) ANY (t.pool_segments)
+          AND (t.expires_at IS NULL OR t.expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
+        ORDER BY 1, 2;
+END $$;
+
+CREATE OR REPLACE FUNCTION mseg.purge_expired_twins()
+RETURNS pg_catalog.int8 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE n pg_catalog.int8;
+BEGIN
+    DELETE FROM mseg.pool_twins WHERE expires_at OPERATOR(pg_catalog.<=) pg_catalog.now();
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM mseg._refresh_pool_persons();   -- persons lose their expired twins (src/pool_persons.rs)
+    PERFORM mseg.publish_segment_sizes();
+    PERFORM mseg._audit('pool.purge', NULL, pg_catalog.jsonb_build_object('twins', n));
+    RETURN n;
+END $$;
+
+CREATE FUNCTION mseg."define_person_segment"(
+	"name" TEXT, /* Option < & str > */
+	"purpose" TEXT, /* Option < & str > */
+	"predicate" TEXT, /* Option < & str > */
+	"description" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS bigint /* i64 */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'define_person_segment_wrapper';
+CREATE FUNCTION mseg."_refresh_pool_persons"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'refresh_pool_persons_wrapper';
+
+REVOKE ALL ON mseg.pool_persons, mseg.pool_twin_persons FROM PUBLIC;
+REVOKE ALL ON FUNCTION
+    mseg.define_person_segment(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text),
+    mseg._refresh_pool_persons(),
+    mseg.pool_segment_persons(pg_catalog.text)
+FROM PUBLIC;
+-- person-level pool segments (trusted party, sql/pool_persons.sql): the persons table shows which
+-- twins are one person, so it is read by mseg_linkage only, which also defines person segments
+-- (their memberships are computed from the links); their predicates run as mseg_upkeep. The view
+-- mseg.pool_twin_persons is the owner's only.
+GRANT SELECT, UPDATE (person_segments) ON mseg.pool_persons TO mseg_upkeep;
+GRANT SELECT ON mseg.pool_persons, mseg.pool_segments TO mseg_linkage;
+GRANT EXECUTE ON FUNCTION
+    mseg.define_person_segment(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text),
+    mseg.drop_pool_segment(pg_catalog.text),
+    mseg.pool_segment_persons(pg_catalog.text)
+TO mseg_linkage;
+-- the persons of the twins and links already pooled
+SELECT mseg._refresh_pool_persons();

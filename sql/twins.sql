@@ -102,14 +102,17 @@ CREATE TABLE mseg.pool_twins (
 COMMENT ON TABLE mseg.pool_twins IS 'pg_mseg: Variant Twins imported from controllers, keyed by (controller, pseudonym)';
 
 -- Pool segments: predicates over pooled twins (alias t) across controllers, bound to a purpose the
--- twins' policies must allow. Membership is kept in pool_twins.pool_segments by every import.
+-- twins' policies must allow. Membership is kept in pool_twins.pool_segments by every import;
+-- person-level ones (level 'person', sql/pool_persons.sql) in pool_persons.person_segments.
 CREATE TABLE mseg.pool_segments (
     name        pg_catalog.text PRIMARY KEY CHECK (name OPERATOR(pg_catalog.~) '^[a-z][a-z0-9_]{0,62}$'),
     purpose     pg_catalog.text NOT NULL CHECK (purpose OPERATOR(pg_catalog.~) '^[a-z][a-z0-9_]{0,62}$'),
     predicate   pg_catalog.text NOT NULL,   -- as written
     canonical   pg_catalog.text NOT NULL,   -- as PostgreSQL deparsed it, every name qualified
     description pg_catalog.text,
-    created_at  pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at  pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- over a twin (alias t, mseg.pool_twins) or a person (alias p, mseg.pool_persons); one namespace
+    level       pg_catalog.text NOT NULL DEFAULT 'twin' CHECK (level OPERATOR(pg_catalog.=) ANY (ARRAY['twin', 'person']))
 );
 COMMENT ON TABLE mseg.pool_segments IS 'pg_mseg: cross-controller segments over the pooled Variant Twins (trusted party)';
 
@@ -135,6 +138,17 @@ BEGIN
             MESSAGE = pg_catalog.format('pool segment "%s" does not exist', segment),
             HINT = 'mseg.pool_segments lists the pool segments.';
     END IF;
+    IF (SELECT s.level FROM mseg.pool_segments s WHERE s.name OPERATOR(pg_catalog.=) segment) OPERATOR(pg_catalog.=) 'person' THEN
+        -- every twin of every member person (a member person has no expired twin)
+        RETURN QUERY
+            SELECT w.controller::pg_catalog.text, w.pseudonym::pg_catalog.text
+            FROM mseg.pool_twin_persons w
+            JOIN mseg.pool_persons p ON p.person OPERATOR(pg_catalog.=) w.person
+            WHERE segment OPERATOR(pg_catalog.=) ANY (p.person_segments)
+              AND (p.expires_at IS NULL OR p.expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
+            ORDER BY 1, 2;
+        RETURN;
+    END IF;
     RETURN QUERY
         SELECT t.controller, t.pseudonym FROM mseg.pool_twins t
         WHERE segment OPERATOR(pg_catalog.=) ANY (t.pool_segments)
@@ -150,6 +164,7 @@ DECLARE n pg_catalog.int8;
 BEGIN
     DELETE FROM mseg.pool_twins WHERE expires_at OPERATOR(pg_catalog.<=) pg_catalog.now();
     GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM mseg._refresh_pool_persons();   -- persons lose their expired twins (src/pool_persons.rs)
     PERFORM mseg.publish_segment_sizes();
     PERFORM mseg._audit('pool.purge', NULL, pg_catalog.jsonb_build_object('twins', n));
     RETURN n;

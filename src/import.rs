@@ -292,6 +292,7 @@ fn apply(lines: &[&str], v: Verified) -> MsegResult<i64> {
         Ok(())
     })?;
     crate::pool::recompute(Some(&v.controller))?;
+    crate::pool_persons::refresh(crate::pool_persons::Scope::Controller(&v.controller), false)?;
     catalog::audit(
         "import",
         &v.controller,

@@ -23,6 +23,7 @@ pub mod keys;
 pub mod kview;
 pub mod linkage;
 pub mod pool;
+pub mod pool_persons;
 pub mod predicate;
 pub mod progress;
 pub mod pseudonym;
@@ -76,6 +77,7 @@ pgrx::extension_sql_file!("../sql/twins.sql", name = "twins", requires = ["segme
 pgrx::extension_sql_file!("../sql/sizes.sql", name = "sizes", requires = ["twins"]);
 pgrx::extension_sql_file!("../sql/kviews.sql", name = "kviews", requires = ["sizes"]);
 pgrx::extension_sql_file!("../sql/linkage.sql", name = "linkage", requires = ["kviews"]);
+pgrx::extension_sql_file!("../sql/pool_persons.sql", name = "pool_persons", requires = ["linkage"]);
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 /// Required by `cargo pgrx test`.

@@ -603,6 +603,8 @@ fn import_linkage(staging: Option<PgRelation>) -> i64 {
             )?;
             Ok(())
         })?;
+        // the persons of this controller's twins, before and after, and their person segments
+        crate::pool_persons::refresh(crate::pool_persons::Scope::Controller(&controller), false)?;
         catalog::audit("linkage.import", &controller, json!({"sequence": sequence, "links": links, "sha256": checked.sha256}))?;
         // persons in the published pooled sizes
         crate::sizes::publish()?;

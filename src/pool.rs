@@ -6,7 +6,9 @@
 //! member only while its embedded policy allows that purpose. Membership is stored in
 //! `pool_twins.pool_segments`, recomputed for a controller's twins by every import that changes
 //! them and for all twins when a pool segment is defined; expiry is applied where membership is
-//! read (`mseg.pool_segment_sizes`, `mseg.pool_segment_members`).
+//! read (`mseg.pool_segment_sizes`, `mseg.pool_segment_members`). Person-level pool segments
+//! (predicates over a person's linked twins together) are in src/pool_persons.rs; both levels
+//! share `mseg.pool_segments` and its namespace.
 
 use pgrx::prelude::*;
 use pgrx::spi::quote_literal;
@@ -56,7 +58,11 @@ fn membership_expr(segments: &[(String, String, String)]) -> String {
 pub fn recompute(controller: Option<&str>) -> MsegResult<i64> {
     let segments: Vec<(String, String, String)> = catalog::select(|c| {
         let mut v = Vec::new();
-        for row in c.select("SELECT name, purpose, canonical FROM mseg.pool_segments ORDER BY name", None, &[])? {
+        for row in c.select(
+            "SELECT name, purpose, canonical FROM mseg.pool_segments WHERE level OPERATOR(pg_catalog.=) 'twin' ORDER BY name",
+            None,
+            &[],
+        )? {
             v.push((
                 row.get::<String>(1)?.unwrap_or_default(),
                 row.get::<String>(2)?.unwrap_or_default(),
@@ -123,6 +129,8 @@ fn define_pool_segment(
         }
         catalog::audit("pool_segment.define", name, serde_json::json!({"purpose": purpose, "predicate": checked.canonical}))?;
         recompute(None)?;
+        // person-level segments may read the persons' twin-level pool segments
+        crate::pool_persons::refresh(crate::pool_persons::Scope::All, false)?;
         members(name)
     })
 }
@@ -137,28 +145,36 @@ fn members(name: &str) -> MsegResult<i64> {
     })
 }
 
-/// Drop a pool segment; its memberships go with it.
+/// Drop a pool segment of either level; its memberships go with it.
 #[pg_extern(volatile, parallel_unsafe)]
 fn drop_pool_segment(name: Option<&str>) -> bool {
     boundary(|| {
         let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
-        let deleted = catalog::update(|c| {
-            let gone = !c
-                .update("DELETE FROM mseg.pool_segments WHERE name OPERATOR(pg_catalog.=) $1 RETURNING name", None, &[name.into()])?
-                .is_empty();
-            if gone {
-                c.update(
-                    "UPDATE mseg.pool_twins SET pool_segments = pg_catalog.array_remove(pool_segments, $1) \
-                     WHERE $1 OPERATOR(pg_catalog.=) ANY (pool_segments)",
-                    None,
-                    &[name.into()],
-                )?;
-            }
-            Ok(gone)
+        let level = catalog::update(|c| {
+            let t =
+                c.update("DELETE FROM mseg.pool_segments WHERE name OPERATOR(pg_catalog.=) $1 RETURNING level", None, &[name.into()])?;
+            let level = if t.is_empty() { None } else { t.first().get_one::<String>()? };
+            let table = match level.as_deref() {
+                None => return Ok(None),
+                Some("person") => {
+                    "mseg.pool_persons SET person_segments = pg_catalog.array_remove(person_segments, $1) \
+                     WHERE $1 OPERATOR(pg_catalog.=) ANY (person_segments)"
+                }
+                Some(_) => {
+                    "mseg.pool_twins SET pool_segments = pg_catalog.array_remove(pool_segments, $1) \
+                     WHERE $1 OPERATOR(pg_catalog.=) ANY (pool_segments)"
+                }
+            };
+            c.update(&format!("UPDATE {table}"), None, &[name.into()])?;
+            Ok(level)
         })?;
-        if !deleted {
+        let Some(level) = level else {
             return Err(MsegError::new(Code::UnknownSegment, format!("pool segment \"{name}\" does not exist"))
                 .hint("mseg.pool_segments lists the pool segments."));
+        };
+        if level == "twin" {
+            // the persons' pool_segments lose it; person segments reading them are evaluated again
+            crate::pool_persons::refresh(crate::pool_persons::Scope::All, false)?;
         }
         catalog::audit("pool_segment.drop", name, serde_json::json!({}))?;
         Ok(true)

@@ -97,20 +97,22 @@ const SEGMENT_COUNTS: &str = "SELECT s.segment_id, COALESCE(c.subjects, 0)::pg_c
      ORDER BY s.segment_id";
 
 /// The true pooled sizes: twins per (controller, kind, segment) and per (kind, segment) across
-/// controllers (controller NULL), expired twins excluded; over a key set that never shrinks while
+/// controllers (controller NULL), expired twins excluded; a person-level pool segment counts the
+/// twins of its member persons (a person with an expired twin is no member); over a key set that never shrinks while
 /// its objects exist (what was published before, as long as its controller is registered — any
 /// controller, for the sizes across controllers — and its pool segment defined; every registered
 /// controller and the across-controllers row for each pool segment), so a size falling to 0 is
 /// published as a noisy 0, most likely suppressed, instead of a row that disappears.
 const POOL_COUNTS: &str = "WITH counts AS ( \
-       SELECT t.controller, s.kind, s.segment, pg_catalog.count(*) AS twins, \
-              pg_catalog.count(DISTINCT COALESCE('p:' OPERATOR(pg_catalog.||) l.person, \
-                  't:' OPERATOR(pg_catalog.||) t.controller OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) t.pseudonym)) AS persons \
-       FROM mseg.pool_twins t \
-       LEFT JOIN mseg.pool_links l ON l.controller OPERATOR(pg_catalog.=) t.controller AND l.pseudonym OPERATOR(pg_catalog.=) t.pseudonym \
+       SELECT t.controller, s.kind, s.segment, pg_catalog.count(*) AS twins, pg_catalog.count(DISTINCT t.person) AS persons \
+       FROM mseg.pool_twin_persons t \
+       LEFT JOIN mseg.pool_persons pp ON pp.person OPERATOR(pg_catalog.=) t.person \
        CROSS JOIN LATERAL (SELECT 'controller'::pg_catalog.text AS kind, c AS segment FROM pg_catalog.unnest(t.segments) c \
                            UNION ALL \
-                           SELECT 'pool'::pg_catalog.text, p FROM pg_catalog.unnest(t.pool_segments) p) s \
+                           SELECT 'pool'::pg_catalog.text, p FROM pg_catalog.unnest(t.pool_segments) p \
+                           UNION ALL \
+                           SELECT 'pool'::pg_catalog.text, q FROM pg_catalog.unnest(pp.person_segments) q \
+                           WHERE pp.expires_at IS NULL OR pp.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()) s \
        WHERE t.expires_at IS NULL OR t.expires_at OPERATOR(pg_catalog.>) pg_catalog.now() \
        GROUP BY GROUPING SETS ((t.controller, s.kind, s.segment), (s.kind, s.segment))), \
      keys AS ( \

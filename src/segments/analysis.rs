@@ -23,6 +23,10 @@ impl CheckedPredicate {
     pub fn other_relations(&self, relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
         self.facts.relations.iter().map(|(r, _)| *r).filter(|r| *r != relid).collect()
     }
+    /// The column numbers the predicate reads of `relid` (0: the whole row).
+    pub fn columns_read(&self, relid: pg_sys::Oid) -> Vec<i32> {
+        self.facts.relations.iter().filter(|(r, _)| *r == relid).flat_map(|(_, cols)| cols.iter().copied()).collect()
+    }
     pub fn time_dependent(&self) -> bool {
         self.facts.time_dependent
     }
