@@ -22,6 +22,8 @@ pub mod kanon;
 pub mod keys;
 pub mod kview;
 pub mod linkage;
+pub mod notices;
+pub mod participants;
 pub mod pool;
 pub mod predicate;
 pub mod progress;
@@ -76,6 +78,7 @@ pgrx::extension_sql_file!("../sql/twins.sql", name = "twins", requires = ["segme
 pgrx::extension_sql_file!("../sql/sizes.sql", name = "sizes", requires = ["twins"]);
 pgrx::extension_sql_file!("../sql/kviews.sql", name = "kviews", requires = ["sizes"]);
 pgrx::extension_sql_file!("../sql/linkage.sql", name = "linkage", requires = ["kviews"]);
+pgrx::extension_sql_file!("../sql/participants.sql", name = "participants", requires = ["linkage"]);
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 /// Required by `cargo pgrx test`.
