@@ -116,7 +116,7 @@ fn rights_notices(controller: Option<&str>) -> SetOfIterator<'static, String> {
             let mut pending = Vec::new();
             for row in c.select(
                 "SELECT kind, pseudonym, purpose FROM mseg.rights_notice_queue WHERE controller OPERATOR(pg_catalog.=) $1 \
-                 ORDER BY kind, pseudonym, purpose FOR UPDATE",
+                 ORDER BY kind, pseudonym, purpose",
                 None,
                 &[controller.into()],
             )? {
