@@ -19,7 +19,7 @@ BEGIN
     END IF;
 
     -- Roles are cluster-wide: create them once, NOLOGIN; a DBA grants them to login roles.
-    FOREACH role_name IN ARRAY ARRAY['mseg_admin', 'mseg_app', 'mseg_export', 'mseg_reidentify', 'mseg_linkage'] LOOP
+    FOREACH role_name IN ARRAY ARRAY['mseg_admin', 'mseg_app', 'mseg_export', 'mseg_reidentify', 'mseg_linkage', 'mseg_delivery'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) role_name) THEN
             EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', role_name);
         END IF;

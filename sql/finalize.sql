@@ -228,3 +228,27 @@ GRANT EXECUTE ON FUNCTION
     mseg.drop_pool_segment(pg_catalog.text),
     mseg.pool_segment_persons(pg_catalog.text)
 TO mseg_linkage;
+-- the last mile (trusted party: participants, deliveries, responses, rights notices; controller:
+-- notice imports and exclusions). The participants' persons (mseg.participant_persons) and the
+-- pending notices are granted to nobody; contact handles reach mseg_delivery only, through deliver.
+GRANT USAGE ON SCHEMA mseg TO mseg_delivery;
+GRANT SELECT ON mseg.partner_exclusions TO mseg_upkeep;
+GRANT SELECT ON mseg.participant_columns, mseg.rights_notices_sent, mseg.partner_exclusions, mseg.notice_imports TO mseg_admin;
+GRANT SELECT ON mseg.deliveries, mseg.responses TO mseg_admin, mseg_delivery;
+GRANT EXECUTE ON FUNCTION
+    mseg.set_participant_columns(pg_catalog.text, pg_catalog.text),
+    mseg.rights_notices(pg_catalog.text),
+    mseg.import_rights_notices(pg_catalog.regclass)
+TO mseg_admin;
+GRANT EXECUTE ON FUNCTION
+    mseg.deliver(pg_catalog.text, pg_catalog.text, pg_catalog.text),
+    mseg.record_response(pg_catalog.text, anycompatible, pg_catalog.text)
+TO mseg_delivery;
+COMMENT ON FUNCTION mseg.set_participant_columns(pg_catalog.text, pg_catalog.text) IS
+    'pg_mseg: the participants'' identifier column (its OPRF output is the person) and contact column (trusted party)';
+COMMENT ON FUNCTION mseg.deliver(pg_catalog.text, pg_catalog.text, pg_catalog.text) IS
+    'pg_mseg: contact handles of a pool segment''s participants processable for the purpose here and at every controller; each person once per campaign; audited';
+COMMENT ON FUNCTION mseg.rights_notices(pg_catalog.text) IS
+    'pg_mseg: the pending objection and erasure notices for a controller, as a signed file (trusted party)';
+COMMENT ON FUNCTION mseg.import_rights_notices(pg_catalog.regclass) IS
+    'pg_mseg: verify and apply a partner''s rights notice file: objections recorded, erased subjects never sent to it again (controller)';

@@ -94,7 +94,12 @@ fn subject_exists(subject: Option<&str>) -> bool {
     boundary(|| {
         let subject = subject.ok_or_else(|| MsegError::null_argument("subject"))?;
         let t = subject_table()?;
-        let sql = format!("SELECT EXISTS (SELECT 1 FROM {} s WHERE s.{} OPERATOR(pg_catalog.=) {})", t.name, quote_identifier(&t.key), t.key_of_text("$1"));
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {} s WHERE s.{} OPERATOR(pg_catalog.=) {})",
+            t.name,
+            quote_identifier(&t.key),
+            t.key_of_text("$1")
+        );
         catalog::as_upkeep(|| Ok(catalog::query_one::<bool>(&sql, &[subject.into()])?.unwrap_or(false)))
     })
 }
@@ -198,7 +203,12 @@ fn subject_row(subject: Option<&str>) -> Option<pgrx::JsonB> {
             .collect::<Vec<_>>()
             .join(" OPERATOR(pg_catalog.||) ");
         let object = if object.is_empty() { "'{}'::pg_catalog.jsonb".to_owned() } else { object };
-        let sql = format!("SELECT {object} FROM {} s WHERE s.{} OPERATOR(pg_catalog.=) {}", t.name, quote_identifier(&t.key), t.key_of_text("$1"));
+        let sql = format!(
+            "SELECT {object} FROM {} s WHERE s.{} OPERATOR(pg_catalog.=) {}",
+            t.name,
+            quote_identifier(&t.key),
+            t.key_of_text("$1")
+        );
         catalog::as_upkeep(|| {
             Spi::connect(|c| {
                 let t = c.select(&sql, Some(1), &[subject.into()])?;
@@ -219,6 +229,8 @@ fn erase_subject_row(subject: Option<&str>, mode: Option<&str>, columns: default
     boundary(|| {
         let subject = subject.ok_or_else(|| MsegError::null_argument("subject"))?;
         let t = subject_table()?;
+        // at a trusted party, a participant's erasure reaches the controllers (src/notices.rs)
+        crate::notices::before_erasure(subject)?;
         let key = format!("{} OPERATOR(pg_catalog.=) {}", quote_identifier(&t.key), t.key_of_text("$1"));
         let sql = match mode {
             Some("delete") => format!("DELETE FROM {} WHERE {key}", t.name),

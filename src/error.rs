@@ -70,6 +70,14 @@ pub enum Code {
     /// MS076: a linkage request, response or linkage file that fails verification (signature,
     /// format, sequence, shape), or a linkage step asked out of turn.
     InvalidLinkage,
+    /// MS077: a delivery or response refused: a pool segment bound to another purpose, an
+    /// invalid campaign or response name, an unknown campaign, a participant the campaign did not reach.
+    Delivery,
+    /// MS078: a rights notice file that fails verification (signature, format, sequence, addressee,
+    /// shape), or a partner without a registered public key.
+    InvalidNotice,
+    /// MS079: participants not set up (no participant columns) or set up on unsuitable columns.
+    Participants,
 }
 
 impl Code {
@@ -103,6 +111,9 @@ impl Code {
             Code::ImportSource => "MS074",
             Code::CopyNotAccepted => "MS075",
             Code::InvalidLinkage => "MS076",
+            Code::Delivery => "MS077",
+            Code::InvalidNotice => "MS078",
+            Code::Participants => "MS079",
         }
     }
 }

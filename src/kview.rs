@@ -446,8 +446,9 @@ unsafe extern "C-unwind" fn store_startup(dest: *mut pg_sys::DestReceiver, _oper
         let receiver = &*dest.cast::<StoreReceiver>();
         let (got, want) = (&*desc, &*receiver.expected);
         let same = got.natts == want.natts
-            && (0..usize::try_from(got.natts).unwrap_or(0))
-                .all(|i| (*crate::compat::tuple_desc_attr(desc, i)).atttypid == (*crate::compat::tuple_desc_attr(receiver.expected, i)).atttypid);
+            && (0..usize::try_from(got.natts).unwrap_or(0)).all(|i| {
+                (*crate::compat::tuple_desc_attr(desc, i)).atttypid == (*crate::compat::tuple_desc_attr(receiver.expected, i)).atttypid
+            });
         if !same {
             pgrx::ereport!(
                 ERROR,

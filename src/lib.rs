@@ -22,6 +22,8 @@ pub mod kanon;
 pub mod keys;
 pub mod kview;
 pub mod linkage;
+pub mod notices;
+pub mod participants;
 pub mod pool;
 pub mod pool_persons;
 pub mod predicate;
@@ -78,6 +80,7 @@ pgrx::extension_sql_file!("../sql/sizes.sql", name = "sizes", requires = ["twins
 pgrx::extension_sql_file!("../sql/kviews.sql", name = "kviews", requires = ["sizes"]);
 pgrx::extension_sql_file!("../sql/linkage.sql", name = "linkage", requires = ["kviews"]);
 pgrx::extension_sql_file!("../sql/pool_persons.sql", name = "pool_persons", requires = ["linkage"]);
+pgrx::extension_sql_file!("../sql/participants.sql", name = "participants", requires = ["pool_persons"]);
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 /// Required by `cargo pgrx test`.

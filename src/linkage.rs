@@ -53,13 +53,13 @@ pub fn normalise(identifier: &str) -> Option<Zeroizing<String>> {
     }
 }
 
-fn b64decode(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn b64decode(text: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(text).ok()
 }
 
 /// Sign `body` (manifest first) with this party's key: the lines and their trailer, and the
 /// SHA-256 (hex) of the lines.
-fn signed(body: Vec<String>) -> MsegResult<(Vec<String>, String)> {
+pub(crate) fn signed(body: Vec<String>) -> MsegResult<(Vec<String>, String)> {
     let mut digest = dump::LineDigest::default();
     for l in &body {
         digest.add(l);
@@ -119,7 +119,7 @@ fn count_field(v: &Json, name: &str) -> Option<u64> {
 }
 
 /// This party's name (`mseg.controller_id`).
-fn me() -> MsegResult<String> {
+pub(crate) fn me() -> MsegResult<String> {
     crate::gucs::controller_id().filter(|s| !s.is_empty()).ok_or_else(|| {
         MsegError::new(Code::InvalidArgument, "mseg.controller_id is not set")
             .hint("Set mseg.controller_id in postgresql.conf to this party's name, then reload.")
@@ -144,7 +144,7 @@ fn body_fields<'a>(line: &'a str, n: usize, kind: &str, names: &[&str]) -> MsegR
 // Controller side
 // ---------------------------------------------------------------------------------------------
 
-fn require_partner(partner: &str) -> MsegResult<()> {
+pub(crate) fn require_partner(partner: &str) -> MsegResult<()> {
     let exists = catalog::select(|c| {
         Ok(!c.select("SELECT 1 FROM mseg.partners WHERE name OPERATOR(pg_catalog.=) $1", None, &[partner.into()])?.is_empty())
     })?;
@@ -156,7 +156,7 @@ fn require_partner(partner: &str) -> MsegResult<()> {
 }
 
 /// The identifier column, checked: a column of the subject table classified `direct`.
-fn identifier_column(subject: &catalog::SubjectTable, column: &str) -> MsegResult<()> {
+pub(crate) fn identifier_column(subject: &catalog::SubjectTable, column: &str) -> MsegResult<()> {
     let class: Option<Option<String>> = catalog::select(|c| {
         let t = c.select(
             "SELECT cc.class FROM pg_catalog.pg_attribute a LEFT JOIN mseg.column_classes cc \

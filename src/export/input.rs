@@ -224,8 +224,12 @@ fn input_query(p: &Partner, subject: &catalog::SubjectTable, cols: &[kanon_sql::
     // one scalar column per value: key, quasi values, the basis per purpose, its expiry month per
     // purpose. The segment sets are read on their own (below) and found by key.
     let (nq, np) = (quasi_exprs.len(), purposes.len());
+    // a subject the partner asked never to receive again (a participant's erasure there,
+    // src/notices.rs) is out of its scope: its twin ends with a tombstone
     let sql = format!(
-        "SELECT {key}, {q}, {b}, {e} FROM {rel} s{id_join} {joins}",
+        "SELECT {key}, {q}, {b}, {e} FROM {rel} s{id_join} {joins} WHERE NOT EXISTS (SELECT 1 FROM mseg.partner_exclusions x \
+         WHERE x.partner OPERATOR(pg_catalog.=) {partner} AND x.subject_key OPERATOR(pg_catalog.=) {key})",
+        partner = quote_literal(&p.name),
         q = quasi_exprs.iter().map(|x| format!("({x})::pg_catalog.text")).collect::<Vec<_>>().join(", "),
         b = bases.iter().map(|x| format!("({x})::pg_catalog.text")).collect::<Vec<_>>().join(", "),
         e = expiries.join(", "),

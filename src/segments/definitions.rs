@@ -198,8 +198,10 @@ pub(super) fn register_source(table: Option<PgRelation>, subject_key_column: Opt
         let integer = |t: &str| ["smallint", "integer", "bigint"].contains(&t);
         let fits = if subject.mapped { subject.key_type.split('(').next() == Some(typ.as_str()) } else { integer(&typ) };
         if !fits {
-            return Err(MsegError::new(Code::InvalidTable, format!("column \"{column}\" of {name} has type {typ}"))
-                .hint(format!("The subject key column of a source has the subject key's type ({}).", if subject.mapped { subject.key_type.as_str() } else { "an integer" })));
+            return Err(MsegError::new(Code::InvalidTable, format!("column \"{column}\" of {name} has type {typ}")).hint(format!(
+                "The subject key column of a source has the subject key's type ({}).",
+                if subject.mapped { subject.key_type.as_str() } else { "an integer" }
+            )));
         }
         // DDL on the table: the caller must own it
         let owner_ok = Spi::get_one_with_args::<bool>(

@@ -166,19 +166,19 @@ pub(super) unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat
                     u.resolve(client)?;
                 }
                 match scanned {
-                Some(u) if row_path_applies(cat, &u) => update_row_segments(client, cat, subject, &u.changed, &u.affected),
-                Some(u) => {
-                    let all: Vec<i64> = sort_dedup(u.changed.iter().chain(&u.rekeyed).copied().collect());
-                    lock_keys(client, &all, LockMode::RowsOrTable)?;
-                    if !u.changed.is_empty() && !u.affected.is_empty() {
-                        apply_locked(client, cat, subject, &u.changed, &Scope::Only(u.affected.clone()))?;
+                    Some(u) if row_path_applies(cat, &u) => update_row_segments(client, cat, subject, &u.changed, &u.affected),
+                    Some(u) => {
+                        let all: Vec<i64> = sort_dedup(u.changed.iter().chain(&u.rekeyed).copied().collect());
+                        lock_keys(client, &all, LockMode::RowsOrTable)?;
+                        if !u.changed.is_empty() && !u.affected.is_empty() {
+                            apply_locked(client, cat, subject, &u.changed, &Scope::Only(u.affected.clone()))?;
+                        }
+                        apply_locked(client, cat, subject, &u.rekeyed, &Scope::All)
                     }
-                    apply_locked(client, cat, subject, &u.rekeyed, &Scope::All)
-                }
-                None => {
-                    let keys = keys_by_sql(client, subject, &subject.key, true, true, MapKeys::Create)?;
-                    apply_keys(client, cat, subject, &keys, &Scope::All, LockMode::RowsOrTable)
-                }
+                    None => {
+                        let keys = keys_by_sql(client, subject, &subject.key, true, true, MapKeys::Create)?;
+                        apply_keys(client, cat, subject, &keys, &Scope::All, LockMode::RowsOrTable)
+                    }
                 }
             })
         }
