@@ -153,6 +153,40 @@ mseg_psql trustco -Atc "BEGIN; DELETE FROM mseg.pool_persons; SELECT mseg._refre
 persons_cost="$(mseg_psql trustco -Atc "SELECT count(*) FROM mseg.pool_persons") persons of $(mseg_psql trustco -Atc "SELECT count(*) FROM mseg.pool_twins") twins: rebuilt with nothing to change in $((t1 - t0)) ms, from empty in $((t2 - t1)) ms"
 note "$persons_cost"
 
+say "the last mile: participants at the trusted party, deliver each eligible person once"
+# participants: people 15,001..25,000 (5,000 of acme only, 5,000 shared) and 100 who are customers
+# of neither (ids above Adult's 48,842), e-mail written yet another way; every tenth gave no consent
+mseg_psql trustco -q >/dev/null <<SQL
+SET client_min_messages = warning;
+CREATE TABLE participants (id bigint PRIMARY KEY, email text NOT NULL);
+INSERT INTO participants SELECT g, 'C' || g || '@EXAMPLE.org' FROM generate_series(15001, 25000) g;
+INSERT INTO participants SELECT g, 'c' || g || '@example.org' FROM generate_series(60001, 60100) g;
+SELECT mseg.register_subjects('participants', 'id');
+SELECT mseg.classify('participants', 'email', 'direct');
+SELECT mseg.define_purpose('direct_marketing', '{consent}', '1 year');
+SELECT count(mseg.grant_consent(id, 'direct_marketing', source => 'signup')) FROM participants WHERE id % 10 <> 0;
+SELECT mseg.set_participant_columns('email', 'email');
+SQL
+consenting() { seq 15001 25000 | awk '$1 % 10 != 0'; seq 60001 60100 | awk '$1 % 10 != 0'; }
+delivered() {   # segment, campaign: the participant ids delivered, sorted
+    mseg_psql trustco -Atc "SELECT participant FROM mseg.deliver('$1', '$2', 'direct_marketing')" | sort
+}
+expect_anyone() { sort -u "$out/held-acme.txt" "$out/held-gymco.txt" | comm -12 - <(consenting | sort); }
+delivered anyone spring > "$out/d-spring.txt"
+expect_anyone > "$out/e-spring.txt"
+note "deliver('anyone'): $(wc -l < "$out/d-spring.txt") participants reached; expected $(wc -l < "$out/e-spring.txt")"
+check "deliver returns exactly the consenting participants held by either controller" "$(diff "$out/d-spring.txt" "$out/e-spring.txt" | wc -l)" "0"
+check "each person once (shared customers too)" "$(uniq -d "$out/d-spring.txt" | wc -l) $(comm -12 "$out/d-spring.txt" <(sort "$out/held-gymco.txt") | comm -12 - <(sort "$out/held-acme.txt") | wc -l)" \
+    "0 $(expect_anyone | comm -12 - <(sort "$out/held-gymco.txt") | comm -12 - <(sort "$out/held-acme.txt") | wc -l)"
+check "nobody who is not a customer, nobody without consent" "$(awk '$1 > 48842 || $1 % 10 == 0' "$out/d-spring.txt" | wc -l)" "0"
+check "the same campaign again reaches nobody new" "$(delivered anyone spring | wc -l)" "0"
+delivered rich_gym gym-offer > "$out/d-rich.txt"
+check "deliver over the person segment: its consenting participants" \
+    "$(diff "$out/d-rich.txt" <(sort "$out/rich-acme.txt" | comm -12 - <(sort "$out/held-gymco.txt") | comm -12 - <(consenting | sort)) | wc -l)" "0"
+first=$(head -1 "$out/d-rich.txt")
+check "a response of a reached participant is recorded" "$(mseg_psql trustco -Atc "SELECT mseg.record_response('gym-offer', $first::bigint)")" "t"
+check "deliver is audited with counts" "$(mseg_psql trustco -Atc "SELECT count(*) FROM mseg.audit_log WHERE action = 'deliver'")" "3"
+
 say "what each party receives"
 check "no file carries an e-mail address" "$(sudo -u postgres sh -c "cat '$out'/*-req-*.jsonl '$out'/*-resp-*.jsonl '$out'/*-links-*.jsonl" | grep -ciE '@|example')" "0"
 for c in acme gymco; do
@@ -187,6 +221,9 @@ check "acme keeps no blind after finalising" "$(mseg_psql acme -Atc "SELECT coun
 say "an objection at acme, a delta, a second linkage round"
 shared_id=$(comm -12 <(sort "$out/held-acme.txt") <(sort "$out/held-gymco.txt") | sort -n | awk 'NR == 1')
 mseg_psql acme -Atc "SELECT mseg.object($shared_id, 'direct_marketing')" >/dev/null
+# and a participant who is a customer of acme only objects at acme
+acme_only_id=$(comm -23 <(sort "$out/held-acme.txt") <(sort "$out/held-gymco.txt") | comm -12 - <(consenting | sort) | sort -n | awk 'NR == 1')
+mseg_psql acme -Atc "SELECT mseg.object($acme_only_id, 'direct_marketing')" >/dev/null
 export_twins acme delta acme-twins-2.jsonl
 check "the trusted party holds no link without its twin" \
     "$(mseg_psql trustco -Atc "SELECT count(*) FROM mseg.pool_links l WHERE NOT EXISTS (SELECT 1 FROM mseg.pool_twins t WHERE t.controller = l.controller AND t.pseudonym = l.pseudonym)")" "0"
@@ -197,6 +234,36 @@ check "the objecting person is no longer shared" "$(grep -cx "$shared_id" "$out/
 rich=$(expect_rich)
 check "after the objection and round 2: person segment members exact again ($rich)" \
     "$(mseg_psql trustco -Atc "SELECT count(*) FROM mseg.pool_segment_persons('rich_gym')")" "$rich"
+check "the acme-only participant who objected at acme is delivered no more" \
+    "$(delivered anyone summer | grep -cx "$acme_only_id" || true)" "0"
+expect_anyone | grep -vx "$acme_only_id" > "$out/e-summer.txt"
+check "deliver after the delta and round 2: exactly the consenting participants held now" \
+    "$(diff <(mseg_psql trustco -Atc "SELECT subject_key FROM mseg.deliveries WHERE campaign = 'summer'" | sort) "$out/e-summer.txt" | wc -l)" "0"
+
+say "rights the other way: a participant objects at the trusted party, and one is erased"
+# a shared participant objects, an acme-only one asks for erasure: notices to both controllers
+tp_objector=$(comm -12 "$out/e-summer.txt" <(sort "$out/held-gymco.txt") | comm -12 - <(sort "$out/held-acme.txt") | sort -n | awk 'NR == 2')
+tp_erased=$(comm -23 "$out/e-summer.txt" <(sort "$out/held-gymco.txt") | sort -n | awk 'NR == 2')
+mseg_psql trustco -Atc "SELECT mseg.object($tp_objector, 'direct_marketing')" >/dev/null
+mseg_psql trustco -Atc "SELECT mseg.forget($tp_erased)" >/dev/null
+check "withdrawn at the trusted party: delivered no more at once" \
+    "$(delivered anyone autumn | grep -cxE "$tp_objector|$tp_erased" || true)" "0"
+for c in acme gymco; do
+    mseg_psql trustco -q -c "COPY (SELECT mseg.rights_notices('$c')) TO '$out/$c-notices-1.jsonl' $CSV"
+    stage "$c" "$out/$c-notices-1.jsonl"
+    note "$c imports $(mseg_psql "$c" -Atc "SELECT mseg.import_rights_notices('staging')") notice line(s)"
+done
+check "acme: the objection recorded, the erased participant excluded from trustco" \
+    "$(mseg_psql acme -Atc "SELECT mseg.is_processable($tp_objector, 'direct_marketing')::text || ' ' || (SELECT count(*) FROM mseg.partner_exclusions WHERE partner = 'trustco' AND subject_key = $tp_erased)")" "false 1"
+check "gymco: the objection recorded" "$(mseg_psql gymco -Atc "SELECT mseg.is_processable($tp_objector, 'direct_marketing')")" "f"
+gone_before=$(mseg_psql acme -Atc "SELECT string_agg(quote_literal(pseudonym), ',') FROM mseg.partner_twins WHERE partner = 'trustco' AND subject_key IN ($tp_objector, $tp_erased) AND cohort IS NOT NULL")
+g_gone_before=$(mseg_psql gymco -Atc "SELECT string_agg(quote_literal(pseudonym), ',') FROM mseg.partner_twins WHERE partner = 'trustco' AND subject_key = $tp_objector AND cohort IS NOT NULL")
+export_twins acme delta acme-twins-3.jsonl
+export_twins gymco delta gymco-twins-2.jsonl
+check "their twins are gone from the pool after the controllers' next deltas" \
+    "$(mseg_psql trustco -Atc "SELECT count(*) FROM mseg.pool_twins WHERE (controller = 'acme' AND pseudonym IN ($gone_before)) OR (controller = 'gymco' AND pseudonym IN ($g_gone_before))")" "0"
+check "and no controller holds a twin of them at trustco any more" \
+    "$(mseg_psql acme -Atc "SELECT count(*) FROM mseg.partner_twins WHERE partner = 'trustco' AND subject_key IN ($tp_objector, $tp_erased) AND cohort IS NOT NULL") $(mseg_psql gymco -Atc "SELECT count(*) FROM mseg.partner_twins WHERE partner = 'trustco' AND subject_key = $tp_objector AND cohort IS NOT NULL")" "0 0"
 check "audit chains verify" "$(for db in acme gymco trustco; do mseg_psql $db -Atc "SELECT ok FROM mseg.verify_audit_log()"; done | sort -u)" "t"
 
 say "cost of linkage"
