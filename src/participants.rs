@@ -128,12 +128,23 @@ fn set_participant_columns(identifier: Option<&str>, contact: Option<&str>) -> i
                 None,
                 &[subject_keys.into(), persons.into()],
             )?;
-            // the triggers (as owner: EXECUTE on their function is granted to nobody)
+            // the triggers (as owner: EXECUTE on their function is granted to nobody); those of an
+            // earlier call are replaced (dropped by name only when present: no NOTICE for the DBA)
+            let earlier: Vec<String> = c
+                .select(
+                    "SELECT tgname::pg_catalog.text FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) $1 \
+                     AND tgname OPERATOR(pg_catalog.=) ANY ('{zz_mseg_participant_persons,zz_mseg_participant_persons_trunc}'::pg_catalog.name[])",
+                    None,
+                    &[subject.relid.into()],
+                )?
+                .filter_map(|row| row.get::<String>(1).ok().flatten())
+                .collect();
+            for name in earlier {
+                c.update(&format!("DROP TRIGGER {} ON {table}", quote_identifier(&name)), None, &[])?;
+            }
             c.update(
                 &format!(
-                    "DROP TRIGGER IF EXISTS zz_mseg_participant_persons ON {table}; \
-                     DROP TRIGGER IF EXISTS zz_mseg_participant_persons_trunc ON {table}; \
-                     CREATE TRIGGER zz_mseg_participant_persons AFTER INSERT OR DELETE OR UPDATE OF {watched} ON {table} \
+                    "CREATE TRIGGER zz_mseg_participant_persons AFTER INSERT OR DELETE OR UPDATE OF {watched} ON {table} \
                        FOR EACH ROW EXECUTE FUNCTION mseg._participant_persons_sync(); \
                      CREATE TRIGGER zz_mseg_participant_persons_trunc AFTER TRUNCATE ON {table} \
                        FOR EACH STATEMENT EXECUTE FUNCTION mseg._participant_persons_sync();"
