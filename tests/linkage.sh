@@ -255,6 +255,14 @@ for c in acme gymco; do
 done
 check "acme: the objection recorded, the erased participant excluded from trustco" \
     "$(mseg_psql acme -Atc "SELECT mseg.is_processable($tp_objector, 'direct_marketing')::text || ' ' || (SELECT count(*) FROM mseg.partner_exclusions WHERE partner = 'trustco' AND subject_key = $tp_erased)")" "false 1"
+for c in acme gymco; do
+    sudo -u postgres cat "$out/$c-notices-1.jsonl" | python3 -c "import sys, json
+for l in sys.stdin:
+    d = json.loads(l)
+    if 'pseudonym' in d: print(d['pseudonym'])" | sort > "$out/$c-notice-pseudonyms.txt"
+    check "$c's notice file names only pseudonyms $c issued to trustco" \
+        "$(comm -23 "$out/$c-notice-pseudonyms.txt" <(mseg_psql "$c" -Atc "SELECT pseudonym FROM mseg.partner_twins WHERE partner = 'trustco'" | sort) | wc -l)" "0"
+done
 check "gymco: the objection recorded" "$(mseg_psql gymco -Atc "SELECT mseg.is_processable($tp_objector, 'direct_marketing')")" "f"
 gone_before=$(mseg_psql acme -Atc "SELECT string_agg(quote_literal(pseudonym), ',') FROM mseg.partner_twins WHERE partner = 'trustco' AND subject_key IN ($tp_objector, $tp_erased) AND cohort IS NOT NULL")
 g_gone_before=$(mseg_psql gymco -Atc "SELECT string_agg(quote_literal(pseudonym), ',') FROM mseg.partner_twins WHERE partner = 'trustco' AND subject_key = $tp_objector AND cohort IS NOT NULL")
