@@ -19,20 +19,78 @@ use crate::segments;
 
 const POOL_TWINS: &str = "mseg.pool_twins";
 
-fn pool_twins_relid() -> MsegResult<pg_sys::Oid> {
+/// The oid of one of the pool's relations (`mseg.pool_twins`, `mseg.pool_persons`).
+pub(crate) fn relid_of(relation: &str) -> MsegResult<pg_sys::Oid> {
     catalog::select(|c| {
-        Ok(c.select("SELECT 'mseg.pool_twins'::pg_catalog.regclass::pg_catalog.oid", None, &[])?
+        Ok(c.select("SELECT $1::pg_catalog.regclass::pg_catalog.oid", None, &[relation.into()])?
             .first()
             .get_one::<pg_sys::Oid>()?
             .unwrap_or(pg_sys::InvalidOid))
     })
 }
 
-fn pool_hint(e: MsegError) -> MsegError {
-    e.hint(
-        "A pool segment predicate is a boolean SQL expression over a pooled twin (alias t), e.g. \
-         'runners' = ANY (t.segments) AND t.quasi->>'postcode' LIKE '10%'.",
-    )
+/// The two levels of pool segments: a predicate over one pooled twin (alias `t`), or over all of
+/// one person's twins together (alias `p`, src/pool_persons.rs).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Level {
+    Twin,
+    Person,
+}
+
+impl Level {
+    fn relation(self) -> &'static str {
+        match self {
+            Level::Twin => POOL_TWINS,
+            Level::Person => crate::pool_persons::POOL_PERSONS,
+        }
+    }
+
+    pub(crate) fn hint(self, e: MsegError) -> MsegError {
+        e.hint(match self {
+            Level::Twin => {
+                "A pool segment predicate is a boolean SQL expression over a pooled twin (alias t), e.g. \
+                 'runners' = ANY (t.segments) AND t.quasi->>'postcode' LIKE '10%'."
+            }
+            Level::Person => {
+                "A person segment predicate is a boolean SQL expression over a person (alias p, mseg.pool_persons), e.g. \
+                 'acme:runners' = ANY (p.segments) AND 'gymco:members' = ANY (p.segments)."
+            }
+        })
+    }
+}
+
+/// The checks every pool segment definition shares, at either level: its name and purpose, and a
+/// predicate that passes the allowlist, reads the level's relation only and does not depend on the
+/// time (memberships are recomputed on import only). Returns the relation's oid and the predicate.
+pub(crate) fn check_definition(
+    level: Level,
+    name: &str,
+    purpose: &str,
+    predicate: &str,
+) -> MsegResult<(pg_sys::Oid, segments::CheckedPredicate)> {
+    segments::check_segment_name(name)?;
+    segments::check_segment_name(purpose).map_err(|_| {
+        MsegError::new(Code::InvalidArgument, format!("invalid purpose \"{purpose}\""))
+            .hint("Name a purpose the controllers' twins carry in their policy, e.g. direct_marketing.")
+    })?;
+    let (alias, reads, memberships) = match level {
+        Level::Twin => ("t", "A pool segment reads the pooled twin only.", "Pool"),
+        Level::Person => ("p", "A person segment reads the pooled person only.", "Person"),
+    };
+    let relid = relid_of(level.relation())?;
+    let checked = segments::check_predicate(level.relation(), relid, alias, predicate).map_err(|e| level.hint(e))?;
+    if let Some(other) = checked.other_relations(relid).first() {
+        return Err(level.hint(
+            MsegError::new(Code::InvalidPredicate, format!("the predicate reads {}", catalog::relation_name(*other))).detail(reads),
+        ));
+    }
+    if checked.time_dependent() {
+        return Err(level.hint(
+            MsegError::new(Code::InvalidPredicate, "the predicate depends on the current time")
+                .detail(format!("{memberships} memberships are recomputed on import only; expiry is applied by the twins' policies.")),
+        ));
+    }
+    Ok((relid, checked))
 }
 
 /// The array of pool segment names a twin `t` belongs to (policy allowing the purpose).
@@ -94,25 +152,7 @@ fn define_pool_segment(
         let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
         let purpose = purpose.ok_or_else(|| MsegError::null_argument("purpose"))?;
         let predicate = predicate.ok_or_else(|| MsegError::null_argument("predicate"))?;
-        segments::check_segment_name(name)?;
-        segments::check_segment_name(purpose).map_err(|_| {
-            MsegError::new(Code::InvalidArgument, format!("invalid purpose \"{purpose}\""))
-                .hint("Name a purpose the controllers' twins carry in their policy, e.g. direct_marketing.")
-        })?;
-        let relid = pool_twins_relid()?;
-        let checked = segments::check_predicate(POOL_TWINS, relid, "t", predicate).map_err(pool_hint)?;
-        if let Some(other) = checked.other_relations(relid).first() {
-            return Err(pool_hint(
-                MsegError::new(Code::InvalidPredicate, format!("the predicate reads {}", catalog::relation_name(*other)))
-                    .detail("A pool segment reads the pooled twin only."),
-            ));
-        }
-        if checked.time_dependent() {
-            return Err(pool_hint(
-                MsegError::new(Code::InvalidPredicate, "the predicate depends on the current time")
-                    .detail("Pool memberships are recomputed on import only; expiry is applied by the twins' policies."),
-            ));
-        }
+        let (_, checked) = check_definition(Level::Twin, name, purpose, predicate)?;
         let inserted = catalog::update(|c| {
             Ok(!c
                 .update(

@@ -25,9 +25,9 @@ use pgrx::spi::quote_literal;
 
 use crate::catalog;
 use crate::error::{boundary, Code, MsegError, Result as MsegResult};
-use crate::segments;
+use crate::pool::{self, Level};
 
-const POOL_PERSONS: &str = "mseg.pool_persons";
+pub(crate) const POOL_PERSONS: &str = "mseg.pool_persons";
 
 /// The rows `mseg.pool_persons` should hold for the twins in `twins` (a CTE over
 /// mseg.pool_twin_persons), as the CTE `wanted`.
@@ -169,22 +169,6 @@ pub fn refresh(scope: Scope<'_>, every_predicate: bool) -> MsegResult<i64> {
     Ok(gone + written.len() as i64)
 }
 
-fn pool_persons_relid() -> MsegResult<pg_sys::Oid> {
-    catalog::select(|c| {
-        Ok(c.select("SELECT 'mseg.pool_persons'::pg_catalog.regclass::pg_catalog.oid", None, &[])?
-            .first()
-            .get_one::<pg_sys::Oid>()?
-            .unwrap_or(pg_sys::InvalidOid))
-    })
-}
-
-fn person_hint(e: MsegError) -> MsegError {
-    e.hint(
-        "A person segment predicate is a boolean SQL expression over a person (alias p, mseg.pool_persons), e.g. \
-         'acme:runners' = ANY (p.segments) AND 'gymco:members' = ANY (p.segments).",
-    )
-}
-
 /// The column number of `pool_persons.person_segments` (a predicate may not read it).
 fn person_segments_attnum(relid: pg_sys::Oid) -> MsegResult<i32> {
     catalog::select(|c| {
@@ -213,29 +197,11 @@ fn define_person_segment(
         let name = name.ok_or_else(|| MsegError::null_argument("name"))?;
         let purpose = purpose.ok_or_else(|| MsegError::null_argument("purpose"))?;
         let predicate = predicate.ok_or_else(|| MsegError::null_argument("predicate"))?;
-        segments::check_segment_name(name)?;
-        segments::check_segment_name(purpose).map_err(|_| {
-            MsegError::new(Code::InvalidArgument, format!("invalid purpose \"{purpose}\""))
-                .hint("Name a purpose the controllers' twins carry in their policy, e.g. direct_marketing.")
-        })?;
-        let relid = pool_persons_relid()?;
-        let checked = segments::check_predicate(POOL_PERSONS, relid, "p", predicate).map_err(person_hint)?;
-        if let Some(other) = checked.other_relations(relid).first() {
-            return Err(person_hint(
-                MsegError::new(Code::InvalidPredicate, format!("the predicate reads {}", catalog::relation_name(*other)))
-                    .detail("A person segment reads the pooled person only."),
-            ));
-        }
-        if checked.time_dependent() {
-            return Err(person_hint(
-                MsegError::new(Code::InvalidPredicate, "the predicate depends on the current time")
-                    .detail("Person memberships are recomputed on import only; expiry is applied by the twins' policies."),
-            ));
-        }
+        let (relid, checked) = pool::check_definition(Level::Person, name, purpose, predicate)?;
         let own = person_segments_attnum(relid)?;
         let reads_memberships = checked.columns_read(relid).iter().any(|&col| col == own || col == 0);
         if reads_memberships {
-            return Err(person_hint(
+            return Err(Level::Person.hint(
                 MsegError::new(Code::InvalidPredicate, "the predicate reads p.person_segments")
                     .detail("A person segment may not depend on other person segments; name their conditions instead."),
             ));
