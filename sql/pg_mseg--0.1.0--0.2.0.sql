@@ -1420,7 +1420,8 @@ SELECT pg_catalog.pg_extension_config_dump('mseg.notice_imports', '');
 -- Row trigger on the participants table: keeps mseg.participant_persons exact (insert, change of
 -- the identifier or key, delete, truncate). SECURITY DEFINER: whoever writes participants reaches
 -- the owner-only table and the OPRF evaluation (mseg._participant_person), never the key; it runs
--- no caller code (only the key and identifier columns are read, by name, as text).
+-- no caller code (only the key and identifier columns are read, by name, as text through their
+-- types' output functions: format('%s'), never a cast, which a type's owner could define).
 CREATE FUNCTION mseg._participant_persons_sync()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -1443,11 +1444,11 @@ BEGIN
         RETURN NULL;
     END IF;
     IF TG_OP OPERATOR(pg_catalog.=) ANY ('{UPDATE,DELETE}'::pg_catalog.text[]) THEN
-        EXECUTE pg_catalog.format('SELECT ($1).%I::pg_catalog.text', t.key_column) INTO v_key USING OLD;
+        EXECUTE pg_catalog.format('SELECT pg_catalog.format(''%%s'', ($1).%I)', t.key_column) INTO v_key USING OLD;
         DELETE FROM mseg.participant_persons p WHERE p.subject_key OPERATOR(pg_catalog.=) mseg._subject_id(v_key);
     END IF;
     IF TG_OP OPERATOR(pg_catalog.=) ANY ('{INSERT,UPDATE}'::pg_catalog.text[]) THEN
-        EXECUTE pg_catalog.format('SELECT ($1).%I::pg_catalog.text, ($1).%I::pg_catalog.text', t.key_column, c.identifier)
+        EXECUTE pg_catalog.format('SELECT pg_catalog.format(''%%s'', ($1).%I), pg_catalog.format(''%%s'', ($1).%I)', t.key_column, c.identifier)
             INTO v_key, v_identifier USING NEW;
         v_person := mseg._participant_person(v_identifier);
         v_id := mseg._subject_id(v_key);

@@ -86,7 +86,7 @@ fn set_participant_columns(identifier: Option<&str>, contact: Option<&str>) -> i
         }
         // every participant's person, read as mseg_upkeep
         let sql = format!(
-            "SELECT ({k})::pg_catalog.text, (s.{col})::pg_catalog.text FROM {rel} s",
+            "SELECT ({k})::pg_catalog.text, pg_catalog.format('%s', s.{col}) FROM {rel} s",
             k = subject.row_key("s"),
             col = quote_identifier(identifier),
             rel = subject.name,
@@ -254,7 +254,7 @@ fn deliver(
         // the contact handles, read as mseg_upkeep; a participant without one is not reached
         let s = &p.subject;
         let sql = format!(
-            "SELECT {id}, ({k})::pg_catalog.text, (s.{contact})::pg_catalog.text FROM {rel} s{join} \
+            "SELECT {id}, ({k})::pg_catalog.text, pg_catalog.format('%s', s.{contact}) FROM {rel} s{join} \
              WHERE {id} OPERATOR(pg_catalog.=) ANY ($1) AND s.{contact} IS NOT NULL ORDER BY 1",
             id = s.id_of_row("s"),
             k = s.row_key("s"),

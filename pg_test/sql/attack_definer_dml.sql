@@ -157,6 +157,27 @@ SELECT * FROM atk($$SELECT mseg.forget(13)$$);
 SELECT * FROM atk($$SELECT mseg.forget(13)$$);
 SELECT * FROM atk_check();
 
+-- D17 (invented, review of issue 15): the trusted party's participants trigger is SECURITY
+-- DEFINER and reads the identifier column of every row written; a composite identifier type of the
+-- administrator's with a cast to text calling the payload. The trigger and set_participant_columns
+-- read the column through its type's output function (format('%s')), never a cast: no NOTICE, no escalation.
+\c - atk_admin
+CREATE TYPE atk_admin.handle AS (v text);
+CREATE FUNCTION atk_admin.handle_text(atk_admin.handle) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN PERFORM atk_admin.pwn('D17', 'atk_admin'); RETURN ($1).v; END $$;
+CREATE CAST (atk_admin.handle AS text) WITH FUNCTION atk_admin.handle_text(atk_admin.handle);
+ALTER TABLE public.customers ADD COLUMN handle atk_admin.handle;
+UPDATE public.customers SET handle = ROW(email)::atk_admin.handle;
+SELECT mseg.classify('public.customers', 'handle', 'direct');
+SELECT * FROM atk($$SELECT mseg.set_participant_columns('handle', 'handle')$$);
+SELECT * FROM atk($$UPDATE public.customers SET handle = ROW('new16@example.com')::atk_admin.handle WHERE customer_id = 16$$);
+SELECT * FROM atk_check();
+\c - atk_app
+SELECT * FROM atk($$INSERT INTO public.customers (customer_id, email, handle) VALUES (17, 'c17@example.com', '(c17@example.com)')$$);
+SELECT * FROM atk_check();
+\c - postgres
+SELECT count(*) AS participants_with_person FROM mseg.participant_persons;
+
 -- Checks as superuser -------------------------------------------------------------------------
 \c - postgres
 SELECT * FROM atk_check();
