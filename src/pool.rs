@@ -215,6 +215,8 @@ fn drop_pool_segment(name: Option<&str>) -> bool {
         if level == "twin" {
             // the persons' pool_segments lose it; person segments reading them are evaluated again
             crate::pool_persons::refresh(crate::pool_persons::Scope::All, false)?;
+        } else {
+            crate::pool_persons::drop_if_unused()?;
         }
         catalog::audit("pool_segment.drop", name, serde_json::json!({}))?;
         Ok(true)

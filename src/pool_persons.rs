@@ -18,7 +18,10 @@
 //! after the change) from the pooled twins and links, deleting the persons gone and writing only
 //! the rows that differ; one evaluates the person-level predicates over the rows written (or over
 //! every row when a person segment was defined). A predicate reads its own row only and no other
-//! person segment, so an unchanged row keeps its memberships.
+//! person segment, so an unchanged row keeps its memberships. The table is kept only while a
+//! person-level segment exists (the first one's definition builds it, the last one's drop empties
+//! it): nothing else reads it, and an import at a trusted party without person segments pays
+//! nothing for it (bench/twins: the rebuild was most of a 200 000-twin import).
 
 use pgrx::prelude::*;
 use pgrx::spi::quote_literal;
@@ -123,10 +126,30 @@ pub enum Scope<'a> {
     Controller(&'a str),
 }
 
+/// Whether any person-level segment is defined.
+fn person_segments_exist() -> MsegResult<bool> {
+    catalog::select(|c| {
+        Ok(c.select("SELECT 1 FROM mseg.pool_segments WHERE level OPERATOR(pg_catalog.=) 'person' LIMIT 1", None, &[])?.len() > 0)
+    })
+}
+
+/// Empty `mseg.pool_persons` when no person-level segment is left (it exists for them alone: an
+/// import without one pays nothing for persons). Returns the number of rows deleted.
+pub fn drop_if_unused() -> MsegResult<i64> {
+    if person_segments_exist()? {
+        return Ok(0);
+    }
+    catalog::update(|c| Ok(c.update("DELETE FROM mseg.pool_persons", None, &[])?.len() as i64))
+}
+
 /// Bring `mseg.pool_persons` up to date for `scope`; with `every_predicate`, evaluate the person
 /// segments over every person (a person segment was defined), else over the rows written only.
-/// Returns the number of persons deleted or written.
+/// The table is kept only while a person-level segment exists (defining the first one builds it
+/// whole, `every_predicate`). Returns the number of persons deleted or written.
 pub fn refresh(scope: Scope<'_>, every_predicate: bool) -> MsegResult<i64> {
+    if !every_predicate && !person_segments_exist()? {
+        return drop_if_unused();
+    }
     let (gone, written): (i64, Vec<String>) = catalog::update(|c| {
         let (sql, args) = match scope {
             Scope::All => (rebuild_sql(false), vec![]),

@@ -267,6 +267,14 @@ SELECT action, object, details - 'predicate' AS details FROM mseg.audit_log
 WHERE action LIKE 'pool_segment.%' OR action = 'pool.purge' ORDER BY seq;
 SELECT ok FROM mseg.verify_audit_log();
 
+-- the persons table is kept while a person segment exists: the last one's drop empties it, the
+-- next definition builds it whole again (and exactly)
+SELECT mseg.drop_pool_segment('runner_members');
+SELECT count(*) AS persons_without_person_segments FROM mseg.pool_persons;
+SELECT mseg.define_person_segment('runner_members', 'direct_marketing',
+    $$'acme:runners' = ANY (p.segments) AND 'gymco:members' = ANY (p.segments)$$) AS members_again;
+SELECT 'defined again' AS step, * FROM exactness;
+
 \c mseg_regress
 DROP DATABASE pp_acme;
 DROP DATABASE pp_gym;
