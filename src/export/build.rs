@@ -561,6 +561,15 @@ fn summarize(delta: bool, ctx: &Ctx, truth: &Truth, sets: &Sets, link: &Link, pl
     })
 }
 
+/// New rows of mseg.partner_twins from arrays ($2 subject keys, $3 generations, $4 pseudonyms,
+/// $5 cohorts).
+const INSERT_TWINS: &str = "INSERT INTO mseg.partner_twins (partner, subject_key, generation, pseudonym, cohort, sequence) \
+     SELECT $1, u.s, u.g, u.pn, u.c, $6 FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.int8[]), pg_catalog.unnest($3::pg_catalog.int4[]), \
+       pg_catalog.unnest($4::pg_catalog.text[]), pg_catalog.unnest($5::pg_catalog.int8[])) AS u(s, g, pn, c)";
+/// For subjects the partner held before (a later generation): their row is rewritten.
+const REWRITE_TWINS: &str = " ON CONFLICT (partner, subject_key) DO UPDATE SET generation = EXCLUDED.generation, \
+     pseudonym = EXCLUDED.pseudonym, cohort = EXCLUDED.cohort, sequence = EXCLUDED.sequence, tombstoned_at = NULL";
+
 /// Remember what the partner holds after this export, and the export itself (its digest is
 /// recorded when the trailer is written).
 #[allow(clippy::too_many_arguments)]
@@ -613,27 +622,35 @@ fn write_state(
                 &[name.into(), chunk.to_vec().into(), sequence.into()],
             )?;
         }
-        // twins sent now for the first time under their pseudonym, in batches of arrays
-        let mut new_rows: Vec<(i64, i32, String, i64)> = Vec::new();
+        // twins sent now for the first time under their pseudonym, in batches of arrays, in key
+        // order (the primary key then grows at its right edge). Generation 0 is a subject the
+        // partner never held (no state row, see release_waiting): a plain insert, without the
+        // conflict check per row; a later generation rewrites the subject's row
+        let mut new_rows: Vec<(i64, i32, &[u8], i64)> = Vec::new();
         for o in outs {
-            for &(i, g, pn) in &o.new {
-                new_rows.push((truth.subjects[i as usize], g, String::from_utf8_lossy(&pn).into_owned(), o.id));
+            for (i, g, pn) in &o.new {
+                new_rows.push((truth.subjects[*i as usize], *g, pn.as_slice(), o.id));
             }
         }
-        for chunk in new_rows.chunks(10_000) {
-            let subjects: Vec<i64> = chunk.iter().map(|r| r.0).collect();
-            let generations: Vec<i32> = chunk.iter().map(|r| r.1).collect();
-            let pseudonyms: Vec<&str> = chunk.iter().map(|r| r.2.as_str()).collect();
-            let cohorts: Vec<i64> = chunk.iter().map(|r| r.3).collect();
-            c.update(
-                "INSERT INTO mseg.partner_twins (partner, subject_key, generation, pseudonym, cohort, sequence) \
-                 SELECT $1, u.s, u.g, u.pn, u.c, $6 FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.int8[]), pg_catalog.unnest($3::pg_catalog.int4[]), \
-                   pg_catalog.unnest($4::pg_catalog.text[]), pg_catalog.unnest($5::pg_catalog.int8[])) AS u(s, g, pn, c) \
-                 ON CONFLICT (partner, subject_key) DO UPDATE SET generation = EXCLUDED.generation, pseudonym = EXCLUDED.pseudonym, \
-                   cohort = EXCLUDED.cohort, sequence = EXCLUDED.sequence, tombstoned_at = NULL",
-                None,
-                &[name.into(), subjects.into(), generations.into(), pseudonyms.into(), cohorts.into(), sequence.into()],
-            )?;
+        new_rows.sort_unstable_by_key(|r| r.0);
+        let (first_time, again): (Vec<_>, Vec<_>) = new_rows.into_iter().partition(|r| r.1 == 0);
+        let upsert_twins = format!("{INSERT_TWINS}{REWRITE_TWINS}");
+        for (rows, sql) in [(first_time, INSERT_TWINS), (again, upsert_twins.as_str())] {
+            for chunk in rows.chunks(10_000) {
+                let subjects: Vec<i64> = chunk.iter().map(|r| r.0).collect();
+                let generations: Vec<i32> = chunk.iter().map(|r| r.1).collect();
+                let pseudonyms = chunk
+                    .iter()
+                    .map(|r| std::str::from_utf8(r.2))
+                    .collect::<std::result::Result<Vec<&str>, _>>()
+                    .map_err(|e| MsegError::new(Code::General, format!("pseudonym is not text: {e}")))?;
+                let cohorts: Vec<i64> = chunk.iter().map(|r| r.3).collect();
+                c.update(
+                    sql,
+                    None,
+                    &[name.into(), subjects.into(), generations.into(), pseudonyms.into(), cohorts.into(), sequence.into()],
+                )?;
+            }
         }
         // held twins whose cohort was split off from the one they were in
         let moved: Vec<(i64, i64)> =
