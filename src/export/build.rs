@@ -606,6 +606,17 @@ fn write_state(
         cohort_rows.push((o.id, text, o.size() as i32));
     }
     catalog::update(|c| {
+        // the partner's row first: locked until the export commits, so remove_partner waits for it
+        // (mseg.partner_twins has no foreign key to check that per row)
+        let locked = c.update(
+            "UPDATE mseg.partners SET last_sequence = $2 WHERE name OPERATOR(pg_catalog.=) $1 RETURNING 1",
+            None,
+            &[name.into(), sequence.into()],
+        )?;
+        if locked.is_empty() {
+            return Err(MsegError::new(Code::UnknownPartner, format!("partner \"{name}\" was removed during the export"))
+                .hint("Nothing was exported."));
+        }
         // ended twins first (a cohort that ended now may release some of them again below): they
         // stay known (resolve refuses them as not processable) unless the subject was erased, then
         // the link between pseudonym and subject goes too
@@ -685,11 +696,6 @@ fn write_state(
                 &[name.into(), ids.into(), records.into(), sizes.into(), sequence.into()],
             )?;
         }
-        c.update(
-            "UPDATE mseg.partners SET last_sequence = $2 WHERE name OPERATOR(pg_catalog.=) $1",
-            None,
-            &[name.into(), sequence.into()],
-        )?;
         c.update(
             "INSERT INTO mseg.partner_exports (partner, sequence, mode, manifest) VALUES ($1, $2, $3, $4)",
             None,
