@@ -633,8 +633,9 @@ fn write_state(
                 &[name.into(), chunk.to_vec().into(), sequence.into()],
             )?;
         }
-        // twins sent now for the first time under their pseudonym, in batches of arrays, in key
-        // order (the primary key then grows at its right edge). Generation 0 is a subject the
+        // twins sent now for the first time under their pseudonym, in batches of arrays, in
+        // pseudonym order (the wider of the two indexes then grows at its right edge: 10 % less
+        // than key order, 30 % less than cohort order at 190 000 rows). Generation 0 is a subject the
         // partner never held (no state row, see release_waiting): a plain insert, without the
         // conflict check per row; a later generation rewrites the subject's row
         let mut new_rows: Vec<(i64, i32, &[u8], i64)> = Vec::new();
@@ -643,7 +644,7 @@ fn write_state(
                 new_rows.push((truth.subjects[*i as usize], *g, pn.as_slice(), o.id));
             }
         }
-        new_rows.sort_unstable_by_key(|r| r.0);
+        new_rows.sort_unstable_by(|a, b| a.2.cmp(b.2));
         let (first_time, again): (Vec<_>, Vec<_>) = new_rows.into_iter().partition(|r| r.1 == 0);
         let upsert_twins = format!("{INSERT_TWINS}{REWRITE_TWINS}");
         for (rows, sql) in [(first_time, INSERT_TWINS), (again, upsert_twins.as_str())] {
