@@ -1576,3 +1576,8 @@ COMMENT ON FUNCTION mseg.rights_notices(pg_catalog.text) IS
     'pg_mseg: the pending objection and erasure notices for a controller, as a signed file (trusted party)';
 COMMENT ON FUNCTION mseg.import_rights_notices(pg_catalog.regclass) IS
     'pg_mseg: verify and apply a partner''s rights notice file: objections recorded, erased subjects never sent to it again (controller)';
+
+-- 15. the partner state without a per-row foreign key (issue 17): a first export writes one
+-- mseg.partner_twins row per twin; the export locks its partner's row instead, and
+-- remove_partner deletes the partner's rows itself (sql/twins.sql)
+ALTER TABLE mseg.partner_twins DROP CONSTRAINT partner_twins_partner_fkey;

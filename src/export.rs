@@ -137,6 +137,9 @@ fn remove_partner(name: Option<&str>) -> bool {
         partner(name)?;
         catalog::update(|c| {
             c.update("DELETE FROM mseg.partners WHERE name OPERATOR(pg_catalog.=) $1", None, &[name.into()])?;
+            // after the partner's row: an export still writing holds that row's lock, so its rows
+            // are committed (and seen here) before this delete runs; no foreign key does it
+            c.update("DELETE FROM mseg.partner_twins WHERE partner OPERATOR(pg_catalog.=) $1", None, &[name.into()])?;
             Ok(())
         })?;
         catalog::audit("partner.remove", name, json!({}))?;

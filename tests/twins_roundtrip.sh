@@ -153,7 +153,11 @@ SELECT mseg.import_variant_twins_from('staging');
 SQL
 check "client-side import advanced bikeco's sequence" "$(mseg_psql trustco -Atc "SELECT last_sequence FROM mseg.controllers WHERE id = 'bikeco'")" "2"
 # --- a partner removed and added again gets pseudonyms unrelated to those it had
-mseg_psql acme -q -c "SELECT mseg.remove_partner('otherco')" -c "SELECT mseg.add_partner('otherco', '{direct_marketing}', k => 10)" >/dev/null
+held_before=$(mseg_psql acme -Atc "SELECT count(*) > 0 FROM mseg.partner_twins WHERE partner = 'otherco'")
+mseg_psql acme -q -c "SELECT mseg.remove_partner('otherco')" >/dev/null
+# (mseg.partner_twins has no foreign key to the partner: remove_partner deletes its rows itself)
+check "removing a partner forgets what it held" "$held_before $(mseg_psql acme -Atc "SELECT count(*) FROM mseg.partner_twins WHERE partner = 'otherco'")" "t 0"
+mseg_psql acme -q -c "SELECT mseg.add_partner('otherco', '{direct_marketing}', k => 10)" >/dev/null
 export_to acme otherco full acme-other-2.jsonl
 shared=$(sudo -u postgres sh -c "grep -o '\"pseudonym\":\"[^\"]*\"' '$out/acme-other-2.jsonl' | sort > '$out/p3'; comm -12 '$out/p2' '$out/p3' | wc -l")
 check "a partner added again shares no pseudonym with its earlier dumps" "$shared" "0"
