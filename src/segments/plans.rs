@@ -5,8 +5,7 @@ use super::*;
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub(super) enum PlanKind {
     Apply(Scope, bool),
-    RowEval(Vec<i32>),
-    RowWrite(Vec<i32>),
+    RowApply(Vec<i32>),
     SubjectLock,
     Lock,
     KeyLock,
