@@ -315,12 +315,24 @@ pub(super) fn apply_locked(
     keys: &[i64],
     scope: &Scope,
 ) -> MsegResult<()> {
+    apply_locked_with(client, cat, subject, keys, scope, false)
+}
+
+/// [`apply_locked`]; `batch`: `keys` is a bounded batch (see [`apply_sql`]).
+pub(super) fn apply_locked_with(
+    client: &mut SpiClient<'_>,
+    cat: &SegCatalog,
+    subject: &SubjectTable,
+    keys: &[i64],
+    scope: &Scope,
+    batch: bool,
+) -> MsegResult<()> {
     if keys.is_empty() {
         return Ok(());
     }
     let bulk = keys.len() >= bulk_subjects();
-    let kind = PlanKind::Apply(scope.clone(), bulk);
-    let apply = plan(client, &kind, &[int8_array()], || apply_sql(cat, subject, scope, bulk))?;
+    let kind = PlanKind::Apply(scope.clone(), bulk, batch);
+    let apply = plan(client, &kind, &[int8_array()], || apply_sql(cat, subject, scope, bulk, batch))?;
     planned_for(bulk, || {
         client.update(&*apply, None, &[keys.to_vec().into()])?;
         Ok(())
