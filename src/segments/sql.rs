@@ -129,11 +129,11 @@ pub(super) fn apply_sql(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope,
               LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) mseg_k.k{m_within}), \
          d AS MATERIALIZED (SELECT * FROM n WHERE COALESCE(n.stored, '{{}}'::pg_catalog.int4[]) IS DISTINCT FROM n.new), \
          {write} \
-         INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
-         SELECT d.subject_key, mseg._segments_minus(d.new, d.stored), mseg._segments_minus(d.stored, d.new) FROM d",
+         INSERT INTO mseg.membership_events (subject_key, joined, left_segments) {events}",
         key = subject.row_key("s"),
         row = subject.row_of_id("mseg_k.k", "s"),
         m_within = within("m.subject_key"),
+        events = EVENTS_OF_D,
     )
 }
 
@@ -245,11 +245,18 @@ pub(super) fn insert_sql(cat: &SegCatalog, subject: &SubjectTable, bulk: bool, l
               FROM mseg_new s{id_join}{joins} LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) {id}), \
          d AS MATERIALIZED (SELECT * FROM n WHERE COALESCE(n.stored, '{{}}'::pg_catalog.int4[]) IS DISTINCT FROM n.new), \
          {write} \
-         INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
-         SELECT d.subject_key, mseg._segments_minus(d.new, d.stored), mseg._segments_minus(d.stored, d.new) FROM d",
+         INSERT INTO mseg.membership_events (subject_key, joined, left_segments) {events}",
         id_join = subject.id_join("s"),
+        events = EVENTS_OF_D,
     )
 }
+
+/// The events of the changed sets in CTE `d (subject_key, new, stored)`. A subject without a stored
+/// set (every subject of a load) joined its whole new set and left none: no set difference is
+/// computed for it (two function calls per new subject, about a tenth of a customer load's upkeep).
+pub(super) const EVENTS_OF_D: &str = "SELECT d.subject_key, \
+       CASE WHEN d.stored IS NULL THEN d.new ELSE mseg._segments_minus(d.new, d.stored) END, \
+       CASE WHEN d.stored IS NULL THEN '{}'::pg_catalog.int4[] ELSE mseg._segments_minus(d.stored, d.new) END FROM d";
 
 /// Mapped keys: give the new subjects of the statement (transition table mseg_new) their ids.
 pub(super) fn new_ids_sql(subject: &SubjectTable) -> String {
