@@ -15,7 +15,15 @@ use pgrx::spi::quote_literal;
 /// The joins for `purposes` (aliases pp1/b1, pp2/b2, … in order) and the subject state `ss` of the
 /// subject whose key is the SQL expression `key`.
 pub fn joins(purposes: &[&str], key: &str) -> String {
-    let mut sql = format!(" LEFT JOIN mseg.subject_state ss ON ss.subject_key OPERATOR(pg_catalog.=) {key}");
+    joins_within(purposes, key, None)
+}
+
+/// [`joins`] for subjects known to be among the ids of the SQL array `keys`: each state table is
+/// also filtered by that list, so a plan made for a batch of keys reads those rows by index
+/// instead of hashing the whole table.
+pub fn joins_within(purposes: &[&str], key: &str, keys: Option<&str>) -> String {
+    let within = |alias: &str| keys.map(|k| format!(" AND {alias}.subject_key OPERATOR(pg_catalog.=) ANY ({k})")).unwrap_or_default();
+    let mut sql = format!(" LEFT JOIN mseg.subject_state ss ON ss.subject_key OPERATOR(pg_catalog.=) {key}{}", within("ss"));
     for (n, p) in purposes.iter().enumerate() {
         let i = n + 1;
         let lit = quote_literal(p);
@@ -23,7 +31,8 @@ pub fn joins(purposes: &[&str], key: &str) -> String {
             " CROSS JOIN (SELECT legal_bases, retention, 'legitimate_interest' OPERATOR(pg_catalog.=) ANY (legal_bases) AS li \
                           FROM mseg.purposes WHERE name OPERATOR(pg_catalog.=) {lit} OFFSET 0) pp{i} \
               LEFT JOIN mseg.legal_basis_state b{i} ON b{i}.subject_key OPERATOR(pg_catalog.=) {key} \
-              AND b{i}.purpose OPERATOR(pg_catalog.=) {lit}"
+              AND b{i}.purpose OPERATOR(pg_catalog.=) {lit}{}",
+            within(&format!("b{i}"))
         ));
     }
     sql

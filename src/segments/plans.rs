@@ -4,14 +4,17 @@ use super::*;
 
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub(super) enum PlanKind {
-    Apply(Scope, bool),
-    RowEval(Vec<i32>),
-    RowWrite(Vec<i32>),
+    /// scope, bulk, batch (see apply_sql)
+    Apply(Scope, bool, bool),
+    RowApply(Vec<i32>),
     SubjectLock,
     Lock,
     KeyLock,
     NewKeyLocks,
-    Insert { bulk: bool, locked: bool },
+    Insert {
+        bulk: bool,
+        locked: bool,
+    },
     NewIds,
     Delete,
     Truncate,
@@ -124,4 +127,21 @@ pub(super) fn apply_keys(
     }
     lock_keys(client, keys, mode)?;
     apply_locked(client, cat, subject, keys, scope)
+}
+
+/// [`apply_keys`] for one batch of a refresh: `keys` is bounded by `mseg.refresh_batch_subjects`,
+/// so its recompute reads the joined tables by these keys (see [`apply_sql`]).
+pub(super) fn apply_batch(
+    client: &mut SpiClient<'_>,
+    cat: &SegCatalog,
+    subject: &SubjectTable,
+    keys: &[i64],
+    scope: &Scope,
+    mode: LockMode,
+) -> MsegResult<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    lock_keys(client, keys, mode)?;
+    apply_locked_with(client, cat, subject, keys, scope, true)
 }

@@ -43,7 +43,7 @@ pub(super) fn refresh_all(label: &str, scope: &Scope, mode: LockMode) -> MsegRes
                         // (definitions have locked the whole table instead)
                         lock_subject_rows(client, &cat, &subject, &keys)?;
                     }
-                    apply_keys(client, &cat, &subject, &keys, scope, mode)?;
+                    apply_batch(client, &cat, &subject, &keys, scope, mode)?;
                     last = max;
                     done += keys.len() as i64;
                     progress::advance(slot, done, done);

@@ -211,7 +211,7 @@ pub(super) unsafe fn on_subject_statement(td: &pg_sys::TriggerData, op: u32, cat
 // the table), while source triggers recompute only the segments that read their source. So the
 // affected bits can be evaluated from the new row with a fresh snapshot and no membership lock,
 // and written as a merge into the latest version of the membership row (ON CONFLICT DO UPDATE
-// evaluates its SET on that version): one query per statement, a second only if a set changed.
+// evaluates its SET on that version): one query per statement ([`row_apply_sql`]).
 
 pub(super) fn row_path_applies(cat: &SegCatalog, u: &SubjectUpdate) -> bool {
     read_committed()
@@ -221,24 +221,33 @@ pub(super) fn row_path_applies(cat: &SegCatalog, u: &SubjectUpdate) -> bool {
         && cat.segments.iter().filter(|s| u.affected.contains(&s.id)).all(|s| s.sources.is_empty())
 }
 
-pub(super) fn row_eval_sql(cat: &SegCatalog, subject: &SubjectTable, affected: &[i32]) -> String {
-    format!(
-        "SELECT n.subject_key, n.segs, COALESCE(m.segments, '{{}}'::pg_catalog.int4[]) \
-         FROM ({eval} WHERE {id} OPERATOR(pg_catalog.=) ANY ($1)) n \
-         LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) n.subject_key",
-        eval = eval_select(cat, subject, "mseg_new", &Scope::Only(affected.to_vec())),
-        id = subject.id_of_row("s"),
-    )
-}
-
-/// $1 subject, $2 its new bits among the affected ids, $3 joined, $4 left.
-pub(super) fn row_write_sql(affected: &[i32]) -> String {
+/// The row-only recompute of the subjects $1 for the `affected` segments, in one statement:
+/// evaluate them from the new rows (transition table mseg_new), and where a set moved merge the
+/// new bits into the latest version of the membership row (ON CONFLICT DO UPDATE evaluates its SET
+/// on that version) and record the event. The joined and left ids are those of the affected
+/// segments against the stored set the evaluation read; `merged` is that stored set with the
+/// affected ids replaced by the new ones, so `merged − stored` joined and `stored − merged` left.
+/// One statement, not an evaluation and then one write per moved subject: an UPDATE that moves a
+/// set in most statements paid for the second query (issue 17).
+pub(super) fn row_apply_sql(cat: &SegCatalog, subject: &SubjectTable, affected: &[i32]) -> String {
     let ids = affected.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
     format!(
-        "WITH w AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) VALUES ($1, $2, pg_catalog.now()) \
-                    ON CONFLICT (subject_key) DO UPDATE SET updated_at = pg_catalog.now(), \
-                      segments = mseg._segments_merge(m.segments, '{{{ids}}}'::pg_catalog.int4[], $2::pg_catalog.int4[])) \
-         INSERT INTO mseg.membership_events (subject_key, joined, left_segments) VALUES ($1, $3, $4)"
+        "WITH n AS MATERIALIZED (SELECT e.subject_key, e.segs AS new, \
+                COALESCE(m.segments, '{{}}'::pg_catalog.int4[]) AS stored, \
+                mseg._segments_merge(m.segments, '{{{ids}}}'::pg_catalog.int4[], e.segs) AS merged \
+              FROM ({eval} WHERE {id} OPERATOR(pg_catalog.=) ANY ($1)) e \
+              LEFT JOIN mseg.memberships m ON m.subject_key OPERATOR(pg_catalog.=) e.subject_key), \
+         d AS MATERIALIZED (SELECT n.subject_key, n.new, mseg._segments_minus(n.merged, n.stored) AS joined, \
+                mseg._segments_minus(n.stored, n.merged) AS left_segments FROM n \
+              WHERE n.merged OPERATOR(pg_catalog.<>) n.stored), \
+         w AS (INSERT INTO mseg.memberships AS m (subject_key, segments, updated_at) \
+               SELECT d.subject_key, d.new, pg_catalog.now() FROM d ORDER BY d.subject_key \
+               ON CONFLICT (subject_key) DO UPDATE SET updated_at = EXCLUDED.updated_at, \
+                 segments = mseg._segments_merge(m.segments, '{{{ids}}}'::pg_catalog.int4[], EXCLUDED.segments)) \
+         INSERT INTO mseg.membership_events (subject_key, joined, left_segments) \
+         SELECT d.subject_key, d.joined, d.left_segments FROM d",
+        eval = eval_select(cat, subject, "mseg_new", &Scope::Only(affected.to_vec())),
+        id = subject.id_of_row("s"),
     )
 }
 
@@ -252,32 +261,8 @@ pub(super) fn update_row_segments(
     if keys.is_empty() {
         return Ok(());
     }
-    let eval = plan(client, &PlanKind::RowEval(affected.to_vec()), &[int8_array()], || row_eval_sql(cat, subject, affected))?;
-    let mut changes = Vec::new();
-    for row in client.update(&*eval, None, &[keys.to_vec().into()])? {
-        let key = row.get::<i64>(1)?.unwrap_or(0);
-        let new = row.get::<Vec<i32>>(2)?.unwrap_or_default();
-        let stored = row.get::<Vec<i32>>(3)?.unwrap_or_default();
-        let old: Vec<i32> = stored.into_iter().filter(|id| affected.contains(id)).collect();
-        let joined: Vec<i32> = new.iter().copied().filter(|id| !old.contains(id)).collect();
-        let left: Vec<i32> = old.iter().copied().filter(|id| !new.contains(id)).collect();
-        if !joined.is_empty() || !left.is_empty() {
-            changes.push((key, new, joined, left));
-        }
-    }
-    if changes.is_empty() {
-        return Ok(());
-    }
-    let int4_array = pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT4ARRAYOID);
-    let write = plan(
-        client,
-        &PlanKind::RowWrite(affected.to_vec()),
-        &[pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT8OID), int4_array, int4_array, int4_array],
-        || row_write_sql(affected),
-    )?;
-    for (key, new, joined, left) in changes {
-        client.update(&*write, None, &[key.into(), new.into(), joined.into(), left.into()])?;
-    }
+    let apply = plan(client, &PlanKind::RowApply(affected.to_vec()), &[int8_array()], || row_apply_sql(cat, subject, affected))?;
+    client.update(&*apply, None, &[keys.to_vec().into()])?;
     Ok(())
 }
 
@@ -330,12 +315,24 @@ pub(super) fn apply_locked(
     keys: &[i64],
     scope: &Scope,
 ) -> MsegResult<()> {
+    apply_locked_with(client, cat, subject, keys, scope, false)
+}
+
+/// [`apply_locked`]; `batch`: `keys` is a bounded batch (see [`apply_sql`]).
+pub(super) fn apply_locked_with(
+    client: &mut SpiClient<'_>,
+    cat: &SegCatalog,
+    subject: &SubjectTable,
+    keys: &[i64],
+    scope: &Scope,
+    batch: bool,
+) -> MsegResult<()> {
     if keys.is_empty() {
         return Ok(());
     }
     let bulk = keys.len() >= bulk_subjects();
-    let kind = PlanKind::Apply(scope.clone(), bulk);
-    let apply = plan(client, &kind, &[int8_array()], || apply_sql(cat, subject, scope, bulk))?;
+    let kind = PlanKind::Apply(scope.clone(), bulk, batch);
+    let apply = plan(client, &kind, &[int8_array()], || apply_sql(cat, subject, scope, bulk, batch))?;
     planned_for(bulk, || {
         client.update(&*apply, None, &[keys.to_vec().into()])?;
         Ok(())
