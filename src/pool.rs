@@ -38,6 +38,14 @@ pub(crate) enum Level {
 }
 
 impl Level {
+    /// As `mseg.pool_segments.level` says it.
+    fn name(self) -> &'static str {
+        match self {
+            Level::Twin => "twin",
+            Level::Person => "person",
+        }
+    }
+
     fn relation(self) -> &'static str {
         match self {
             Level::Twin => POOL_TWINS,
@@ -93,33 +101,16 @@ pub(crate) fn check_definition(
     Ok((relid, checked))
 }
 
-/// The array of pool segment names a twin `t` belongs to (policy allowing the purpose).
-fn membership_expr(segments: &[(String, String, String)]) -> String {
-    if segments.is_empty() {
-        return "'{}'::pg_catalog.text[]".to_owned();
-    }
-    let cases: Vec<String> = segments
-        .iter()
-        .map(|(name, purpose, canonical)| {
-            format!(
-                "CASE WHEN ({canonical}) AND (t.policy OPERATOR(pg_catalog.->) 'purposes') OPERATOR(pg_catalog.?) {p} THEN {n} END",
-                p = quote_literal(purpose),
-                n = quote_literal(name)
-            )
-        })
-        .collect();
-    format!("pg_catalog.array_remove(ARRAY[{}]::pg_catalog.text[], NULL::pg_catalog.text)", cases.join(", "))
-}
-
-/// Recompute the pool segments of the twins of `controller` (all twins when None); returns the
-/// number of twins whose set changed.
-pub fn recompute(controller: Option<&str>) -> MsegResult<i64> {
+/// The array of the names of the `level`'s pool segments a row (alias `t` or `p`) belongs to: the
+/// predicate holds and the row allows the segment's purpose (a twin's policy; every twin of a person).
+/// The segments are read now, in name order.
+pub(crate) fn membership_expr(level: Level) -> MsegResult<String> {
     let segments: Vec<(String, String, String)> = catalog::select(|c| {
         let mut v = Vec::new();
         for row in c.select(
-            "SELECT name, purpose, canonical FROM mseg.pool_segments WHERE level OPERATOR(pg_catalog.=) 'twin' ORDER BY name",
+            "SELECT name, purpose, canonical FROM mseg.pool_segments WHERE level OPERATOR(pg_catalog.=) $1 ORDER BY name",
             None,
-            &[],
+            &[level.name().into()],
         )? {
             v.push((
                 row.get::<String>(1)?.unwrap_or_default(),
@@ -129,7 +120,27 @@ pub fn recompute(controller: Option<&str>) -> MsegResult<i64> {
         }
         Ok(v)
     })?;
-    let expr = membership_expr(&segments);
+    if segments.is_empty() {
+        return Ok("'{}'::pg_catalog.text[]".to_owned());
+    }
+    let cases: Vec<String> = segments
+        .iter()
+        .map(|(name, purpose, canonical)| {
+            let p = quote_literal(purpose);
+            let allowed = match level {
+                Level::Twin => format!("(t.policy OPERATOR(pg_catalog.->) 'purposes') OPERATOR(pg_catalog.?) {p}"),
+                Level::Person => format!("{p} OPERATOR(pg_catalog.=) ANY (p.purposes)"),
+            };
+            format!("CASE WHEN ({canonical}) AND {allowed} THEN {n} END", n = quote_literal(name))
+        })
+        .collect();
+    Ok(format!("pg_catalog.array_remove(ARRAY[{}]::pg_catalog.text[], NULL::pg_catalog.text)", cases.join(", ")))
+}
+
+/// Recompute the pool segments of the twins of `controller` (all twins when None); returns the
+/// number of twins whose set changed.
+pub fn recompute(controller: Option<&str>) -> MsegResult<i64> {
+    let expr = membership_expr(Level::Twin)?;
     let filter = match controller {
         Some(id) => format!("t.controller OPERATOR(pg_catalog.=) {} AND ", quote_literal(id)),
         None => String::new(),

@@ -24,7 +24,6 @@
 //! nothing for it (bench/twins: the rebuild was most of a 200 000-twin import).
 
 use pgrx::prelude::*;
-use pgrx::spi::quote_literal;
 
 use crate::catalog;
 use crate::error::{boundary, Code, MsegError, Result as MsegResult};
@@ -97,25 +96,6 @@ fn rebuild_sql(scoped: bool) -> String {
     )
 }
 
-/// The array of person-level segment names a person `p` is in (predicate holds, every twin's
-/// policy allows the purpose).
-fn membership_expr(segments: &[(String, String, String)]) -> String {
-    if segments.is_empty() {
-        return "'{}'::pg_catalog.text[]".to_owned();
-    }
-    let cases: Vec<String> = segments
-        .iter()
-        .map(|(name, purpose, canonical)| {
-            format!(
-                "CASE WHEN ({canonical}) AND {p} OPERATOR(pg_catalog.=) ANY (p.purposes) THEN {n} END",
-                p = quote_literal(purpose),
-                n = quote_literal(name)
-            )
-        })
-        .collect();
-    format!("pg_catalog.array_remove(ARRAY[{}]::pg_catalog.text[], NULL::pg_catalog.text)", cases.join(", "))
-}
-
 /// Which persons a refresh rebuilds.
 #[derive(Clone, Copy)]
 pub enum Scope<'a> {
@@ -159,36 +139,19 @@ pub fn refresh(scope: Scope<'_>, every_predicate: bool) -> MsegResult<i64> {
         let row = t.first();
         Ok((row.get::<i64>(1)?.unwrap_or(0), row.get::<Vec<String>>(2)?.unwrap_or_default()))
     })?;
-    let segments: Vec<(String, String, String)> = catalog::select(|c| {
-        let mut v = Vec::new();
-        for row in c.select(
-            "SELECT name, purpose, canonical FROM mseg.pool_segments WHERE level OPERATOR(pg_catalog.=) 'person' ORDER BY name",
-            None,
-            &[],
-        )? {
-            v.push((
-                row.get::<String>(1)?.unwrap_or_default(),
-                row.get::<String>(2)?.unwrap_or_default(),
-                row.get::<String>(3)?.unwrap_or_default(),
-            ));
-        }
-        Ok(v)
-    })?;
-    // rows written get person_segments '{}' when new; with no person segment that is exact already
-    if !segments.is_empty() || every_predicate {
-        let expr = membership_expr(&segments);
-        let (filter, args) = if every_predicate {
-            (String::new(), vec![])
-        } else {
-            if written.is_empty() {
-                return Ok(gone);
-            }
-            ("p.person OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]) AND ".to_owned(), vec![written.clone().into()])
-        };
-        let sql = format!("UPDATE {POOL_PERSONS} p SET person_segments = {expr} WHERE {filter}p.person_segments IS DISTINCT FROM {expr}");
-        // as mseg_upkeep, like the twin-level predicates (src/pool.rs)
-        catalog::as_upkeep(|| Spi::connect_mut(|c| Ok(c.update(&sql, None, &args).map(|_| ())?)))?;
+    // here a person segment exists (or is being defined): evaluate them over the rows written
+    if !every_predicate && written.is_empty() {
+        return Ok(gone);
     }
+    let expr = pool::membership_expr(Level::Person)?;
+    let (filter, args) = if every_predicate {
+        (String::new(), vec![])
+    } else {
+        ("p.person OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]) AND ".to_owned(), vec![written.clone().into()])
+    };
+    let sql = format!("UPDATE {POOL_PERSONS} p SET person_segments = {expr} WHERE {filter}p.person_segments IS DISTINCT FROM {expr}");
+    // as mseg_upkeep, like the twin-level predicates (src/pool.rs)
+    catalog::as_upkeep(|| Spi::connect_mut(|c| Ok(c.update(&sql, None, &args).map(|_| ())?)))?;
     Ok(gone + written.len() as i64)
 }
 
