@@ -83,12 +83,8 @@ const DUMP: Reader = Reader {
     too_short: "A dump has at least a manifest and a trailer.",
     unknown_format: "unknown dump format",
     reads: "This pg_mseg reads",
-    invalid: invalid_dump,
+    invalid,
 };
-
-fn invalid_dump(message: String) -> MsegError {
-    invalid(message)
-}
 
 fn verify(lines: &[&str]) -> MsegResult<Verified> {
     let envelope = reading::open(lines, FORMAT, &DUMP)?;

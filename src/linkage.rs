@@ -85,12 +85,8 @@ const FILE: Reader = Reader {
     too_short: "It has at least a manifest and a trailer.",
     unknown_format: "unknown format",
     reads: "This step reads",
-    invalid: invalid_file,
+    invalid,
 };
-
-fn invalid_file(message: String) -> MsegError {
-    invalid(message)
-}
 
 /// Check a signed file's shape, format and signature; `key_of` names the key from the manifest.
 fn check_signed<'a>(lines: &[&'a str], format: &str, key_of: impl FnOnce(&Json) -> MsegResult<VerifyingKey>) -> MsegResult<Checked<'a>> {

@@ -32,17 +32,13 @@ fn invalid(message: impl Into<String>) -> MsegError {
     MsegError::new(Code::InvalidNotice, message).hint("Nothing was applied from the file. Ask the partner for a fresh, complete one.")
 }
 
-fn invalid_file(message: String) -> MsegError {
-    invalid(message)
-}
-
 /// How the notice import names a file in its errors (class MS078, "Nothing was applied").
 const NOTICE: Reader = Reader {
     noun: "notice file",
     too_short: "It has at least a manifest and a trailer.",
     unknown_format: "unknown format",
     reads: "This step reads",
-    invalid: invalid_file,
+    invalid,
 };
 
 /// Trusted party, inside `mseg.forget` before the subject row goes: queue an erasure notice for
