@@ -201,6 +201,19 @@ fn identifiers(subject: &catalog::SubjectTable, column: &str, ids: Vec<i64>) -> 
     })
 }
 
+/// The RNG that draws the blinds of one request: ChaCha20 seeded once from the operating system,
+/// so a failing OS generator is an error here (`OsRng` itself would panic inside `blind`).
+fn blinding_rng() -> MsegResult<rand_chacha::ChaCha20Rng> {
+    use rand_core::{RngCore, SeedableRng};
+    let mut seed = Zeroizing::new([0u8; 32]);
+    rand_core::OsRng.try_fill_bytes(&mut *seed).map_err(|e| {
+        MsegError::new(Code::General, "the operating system's random number generator failed")
+            .detail(e.to_string())
+            .hint("The blinds of a linkage request must be secret random values; try again once getrandom works.")
+    })?;
+    Ok(rand_chacha::ChaCha20Rng::from_seed(*seed))
+}
+
 /// Register (or replace) the public key a trusted partner signs its linkage responses with (its
 /// `mseg.controller_public_key()`).
 #[pg_extern(volatile, parallel_unsafe)]
@@ -264,7 +277,7 @@ fn linkage_request(partner: Option<&str>, identifier: Option<&str>) -> SetOfIter
             )
         })?
         .unwrap_or(1);
-        let mut rng = rand_core::OsRng;
+        let mut rng = blinding_rng()?;
         let (mut ns, mut keys_, mut pseudonyms, mut blinds, mut body) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         body.push(String::new()); // the manifest, once the count is known
         for (key, pseudonym) in &held {
