@@ -201,6 +201,9 @@ fn identifiers(subject: &catalog::SubjectTable, column: &str, ids: Vec<i64>) -> 
     })
 }
 
+/// Links written by one statement of `import_linkage`.
+const LINK_BATCH: usize = 100_000;
+
 /// The RNG that draws the blinds of one request: ChaCha20 seeded once from the operating system,
 /// so a failing OS generator is an error here (`OsRng` itself would panic inside `blind`).
 fn blinding_rng() -> MsegResult<rand_chacha::ChaCha20Rng> {
@@ -599,12 +602,17 @@ fn import_linkage(staging: Option<PgRelation>) -> i64 {
         let links = pseudonyms.len() as i64;
         catalog::update(|c| {
             c.update("DELETE FROM mseg.pool_links WHERE controller OPERATOR(pg_catalog.=) $1", None, &[controller.as_str().into()])?;
-            c.update(
-                "INSERT INTO mseg.pool_links (controller, pseudonym, person, sequence) \
-                 SELECT $1, u.p, u.l, $2 FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[])) AS u(p, l)",
-                None,
-                &[controller.as_str().into(), sequence.into(), pseudonyms.into(), persons.into()],
-            )?;
+            // in batches: one text[] parameter is limited to 1 GB (about 11 million links)
+            for (ps, ls) in pseudonyms.chunks(LINK_BATCH).zip(persons.chunks(LINK_BATCH)) {
+                let ps: Vec<&str> = ps.iter().map(String::as_str).collect();
+                let ls: Vec<&str> = ls.iter().map(String::as_str).collect();
+                c.update(
+                    "INSERT INTO mseg.pool_links (controller, pseudonym, person, sequence) \
+                     SELECT $1, u.p, u.l, $2 FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[])) AS u(p, l)",
+                    None,
+                    &[controller.as_str().into(), sequence.into(), ps.into(), ls.into()],
+                )?;
+            }
             c.update(
                 "UPDATE mseg.link_sequences SET last_imported = $2 WHERE controller OPERATOR(pg_catalog.=) $1",
                 None,
