@@ -16,17 +16,7 @@ CREATE ROLE regress_dl_delivery LOGIN IN ROLE mseg_delivery;
 \c dl_acme
 SET client_min_messages = warning;
 CREATE EXTENSION pg_mseg;
-CREATE FUNCTION try(stmt text) RETURNS TABLE (sqlstate text, message text, detail text, hint text)
-LANGUAGE plpgsql AS $$
-DECLARE s text; m text; d text; h text;
-BEGIN
-    EXECUTE stmt;
-    RETURN QUERY SELECT 'ok'::text, NULL::text, NULL::text, NULL::text;
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
-    RETURN QUERY SELECT s, m, NULLIF(d, ''), NULLIF(h, '');
-END $$;
-GRANT EXECUTE ON FUNCTION try(text) TO PUBLIC;
+\i sql/include/try.sql
 -- acme: people 1..20; gymco: 11..30 (10 shared, written differently)
 CREATE TABLE customers (id bigint PRIMARY KEY, email text, sex text NOT NULL);
 INSERT INTO customers SELECT g, 'person' || g || '@example.org', (ARRAY['f', 'm'])[1 + g % 2] FROM generate_series(1, 20) g;
@@ -57,17 +47,7 @@ COPY (SELECT mseg.linkage_request('trustco', 'email')) TO '/tmp/pg_mseg_regress/
 \c dl_trust
 SET client_min_messages = warning;
 CREATE EXTENSION pg_mseg;
-CREATE FUNCTION try(stmt text) RETURNS TABLE (sqlstate text, message text, detail text, hint text)
-LANGUAGE plpgsql AS $$
-DECLARE s text; m text; d text; h text;
-BEGIN
-    EXECUTE stmt;
-    RETURN QUERY SELECT 'ok'::text, NULL::text, NULL::text, NULL::text;
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
-    RETURN QUERY SELECT s, m, NULLIF(d, ''), NULLIF(h, '');
-END $$;
-GRANT EXECUTE ON FUNCTION try(text) TO PUBLIC;
+\i sql/include/try.sql
 -- one staging table per file: load(file) empties it and loads the file
 CREATE TABLE st (n bigserial, line text);
 GRANT SELECT ON st TO PUBLIC;

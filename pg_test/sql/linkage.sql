@@ -17,17 +17,7 @@ CREATE ROLE regress_link_app LOGIN IN ROLE mseg_app;
 CREATE ROLE regress_link_admin LOGIN IN ROLE mseg_admin;
 CREATE ROLE regress_link_export LOGIN IN ROLE mseg_export;
 CREATE ROLE regress_link_reader LOGIN IN ROLE mseg_linkage;
-CREATE FUNCTION try(stmt text) RETURNS TABLE (sqlstate text, message text, detail text, hint text)
-LANGUAGE plpgsql AS $$
-DECLARE s text; m text; d text; h text;
-BEGIN
-    EXECUTE stmt;
-    RETURN QUERY SELECT 'ok'::text, NULL::text, NULL::text, NULL::text;
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
-    RETURN QUERY SELECT s, m, NULLIF(d, ''), NULLIF(h, '');
-END $$;
-GRANT EXECUTE ON FUNCTION try(text) TO PUBLIC;
+\i sql/include/try.sql
 -- people 1..60; gymco has 31..70: 30 shared people, written differently (case, blanks)
 CREATE TABLE customers (id bigint PRIMARY KEY, email text, sex text NOT NULL, sport text NOT NULL);
 INSERT INTO customers SELECT g, 'person' || g || '@example.org', (ARRAY['f', 'm'])[1 + g % 2],
@@ -105,17 +95,7 @@ SELECT subjects FROM mseg.link_requests;
 \c link_trust
 SET client_min_messages = warning;
 CREATE EXTENSION pg_mseg;
-CREATE FUNCTION try(stmt text) RETURNS TABLE (sqlstate text, message text, detail text, hint text)
-LANGUAGE plpgsql AS $$
-DECLARE s text; m text; d text; h text;
-BEGIN
-    EXECUTE stmt;
-    RETURN QUERY SELECT 'ok'::text, NULL::text, NULL::text, NULL::text;
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
-    RETURN QUERY SELECT s, m, NULLIF(d, ''), NULLIF(h, '');
-END $$;
-GRANT EXECUTE ON FUNCTION try(text) TO PUBLIC;
+\i sql/include/try.sql
 CREATE TABLE s_acme (n bigserial, line text);
 COPY s_acme(line) FROM '/tmp/pg_mseg_regress/link-acme-req.jsonl' WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02');
 CREATE TABLE s_gym (n bigserial, line text);

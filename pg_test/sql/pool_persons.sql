@@ -61,17 +61,7 @@ COPY (SELECT mseg.linkage_request('trustco', 'email')) TO '/tmp/pg_mseg_regress/
 \c pp_trust
 SET client_min_messages = warning;
 CREATE EXTENSION pg_mseg;
-CREATE FUNCTION try(stmt text) RETURNS TABLE (sqlstate text, message text, detail text, hint text)
-LANGUAGE plpgsql AS $$
-DECLARE s text; m text; d text; h text;
-BEGIN
-    EXECUTE stmt;
-    RETURN QUERY SELECT 'ok'::text, NULL::text, NULL::text, NULL::text;
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
-    RETURN QUERY SELECT s, m, NULLIF(d, ''), NULLIF(h, '');
-END $$;
-GRANT EXECUTE ON FUNCTION try(text) TO PUBLIC;
+\i sql/include/try.sql
 CREATE TABLE staging (n bigserial, line text);
 GRANT ALL ON staging, staging_n_seq TO PUBLIC;
 SELECT mseg.register_controller('acme', mseg.controller_public_key());

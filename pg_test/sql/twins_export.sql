@@ -6,16 +6,7 @@ ALTER DATABASE twins_regress SET mseg.controller_id = 'acme';
 \c twins_regress
 SET client_min_messages = warning;
 CREATE EXTENSION pg_mseg;
-CREATE FUNCTION try(stmt text) RETURNS TABLE (sqlstate text, message text, detail text, hint text)
-LANGUAGE plpgsql AS $$
-DECLARE s text; m text; d text; h text;
-BEGIN
-    EXECUTE stmt;
-    RETURN QUERY SELECT 'ok'::text, NULL::text, NULL::text, NULL::text;
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
-    RETURN QUERY SELECT s, m, NULLIF(d, ''), NULLIF(h, '');
-END $$;
+\i sql/include/try.sql
 
 CREATE TABLE customers (id bigint PRIMARY KEY, email text NOT NULL, age int NOT NULL, zip text NOT NULL, sex text NOT NULL,
                         sport text NOT NULL);
