@@ -103,35 +103,67 @@ const SEGMENT_COUNTS: &str = "SELECT s.segment_id, COALESCE(c.subjects, 0)::pg_c
 /// controller, for the sizes across controllers — and its pool segment defined; every registered
 /// controller and the across-controllers row for each pool segment), so a size falling to 0 is
 /// published as a noisy 0, most likely suppressed, instead of a row that disappears.
-const POOL_COUNTS: &str = "WITH counts AS ( \
-       SELECT t.controller, s.kind, s.segment, pg_catalog.count(*) AS twins, pg_catalog.count(DISTINCT t.person) AS persons \
-       FROM mseg.pool_twin_persons t \
-       LEFT JOIN mseg.pool_persons pp ON pp.person OPERATOR(pg_catalog.=) t.person \
-       CROSS JOIN LATERAL (SELECT 'controller'::pg_catalog.text AS kind, c AS segment FROM pg_catalog.unnest(t.segments) c \
-                           UNION ALL \
-                           SELECT 'pool'::pg_catalog.text, p FROM pg_catalog.unnest(t.pool_segments) p \
-                           UNION ALL \
-                           SELECT 'pool'::pg_catalog.text, q FROM pg_catalog.unnest(pp.person_segments) q \
-                           WHERE pp.expires_at IS NULL OR pp.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()) s \
-       WHERE t.expires_at IS NULL OR t.expires_at OPERATOR(pg_catalog.>) pg_catalog.now() \
-       GROUP BY GROUPING SETS ((t.controller, s.kind, s.segment), (s.kind, s.segment))), \
-     keys AS ( \
-       SELECT c.controller, c.kind, c.segment FROM counts c \
-       UNION \
-       SELECT p.controller, p.kind, p.segment FROM mseg.published_pool_sizes p \
-       WHERE (p.kind OPERATOR(pg_catalog.<>) 'pool' \
-              OR EXISTS (SELECT 1 FROM mseg.pool_segments s WHERE s.name OPERATOR(pg_catalog.=) p.segment)) \
-         AND CASE WHEN p.controller IS NULL THEN EXISTS (SELECT 1 FROM mseg.controllers r) \
-                  ELSE EXISTS (SELECT 1 FROM mseg.controllers r WHERE r.id OPERATOR(pg_catalog.=) p.controller) END \
-       UNION \
-       SELECT r.id COLLATE \"C\", 'pool', s.name FROM mseg.controllers r, mseg.pool_segments s \
-       UNION \
-       SELECT NULL, 'pool', s.name FROM mseg.pool_segments s) \
-     SELECT k.controller, k.kind, k.segment, COALESCE(c.twins, 0)::pg_catalog.int8, COALESCE(c.persons, 0)::pg_catalog.int8 \
-     FROM keys k LEFT JOIN counts c \
-       ON c.kind OPERATOR(pg_catalog.=) k.kind AND c.segment OPERATOR(pg_catalog.=) k.segment \
-      AND (c.controller OPERATOR(pg_catalog.=) k.controller OR (c.controller IS NULL AND k.controller IS NULL)) \
-     ORDER BY k.kind, k.segment, k.controller NULLS LAST";
+///
+/// Persons are counted without building a person key per twin: an unlinked twin is a person of
+/// its own (`twin:controller:pseudonym` in `mseg.pool_twin_persons`, which no OPRF output equals),
+/// so a group's persons are its unlinked twins plus its distinct linked persons. Without any link
+/// the distinct count is left out (and the aggregate can hash); without a person-level segment
+/// (`mseg.pool_persons` is then empty) its join is left out.
+fn pool_counts_sql(any_link: bool, any_person: bool) -> String {
+    let (link_join, persons) = if any_link {
+        (
+            "LEFT JOIN mseg.pool_links l ON l.controller OPERATOR(pg_catalog.=) t.controller \
+                                        AND l.pseudonym OPERATOR(pg_catalog.=) t.pseudonym ",
+            "pg_catalog.count(*) FILTER (WHERE l.person IS NULL) OPERATOR(pg_catalog.+) pg_catalog.count(DISTINCT l.person)",
+        )
+    } else {
+        ("", "pg_catalog.count(*)")
+    };
+    let (person_join, person_segments) = if any_person {
+        (
+            if any_link {
+                "LEFT JOIN mseg.pool_persons pp ON pp.person OPERATOR(pg_catalog.=) \
+                   COALESCE(l.person, 'twin:' OPERATOR(pg_catalog.||) t.controller OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) t.pseudonym) "
+            } else {
+                "LEFT JOIN mseg.pool_persons pp ON pp.person OPERATOR(pg_catalog.=) \
+                   ('twin:' OPERATOR(pg_catalog.||) t.controller OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) t.pseudonym) "
+            },
+            "UNION ALL \
+             SELECT 'pool'::pg_catalog.text, q FROM pg_catalog.unnest(pp.person_segments) q \
+             WHERE pp.expires_at IS NULL OR pp.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()",
+        )
+    } else {
+        ("", "")
+    };
+    format!(
+        "WITH counts AS ( \
+           SELECT t.controller, s.kind, s.segment, pg_catalog.count(*) AS twins, {persons} AS persons \
+           FROM mseg.pool_twins t {link_join}{person_join}\
+           CROSS JOIN LATERAL (SELECT 'controller'::pg_catalog.text AS kind, c AS segment FROM pg_catalog.unnest(t.segments) c \
+                               UNION ALL \
+                               SELECT 'pool'::pg_catalog.text, p FROM pg_catalog.unnest(t.pool_segments) p \
+                               {person_segments}) s \
+           WHERE t.expires_at IS NULL OR t.expires_at OPERATOR(pg_catalog.>) pg_catalog.now() \
+           GROUP BY GROUPING SETS ((t.controller, s.kind, s.segment), (s.kind, s.segment))), \
+         keys AS ( \
+           SELECT c.controller, c.kind, c.segment FROM counts c \
+           UNION \
+           SELECT p.controller, p.kind, p.segment FROM mseg.published_pool_sizes p \
+           WHERE (p.kind OPERATOR(pg_catalog.<>) 'pool' \
+                  OR EXISTS (SELECT 1 FROM mseg.pool_segments s WHERE s.name OPERATOR(pg_catalog.=) p.segment)) \
+             AND CASE WHEN p.controller IS NULL THEN EXISTS (SELECT 1 FROM mseg.controllers r) \
+                      ELSE EXISTS (SELECT 1 FROM mseg.controllers r WHERE r.id OPERATOR(pg_catalog.=) p.controller) END \
+           UNION \
+           SELECT r.id COLLATE \"C\", 'pool', s.name FROM mseg.controllers r, mseg.pool_segments s \
+           UNION \
+           SELECT NULL, 'pool', s.name FROM mseg.pool_segments s) \
+         SELECT k.controller, k.kind, k.segment, COALESCE(c.twins, 0)::pg_catalog.int8, COALESCE(c.persons, 0)::pg_catalog.int8 \
+         FROM keys k LEFT JOIN counts c \
+           ON c.kind OPERATOR(pg_catalog.=) k.kind AND c.segment OPERATOR(pg_catalog.=) k.segment \
+          AND (c.controller OPERATOR(pg_catalog.=) k.controller OR (c.controller IS NULL AND k.controller IS NULL)) \
+         ORDER BY k.kind, k.segment, k.controller NULLS LAST"
+    )
+}
 
 /// Publish every segment size and pooled size as one epoch; returns the epoch.
 pub fn publish() -> MsegResult<i64> {
@@ -168,7 +200,11 @@ pub fn publish() -> MsegResult<i64> {
 
         let (mut controllers, mut kinds, mut names, mut twins, mut pool_suppressed, mut persons) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for row in c.select(POOL_COUNTS, None, &[])? {
+        let any = |table: &str| -> MsegResult<bool> {
+            Ok(c.select(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), None, &[])?.first().get_one::<bool>()?.unwrap_or(true))
+        };
+        let pool_counts = pool_counts_sql(any("mseg.pool_links")?, any("mseg.pool_persons")?);
+        for row in c.select(&pool_counts, None, &[])? {
             let controller = row.get::<String>(1)?;
             let kind = row.get::<String>(2)?.unwrap_or_default();
             let segment = row.get::<String>(3)?.unwrap_or_default();
@@ -222,9 +258,80 @@ fn publish_segment_sizes() -> i64 {
     boundary(publish)
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
 mod tests {
     use super::*;
+
+    /// The persons as the person key counts them (the query before pool_counts_sql): distinct
+    /// `mseg.pool_twin_persons.person` per group, every twin through the view.
+    #[cfg(feature = "pg_test")]
+    const PERSONS_BY_KEY: &str =
+        "SELECT t.controller, s.kind, s.segment, pg_catalog.count(*) AS twins, pg_catalog.count(DISTINCT t.person) AS persons \
+         FROM mseg.pool_twin_persons t \
+         LEFT JOIN mseg.pool_persons pp ON pp.person OPERATOR(pg_catalog.=) t.person \
+         CROSS JOIN LATERAL (SELECT 'controller'::pg_catalog.text AS kind, c AS segment FROM pg_catalog.unnest(t.segments) c \
+                             UNION ALL SELECT 'pool'::pg_catalog.text, p FROM pg_catalog.unnest(t.pool_segments) p \
+                             UNION ALL SELECT 'pool'::pg_catalog.text, q FROM pg_catalog.unnest(pp.person_segments) q \
+                             WHERE pp.expires_at IS NULL OR pp.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()) s \
+         WHERE t.expires_at IS NULL OR t.expires_at OPERATOR(pg_catalog.>) pg_catalog.now() \
+         GROUP BY GROUPING SETS ((t.controller, s.kind, s.segment), (s.kind, s.segment))";
+
+    /// (controller, kind, segment, twins, persons) of the groups with a twin, sorted.
+    #[cfg(feature = "pg_test")]
+    fn counted(sql: &str) -> Vec<(Option<String>, String, String, i64, i64)> {
+        let query =
+            format!("SELECT * FROM ({sql}) q (controller, kind, segment, twins, persons) WHERE q.twins > 0 ORDER BY 2, 3, 1 NULLS LAST");
+        Spi::connect(|c| {
+            c.select(&query, None, &[])
+                .unwrap()
+                .map(|r| {
+                    (
+                        r.get::<String>(1).unwrap(),
+                        r.get::<String>(2).unwrap().unwrap(),
+                        r.get::<String>(3).unwrap().unwrap(),
+                        r.get::<i64>(4).unwrap().unwrap(),
+                        r.get::<i64>(5).unwrap().unwrap(),
+                    )
+                })
+                .collect()
+        })
+    }
+
+    #[cfg(feature = "pg_test")]
+    #[pg_test]
+    fn pooled_persons_are_counted_as_the_person_key_counts_them() {
+        // 60 twins at two controllers: every third linked (persons shared across the controllers
+        // and within one), every seventh expired; a twin-level and a person-level pool segment
+        Spi::run(
+            "INSERT INTO mseg.controllers (id, public_key) VALUES ('pc_one', 'k1'), ('pc_two', 'k2'); \
+             INSERT INTO mseg.pool_twins (controller, pseudonym, quasi, segments, legal_basis, policy, expires_at, sequence) \
+             SELECT CASE WHEN g % 2 = 0 THEN 'pc_one' ELSE 'pc_two' END, 'p' || g, '{}', \
+                    CASE WHEN g % 3 = 0 THEN '{runners,cyclists}'::text[] ELSE '{cyclists}'::text[] END, '{}', \
+                    '{\"purposes\": [\"direct_marketing\"]}', CASE WHEN g % 7 = 0 THEN now() - interval '1 day' END, 1 \
+             FROM generate_series(1, 60) g; \
+             SELECT mseg.define_pool_segment('pc_runners', 'direct_marketing', $$'runners' = ANY (t.segments)$$);",
+        )
+        .unwrap();
+        // no link, no person segment: the short forms agree with the person key
+        let reference = counted(PERSONS_BY_KEY);
+        assert!(reference.iter().any(|r| r.0.is_none()) && reference.len() >= 6, "{reference:?}");
+        assert_eq!(counted(&pool_counts_sql(false, false)), reference);
+        assert_eq!(counted(&pool_counts_sql(true, true)), reference);
+
+        Spi::run(
+            "INSERT INTO mseg.pool_links (controller, pseudonym, person, sequence) \
+             SELECT t.controller, t.pseudonym, 'person' || (substr(t.pseudonym, 2)::int % 9), 1 \
+             FROM mseg.pool_twins t WHERE substr(t.pseudonym, 2)::int % 3 = 0; \
+             SELECT mseg.define_person_segment('pc_both', 'direct_marketing', $$'pc_one:cyclists' = ANY (p.segments)$$);",
+        )
+        .unwrap();
+        let reference = counted(PERSONS_BY_KEY);
+        // the links make persons fewer than twins somewhere, and the person segment has members
+        assert!(reference.iter().any(|r| r.4 < r.3), "{reference:?}");
+        assert!(reference.iter().any(|r| r.2 == "pc_both" && r.3 > 0), "{reference:?}");
+        assert_eq!(counted(&pool_counts_sql(true, true)), reference);
+    }
 
     fn sample(epsilon: f64, n: u32) -> Vec<i64> {
         let key = KeyedMac::new(b"a test key for the size noise, 32+ bytes");
