@@ -155,7 +155,11 @@ fn verify(lines: &[&str]) -> MsegResult<Verified> {
             let what = if e.is_data() { format!("line {n} has a field of the wrong type") } else { format!("line {n} is not valid JSON") };
             invalid(what).detail(e.to_string())
         })?;
-        let pseudonym = v.pseudonym.filter(|p| p.len() == 43).ok_or_else(|| invalid(format!("line {n} has no valid pseudonym")))?;
+        // (43 characters of base64url: what the controller's pseudonyms are, and nothing text cannot hold)
+        let pseudonym = v
+            .pseudonym
+            .filter(|p| p.len() == 43 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+            .ok_or_else(|| invalid(format!("line {n} has no valid pseudonym")))?;
         match v.kind.as_deref() {
             Some("twin") => {
                 for (f, r) in [("quasi", v.quasi), ("legal_basis", v.legal_basis), ("policy", v.policy)] {
@@ -163,7 +167,8 @@ fn verify(lines: &[&str]) -> MsegResult<Verified> {
                         return Err(invalid(format!("line {n}: \"{f}\" is not an object")));
                     }
                 }
-                if v.segments.is_none() {
+                // (a NUL, which the JSON may escape, is no part of a name and cannot be text)
+                if v.segments.as_ref().is_none_or(|names| names.iter().any(|name| name.contains('\0'))) {
                     return Err(invalid(format!("line {n}: \"segments\" is not a list of names")));
                 }
                 keyed.push((pseudonym, i));
@@ -193,12 +198,12 @@ fn verify(lines: &[&str]) -> MsegResult<Verified> {
 
 const INSERT_TWINS: &str =
     "INSERT INTO mseg.pool_twins (controller, pseudonym, quasi, segments, legal_basis, policy, expires_at, sequence) \
-     SELECT $1, x.d OPERATOR(pg_catalog.->>) 'pseudonym', x.d OPERATOR(pg_catalog.->) 'quasi', \
-            u.segs::pg_catalog.text[], \
-            x.d OPERATOR(pg_catalog.->) 'legal_basis', x.d OPERATOR(pg_catalog.->) 'policy', \
-            (x.d OPERATOR(pg_catalog.->) 'policy' OPERATOR(pg_catalog.->>) 'expires_at')::pg_catalog.timestamptz, $3 \
-     FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[])) AS u(line, segs) \
-     CROSS JOIN LATERAL (SELECT u.line::pg_catalog.jsonb AS d OFFSET 0) x";
+     SELECT $1, u.pseudonym, u.quasi::pg_catalog.jsonb, u.segs::pg_catalog.text[], u.legal_basis::pg_catalog.jsonb, x.policy, \
+            (x.policy OPERATOR(pg_catalog.->>) 'expires_at')::pg_catalog.timestamptz, $3 \
+     FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[]), \
+                     pg_catalog.unnest($5::pg_catalog.text[]), pg_catalog.unnest($6::pg_catalog.text[]), \
+                     pg_catalog.unnest($7::pg_catalog.text[])) AS u(pseudonym, segs, quasi, legal_basis, policy) \
+     CROSS JOIN LATERAL (SELECT u.policy::pg_catalog.jsonb AS policy OFFSET 0) x";
 const UPSERT_TWINS: &str = " ON CONFLICT (controller, pseudonym) DO UPDATE SET quasi = EXCLUDED.quasi, segments = EXCLUDED.segments, \
      legal_basis = EXCLUDED.legal_basis, policy = EXCLUDED.policy, expires_at = EXCLUDED.expires_at, sequence = EXCLUDED.sequence";
 
@@ -227,27 +232,46 @@ fn apply(lines: &[&str], v: Verified) -> MsegResult<i64> {
         if v.full {
             c.update("DELETE FROM mseg.pool_twins WHERE controller OPERATOR(pg_catalog.=) $1", None, &[v.controller.as_str().into()])?;
         }
-        // in batches of 10 000 lines, each parsed by PostgreSQL's jsonb input once (OFFSET 0 keeps
-        // the cast from being inlined into every reference), in a memory context of its own
+        // in batches of 10 000 lines, in a memory context of its own. Rust splits each line (as
+        // verify did): PostgreSQL's jsonb input parses only its three objects (OFFSET 0 keeps the
+        // policy's cast from being inlined into both references), not the whole line to take
+        // them out of it again.
         // a full dump replaces the controller's twins, all deleted above, and its pseudonyms are
         // distinct (verified): a plain insert, no conflict to look for
         let sql = if v.full { INSERT_TWINS.to_owned() } else { format!("{INSERT_TWINS}{UPSERT_TWINS}") };
         for chunk in v.twins.chunks(10_000) {
-            let texts: Vec<&str> = chunk.iter().map(|&i| lines[i]).collect();
-            // each twin's segments as an array literal (cheaper than expanding the JSON list in SQL)
-            let segs: Vec<String> = texts
-                .iter()
-                .map(|l| {
-                    let shape: Shape<'_> =
-                        serde_json::from_str(l).map_err(|e| invalid("a twin line changed while importing").detail(e.to_string()))?;
-                    Ok(array_literal(shape.segments.unwrap_or_default().iter().map(|c| c.as_ref())))
-                })
-                .collect::<MsegResult<_>>()?;
+            let n = chunk.len();
+            let (mut pseudonyms, mut segs, mut quasi, mut legal_basis, mut policy) =
+                (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+            for &i in chunk {
+                let changed = |what: String| invalid("a twin line changed while importing").detail(what);
+                let shape: Shape<'_> = serde_json::from_str(lines[i]).map_err(|e| changed(e.to_string()))?;
+                let lost = || changed(format!("line {} lost a field", i + 1));
+                quasi.push(shape.quasi.ok_or_else(lost)?.get());
+                legal_basis.push(shape.legal_basis.ok_or_else(lost)?.get());
+                policy.push(shape.policy.ok_or_else(lost)?.get());
+                pseudonyms.push(shape.pseudonym.ok_or_else(|| changed(format!("line {} lost its pseudonym", i + 1)))?.into_owned());
+                // each twin's segments as an array literal (cheaper than expanding the JSON list in SQL)
+                segs.push(array_literal(shape.segments.unwrap_or_default().iter().map(|c| c.as_ref())));
+            }
             let mut batch = pgrx::PgMemoryContexts::new("mseg import batch");
             // SAFETY: the context lives until the statement is done; nothing allocated in it escapes.
             unsafe {
                 batch.switch_to(|_| {
-                    c.update(sql.as_str(), None, &[v.controller.as_str().into(), texts.into(), v.sequence.into(), segs.into()]).map(|_| ())
+                    c.update(
+                        sql.as_str(),
+                        None,
+                        &[
+                            v.controller.as_str().into(),
+                            pseudonyms.into(),
+                            v.sequence.into(),
+                            segs.into(),
+                            quasi.into(),
+                            legal_basis.into(),
+                            policy.into(),
+                        ],
+                    )
+                    .map(|_| ())
                 })?;
             }
         }
