@@ -105,13 +105,20 @@ impl SourceAggregates {
 
     /// `CROSS JOIN LATERAL (aggregate query) mseg_gJ` for every source, over the rows of the
     /// subject whose key is the SQL expression `subject_key` (one row each, whatever it matches).
+    ///
+    /// Each aggregate is gated by `(SELECT EXISTS (SELECT 1 FROM source))`, an uncorrelated
+    /// subquery PostgreSQL evaluates once per statement (an InitPlan, a one-time filter): over an
+    /// empty source (customers loaded before their orders) no subject probes the source's index,
+    /// and the aggregates over no rows are what the probes would have found. Over a non-empty
+    /// source it costs one row read per statement.
     pub fn joins(&self, subject_key: &str) -> String {
         let mut sql = String::new();
         for (j, (relation, key, columns)) in self.queries.iter().enumerate() {
             let cols: Vec<String> = columns.iter().enumerate().map(|(c, col)| format!("{col} AS c{c}")).collect();
             sql.push_str(&format!(
                 " CROSS JOIN LATERAL (SELECT {cols} FROM {relation} mseg_src \
-                   WHERE mseg_src.{key} OPERATOR(pg_catalog.=) {subject_key}) mseg_g{j}",
+                   WHERE mseg_src.{key} OPERATOR(pg_catalog.=) {subject_key} \
+                     AND (SELECT EXISTS (SELECT FROM {relation} mseg_any))) mseg_g{j}",
                 cols = cols.join(", ")
             ));
         }

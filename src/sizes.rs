@@ -203,6 +203,9 @@ pub fn publish() -> MsegResult<i64> {
         let any = |table: &str| -> MsegResult<bool> {
             Ok(c.select(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), None, &[])?.first().get_one::<bool>()?.unwrap_or(true))
         };
+        // (a statement apart from the counts, yet the same links: every writer of mseg.pool_links,
+        // an import or a linkage import, publishes before it commits, so it waits for the lock
+        // this publication holds and none of its links can become visible in between)
         let pool_counts = pool_counts_sql(any("mseg.pool_links")?, any("mseg.pool_persons")?);
         for row in c.select(&pool_counts, None, &[])? {
             let controller = row.get::<String>(1)?;
