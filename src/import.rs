@@ -198,12 +198,11 @@ fn verify(lines: &[&str]) -> MsegResult<Verified> {
 
 const INSERT_TWINS: &str =
     "INSERT INTO mseg.pool_twins (controller, pseudonym, quasi, segments, legal_basis, policy, expires_at, sequence) \
-     SELECT $1, u.pseudonym, u.quasi::pg_catalog.jsonb, u.segs::pg_catalog.text[], u.legal_basis::pg_catalog.jsonb, x.policy, \
-            (x.policy OPERATOR(pg_catalog.->>) 'expires_at')::pg_catalog.timestamptz, $3 \
-     FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[]), \
-                     pg_catalog.unnest($5::pg_catalog.text[]), pg_catalog.unnest($6::pg_catalog.text[]), \
-                     pg_catalog.unnest($7::pg_catalog.text[])) AS u(pseudonym, segs, quasi, legal_basis, policy) \
-     CROSS JOIN LATERAL (SELECT u.policy::pg_catalog.jsonb AS policy OFFSET 0) x";
+     SELECT $1, u.pseudonym, u.quasi::pg_catalog.jsonb, u.segs::pg_catalog.text[], u.legal_basis::pg_catalog.jsonb, u.policy, \
+            (u.policy OPERATOR(pg_catalog.->>) 'expires_at')::pg_catalog.timestamptz, $3 \
+     FROM (SELECT pg_catalog.unnest($2::pg_catalog.text[]) AS pseudonym, pg_catalog.unnest($4::pg_catalog.text[]) AS segs, \
+                  pg_catalog.unnest($5::pg_catalog.text[]) AS quasi, pg_catalog.unnest($6::pg_catalog.text[]) AS legal_basis, \
+                  pg_catalog.unnest($7::pg_catalog.text[])::pg_catalog.jsonb AS policy OFFSET 0) u";
 const UPSERT_TWINS: &str = " ON CONFLICT (controller, pseudonym) DO UPDATE SET quasi = EXCLUDED.quasi, segments = EXCLUDED.segments, \
      legal_basis = EXCLUDED.legal_basis, policy = EXCLUDED.policy, expires_at = EXCLUDED.expires_at, sequence = EXCLUDED.sequence";
 
@@ -235,7 +234,9 @@ fn apply(lines: &[&str], v: Verified) -> MsegResult<i64> {
         // in batches of 10 000 lines, in a memory context of its own. Rust splits each line (as
         // verify did): PostgreSQL's jsonb input parses only its three objects (OFFSET 0 keeps the
         // policy's cast from being inlined into both references), not the whole line to take
-        // them out of it again.
+        // them out of it again. The arrays are unnested in the select list, in step (equal
+        // lengths), which streams; ROWS FROM (unnest, …) would first copy each batch into a
+        // tuple store.
         // a full dump replaces the controller's twins, all deleted above, and its pseudonyms are
         // distinct (verified): a plain insert, no conflict to look for
         let sql = if v.full { INSERT_TWINS.to_owned() } else { format!("{INSERT_TWINS}{UPSERT_TWINS}") };

@@ -114,37 +114,47 @@ fn pool_counts_sql(any_link: bool, any_person: bool) -> String {
         (
             "LEFT JOIN mseg.pool_links l ON l.controller OPERATOR(pg_catalog.=) t.controller \
                                         AND l.pseudonym OPERATOR(pg_catalog.=) t.pseudonym ",
-            "pg_catalog.count(*) FILTER (WHERE l.person IS NULL) OPERATOR(pg_catalog.+) pg_catalog.count(DISTINCT l.person)",
+            "pg_catalog.count(*) FILTER (WHERE x.person IS NULL) OPERATOR(pg_catalog.+) pg_catalog.count(DISTINCT x.person)",
         )
     } else {
         ("", "pg_catalog.count(*)")
     };
-    let (person_join, person_segments) = if any_person {
-        (
-            if any_link {
-                "LEFT JOIN mseg.pool_persons pp ON pp.person OPERATOR(pg_catalog.=) \
-                   COALESCE(l.person, 'twin:' OPERATOR(pg_catalog.||) t.controller OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) t.pseudonym) "
-            } else {
-                "LEFT JOIN mseg.pool_persons pp ON pp.person OPERATOR(pg_catalog.=) \
-                   ('twin:' OPERATOR(pg_catalog.||) t.controller OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) t.pseudonym) "
-            },
+    let person_join = match (any_person, any_link) {
+        (false, _) => "",
+        (true, true) => {
+            "JOIN mseg.pool_persons pp ON pp.person OPERATOR(pg_catalog.=) \
+               COALESCE(l.person, 'twin:' OPERATOR(pg_catalog.||) t.controller OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) t.pseudonym) "
+        }
+        (true, false) => {
+            "JOIN mseg.pool_persons pp ON pp.person OPERATOR(pg_catalog.=) \
+               ('twin:' OPERATOR(pg_catalog.||) t.controller OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) t.pseudonym) "
+        }
+    };
+    // (each kind's rows from a set-returning function in the select list: PostgreSQL runs it in
+    // step with the scan; a LATERAL UNION ALL of unnest() rescans an Append and fills a tuple
+    // store per twin, a fifth of a 190 000-twin import)
+    let live = "(t.expires_at IS NULL OR t.expires_at OPERATOR(pg_catalog.>) pg_catalog.now())";
+    let person = if any_link { "l.person" } else { "NULL::pg_catalog.text" };
+    let person_rows = if any_person {
+        format!(
             "UNION ALL \
-             SELECT 'pool'::pg_catalog.text, q FROM pg_catalog.unnest(pp.person_segments) q \
-             WHERE pp.expires_at IS NULL OR pp.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()",
+             SELECT t.controller, {person}, 'pool'::pg_catalog.text, pg_catalog.unnest(pp.person_segments) \
+             FROM mseg.pool_twins t {link_join}{person_join}\
+             WHERE {live} AND (pp.expires_at IS NULL OR pp.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()) "
         )
     } else {
-        ("", "")
+        String::new()
     };
     format!(
         "WITH counts AS ( \
-           SELECT t.controller, s.kind, s.segment, pg_catalog.count(*) AS twins, {persons} AS persons \
-           FROM mseg.pool_twins t {link_join}{person_join}\
-           CROSS JOIN LATERAL (SELECT 'controller'::pg_catalog.text AS kind, c AS segment FROM pg_catalog.unnest(t.segments) c \
-                               UNION ALL \
-                               SELECT 'pool'::pg_catalog.text, p FROM pg_catalog.unnest(t.pool_segments) p \
-                               {person_segments}) s \
-           WHERE t.expires_at IS NULL OR t.expires_at OPERATOR(pg_catalog.>) pg_catalog.now() \
-           GROUP BY GROUPING SETS ((t.controller, s.kind, s.segment), (s.kind, s.segment))), \
+           SELECT x.controller, x.kind, x.segment, pg_catalog.count(*) AS twins, {persons} AS persons \
+           FROM (SELECT t.controller, {person} AS person, 'controller'::pg_catalog.text AS kind, pg_catalog.unnest(t.segments) AS segment \
+                 FROM mseg.pool_twins t {link_join}WHERE {live} \
+                 UNION ALL \
+                 SELECT t.controller, {person}, 'pool'::pg_catalog.text, pg_catalog.unnest(t.pool_segments) \
+                 FROM mseg.pool_twins t {link_join}WHERE {live} \
+                 {person_rows}) x \
+           GROUP BY GROUPING SETS ((x.controller, x.kind, x.segment), (x.kind, x.segment))), \
          keys AS ( \
            SELECT c.controller, c.kind, c.segment FROM counts c \
            UNION \
