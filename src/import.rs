@@ -364,9 +364,54 @@ fn import_variant_twins_from(staging: Option<PgRelation>) -> i64 {
     })
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
 mod tests {
     use super::array_literal;
+    #[cfg(feature = "pg_test")]
+    use super::*;
+
+    /// A dump from controller `pt_self` (this database's own signing key) to partner `pt_party`
+    /// with one twin line, signed.
+    #[cfg(feature = "pg_test")]
+    fn signed_dump(twin: &str) -> Vec<String> {
+        use ed25519_dalek::Signer;
+        let manifest = json!({"type": "manifest", "format": FORMAT, "controller": "pt_self", "partner": "pt_party",
+            "sequence": 1, "follows": 0, "mode": "full", "counts": {"twins": 1, "tombstones": 0}});
+        let mut lines = vec![dump::to_line(&manifest).unwrap(), twin.to_owned()];
+        let mut digest = dump::LineDigest::default();
+        for l in &lines {
+            digest.add(l);
+        }
+        let (digest, n) = digest.finish();
+        let signature = crate::keys::signing_key().unwrap().sign(&digest);
+        lines.push(dump::trailer_line(n, &digest, &signature).unwrap());
+        lines
+    }
+
+    #[cfg(feature = "pg_test")]
+    #[pg_test]
+    fn import_refuses_what_text_cannot_hold_in_a_signed_dump() {
+        let public = dump::b64(crate::keys::signing_key().unwrap().verifying_key().as_bytes());
+        Spi::run(&format!("SELECT mseg.register_controller('pt_self', '{public}'); SET mseg.controller_id = 'pt_party'")).unwrap();
+        let twin = |pseudonym: &str, segments: &str| {
+            format!(
+                r#"{{"legal_basis":{{}},"policy":{{"purposes":["direct_marketing"]}},"pseudonym":"{pseudonym}","quasi":{{}},"segments":{segments},"type":"twin"}}"#
+            )
+        };
+        let good = "A".repeat(42) + "_";
+        let verified = |line: String| {
+            let lines = signed_dump(&line);
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            verify(&lines).map(|v| v.twins.len()).map_err(|e| e.message)
+        };
+        assert_eq!(verified(twin(&good, r#"["runners"]"#)), Ok(1));
+        // a pseudonym of 43 characters outside base64url, one with an escaped NUL
+        assert_eq!(verified(twin(&("A".repeat(42) + "+"), "[]")), Err("line 2 has no valid pseudonym".to_owned()));
+        assert_eq!(verified(twin(&(r"\u0000".to_owned() + &"A".repeat(42)), "[]")), Err("line 2 has no valid pseudonym".to_owned()));
+        // a segment name holding an escaped NUL
+        assert_eq!(verified(twin(&good, r#"["run\u0000ners"]"#)), Err("line 2: \"segments\" is not a list of names".to_owned()));
+    }
 
     #[test]
     fn array_literal_quotes_every_element() {
