@@ -12,17 +12,30 @@
 
 use pgrx::spi::quote_literal;
 
+/// ` AND column BETWEEN the first and the last element of the SQL array keys`, which holds
+/// ascending ids: a filter every id of the batch passes. A range, not `= ANY (keys)`: PostgreSQL
+/// before 17 costs a B-tree scan for `= ANY` of 10 000 values as 10 000 descents and chose to scan
+/// and hash whole tables for every batch instead (a refresh quadratic in the subjects: 2.55× the
+/// plain CREATE TABLE AS at 1 M subjects on 15, 1.11× on 18); a range is one descent and a
+/// contiguous read, estimated from the histogram.
+pub fn within_keys(column: &str, keys: &str) -> String {
+    format!(
+        " AND {column} OPERATOR(pg_catalog.>=) ({keys})[1] \
+          AND {column} OPERATOR(pg_catalog.<=) ({keys})[pg_catalog.cardinality({keys})]"
+    )
+}
+
 /// The joins for `purposes` (aliases pp1/b1, pp2/b2, … in order) and the subject state `ss` of the
 /// subject whose key is the SQL expression `key`.
 pub fn joins(purposes: &[&str], key: &str) -> String {
     joins_within(purposes, key, None)
 }
 
-/// [`joins`] for subjects known to be among the ids of the SQL array `keys`: each state table is
-/// also filtered by that list, so a plan made for a batch of keys reads those rows by index
-/// instead of hashing the whole table.
+/// [`joins`] for subjects known to be among the ids of the SQL array `keys` (ascending): each state
+/// table is also filtered by the range of that list ([`within_keys`]), so a plan made for a batch
+/// of keys reads those rows by index instead of hashing the whole table.
 pub fn joins_within(purposes: &[&str], key: &str, keys: Option<&str>) -> String {
-    let within = |alias: &str| keys.map(|k| format!(" AND {alias}.subject_key OPERATOR(pg_catalog.=) ANY ({k})")).unwrap_or_default();
+    let within = |alias: &str| keys.map(|k| within_keys(&format!("{alias}.subject_key"), k)).unwrap_or_default();
     let mut sql = format!(" LEFT JOIN mseg.subject_state ss ON ss.subject_key OPERATOR(pg_catalog.=) {key}{}", within("ss"));
     for (n, p) in purposes.iter().enumerate() {
         let i = n + 1;

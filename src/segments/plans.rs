@@ -142,6 +142,18 @@ pub(super) fn apply_batch(
     if keys.is_empty() {
         return Ok(());
     }
+    // (the batch's statement filters by the range of its keys: first and last must be the ends)
+    let sorted;
+    let keys = if keys.is_sorted() {
+        keys
+    } else {
+        sorted = {
+            let mut k = keys.to_vec();
+            k.sort_unstable();
+            k
+        };
+        &sorted
+    };
     lock_keys(client, keys, mode)?;
     apply_locked_with(client, cat, subject, keys, scope, true)
 }

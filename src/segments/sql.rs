@@ -108,15 +108,16 @@ pub(super) fn eval_parts(
 /// A key without a subject row (deleted meanwhile) gets the empty set. `bulk`: the sources are
 /// read in their bulk form.
 ///
-/// `batch`: $1 is a bounded batch of keys (a refresh), and every table joined by the subject's id
-/// is also filtered by `= ANY ($1)`. The plan is made for each batch (it is bulk), and without the
-/// filter it hashed the whole subject, membership and state tables for every batch of 10,000
-/// keys (refresh 5.4× the plain CREATE TABLE AS at 1 M subjects, fourth round); with it they are
-/// read by index. Not for the triggers' statements: their key lists are unbounded.
+/// `batch`: $1 is a bounded batch of ascending keys (a refresh), and every table joined by the
+/// subject's id is also filtered by the range of $1 (`crate::consent::within_keys`). The plan is
+/// made for each batch (it is bulk), and without the filter it hashed the whole subject,
+/// membership and state tables for every batch of 10,000 keys (refresh 5.4× the plain CREATE
+/// TABLE AS at 1 M subjects, fourth round); with it they are read by index. Not for the
+/// triggers' statements: their key lists are unbounded and unordered.
 pub(super) fn apply_sql(cat: &SegCatalog, subject: &SubjectTable, scope: &Scope, bulk: bool, batch: bool) -> String {
     let reads = if bulk { Reads::Bulk } else { Reads::PerSubject };
     let keys = "$1::pg_catalog.int8[]";
-    let within = |column: &str| if batch { format!(" AND {column} OPERATOR(pg_catalog.=) ANY ({keys})") } else { String::new() };
+    let within = |column: &str| if batch { crate::consent::within_keys(column, keys) } else { String::new() };
     let (set, joins) = eval_parts(cat, subject, scope, true, reads, "mseg_k.k", batch.then_some(keys));
     // (row_of_id ends with the ON condition of the subject row's join; a mapped key joins the row
     // by the key's text, which the id list cannot filter)
