@@ -106,7 +106,7 @@ impl SourceAggregates {
     /// `CROSS JOIN LATERAL (aggregate query) mseg_gJ` for every source, over the rows of the
     /// subject whose key is the SQL expression `subject_key` (one row each, whatever it matches).
     ///
-    /// Each aggregate is gated by `(SELECT EXISTS (SELECT 1 FROM source))`, an uncorrelated
+    /// Each aggregate is gated by `(SELECT EXISTS (SELECT FROM source))`, an uncorrelated
     /// subquery PostgreSQL evaluates once per statement (an InitPlan, a one-time filter): over an
     /// empty source (customers loaded before their orders) no subject probes the source's index,
     /// and the aggregates over no rows are what the probes would have found. Over a non-empty
