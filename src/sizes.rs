@@ -119,17 +119,11 @@ fn pool_counts_sql(any_link: bool, any_person: bool) -> String {
     } else {
         ("", "pg_catalog.count(*)")
     };
-    let person_join = match (any_person, any_link) {
-        (false, _) => "",
-        (true, true) => {
-            "JOIN mseg.pool_persons pp ON pp.person OPERATOR(pg_catalog.=) \
-               COALESCE(l.person, 'twin:' OPERATOR(pg_catalog.||) t.controller OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) t.pseudonym) "
-        }
-        (true, false) => {
-            "JOIN mseg.pool_persons pp ON pp.person OPERATOR(pg_catalog.=) \
-               ('twin:' OPERATOR(pg_catalog.||) t.controller OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) t.pseudonym) "
-        }
-    };
+    // the person key of mseg.pool_twin_persons, for the join with mseg.pool_persons
+    let twin_key = "'twin:' OPERATOR(pg_catalog.||) t.controller OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) t.pseudonym";
+    let person_key = if any_link { format!("COALESCE(l.person, {twin_key})") } else { format!("({twin_key})") };
+    let person_join =
+        if any_person { format!("JOIN mseg.pool_persons pp ON pp.person OPERATOR(pg_catalog.=) {person_key} ") } else { String::new() };
     // (each kind's rows from a set-returning function in the select list: PostgreSQL runs it in
     // step with the scan; a LATERAL UNION ALL of unnest() rescans an Append and fills a tuple
     // store per twin, a fifth of a 190 000-twin import)
