@@ -101,6 +101,9 @@ pub(crate) fn check_definition(
     Ok((relid, checked))
 }
 
+/// The membership expression when no pool segment of the level exists.
+const NO_SEGMENTS: &str = "'{}'::pg_catalog.text[]";
+
 /// The array of the names of the `level`'s pool segments a row (alias `t` or `p`) belongs to: the
 /// predicate holds and the row allows the segment's purpose (a twin's policy; every twin of a person).
 /// The segments are read now, in name order.
@@ -121,7 +124,7 @@ pub(crate) fn membership_expr(level: Level) -> MsegResult<String> {
         Ok(v)
     })?;
     if segments.is_empty() {
-        return Ok("'{}'::pg_catalog.text[]".to_owned());
+        return Ok(NO_SEGMENTS.to_owned());
     }
     let cases: Vec<String> = segments
         .iter()
@@ -141,6 +144,11 @@ pub(crate) fn membership_expr(level: Level) -> MsegResult<String> {
 /// number of twins whose set changed.
 pub fn recompute(controller: Option<&str>) -> MsegResult<i64> {
     let expr = membership_expr(Level::Twin)?;
+    if expr == NO_SEGMENTS {
+        // no twin holds a name when none is defined (drop_pool_segment removes it from every
+        // twin, a new twin starts with none): nothing to scan for
+        return Ok(0);
+    }
     let filter = match controller {
         Some(id) => format!("t.controller OPERATOR(pg_catalog.=) {} AND ", quote_literal(id)),
         None => String::new(),
