@@ -347,7 +347,10 @@ mod tests {
         Spi::run("SELECT mseg.define_pool_segment('pc_runners', 'direct_marketing', $$'runners' = ANY (t.segments)$$)").unwrap();
         // no link, no person segment: the short forms agree with the person key
         let reference = counted(PERSONS_BY_KEY);
-        assert!(reference.iter().any(|r| r.0.is_none()) && reference.iter().any(|r| r.1 == "pool"), "{reference:?}");
+        assert!(
+            reference.iter().any(|r| r.0.is_none()) && reference.iter().any(|r| r.1 == "pool") && reference.len() >= 6,
+            "{reference:?}"
+        );
         assert_eq!(counted(&pool_counts_sql(false, false, true)), reference);
         assert_eq!(counted(&pool_counts_sql(false, true, true)), reference);
         assert_eq!(counted(&pool_counts_sql(true, true, true)), reference);
