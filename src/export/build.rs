@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use kanon::{FxHasher, FxMap};
+use kanon::{FxMap, FxSet};
 use serde_json::{json, Value as Json};
 
 use super::input::{read_cohorts, read_input, read_state, ByKey, Input, StateRow};
@@ -17,8 +17,6 @@ use crate::dump::{self, FORMAT};
 use crate::error::{Code, MsegError, Result as MsegResult};
 use crate::keys;
 use crate::pseudonym;
-
-type FxSet<T> = std::collections::HashSet<T, std::hash::BuildHasherDefault<FxHasher>>;
 
 /// A cohort the partner holds after this export.
 struct Out {
@@ -620,8 +618,7 @@ fn write_state(
     let name = p.name.as_str();
     // twins that ended; those released again in this export (under their next generation) are
     // rewritten by the insert below, once
-    let again: std::collections::HashSet<i64, std::hash::BuildHasherDefault<FxHasher>> =
-        outs.iter().flat_map(|o| o.new.iter().map(|n| truth.subjects[n.0 as usize])).collect();
+    let again: FxSet<i64> = outs.iter().flat_map(|o| o.new.iter().map(|n| truth.subjects[n.0 as usize])).collect();
     let tombstoned: Vec<i64> = tombs.iter().map(|t| state[t.row as usize].subject).filter(|s| !again.contains(s)).collect();
     let kept: std::collections::HashSet<i64> = outs.iter().map(|o| o.id).collect();
     let ended: Vec<i64> = stored.keys().copied().filter(|id| !kept.contains(id)).collect();

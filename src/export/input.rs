@@ -1,10 +1,9 @@
 //! What one export reads: the subjects the partner may receive, with everything their twins
 //! say (`read_input`), and what the partner holds (`read_state`, `read_cohorts`).
 
-use std::collections::{HashMap, HashSet};
-use std::hash::BuildHasherDefault;
+use std::collections::HashMap;
 
-use kanon::{FxHasher, FxMap};
+use kanon::{FxMap, FxSet};
 use pgrx::prelude::*;
 use pgrx::spi::quote_literal;
 
@@ -67,8 +66,7 @@ pub(super) fn read_input(p: &Partner, now: &str) -> MsegResult<Input> {
         legal: Vec::with_capacity(cap),
     };
     // a column without a hierarchy is categorical over its distinct values in the whole table
-    let mut flat_values: Vec<Option<HashSet<String, BuildHasherDefault<FxHasher>>>> =
-        cols.iter().map(|c| c.spec.is_none().then(Default::default)).collect();
+    let mut flat_values: Vec<Option<FxSet<String>>> = cols.iter().map(|c| c.spec.is_none().then(Default::default)).collect();
     let mut basis_names: Vec<String> = Vec::new();
     let mut months: Vec<String> = Vec::new();
     let mut month_index: FxMap<String, u16> = FxMap::default();
@@ -244,9 +242,9 @@ fn input_query(p: &Partner, subject: &catalog::SubjectTable, cols: &[kanon_sql::
 /// src/notices.rs): out of its scope, so their twins end with a tombstone. Left out while the
 /// input is read, not by an anti-join in its query: on a table the planner takes for empty (the
 /// usual case: no exclusions) it chose a nested loop that rescanned it once per subject.
-fn partner_exclusions(partner: &str) -> MsegResult<HashSet<i64, BuildHasherDefault<FxHasher>>> {
+fn partner_exclusions(partner: &str) -> MsegResult<FxSet<i64>> {
     catalog::select(|c| {
-        let mut set = HashSet::default();
+        let mut set = FxSet::default();
         for row in
             c.select("SELECT subject_key FROM mseg.partner_exclusions WHERE partner OPERATOR(pg_catalog.=) $1", None, &[partner.into()])?
         {

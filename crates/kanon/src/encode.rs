@@ -12,7 +12,7 @@
 use crate::error::Error;
 use crate::hierarchy::{Hierarchy, Leaf, NodeKey, NumPlan};
 use crate::solution::Gen;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -77,6 +77,7 @@ impl Hasher for FxHasher {
 }
 
 pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+pub type FxSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;
 
 /// Hash of a slice of codes, for the grouping table.
 #[inline]

@@ -71,7 +71,7 @@ pub use anonymizer::{
     DEFAULT_SEGMENT_WEIGHT, MAX_COLUMNS,
 };
 /// A fast non-cryptographic hasher for in-process keys (integers, codes, short strings).
-pub use encode::{FxHasher, FxMap};
+pub use encode::{FxHasher, FxMap, FxSet};
 pub use error::Error;
 pub use hierarchy::{
     date_to_days, days_to_date, Categorical, Hierarchy, Value, DEFAULT_INTEGER_WIDTHS,
