@@ -32,6 +32,7 @@ pub mod pseudonym;
 pub mod row_predicates;
 pub mod segments;
 pub mod sizes;
+pub mod sql_array;
 pub mod token;
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -17,6 +17,7 @@ use crate::dump::{self, FORMAT};
 use crate::error::{Code, MsegError, Result as MsegResult};
 use crate::keys;
 use crate::pseudonym;
+use crate::sql_array;
 
 /// A cohort the partner holds after this export.
 struct Out {
@@ -688,7 +689,14 @@ fn write_state(
                 c.update(
                     sql,
                     None,
-                    &[name.into(), subjects.into(), generations.into(), pseudonyms.into(), cohorts.into(), sequence.into()],
+                    &[
+                        name.into(),
+                        sql_array::int8(&subjects),
+                        sql_array::int4(&generations),
+                        sql_array::text(pseudonyms),
+                        sql_array::int8(&cohorts),
+                        sequence.into(),
+                    ],
                 )?;
             }
         }
