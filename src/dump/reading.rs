@@ -58,7 +58,10 @@ pub fn check_line(n: usize, line: &str) -> MsegResult<()> {
         ));
     }
     let max_depth = crate::gucs::import_max_json_depth();
-    if json_depth(line) > max_depth {
+    // a line with no more brackets than the limit cannot nest deeper (the count vectorises; the
+    // scan that tells brackets in strings apart cost 6 % of an import)
+    let brackets = line.bytes().filter(|&b| b == b'{' || b == b'[').count();
+    if brackets > max_depth && json_depth(line) > max_depth {
         return Err(over_limit(
             format!("line {n} of the dump nests deeper than mseg.import_max_json_depth"),
             format!("The limit is {max_depth} levels of objects and arrays."),
