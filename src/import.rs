@@ -62,6 +62,8 @@ struct Verified<'a> {
 /// not parse the lines again). Its three objects are parsed by PostgreSQL's jsonb input.
 struct TwinLine<'a> {
     pseudonym: std::borrow::Cow<'a, str>,
+    /// its line number, for the errors
+    line: usize,
     quasi: &'a str,
     legal_basis: &'a str,
     policy: &'a str,
@@ -163,12 +165,10 @@ fn verify<'a>(lines: &[&'a str]) -> MsegResult<Verified<'a>> {
     };
     // every line's shape, read without building a document (borrowed fields, raw objects)
     let is_object = |r: Option<&serde_json::value::RawValue>| r.is_some_and(|r| r.get().starts_with('{'));
-    // (pseudonym, line index) of every twin and tombstone, for the repeated pseudonyms; the twins
-    // sorted by pseudonym are applied in key order (the pool's primary key then grows at one end
-    // instead of at random places)
-    let mut keyed: Vec<(std::borrow::Cow<'_, str>, usize)> = Vec::new();
-    let mut twins: Vec<TwinLine<'a>> = Vec::new();
-    let mut tombstones = Vec::new();
+    // the twins sorted by pseudonym are applied in key order (the pool's primary key then grows at
+    // one end instead of at random places); a twin line for every line at most, reserved at once
+    let mut twins: Vec<TwinLine<'a>> = Vec::with_capacity(last.saturating_sub(1));
+    let mut tombstones: Vec<(std::borrow::Cow<'a, str>, usize)> = Vec::new();
     let wrong = |n: usize, e: serde_json::Error| {
         let what = if e.is_data() { format!("line {n} has a field of the wrong type") } else { format!("line {n} is not valid JSON") };
         invalid(what).detail(e.to_string())
@@ -206,31 +206,52 @@ fn verify<'a>(lines: &[&'a str]) -> MsegResult<Verified<'a>> {
                 if names.iter().any(|name| name.contains('\0')) {
                     return Err(invalid(format!("line {n}: \"segments\" is not a list of names")));
                 }
-                keyed.push((pseudonym.clone(), i));
-                twins.push(TwinLine { pseudonym, quasi: quasi.get(), legal_basis: legal_basis.get(), policy: policy.get(), segments });
+                twins.push(TwinLine {
+                    pseudonym,
+                    line: n,
+                    quasi: quasi.get(),
+                    legal_basis: legal_basis.get(),
+                    policy: policy.get(),
+                    segments,
+                });
             }
-            Some("tombstone") => {
-                tombstones.push(pseudonym.to_string());
-                keyed.push((pseudonym, usize::MAX - i));
-            }
+            Some("tombstone") => tombstones.push((pseudonym, n)),
             _ => return Err(invalid(format!("line {n} is neither a twin nor a tombstone"))),
         }
     }
-    keyed.sort_unstable();
-    let line_of = |i: usize| if i > last { usize::MAX - i + 1 } else { i + 1 };
-    if let Some(w) = keyed.windows(2).find(|w| w[0].0 == w[1].0) {
-        let (a, b) = (line_of(w[0].1).min(line_of(w[1].1)), line_of(w[0].1).max(line_of(w[1].1)));
+    twins.sort_unstable_by(|a, b| (&a.pseudonym, a.line).cmp(&(&b.pseudonym, b.line)));
+    tombstones.sort_unstable();
+    let by_pseudonym = twins.iter().map(|t| (t.pseudonym.as_ref(), t.line));
+    if let Some((a, b)) = first_repeat(by_pseudonym, tombstones.iter().map(|(p, n)| (p.as_ref(), *n))) {
         return Err(invalid(format!("line {b} repeats the pseudonym of line {a}")));
     }
-    drop(keyed);
-    twins.sort_unstable_by(|a, b| a.pseudonym.cmp(&b.pseudonym));
     let counts = field(&manifest, "counts", 1)?;
     if counts.get("twins").and_then(Json::as_u64) != Some(twins.len() as u64)
         || counts.get("tombstones").and_then(Json::as_u64) != Some(tombstones.len() as u64)
     {
         return Err(invalid("the manifest's counts do not match the lines"));
     }
+    let tombstones = tombstones.into_iter().map(|(p, _)| p.into_owned()).collect();
     Ok(Verified { controller, sequence, full, twins, tombstones, anchor })
+}
+
+/// The first pseudonym (in pseudonym order) on two lines of `a` and `b`, both sorted by
+/// (pseudonym, line): its first two lines, in order.
+fn first_repeat<'p>(a: impl Iterator<Item = (&'p str, usize)>, b: impl Iterator<Item = (&'p str, usize)>) -> Option<(usize, usize)> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    let mut previous: Option<(&str, usize)> = None;
+    loop {
+        // the two lists merged in (pseudonym, line) order
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if y < x => b.next(),
+            (Some(_), _) => a.next(),
+            (None, _) => b.next(),
+        }?;
+        if let Some(p) = previous.filter(|p| p.0 == next.0) {
+            return Some((p.1, next.1));
+        }
+        previous = Some(next);
+    }
 }
 
 /// A batch of twins: $2 their pseudonyms and $4 the number of each one's record in $5..$8 (quasi,
@@ -426,18 +447,26 @@ fn import_variant_twins_from(staging: Option<PgRelation>) -> i64 {
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
 mod tests {
-    use super::array_literal;
     #[cfg(feature = "pg_test")]
     use super::*;
+    use super::{array_literal, first_repeat};
 
     /// A dump from controller `pt_self` (this database's own signing key) to partner `pt_party`
     /// with one twin line, signed.
     #[cfg(feature = "pg_test")]
     fn signed_dump(twin: &str) -> Vec<String> {
+        signed_lines(&[twin.to_owned()])
+    }
+
+    /// [`signed_dump`] with the twin and tombstone lines `body`, counted in the manifest.
+    #[cfg(feature = "pg_test")]
+    fn signed_lines(body: &[String]) -> Vec<String> {
         use ed25519_dalek::Signer;
+        let twins = body.iter().filter(|l| l.contains(r#""type":"twin""#)).count();
         let manifest = json!({"type": "manifest", "format": FORMAT, "controller": "pt_self", "partner": "pt_party",
-            "sequence": 1, "follows": 0, "mode": "full", "counts": {"twins": 1, "tombstones": 0}});
-        let mut lines = vec![dump::to_line(&manifest).unwrap(), twin.to_owned()];
+            "sequence": 1, "follows": 0, "mode": "full", "counts": {"twins": twins, "tombstones": body.len() - twins}});
+        let mut lines = vec![dump::to_line(&manifest).unwrap()];
+        lines.extend(body.iter().cloned());
         let mut digest = dump::LineDigest::default();
         for l in &lines {
             digest.add(l);
@@ -470,6 +499,46 @@ mod tests {
         assert_eq!(verified(twin(&(r"\u0000".to_owned() + &"A".repeat(42)), "[]")), Err("line 2 has no valid pseudonym".to_owned()));
         // a segment name holding an escaped NUL
         assert_eq!(verified(twin(&good, r#"["run\u0000ners"]"#)), Err("line 2: \"segments\" is not a list of names".to_owned()));
+    }
+
+    #[cfg(feature = "pg_test")]
+    #[pg_test]
+    fn import_names_the_first_repeated_pseudonym_by_its_first_two_lines() {
+        let public = dump::b64(crate::keys::signing_key().unwrap().verifying_key().as_bytes());
+        Spi::run(&format!("SELECT mseg.register_controller('pt_self', '{public}'); SET mseg.controller_id = 'pt_party'")).unwrap();
+        let twin = |c: char| {
+            format!(
+                r#"{{"legal_basis":{{}},"policy":{{"purposes":["direct_marketing"]}},"pseudonym":"{}","quasi":{{}},"segments":[],"type":"twin"}}"#,
+                c.to_string().repeat(43)
+            )
+        };
+        let tomb = |c: char| dump::tombstone_line(&c.to_string().repeat(43));
+        let verified = |body: Vec<String>| {
+            let lines = signed_lines(&body);
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            verify(&lines).map(|v| (v.twins.iter().map(|t| t.line).collect::<Vec<_>>(), v.tombstones.len())).map_err(|e| e.message)
+        };
+        // distinct: the twins in pseudonym order, with their line numbers
+        assert_eq!(verified(vec![twin('C'), tomb('B'), twin('A')]), Ok((vec![4, 2], 1)));
+        // twin and twin, twin and tombstone, tombstone and tombstone (line numbers count the manifest)
+        assert_eq!(verified(vec![twin('A'), tomb('B'), twin('A')]), Err("line 4 repeats the pseudonym of line 2".to_owned()));
+        assert_eq!(verified(vec![tomb('A'), twin('B'), twin('A')]), Err("line 4 repeats the pseudonym of line 2".to_owned()));
+        assert_eq!(verified(vec![tomb('B'), twin('C'), tomb('B')]), Err("line 4 repeats the pseudonym of line 2".to_owned()));
+        // two repeated: the first in pseudonym order, on its first two of three lines
+        assert_eq!(
+            verified(vec![twin('B'), twin('B'), tomb('A'), twin('C'), twin('A'), tomb('A')]),
+            Err("line 6 repeats the pseudonym of line 4".to_owned())
+        );
+    }
+
+    #[test]
+    fn first_repeat_merges_both_sorted_lists() {
+        let a = [("a", 3), ("c", 1)];
+        let b = [("b", 2), ("c", 5)];
+        assert_eq!(first_repeat(a.into_iter(), b.into_iter()), Some((1, 5)));
+        assert_eq!(first_repeat([("a", 1), ("a", 9)].into_iter(), [("a", 4)].into_iter()), Some((1, 4)));
+        assert_eq!(first_repeat([("a", 1)].into_iter(), [("b", 2)].into_iter()), None);
+        assert_eq!(first_repeat(std::iter::empty(), [("b", 2), ("b", 3)].into_iter()), Some((2, 3)));
     }
 
     #[test]
