@@ -659,7 +659,7 @@ fn write_state(
                 "UPDATE mseg.partner_twins SET cohort = NULL, tombstoned_at = pg_catalog.now(), sequence = $3 \
                  WHERE partner OPERATOR(pg_catalog.=) $1 AND subject_key OPERATOR(pg_catalog.=) ANY ($2)",
                 None,
-                &[name.into(), chunk.to_vec().into(), sequence.into()],
+                &[name.into(), sql_array::int8(chunk), sequence.into()],
             )?;
         }
         // twins sent now for the first time under their pseudonym, in batches of arrays, in
@@ -711,7 +711,7 @@ fn write_state(
                  FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.int8[]), pg_catalog.unnest($3::pg_catalog.int8[])) AS u(s, c) \
                  WHERE t.partner OPERATOR(pg_catalog.=) $1 AND t.subject_key OPERATOR(pg_catalog.=) u.s",
                 None,
-                &[name.into(), subjects.into(), cohorts.into(), sequence.into()],
+                &[name.into(), sql_array::int8(&subjects), sql_array::int8(&cohorts), sequence.into()],
             )?;
         }
         c.update(
@@ -730,7 +730,7 @@ fn write_state(
                  ON CONFLICT (partner, cohort) DO UPDATE SET members = EXCLUDED.members, record = EXCLUDED.record, \
                    changed_sequence = CASE WHEN pc.record OPERATOR(pg_catalog.=) EXCLUDED.record THEN pc.changed_sequence ELSE EXCLUDED.changed_sequence END",
                 None,
-                &[name.into(), ids.into(), records.into(), sizes.into(), sequence.into()],
+                &[name.into(), sql_array::int8(&ids), sql_array::text(records), sql_array::int4(&sizes), sequence.into()],
             )?;
         }
         c.update(
@@ -760,7 +760,7 @@ fn tombstone_reasons(subjects: &[i64]) -> MsegResult<HashMap<i64, String>> {
              LEFT JOIN mseg.erasures e ON e.subject_id OPERATOR(pg_catalog.=) k \
                   OR e.subject_ref OPERATOR(pg_catalog.=) mseg._subject_ref(k::pg_catalog.text)",
             None,
-            &[subjects.to_vec().into()],
+            &[sql_array::int8(subjects)],
         )? {
             m.insert(row.get::<i64>(1)?.unwrap_or(0), row.get::<String>(2)?.unwrap_or_default());
         }

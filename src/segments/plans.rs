@@ -109,7 +109,7 @@ pub(super) fn lock_keys(client: &mut SpiClient<'_>, keys: &[i64], mode: LockMode
         return Ok(());
     }
     let lock = plan(client, &PlanKind::Lock, &[int8_array()], || LOCK_SQL.to_owned())?;
-    client.update(&*lock, None, &[keys.to_vec().into()])?;
+    client.update(&*lock, None, &[crate::sql_array::int8(keys)])?;
     Ok(())
 }
 

@@ -178,7 +178,7 @@ pub(super) fn lock_key_texts(client: &mut SpiClient<'_>, texts: &[String]) -> Ms
         return Ok(());
     }
     let lock = plan(client, &PlanKind::KeyLock, &[pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::TEXTARRAYOID)], || KEY_LOCK_SQL.to_owned())?;
-    client.update(&*lock, None, &[texts.to_vec().into()])?;
+    client.update(&*lock, None, &[crate::sql_array::text(texts.iter().map(String::as_str))])?;
     Ok(())
 }
 

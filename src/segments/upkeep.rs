@@ -262,7 +262,7 @@ pub(super) fn update_row_segments(
         return Ok(());
     }
     let apply = plan(client, &PlanKind::RowApply(affected.to_vec()), &[int8_array()], || row_apply_sql(cat, subject, affected))?;
-    client.update(&*apply, None, &[keys.to_vec().into()])?;
+    client.update(&*apply, None, &[crate::sql_array::int8(keys)])?;
     Ok(())
 }
 
@@ -276,7 +276,7 @@ pub(super) fn lock_subject_rows(client: &mut SpiClient<'_>, cat: &SegCatalog, su
         let t = client.update(
             "SELECT pg_catalog.array_agg(subject_key) FROM mseg.subject_ids WHERE subject_id OPERATOR(pg_catalog.=) ANY ($1)",
             None,
-            &[keys.to_vec().into()],
+            &[crate::sql_array::int8(keys)],
         )?;
         let texts = t.first().get_one::<Vec<String>>()?.unwrap_or_default();
         let sql = || {
@@ -302,7 +302,7 @@ pub(super) fn lock_subject_rows(client: &mut SpiClient<'_>, cat: &SegCatalog, su
     };
     let lock = plan(client, &PlanKind::SubjectLock, &[int8_array()], sql)?;
     catalog::run_as(cat.subject_owner, || {
-        client.update(&*lock, None, &[keys.to_vec().into()])?;
+        client.update(&*lock, None, &[crate::sql_array::int8(keys)])?;
         Ok(())
     })
 }
@@ -334,7 +334,7 @@ pub(super) fn apply_locked_with(
     let kind = PlanKind::Apply(scope.clone(), bulk, batch);
     let apply = plan(client, &kind, &[int8_array()], || apply_sql(cat, subject, scope, bulk, batch))?;
     planned_for(bulk, || {
-        client.update(&*apply, None, &[keys.to_vec().into()])?;
+        client.update(&*apply, None, &[crate::sql_array::int8(keys)])?;
         Ok(())
     })
 }
