@@ -56,6 +56,49 @@ pub fn text<'a>(items: impl IntoIterator<Item = &'a str>) -> DatumWithOid<'stati
     unsafe { build(elems, pg_sys::TEXTOID, pg_sys::TEXTARRAYOID) }
 }
 
+/// A jsonb[] parameter from jsonb datums (already parsed: their bytes are copied, not parsed).
+/// SAFETY: every datum is a jsonb value alive until this returns.
+pub unsafe fn jsonb(values: &[pg_sys::Datum]) -> DatumWithOid<'static> {
+    let mut elems = values.to_vec();
+    // SAFETY: jsonb datums (the caller's promise); jsonb is a varlena aligned like int4.
+    unsafe {
+        let a = pg_sys::construct_array(
+            elems.as_mut_ptr(),
+            elems.len() as i32,
+            pg_sys::JSONBOID,
+            -1,
+            false,
+            pg_sys::TYPALIGN_INT as std::ffi::c_char,
+        );
+        DatumWithOid::new(pg_sys::Datum::from(a), pg_sys::JSONBARRAYOID)
+    }
+}
+
+/// The elements of the jsonb[] `array`, copied into the current memory context once (the datums
+/// point into that copy and live as long as the context).
+/// SAFETY: `array` is a jsonb[] datum without NULL elements.
+pub unsafe fn jsonb_elements(array: pg_sys::Datum) -> Vec<pg_sys::Datum> {
+    // SAFETY: the caller's promise; the copy is a flat array in the current context.
+    unsafe {
+        let copy = pg_sys::pg_detoast_datum_copy(array.cast_mut_ptr::<pg_sys::varlena>()).cast::<pg_sys::ArrayType>();
+        let (mut elems, mut nulls, mut n) = (std::ptr::null_mut(), std::ptr::null_mut(), 0);
+        pg_sys::deconstruct_array(
+            copy,
+            pg_sys::JSONBOID,
+            -1,
+            false,
+            pg_sys::TYPALIGN_INT as std::ffi::c_char,
+            &mut elems,
+            &mut nulls,
+            &mut n,
+        );
+        if n == 0 || elems.is_null() {
+            return Vec::new();
+        }
+        std::slice::from_raw_parts(elems, n as usize).to_vec()
+    }
+}
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
 mod tests {
