@@ -483,9 +483,7 @@ fn import_variant_twins_from(staging: Option<PgRelation>) -> i64 {
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
 mod tests {
-    #[cfg(feature = "pg_test")]
     use super::*;
-    use super::{array_literal, first_repeat};
 
     /// A dump from controller `pt_self` (this database's own signing key) to partner `pt_party`
     /// with one twin line, signed.

@@ -2,7 +2,8 @@
 //! element (a datum per element, then `accumArrayResult`, each through a guarded FFI call, text
 //! copied twice); the import's and the export's batches of 10 000 rows paid that for every value
 //! (9 % of an import, issue 17). Here the elements are laid out in Rust and PostgreSQL builds the
-//! array once with `construct_array_builtin`.
+//! array once with `construct_array_builtin`. jsonb values parsed once can be passed again as a
+//! jsonb[] of their bytes (the import's records).
 
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
@@ -57,7 +58,9 @@ pub fn text<'a>(items: impl IntoIterator<Item = &'a str>) -> DatumWithOid<'stati
 }
 
 /// A jsonb[] parameter from jsonb datums (already parsed: their bytes are copied, not parsed).
-/// SAFETY: every datum is a jsonb value alive until this returns.
+///
+/// # Safety
+/// Every datum is a jsonb value alive until this returns.
 pub unsafe fn jsonb(values: &[pg_sys::Datum]) -> DatumWithOid<'static> {
     let mut elems = values.to_vec();
     // SAFETY: jsonb datums (the caller's promise); jsonb is a varlena aligned like int4.
@@ -76,7 +79,9 @@ pub unsafe fn jsonb(values: &[pg_sys::Datum]) -> DatumWithOid<'static> {
 
 /// The elements of the jsonb[] `array`, copied into the current memory context once (the datums
 /// point into that copy and live as long as the context).
-/// SAFETY: `array` is a jsonb[] datum without NULL elements.
+///
+/// # Safety
+/// `array` is a jsonb[] datum without NULL elements.
 pub unsafe fn jsonb_elements(array: pg_sys::Datum) -> Vec<pg_sys::Datum> {
     // SAFETY: the caller's promise; the copy is a flat array in the current context.
     unsafe {
