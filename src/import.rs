@@ -70,10 +70,16 @@ struct TwinLine<'a> {
     record: u32,
 }
 
-/// Every field of a twin but its pseudonym, as written in the line: quasi, legal_basis and policy
-/// (JSON objects, parsed by PostgreSQL's jsonb input) and the JSON list of segment names (checked
-/// by verify). A cohort's twins share one.
-type Record<'a> = (&'a str, &'a str, &'a str, &'a str);
+/// Every field of a twin but its pseudonym, as written in the line: three JSON objects (parsed by
+/// PostgreSQL's jsonb input) and the JSON list of segment names (checked by verify). A cohort's
+/// twins share one.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Record<'a> {
+    quasi: &'a str,
+    legal_basis: &'a str,
+    policy: &'a str,
+    segments: &'a str,
+}
 
 fn field<'a>(v: &'a Json, name: &str, line: usize) -> MsegResult<&'a Json> {
     v.get(name).ok_or_else(|| invalid(format!("line {line} has no \"{name}\"")))
@@ -168,7 +174,6 @@ fn verify<'a>(lines: &[&'a str]) -> MsegResult<Verified<'a>> {
         _ => return Err(invalid("the manifest's mode is neither full nor delta")),
     };
     // every line's shape, read without building a document (borrowed fields, raw objects)
-    let is_object = |r: Option<&serde_json::value::RawValue>| r.is_some_and(|r| r.get().starts_with('{'));
     // the twins sorted by pseudonym are applied in key order (the pool's primary key then grows at
     // one end instead of at random places); a twin line for every line at most, reserved at once
     let mut twins: Vec<TwinLine<'a>> = Vec::with_capacity(last.saturating_sub(1));
@@ -189,30 +194,20 @@ fn verify<'a>(lines: &[&'a str]) -> MsegResult<Verified<'a>> {
             .ok_or_else(|| invalid(format!("line {n} has no valid pseudonym")))?;
         match v.kind.as_deref() {
             Some("twin") => {
-                let (Some(quasi), Some(legal_basis), Some(policy)) = (v.quasi, v.legal_basis, v.policy) else {
-                    let f = if v.quasi.is_none() {
-                        "quasi"
-                    } else if v.legal_basis.is_none() {
-                        "legal_basis"
-                    } else {
-                        "policy"
-                    };
-                    return Err(invalid(format!("line {n}: \"{f}\" is not an object")));
+                let object = |f: &str, r: Option<&'a serde_json::value::RawValue>| {
+                    r.filter(|r| r.get().starts_with('{'))
+                        .map(|r| r.get())
+                        .ok_or_else(|| invalid(format!("line {n}: \"{f}\" is not an object")))
                 };
-                for (f, r) in [("quasi", quasi), ("legal_basis", legal_basis), ("policy", policy)] {
-                    if !is_object(Some(r)) {
-                        return Err(invalid(format!("line {n}: \"{f}\" is not an object")));
-                    }
-                }
+                let (quasi, legal_basis, policy) =
+                    (object("quasi", v.quasi)?, object("legal_basis", v.legal_basis)?, object("policy", v.policy)?);
                 // (a NUL, which the JSON may escape, is no part of a name and cannot be text)
-                let names = v.segments.map(|r| segment_names(r.get())).transpose().map_err(|e| wrong(n, e))?;
-                let (Some(segments), Some(names)) = (v.segments, names) else {
-                    return Err(invalid(format!("line {n}: \"segments\" is not a list of names")));
-                };
-                if names.iter().any(|name| name.contains('\0')) {
-                    return Err(invalid(format!("line {n}: \"segments\" is not a list of names")));
+                let not_names = || invalid(format!("line {n}: \"segments\" is not a list of names"));
+                let segments = v.segments.ok_or_else(not_names)?.get();
+                if segment_names(segments).map_err(|e| wrong(n, e))?.iter().any(|name| name.contains('\0')) {
+                    return Err(not_names());
                 }
-                let record = (quasi.get(), legal_basis.get(), policy.get(), segments.get());
+                let record = Record { quasi, legal_basis, policy, segments };
                 let record = *numbers.entry(record).or_insert_with(|| {
                     records.push(record);
                     records.len() as u32 - 1
@@ -321,7 +316,7 @@ fn apply(v: Verified<'_>) -> MsegResult<i64> {
         // each record's segments as an array literal (cheaper than expanding the JSON list in SQL)
         let mut segs = Vec::with_capacity(records.len());
         for r in records {
-            let names = segment_names(r.3).map_err(|e| invalid("a twin line changed while importing").detail(e.to_string()))?;
+            let names = segment_names(r.segments).map_err(|e| invalid("a twin line changed while importing").detail(e.to_string()))?;
             segs.push(array_literal(names.iter().map(|c| c.as_ref())));
         }
         let mut parsed = pgrx::PgMemoryContexts::new("mseg import records");
@@ -331,9 +326,9 @@ fn apply(v: Verified<'_>) -> MsegResult<i64> {
                 PARSE_RECORDS,
                 None,
                 &[
-                    sql_array::text(chunk.iter().map(|r| r.0)),
-                    sql_array::text(chunk.iter().map(|r| r.1)),
-                    sql_array::text(chunk.iter().map(|r| r.2)),
+                    sql_array::text(chunk.iter().map(|r| r.quasi)),
+                    sql_array::text(chunk.iter().map(|r| r.legal_basis)),
+                    sql_array::text(chunk.iter().map(|r| r.policy)),
                 ],
             )?;
             let row = t.first();
@@ -348,23 +343,25 @@ fn apply(v: Verified<'_>) -> MsegResult<i64> {
                 column.extend(elements);
             }
         }
-        for chunk in v.twins.chunks(10_000) {
-            // the batch's records, numbered from 1 in the order of first use
-            let mut local: FxMap<u32, i64> = FxMap::default();
-            let mut used: Vec<usize> = Vec::new();
-            let numbered: Vec<i64> = chunk
-                .iter()
-                .map(|t| {
-                    *local.entry(t.record).or_insert_with(|| {
-                        used.push(t.record as usize);
-                        used.len() as i64
+        // the records hashed and the twins probing them in pseudonym order: a merge join (which
+        // the planner prefers for these sizes) would sort the twins by record
+        let insert_batches = || -> MsegResult<()> {
+            for chunk in v.twins.chunks(10_000) {
+                // the batch's records, numbered from 1 in the order of first use
+                let mut local: FxMap<u32, i64> = FxMap::default();
+                let mut used: Vec<usize> = Vec::new();
+                let numbered: Vec<i64> = chunk
+                    .iter()
+                    .map(|t| {
+                        *local.entry(t.record).or_insert_with(|| {
+                            used.push(t.record as usize);
+                            used.len() as i64
+                        })
                     })
-                })
-                .collect();
-            let pick = |column: usize| -> Vec<pg_sys::Datum> { used.iter().map(|&r| objects[column][r]).collect() };
-            let (quasi, legal_basis, policy) = (pick(0), pick(1), pick(2));
-            let mut batch = pgrx::PgMemoryContexts::new("mseg import batch");
-            let insert = || {
+                    .collect();
+                let pick = |column: usize| -> Vec<pg_sys::Datum> { used.iter().map(|&r| objects[column][r]).collect() };
+                let (quasi, legal_basis, policy) = (pick(0), pick(1), pick(2));
+                let mut batch = pgrx::PgMemoryContexts::new("mseg import batch");
                 // SAFETY: the context lives until the statement is done; nothing allocated in it escapes.
                 unsafe {
                     batch.switch_to(|_| {
@@ -385,13 +382,11 @@ fn apply(v: Verified<'_>) -> MsegResult<i64> {
                         )
                         .map(|_| ())
                     })
-                }
-                .map_err(MsegError::from)
-            };
-            // the records hashed and the twins probing them in pseudonym order: a merge join
-            // (which the planner prefers for these sizes) would sort the twins by record
-            catalog::with_setting(c"enable_mergejoin", c"off", || catalog::with_setting(c"enable_nestloop", c"off", insert))?;
-        }
+                }?;
+            }
+            Ok(())
+        };
+        catalog::with_setting(c"enable_mergejoin", c"off", || catalog::with_setting(c"enable_nestloop", c"off", insert_batches))?;
         c.update(
             "DELETE FROM mseg.pool_twins WHERE controller OPERATOR(pg_catalog.=) $1 AND pseudonym OPERATOR(pg_catalog.=) ANY ($2)",
             None,
