@@ -8,15 +8,17 @@
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 
-/// An array of builtin type `elem` from its elements' datums.
+/// An array of builtin type `elem` from its elements' datums, in the current memory context
+/// (`construct_array_builtin` copies the elements; pgrx's conversion puts its arrays there too).
 /// SAFETY: each datum is a valid value of `elem` (a by-reference one alive until this returns).
-unsafe fn build(mut elems: Vec<pg_sys::Datum>, elem: pg_sys::Oid, array: pg_sys::Oid) -> DatumWithOid<'static> {
-    // construct_array_builtin copies the elements into a new array in the current memory
-    // context, where pgrx's conversion puts it too
-    unsafe {
-        let a = pg_sys::construct_array_builtin(elems.as_mut_ptr(), elems.len() as i32, elem);
-        DatumWithOid::new(pg_sys::Datum::from(a), array)
-    }
+unsafe fn construct(mut elems: Vec<pg_sys::Datum>, elem: pg_sys::Oid) -> pg_sys::Datum {
+    unsafe { pg_sys::Datum::from(pg_sys::construct_array_builtin(elems.as_mut_ptr(), elems.len() as i32, elem)) }
+}
+
+/// [`construct`] as an SPI parameter of array type `array`.
+/// SAFETY: as [`construct`].
+unsafe fn build(elems: Vec<pg_sys::Datum>, elem: pg_sys::Oid, array: pg_sys::Oid) -> DatumWithOid<'static> {
+    unsafe { DatumWithOid::new(construct(elems, elem), array) }
 }
 
 /// An int8[] parameter.
@@ -29,6 +31,12 @@ pub fn int8(values: &[i64]) -> DatumWithOid<'static> {
 pub fn int4(values: &[i32]) -> DatumWithOid<'static> {
     // SAFETY: int4 datums.
     unsafe { build(values.iter().map(|&v| pg_sys::Datum::from(v)).collect(), pg_sys::INT4OID, pg_sys::INT4ARRAYOID) }
+}
+
+/// An int4[] value (a function's result), in the current memory context.
+pub fn int4_datum(values: &[i32]) -> pg_sys::Datum {
+    // SAFETY: int4 datums.
+    unsafe { construct(values.iter().map(|&v| pg_sys::Datum::from(v)).collect(), pg_sys::INT4OID) }
 }
 
 /// A text[] parameter (no NULL element) from `items`.

@@ -1,6 +1,7 @@
 //! The statement trigger and the lock protocol: what each statement recomputes, and how.
 
 use super::*;
+use std::borrow::Cow;
 
 /// Run `f` with SPI as `mseg_upkeep`, the statement's transition tables visible, and generic
 /// plans (the prepared statements are the same every time; custom plans would plan the whole
@@ -359,6 +360,38 @@ pub(super) fn segments_trigger<'a>(
     Ok(None)
 }
 
+/// The ids of an int4[] argument: the array's own data where it has no NULL (every stored set and
+/// scope), else its elements without the NULLs (an evaluation: NULL where not a member).
+fn set_ids<'a>(a: &'a Option<pgrx::Array<'a, i32>>) -> Cow<'a, [i32]> {
+    match a {
+        None => Cow::Borrowed(&[]),
+        Some(a) => match a.as_slice() {
+            Ok(ids) => Cow::Borrowed(ids),
+            Err(_) => Cow::Owned(a.iter().flatten().collect()),
+        },
+    }
+}
+
+/// A set as the int4[] these functions return, built in one call (`sql_array`): pgrx's `Vec<i32>`
+/// goes element by element, which was most of these functions' cost (a load recomputing a source
+/// calls them once or twice per subject).
+pub(super) struct SegmentIds(pg_sys::Datum);
+
+impl SegmentIds {
+    fn new(ids: &[i32]) -> Self {
+        SegmentIds(crate::sql_array::int4_datum(ids))
+    }
+}
+
+pgrx::impl_sql_translatable!(SegmentIds, "INT[]");
+
+// SAFETY: the datum is an int4[] made in the function's memory context, the declared result type.
+unsafe impl pgrx::callconv::BoxRet for SegmentIds {
+    unsafe fn box_into<'fcx>(self, fcinfo: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
+        unsafe { fcinfo.return_raw_datum(self.0) }
+    }
+}
+
 /// Internal: a subject's whole new set after a recompute of the segments in `scope`: the stored
 /// ids outside the scope and the `evaluated` ids (NULL where the subject is not a member), in id
 /// order like every stored set. One call instead of one `= ANY` test per carried segment.
@@ -367,25 +400,23 @@ pub(super) fn segments_merge(
     stored: Option<pgrx::Array<i32>>,
     scope: Option<pgrx::Array<i32>>,
     evaluated: Option<pgrx::Array<i32>>,
-) -> Vec<i32> {
-    let scope: Vec<i32> = scope.map(|a| a.iter().flatten().collect()).unwrap_or_default();
-    let mut set: Vec<i32> = stored.map(|a| a.iter().flatten().filter(|id| !scope.contains(id)).collect()).unwrap_or_default();
-    if let Some(e) = evaluated {
-        set.extend(e.iter().flatten());
-    }
+) -> SegmentIds {
+    let scope = set_ids(&scope);
+    let mut set: Vec<i32> = set_ids(&stored).iter().copied().filter(|id| !scope.contains(id)).collect();
+    set.extend_from_slice(&set_ids(&evaluated));
     set.sort_unstable();
     set.dedup();
-    set
+    SegmentIds::new(&set)
 }
 
 /// Internal: the ids of set `a` that are not in set `b`, in id order (joined / left segments).
 #[pg_extern(immutable, parallel_safe, name = "_segments_minus")]
-pub(super) fn segments_minus(a: Option<pgrx::Array<i32>>, b: Option<pgrx::Array<i32>>) -> Vec<i32> {
-    let b: Vec<i32> = b.map(|b| b.iter().flatten().collect()).unwrap_or_default();
-    let mut out: Vec<i32> = a.map(|a| a.iter().flatten().filter(|id| !b.contains(id)).collect()).unwrap_or_default();
+pub(super) fn segments_minus(a: Option<pgrx::Array<i32>>, b: Option<pgrx::Array<i32>>) -> SegmentIds {
+    let b = set_ids(&b);
+    let mut out: Vec<i32> = set_ids(&a).iter().copied().filter(|id| !b.contains(id)).collect();
     out.sort_unstable();
     out.dedup();
-    out
+    SegmentIds::new(&out)
 }
 
 /// Internal: recompute one subject after a change of its legal basis (called by consent functions).
@@ -428,5 +459,17 @@ mod tests {
         assert_eq!(minus, Some(vec![1, 3]));
         let minus = Spi::get_one::<Vec<i32>>("SELECT mseg._segments_minus('{}', NULL)").unwrap();
         assert_eq!(minus, Some(vec![]));
+        // the results are built by hand (SegmentIds): a real int4[], never NULL, usable as one
+        let empty = Spi::get_one::<String>(
+            "SELECT pg_typeof(mseg._segments_merge(NULL, NULL, NULL))::text || ' ' || mseg._segments_merge(NULL, NULL, NULL)::text",
+        )
+        .unwrap();
+        assert_eq!(empty.as_deref(), Some("integer[] {}"));
+        let roundtrip = Spi::get_one::<bool>(
+            "SELECT mseg._segments_minus(mseg._segments_merge('{3,1}', '{}', '{2}'), '{1}') OPERATOR(pg_catalog.=) '{2,3}'::int4[] \
+               AND pg_catalog.array_ndims(mseg._segments_merge('{3,1}', '{}', '{2}')) OPERATOR(pg_catalog.=) 1",
+        )
+        .unwrap();
+        assert_eq!(roundtrip, Some(true));
     }
 }
