@@ -29,11 +29,11 @@ pub fn int8(values: &[i64]) -> DatumWithOid<'static> {
 
 /// An int4[] parameter.
 pub fn int4(values: &[i32]) -> DatumWithOid<'static> {
-    // SAFETY: int4 datums.
-    unsafe { build(values.iter().map(|&v| pg_sys::Datum::from(v)).collect(), pg_sys::INT4OID, pg_sys::INT4ARRAYOID) }
+    // SAFETY: an int4[] value.
+    unsafe { DatumWithOid::new(int4_datum(values), pg_sys::INT4ARRAYOID) }
 }
 
-/// An int4[] value (a function's result), in the current memory context.
+/// An int4[] value (a function's result, or [`int4`]'s parameter), in the current memory context.
 pub fn int4_datum(values: &[i32]) -> pg_sys::Datum {
     // SAFETY: int4 datums.
     unsafe { construct(values.iter().map(|&v| pg_sys::Datum::from(v)).collect(), pg_sys::INT4OID) }
